@@ -1,0 +1,38 @@
+"""lelog: stream a program's logs to a Harness-style log service.
+
+Never blocking the program, never hanging its exit, never losing a line without counting it.
+"""
+
+from ._config import LogConfig
+from ._exceptions import (
+    AuthError,
+    BlobNotFound,
+    Cancelled,
+    ConfigError,
+    LelogError,
+    LogServiceError,
+    StreamNotFound,
+    TransportError,
+    UploadLinkUnsupported,
+)
+from ._line import Line
+from ._client import LogServiceClient
+from ._retry import RetryPolicy
+from ._version import __version__
+
+__all__ = [
+    "AuthError",
+    "BlobNotFound",
+    "Cancelled",
+    "ConfigError",
+    "LelogError",
+    "Line",
+    "LogConfig",
+    "LogServiceClient",
+    "LogServiceError",
+    "RetryPolicy",
+    "StreamNotFound",
+    "TransportError",
+    "UploadLinkUnsupported",
+    "__version__",
+]

@@ -1,0 +1,180 @@
+"""One log line and its wire encoding (protocol.md §2).
+
+A line is encoded exactly once, by the writer's worker thread, into compact JSON bytes with the
+fields in the order the service's own clients use: ``level, pos, out, time, args``.  The PUT
+body is those bytes joined into a JSON array and the history upload is the same bytes joined
+as NDJSON, so nothing is ever re-encoded.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import time as _time
+from typing import Any, Iterable, Mapping, Optional, Sequence, Union
+
+import attrs
+
+__all__ = [
+    "MAX_LINE_BYTES",
+    "TRUNCATION_SUFFIX",
+    "Line",
+    "encode_line",
+    "format_time",
+    "json_array",
+    "ndjson",
+    "parse_ndjson",
+    "truncate_out",
+]
+
+#: The longest ``out`` the service's reference client sends, in UTF-8 bytes.
+MAX_LINE_BYTES = 71_680
+TRUNCATION_SUFFIX = "... (log line truncated)"
+
+# C-accelerated JSON string quoting; keeps non-ASCII as UTF-8 (smaller than \\u escapes).
+_quote = json.encoder.encode_basestring  # type: ignore[attr-defined]
+_compact = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+TimeLike = Union[float, int, str, _dt.datetime]
+
+
+def truncate_out(out: str, limit: int = MAX_LINE_BYTES) -> tuple[str, bool]:
+    """Cut ``out`` to ``limit`` UTF-8 bytes plus the suffix, never splitting a character.
+
+    Returns the text and whether it was cut.  The cheap length test comes first: a string of
+    at most ``limit // 4`` characters cannot exceed ``limit`` bytes.
+    """
+    if len(out) <= limit // 4:
+        return out, False
+    raw = out.encode("utf-8", "surrogatepass")
+    if len(raw) <= limit:
+        return out, False
+    # Dropping a partial character at the cut is what "ignore" does on a prefix.
+    head = raw[:limit].decode("utf-8", "ignore")
+    return head + TRUNCATION_SUFFIX, True
+
+
+_second_cache: tuple[int, str] = (-1, "")
+
+
+def format_time(ts: float) -> str:
+    """RFC 3339 in UTC with microseconds and a ``Z`` zone, as the service requires.
+
+    The date part is cached per second: the worker formats many lines per second.  The cache
+    is one tuple swapped atomically, so concurrent callers at worst format it twice.
+    """
+    global _second_cache
+    sec = int(ts // 1)
+    micros = int((ts - sec) * 1_000_000)
+    cached_sec, prefix = _second_cache
+    if cached_sec != sec:
+        prefix = _time.strftime("%Y-%m-%dT%H:%M:%S", _time.gmtime(sec))
+        _second_cache = (sec, prefix)
+    return f"{prefix}.{micros:06d}Z"
+
+
+def _has_zone(text: str) -> bool:
+    if text.endswith(("Z", "z")):
+        return True
+    tail = text[-6:]
+    return len(tail) == 6 and tail[0] in "+-" and tail[3] == ":"
+
+
+def _to_time(value: TimeLike) -> str:
+    if isinstance(value, str):
+        if "T" not in value or not _has_zone(value):
+            raise ValueError(
+                f"time {value!r} is not RFC 3339 with a zone; the service rejects zone-less "
+                "times: pass a float epoch, an aware datetime, or e.g. '2026-11-27T10:00:00Z'"
+            )
+        return value
+    if isinstance(value, _dt.datetime):
+        # A naive datetime is taken as local time, which is what datetime.now() means.
+        aware = value if value.tzinfo is not None else value.astimezone()
+        return aware.isoformat(timespec="microseconds")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return format_time(float(value))
+    raise TypeError(f"time must be a float epoch, a datetime or an RFC 3339 string, not {value!r}")
+
+
+def _to_args(value: Optional[Mapping[str, Any]]) -> Optional[dict[str, str]]:
+    if value is None:
+        return None
+    return {str(k): v if isinstance(v, str) else str(v) for k, v in value.items()}
+
+
+def _encode_args(args: Optional[Mapping[str, str]]) -> str:
+    return "null" if args is None else _compact(args)
+
+
+def encode_line(
+    level: str, pos: int, out: str, time: str, args: Optional[Mapping[str, str]]
+) -> bytes:
+    """Compact JSON for one line, fields in wire order; ``out`` must already be truncated."""
+    text = (
+        f'{{"level":{_quote(level)},"pos":{pos},"out":{_quote(out)},'
+        f'"time":{_quote(time)},"args":{_encode_args(args)}}}'
+    )
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate from the caller: keep the line, lose the char
+        return text.encode("utf-8", "replace")
+
+
+@attrs.frozen(slots=True)
+class Line:
+    """A log line as the service stores it.
+
+    ``time`` accepts a float epoch, an aware (or local naive) datetime, or an RFC 3339 string
+    with a zone, and is kept as the RFC 3339 string.  ``args`` values are turned into strings.
+    """
+
+    out: str = attrs.field(validator=attrs.validators.instance_of(str))
+    pos: int = attrs.field(validator=attrs.validators.instance_of(int))
+    time: str = attrs.field(converter=_to_time)
+    level: str = attrs.field(default="info", validator=attrs.validators.instance_of(str))
+    args: Optional[dict[str, str]] = attrs.field(default=None, converter=_to_args)
+
+    def encode(self) -> bytes:
+        """The line as compact JSON, ``out`` truncated to the service's limit."""
+        out, _ = truncate_out(self.out)
+        return encode_line(self.level, self.pos, out, self.time, self.args)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"level": self.level, "pos": self.pos, "out": self.out, "time": self.time,
+                "args": self.args}
+
+    @classmethod
+    def from_dict(cls, obj: Mapping[str, Any]) -> Line:
+        """Build a line from its decoded JSON, as the service and the file store return it."""
+        if not isinstance(obj, Mapping):
+            raise ValueError(f"a log line must be a JSON object, not {type(obj).__name__}")
+        try:
+            return cls(
+                out=obj.get("out", ""),
+                pos=obj.get("pos", 0),
+                time=obj.get("time") or format_time(0.0),
+                level=obj.get("level") or "info",
+                args=obj.get("args"),
+            )
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise ValueError(f"malformed log line {dict(obj)!r}: {exc}") from None
+
+
+def json_array(encoded: Sequence[bytes]) -> bytes:
+    """The ``PUT /stream`` body: a JSON array of already encoded lines."""
+    return b"[" + b",".join(encoded) + b"]"
+
+
+def ndjson(encoded: Sequence[bytes]) -> bytes:
+    """A blob body: one encoded line per row, each ending in ``\\n``; empty history, empty body."""
+    if not encoded:
+        return b""
+    return b"\n".join(encoded) + b"\n"
+
+
+def parse_ndjson(data: bytes) -> Iterable[Line]:
+    """Decode an NDJSON blob into lines, skipping blank rows."""
+    for row in data.splitlines():
+        if row.strip():
+            yield Line.from_dict(json.loads(row))
