@@ -1,0 +1,53 @@
+"""What the writer talks to: the log service, the local file store, or a test double."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Protocol, Sequence, Union, runtime_checkable
+
+from ._client import LineLike, LogServiceClient
+from ._config import LogConfig
+from ._exceptions import ConfigError
+
+__all__ = ["Backend", "make_backend"]
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """The calls a writer needs.  ``opts`` are ``deadline``, ``cancel``, ``on_retry`` and
+    ``retry`` as ``LogServiceClient`` takes them; a backend without network may ignore them."""
+
+    def open_stream(self, key: str, **opts: Any) -> None: ...
+
+    def write(self, key: str, lines: Sequence[LineLike], **opts: Any) -> None: ...
+
+    def upload(self, key: str, lines: Union[Sequence[LineLike], bytes], **opts: Any) -> None: ...
+
+    def close_stream(self, key: str, *, snapshot: bool = False, **opts: Any) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def make_backend(target: object) -> tuple[Backend, bool, LogConfig]:
+    """The backend for ``target``, whether the caller owns it (and must close it), its config.
+
+    ``target`` is a backend, a ``LogConfig``, a setup request or ``log_config`` dict, or None
+    for the ``LELOG_*`` environment.  No ``url`` means the local file store.
+    """
+    if isinstance(target, Backend):
+        config = getattr(target, "config", None)
+        return target, False, config if isinstance(config, LogConfig) else LogConfig()
+    if target is None:
+        config = LogConfig.from_env()
+    elif isinstance(target, LogConfig):
+        config = target
+    elif isinstance(target, Mapping):
+        config = LogConfig.from_setup_request(target)
+    else:
+        raise ConfigError(
+            f"expected a LogConfig, a setup-request dict, a backend or None, got {type(target).__name__}"
+        )
+    if config.url:
+        return LogServiceClient(config), True, config
+    from ._filestore import FileStore
+
+    return FileStore(config=config), True, config
