@@ -1,0 +1,145 @@
+"""The original system's line format, as a ``logging.Formatter``.
+
+The Go engine logs with logrus' text format: ``time="..." level=info msg="..." key=value``.
+``LogfmtFormatter`` writes the same so the service shows Python lines like the engine's own.
+It runs on the caller's thread for every record, so the common case (a printable message,
+bare values) is a few str method calls and one f-string.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Collection
+
+from ._line import format_time
+
+__all__ = ["LogfmtFormatter", "logfmt_value", "record_extras"]
+
+# Attributes every LogRecord has, so anything else came from ``extra=`` (or a filter).
+_RESERVED = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
+    "message",
+    "asctime",
+    "taskName",
+}
+
+# Inside quotes: backslash, quote and every control character (Unicode Cc), JSON style, which is
+# what logfmt parsers (go-logfmt, logrus) read back.
+_ESCAPES = {c: f"\\u{c:04x}" for c in (*range(0x20), *range(0x7F, 0xA0))}
+_ESCAPES.update({ord("\\"): "\\\\", ord('"'): '\\"', ord("\n"): "\\n", ord("\r"): "\\r",
+                 ord("\t"): "\\t"})
+
+# Extras named like the fixed fields are prefixed, as logrus does, so no key appears twice.
+_CLASHING = frozenset({"time", "level", "msg"})
+
+
+def record_extras(record: logging.LogRecord, exclude: Collection[str] = ()) -> dict[str, object]:
+    """The ``extra=`` fields of ``record``, in insertion order, minus ``exclude``."""
+    attrs = record.__dict__
+    if attrs.keys() <= _RESERVED:  # the common case, checked in C
+        return {}
+    return {k: v for k, v in attrs.items() if k not in _RESERVED and k not in exclude}
+
+
+def _is_bare(text: str) -> bool:
+    # isprintable() is False for control characters and also for other separators (e.g. NBSP,
+    # U+2028) that a reader would take for whitespace: quoting those too is safer.
+    return (
+        text != ""
+        and text.isprintable()
+        and " " not in text
+        and '"' not in text
+        and "=" not in text
+        and "\\" not in text
+    )
+
+
+def _quote(text: str) -> str:
+    if text.isprintable() and '"' not in text and "\\" not in text:
+        return f'"{text}"'
+    return f'"{text.translate(_ESCAPES)}"'
+
+
+def _str(value: object) -> str:
+    if isinstance(value, str):
+        return value
+    try:
+        return str(value)
+    except Exception:  # one broken extra must not cost the whole line
+        return f"<unprintable {type(value).__name__}>"
+
+
+def logfmt_value(value: object) -> str:
+    """``value`` as a logfmt value: bare when that parses back unchanged, else quoted."""
+    text = _str(value)
+    return text if _is_bare(text) else _quote(text)
+
+
+def _render_key(key: str) -> str:
+    if key in _CLASHING:
+        return f"fields.{key}"
+    if _is_bare(key):
+        return key
+    # Keys cannot be quoted in logfmt, so what would need quoting becomes "_" (a rare path).
+    return "".join([c if c.isprintable() and c not in ' ="\\' else "_" for c in key]) or "_"
+
+
+_keys: dict[str, str] = {}
+_MAX_CACHED_KEYS = 1024
+
+
+def _logfmt_key(key: object) -> str:
+    # A program uses a few dozen extra names; cache them, but never grow without bound.
+    if not isinstance(key, str):  # extra={1: ...} is accepted by logging
+        key = _str(key)
+    rendered = _keys.get(key)
+    if rendered is None:
+        rendered = _render_key(key)
+        if len(_keys) < _MAX_CACHED_KEYS:
+            _keys[key] = rendered
+    return rendered
+
+
+class LogfmtFormatter(logging.Formatter):
+    """The original system's line format.
+
+    ``time="<RFC 3339>" level=<level> msg="<message>" key=value ...``, as logrus writes it.
+
+    ``extras`` adds the record's ``extra=`` fields, except the names in ``exclude``.  An
+    exception or stack follows on the next lines, as ``logging.Formatter`` writes it.  Every
+    option is a plain value, so ``{"()": "lelog._logfmt.LogfmtFormatter"}`` works in
+    ``logging.config.dictConfig``.
+    """
+
+    def __init__(self, *, extras: bool = True, exclude: Collection[str] = ()) -> None:
+        if isinstance(exclude, str):
+            raise TypeError("exclude must be a collection of attribute names, not a single str")
+        super().__init__()
+        self.extras = bool(extras)
+        self.exclude = frozenset(exclude)
+        self._levels: dict[str, str] = {}
+
+    def _level(self, levelname: str) -> str:
+        # Few distinct names ever reach a formatter; a custom one may hold a space ("Level 5").
+        level = self._levels.get(levelname)
+        if level is None:
+            level = self._levels[levelname] = logfmt_value(levelname.lower())
+        return level
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = (
+            f'time="{format_time(record.created)}" level={self._level(record.levelname)} '
+            f"msg={_quote(record.getMessage())}"
+        )
+        if self.extras:
+            extras = record_extras(record, self.exclude)
+            if extras:
+                text += "".join(
+                    [f" {_logfmt_key(key)}={logfmt_value(value)}" for key, value in extras.items()]
+                )
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            text += "\n" + record.exc_text
+        if record.stack_info:
+            text += "\n" + self.formatStack(record.stack_info)
+        return text
