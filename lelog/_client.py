@@ -238,13 +238,12 @@ class LogServiceClient:
         Ends at the service's end marker (``event: error`` / ``data: eof``, which the service
         sends without the blank line a strict SSE parser waits for) or when the body ends.
         """
-        request = self.http.build_request(
-            "GET", self.config.url + "/stream", params=self._params(key),
-            headers=self._auth_headers(),
-        )
-
         def connect(timeout: float) -> httpx.Response:
-            request.extensions["timeout"] = self._within(timeout, read=_TAIL_READ_TIMEOUT)
+            request = self.http.build_request(
+                "GET", self.config.url + "/stream", params=self._params(key),
+                headers=self._auth_headers(),
+                timeout=self._within(timeout, read=_TAIL_READ_TIMEOUT),
+            )
             return self._send("tail", key, request, stream=True)
 
         response = self._policy(opts).run(connect, **self._budget(opts, self.config.call_deadline))

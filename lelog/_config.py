@@ -60,7 +60,10 @@ def _str_field(name: str, *, secret: bool = False) -> Any:
 
 
 def _normalise_url(value: object) -> object:
-    return value[:-1] if isinstance(value, str) and value.endswith("/") else value
+    """Strip one trailing ``/`` (protocol.md §1), but not the one of a bare ``scheme://``."""
+    if isinstance(value, str) and value.endswith("/") and not value.endswith("://"):
+        return value[:-1]
+    return value
 
 
 def _check_url(_inst: object, _attr: object, value: object) -> None:

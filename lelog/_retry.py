@@ -124,7 +124,7 @@ class Attempts:
         """Record a failed attempt; the seconds to wait before the next, or None to give up.
 
         Gives up on a permanent error, at the attempt cap, and when the wait would pass the
-        deadline.  A ``Retry-After`` from the service replaces the computed wait.
+        deadline.  A ``Retry-After`` from the service replaces the computed wait, uncapped.
         """
         self.number += 1
         exc.attempts = self.number
@@ -132,7 +132,7 @@ class Attempts:
         if not exc.retryable or self.number >= policy.max_attempts:
             return None
         if exc.retry_after is not None:
-            wait = min(exc.retry_after, policy.max_wait)
+            wait = exc.retry_after  # never sooner than the service asked; the deadline caps it
         else:
             wait = policy.jitter(next(self._waits))
         if policy.clock() + wait >= self._end:

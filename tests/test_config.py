@@ -1,0 +1,175 @@
+"""LogConfig: the seed's configuration accepted as-is, and every mistake named with its fix."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+import trustme
+
+import lelog
+from lelog import ConfigError, LogConfig
+
+SEED = {
+    "le_log_key": "stage-123/lite-engine-logs",
+    "log_config": {
+        "url": "http://log-service:8080",
+        "account_id": "account-123",
+        "token": "auth-token",
+        "indirect_upload": True,
+        "trim_new_line_suffix": False,
+        "skip_opening_stream": False,
+        "skip_closing_stream": False,
+    },
+    "secrets": ["hunter2"],
+    "unrelated_engine_field": {"volumes": []},
+}
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def test_seed_setup_request_is_accepted_as_is() -> None:
+    config = LogConfig.from_setup_request(SEED)
+    assert config.url == "http://log-service:8080"
+    assert config.account_id == "account-123"
+    assert config.token == "auth-token"
+    assert config.indirect_upload is True
+    assert config.le_log_key == "stage-123/lite-engine-logs"
+    assert config.secrets == ("hunter2",)
+
+
+def test_only_log_config_is_accepted_too() -> None:
+    config = LogConfig.from_setup_request(SEED["log_config"])
+    assert config.url == "http://log-service:8080"
+    assert config.le_log_key == ""
+
+
+def test_mtls_config_is_read_from_the_setup_request() -> None:
+    ca = trustme.CA()
+    cert = ca.issue_cert("client")
+    request = dict(SEED, mtls_config={
+        "client_cert": _b64(cert.cert_chain_pems[0].bytes()),
+        "client_cert_key": _b64(cert.private_key_pem.bytes()),
+    })
+    config = LogConfig.from_setup_request(request)
+    assert config.client_cert_pem == cert.cert_chain_pems[0].bytes()
+    assert config.client_cert_key_pem == cert.private_key_pem.bytes()
+
+
+def test_trailing_slash_is_stripped_and_prefix_kept() -> None:
+    config = LogConfig(url="https://gw.example/log-service/", account_id="a", token="t")
+    assert config.url == "https://gw.example/log-service"
+
+
+def test_token_and_key_material_never_in_repr() -> None:
+    ca = trustme.CA()
+    cert = ca.issue_cert("client")
+    key_b64 = _b64(cert.private_key_pem.bytes())
+    config = LogConfig(
+        url="http://h", account_id="a", token="tok-SECRET-123", secrets=["pw-SECRET-456"],
+        client_cert=_b64(cert.cert_chain_pems[0].bytes()), client_cert_key=key_b64,
+    )
+    text = repr(config) + str(config)
+    for secret in ("tok-SECRET-123", "pw-SECRET-456", key_b64[:40]):
+        assert secret not in text
+    assert "token='***'" in text
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"url": "log-service:8080"}, "url 'log-service:8080' has no scheme: write it as 'http://log-service:8080'"),
+        ({"url": "ftp://h"}, "must start with http:// or https://"),
+        ({"url": "http://"}, "has no host"),
+        ({"url": "http://h?x=1", "account_id": "a", "token": "t"}, "must not carry a query"),
+        ({"indirect_upload": "true"}, "indirect_upload must be true or false, got 'true' (str)"),
+        ({"skip_opening_stream": 1}, "skip_opening_stream must be true or false"),
+        ({"url": "http://h", "token": "t"}, "account_id is required when url is set"),
+        ({"url": "http://h", "account_id": "a"}, "token is required when url is set"),
+        ({"verify": "/no/such/ca.pem"}, "verify: CA bundle '/no/such/ca.pem' does not exist"),
+        ({"verify": 3}, "verify must be true, false, or the path"),
+        ({"client_cert": "!!notbase64", "client_cert_key": "x"}, "client_cert is not valid base64"),
+        ({"client_cert": _b64(b"hello"), "client_cert_key": _b64(b"hello")}, "decodes from base64 but is not PEM"),
+        ({"client_cert": _b64(b"-----BEGIN CERTIFICATE-----\n")}, "client_cert and client_cert_key go together"),
+        ({"secrets": "hunter2"}, "secrets must be a list of strings, not one string"),
+        ({"secrets": ["ok", 3]}, "secrets must hold only strings"),
+        ({"read_timeout": 0}, "read_timeout must be a positive number of seconds"),
+        ({"max_attempts": 0}, "max_attempts must be a whole number >= 1"),
+        ({"sanitize_config": {"sanitize_patterns_content": _b64(b"(unclosed")}}, "sanitize_config.sanitize_patterns_content"),
+        ({"sanitize_config": {"patterns": "x"}}, "sanitize_config: unknown key(s) ['patterns']"),
+    ],
+)
+def test_bad_values_name_the_field_and_the_fix(values: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        LogConfig(**values)
+    assert message in str(info.value)
+
+
+def test_unknown_keys_are_reported_with_a_suggestion() -> None:
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) 'acount_id' \(did you mean 'account_id'\?\)"):
+        LogConfig.from_setup_request({"log_config": {"url": "", "acount_id": "a"}})
+    with pytest.raises(ConfigError, match="unknown key"):
+        LogConfig.from_setup_request({"urll": "http://h"})
+    with pytest.raises(ConfigError, match="mtls_config: unknown key"):
+        LogConfig.from_setup_request({"log_config": {}, "mtls_config": {"cert": "x"}})
+
+
+def test_config_error_is_a_value_error() -> None:
+    assert issubclass(ConfigError, ValueError)
+    assert issubclass(ConfigError, lelog.LelogError)
+
+
+def test_from_env_reads_lelog_variables_and_overrides_win() -> None:
+    env = {
+        "LELOG_URL": "http://h:1",
+        "LELOG_ACCOUNT_ID": "acct",
+        "LELOG_TOKEN": "t",
+        "LELOG_INDIRECT_UPLOAD": "yes",
+        "LELOG_TRIM_NEW_LINE_SUFFIX": "0",
+        "LELOG_CALL_DEADLINE": "2.5",
+        "LELOG_MAX_ATTEMPTS": "3",
+        "LELOG_VERIFY": "false",
+        "LELOG_SECRETS": "one\ntwo\n",
+        "UNRELATED": "x",
+    }
+    config = LogConfig.from_env(env, account_id="override", token=None)
+    assert config.url == "http://h:1"
+    assert config.account_id == "override"
+    assert config.token == "t"
+    assert config.indirect_upload is True
+    assert config.trim_new_line_suffix is False
+    assert config.call_deadline == 2.5
+    assert config.max_attempts == 3
+    assert config.verify is False
+    assert config.secrets == ("one", "two")
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"LELOG_INDIRECT_UPLOAD": "maybe"}, "LELOG_INDIRECT_UPLOAD must be true or false"),
+        ({"LELOG_READ_TIMEOUT": "soon"}, "LELOG_READ_TIMEOUT must be a number"),
+    ],
+)
+def test_from_env_bad_values(env: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        LogConfig.from_env(env)
+
+
+def test_sanitize_patterns_and_secrets_build_the_masker() -> None:
+    content = _b64(b"# comment\n\nAKIA[0-9A-Z]{4}\n")
+    config = LogConfig(secrets=["hunter2"], sanitize_config={"sanitize_patterns_content": content})
+    assert config.sanitize_patterns == ["AKIA[0-9A-Z]{4}"]
+    masked = config.masker().mask("pw=hunter2 key=AKIAABCD end")
+    assert masked == "pw=************** key=************** end"
+
+
+def test_evolve_validates_and_rejects_unknown_names() -> None:
+    config = LogConfig()
+    assert config.evolve(trim_new_line_suffix=True).trim_new_line_suffix is True
+    with pytest.raises(ConfigError, match="unknown key"):
+        config.evolve(trim_newline=True)
+    with pytest.raises(ConfigError, match="url"):
+        config.evolve(url="nohost")
