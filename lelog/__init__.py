@@ -18,6 +18,7 @@ from ._exceptions import (
 from ._line import Line
 from ._client import LogServiceClient
 from ._retry import RetryPolicy
+from ._writer import Stats, StreamWriter, WriterOptions
 from ._version import __version__
 
 __all__ = [
@@ -31,6 +32,9 @@ __all__ = [
     "LogServiceClient",
     "LogServiceError",
     "RetryPolicy",
+    "Stats",
+    "StreamWriter",
+    "WriterOptions",
     "StreamNotFound",
     "TransportError",
     "UploadLinkUnsupported",

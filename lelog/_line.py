@@ -103,12 +103,16 @@ def _to_args(value: Optional[Mapping[str, Any]]) -> Optional[dict[str, str]]:
     return {str(k): v if isinstance(v, str) else str(v) for k, v in value.items()}
 
 
-def _encode_args(args: Optional[Mapping[str, str]]) -> str:
-    return "null" if args is None else _compact(args)
+def _encode_args(args: Optional[Mapping[str, Any]]) -> str:
+    if args is None:
+        return "null"
+    if not all(type(v) is str and type(k) is str for k, v in args.items()):
+        args = _to_args(args)  # the service rejects non-string values
+    return _compact(args)
 
 
 def encode_line(
-    level: str, pos: int, out: str, time: str, args: Optional[Mapping[str, str]]
+    level: str, pos: int, out: str, time: str, args: Optional[Mapping[str, Any]]
 ) -> bytes:
     """Compact JSON for one line, fields in wire order; ``out`` must already be truncated."""
     text = (

@@ -214,9 +214,14 @@ class StreamWriter:
         self._retry_at = 0.0
         self._attempts: Optional[Attempts] = None
         self._opened = self.config.skip_opening_stream or self._forked_child
+        # Whether close() uploads the history (so lines missing live are not lost).
+        self._uploads = not (
+            self.config.skip_opening_stream or self.config.skip_closing_stream or self._forked_child
+        )
         self._live = True
         self._flush_requested = False
         self._closing = False
+        self._abandoned = False  # close() gave up waiting: the worker must not count any more
         self._close_end = 0.0
         self._worker: Optional[threading.Thread] = None
         self._used = False
@@ -390,6 +395,8 @@ class StreamWriter:
             self._add(encode_line(level, pos, out, format_time(ts), args), 1, pos)
             self._next_pos = pos + 1
         with self._lock:
+            if self._abandoned:
+                return
             counters = self._counters
             counters.truncated += truncated
             counters.dropped["overflow"] += self._drained_overflow
@@ -437,9 +444,10 @@ class StreamWriter:
         opts = self.options
         lines: list[bytes] = []
         if self._live_lost:
+            where = "; they are in the uploaded log" if self._uploads else ""
             lines.append(self._encode_marker(
-                f"{self._live_lost:,} lines not streamed live (service too slow or down); "
-                "they are in the uploaded log", self._live_gap_pos))
+                f"{self._live_lost:,} lines not streamed live (service too slow or down){where}",
+                self._live_gap_pos))
         count = size = taken = 0
         for data, n, _pos in self._unsent:
             if taken and (len(lines) >= opts.max_batch_lines or size + len(data) > opts.max_batch_bytes):
@@ -450,11 +458,17 @@ class StreamWriter:
             size += len(data) + 1
         return lines, count, taken
 
-    def _pop_batch(self, taken: int) -> None:
-        self._live_lost = 0
+    def _pop_batch(self, taken: int, *, pushed: bool) -> None:
+        """Remove a batch from the live queue; one that was not pushed widens the live gap."""
+        if pushed:
+            self._live_lost = 0
         for _ in range(taken):
-            data, _count, _pos = self._unsent.popleft()
+            data, count, pos = self._unsent.popleft()
             self._unsent_bytes -= len(data)
+            if not pushed:
+                if not self._live_lost:
+                    self._live_gap_pos = pos
+                self._live_lost += count
         if self._unsent:
             self._unsent_since = time.monotonic()
         elif not self._ingress:
@@ -483,11 +497,11 @@ class StreamWriter:
             self._not_pushed(exc, count, taken)
 
     def _pushed(self, lines: list[bytes], count: int, taken: int) -> None:
-        self._pop_batch(taken)
+        self._pop_batch(taken, pushed=True)
         self._settle(count, 1, sum(map(len, lines)) + len(lines) + 1)
 
     def _not_pushed(self, exc: LogServiceError, count: int, taken: int) -> None:
-        self._pop_batch(taken)
+        self._pop_batch(taken, pushed=False)
         self._settle(count, 0, 0, drop="retries_exhausted" if exc.retryable else "rejected")
         if isinstance(exc, (StreamNotFound, AuthError)):
             self._stop_live(exc)
@@ -507,13 +521,16 @@ class StreamWriter:
             wait = attempts.next_wait(exc)
             if wait is not None:
                 self._retry_at = time.monotonic() + wait
-                with self._lock:
-                    self._counters.retries += 1
+                self._count_retry(exc, wait)
                 return False, None
             self._attempts = None
             return False, exc
         self._attempts = None
         return True, None
+
+    def _count_retry(self, _exc: LogServiceError, _wait: float) -> None:
+        with self._lock:
+            self._counters.retries += 1
 
     def _backend_retry(self) -> RetryPolicy:
         return getattr(self._backend, "retry", None) or RetryPolicy(
@@ -534,6 +551,8 @@ class StreamWriter:
 
     def _settle(self, count: int, batches: int, size: int, *, drop: str = "") -> None:
         with self._lock:
+            if self._abandoned:
+                return
             counters = self._counters
             if drop:
                 counters.dropped[drop] += count
@@ -569,7 +588,9 @@ class StreamWriter:
 
         if not self._opened and self._live:
             try:
-                self._backend.open_stream(self.key, deadline=left(push_end))
+                self._backend.open_stream(
+                    self.key, deadline=left(push_end), on_retry=self._count_retry
+                )
                 self._opened = True
             except LogServiceError as exc:
                 self._record_error(exc)
@@ -581,10 +602,12 @@ class StreamWriter:
             self._settle(dropped, 0, 0, drop="retries_exhausted")
         if self.config.skip_closing_stream or self._forked_child:
             return
-        if not self.config.skip_opening_stream:
+        if self._uploads:
             body = ndjson(list(self._history))
             try:
-                self._backend.upload(self.key, body, deadline=left(upload_end))
+                self._backend.upload(
+                    self.key, body, deadline=left(upload_end), on_retry=self._count_retry
+                )
                 uploaded = True
             except LogServiceError as exc:
                 self._record_error(exc)
@@ -593,7 +616,8 @@ class StreamWriter:
                 self._counters.uploaded = uploaded
         try:
             self._backend.close_stream(
-                self.key, snapshot=self.config.skip_opening_stream, deadline=left(end)
+                self.key, snapshot=self.config.skip_opening_stream, deadline=left(end),
+                on_retry=self._count_retry,
             )
         except StreamNotFound:
             pass  # already closed: the service's permanent "500 stream: not found"
@@ -601,10 +625,12 @@ class StreamWriter:
             self._record_error(exc)
 
     def _final_push(self, left: Callable[[], float]) -> None:
-        while self._unsent and self._live:
+        while (self._unsent or self._live_lost) and self._live:
             lines, count, taken = self._batch()
             try:
-                self._backend.write(self.key, lines, deadline=left())
+                self._backend.write(
+                    self.key, lines, deadline=left(), on_retry=self._count_retry
+                )
             except LogServiceError as exc:
                 self._record_error(exc)
                 self._not_pushed(exc, count, taken)
@@ -663,6 +689,8 @@ class StreamWriter:
             return  # closed from the worker itself (a handler closed in a callback): it ends by itself
         if worker is not None:
             worker.join(max(self._close_end - time.monotonic(), 0.0) + 0.1)
+            if worker.is_alive():
+                self._abandon()
         elif not self._finished.is_set():
             if self._used or self._ingress:
                 # The worker never ran (interpreter shutdown): drain on this thread instead.
@@ -680,6 +708,19 @@ class StreamWriter:
             except Exception:
                 pass
         _unregister(self)
+
+    def _abandon(self) -> None:
+        """The deadline passed with the worker stuck in a request (a service that never
+        answers): count what it still holds as not sent, and let it finish uncounted.  It is a
+        daemon and its request is bounded by the client's timeouts, so it ends soon after."""
+        with self._lock:
+            counters = self._counters
+            counters.dropped["retries_exhausted"] += counters.accepted - counters.settled()
+            counters.last_error = counters.last_error or "the service did not answer before the close deadline"
+            self._abandoned = True
+            self._progress.notify_all()
+        self._warn("abandoned", f"closing {self.key!r}: the service did not answer in time; "
+                   "lines not yet sent are counted as dropped")
 
     def __enter__(self) -> StreamWriter:
         return self.open()
@@ -702,7 +743,8 @@ class StreamWriter:
                 retries=c.retries, batches=c.batches, bytes_sent=c.bytes_sent,
                 truncated=c.truncated, history_lines=len(self._history),
                 history_evicted=c.history_evicted, uploaded=c.uploaded,
-                closed=self._closed and self._finished.is_set(), last_error=c.last_error,
+                closed=self._closed and (self._finished.is_set() or self._abandoned),
+                last_error=c.last_error,
             )
 
     # -- fork -----------------------------------------------------------------------------------

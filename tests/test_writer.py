@@ -1,0 +1,497 @@
+"""StreamWriter against the fake service: lifecycle, batching, bounds, failures, exit, fork."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from typing import Any, Iterator
+
+import pytest
+
+from lelog import ConfigError, LogConfig, LogServiceClient, RetryPolicy, StreamWriter
+from tests.helpers import dead_url, run_python
+from tests.service import FakeLogService
+
+FAST = RetryPolicy(first_wait=0.02, max_wait=0.05)
+
+
+def config_for(service: FakeLogService, **values: Any) -> LogConfig:
+    return LogConfig(url=service.url, account_id="acct", token="secret-token", **values)
+
+
+@pytest.fixture
+def make_writer(service: FakeLogService) -> Iterator[Any]:
+    """Writers on a fast-retrying client; all closed (and their clients) at teardown."""
+    made: list[tuple[StreamWriter, LogServiceClient]] = []
+
+    def make(key: str = "k", svc: FakeLogService | None = None, config: dict | None = None, **options: Any) -> StreamWriter:
+        client = LogServiceClient(config_for(svc or service, **(config or {})), retry=FAST)
+        options.setdefault("flush_interval", 0.05)
+        options.setdefault("close_timeout", 3.0)
+        writer = StreamWriter(key, client, **options)
+        made.append((writer, client))
+        return writer
+
+    yield make
+    for writer, client in made:
+        writer.close()
+        client.close()
+
+
+def calls(service: FakeLogService, key: str = "k") -> list[str]:
+    """The request sequence for a key, with consecutive PUTs folded into 'PUT*'."""
+    seq: list[str] = []
+    for r in service.requests:
+        if r.key != key and not r.path.startswith("/_storage"):
+            continue
+        name = {("POST", "/stream"): "open", ("PUT", "/stream"): "PUT*", ("DELETE", "/stream"): "close",
+                ("POST", "/blob"): "upload", ("POST", "/blob/link/upload"): "link"}.get((r.method, r.path))
+        if name is None and r.path.startswith("/_storage"):
+            name = "PUT link"
+        if name == "close" and r.query.get("snapshot") == "true":
+            name = "close?snapshot"
+        if not (name == "PUT*" and seq and seq[-1] == "PUT*"):
+            seq.append(name or f"{r.method} {r.path}")
+    return seq
+
+
+def outs(rows: list[dict] | None) -> list[str]:
+    return [row["out"] for row in rows or []]
+
+
+# -- lifecycle (protocol.md §6) ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("skip_open", "skip_close", "expected"),
+    [
+        (False, False, ["open", "PUT*", "link", "PUT link", "close"]),
+        (True, False, ["PUT*", "close?snapshot"]),
+        (False, True, ["open", "PUT*"]),
+        (True, True, ["PUT*"]),
+    ],
+)
+def test_request_sequence_of_the_four_skip_cases(
+    service: FakeLogService, make_writer: Any, skip_open: bool, skip_close: bool, expected: list[str]
+) -> None:
+    if skip_open:
+        with LogServiceClient(config_for(service)) as c:
+            c.open_stream("k")  # the engine opened it for us
+        service.clear_requests()
+    writer = make_writer(config={"skip_opening_stream": skip_open, "skip_closing_stream": skip_close})
+    for i in range(3):
+        writer.write(f"line {i}\n")
+    stats = writer.close()
+    assert calls(service) == expected
+    assert stats.sent == 3 and stats.dropped_total == 0 and stats.pending == 0
+    if skip_open and not skip_close:
+        assert outs(service.blob_lines("k")) == ["line 0\n", "line 1\n", "line 2\n"]
+    if not skip_open and not skip_close:
+        assert outs(service.blob_lines("k")) == ["line 0\n", "line 1\n", "line 2\n"]
+        assert stats.uploaded is True
+    assert service.is_open("k") == skip_close
+
+
+def test_indirect_upload_posts_the_blob(service: FakeLogService, make_writer: Any) -> None:
+    writer = make_writer(config={"indirect_upload": True})
+    writer.write("a\n")
+    writer.close()
+    assert calls(service) == ["open", "PUT*", "upload", "close"]
+
+
+def test_partial_lines_and_the_final_line_without_newline(service: FakeLogService, make_writer: Any) -> None:
+    writer = make_writer()
+    writer.write("hel")
+    writer.write(b"lo\r\nw\xc3")  # a CRLF and a split UTF-8 character
+    writer.write(b"\xa9rld\nlast line without newline")
+    writer.close()
+    assert outs(service.all_written("k")) == ["hello\n", "wérld\n", "last line without newline"]
+    assert outs(service.blob_lines("k")) == ["hello\n", "wérld\n", "last line without newline"]
+
+
+def test_write_line_adds_newline_level_args_and_time(service: FakeLogService, make_writer: Any) -> None:
+    writer = make_writer()
+    writer.write_line("boom", level="error", args={"n": 1}, time=0.5)
+    writer.close()
+    [row] = service.all_written("k")
+    assert row == {"level": "error", "pos": 0, "out": "boom\n", "time": "1970-01-01T00:00:00.500000Z",
+                   "args": {"n": "1"}}
+
+
+def test_trim_new_line_suffix(service: FakeLogService, make_writer: Any) -> None:
+    writer = make_writer(config={"trim_new_line_suffix": True})
+    writer.write("a\nb\n")
+    writer.close()
+    assert outs(service.all_written("k")) == ["a", "b"]
+
+
+def test_secrets_are_masked_on_whole_lines_even_split_across_writes(service: FakeLogService, make_writer: Any) -> None:
+    writer = make_writer(config={"secrets": ["hunter2"]})
+    writer.write("password=hun")
+    writer.write("ter2 ok\n")
+    writer.close()
+    assert outs(service.all_written("k")) == ["password=************** ok\n"]
+    assert b"hunter2" not in service.blob("k")
+
+
+def test_long_lines_are_truncated_and_counted(service: FakeLogService, make_writer: Any) -> None:
+    writer = make_writer()
+    writer.write_line("x" * 100_000)
+    stats = writer.close()
+    [row] = service.all_written("k")
+    assert row["out"].endswith("... (log line truncated)") and len(row["out"].encode()) < 72_000
+    assert stats.truncated == 1
+
+
+def test_writes_after_close_are_counted_not_sent(service: FakeLogService, make_writer: Any) -> None:
+    writer = make_writer()
+    writer.write("a\n")
+    writer.close()
+    writer.write("late\n")
+    writer.write_line("later")
+    stats = writer.stats
+    assert stats.dropped["after_close"] == 2 and stats.accepted == 3 and stats.sent == 1
+    assert outs(service.all_written("k")) == ["a\n"]
+
+
+def test_close_waits_for_a_slow_open_instead_of_racing_it(service: FakeLogService, make_writer: Any) -> None:
+    service.stall_next(1, seconds=0.5, method="POST", path="/stream")
+    writer = make_writer().open()
+    writer.write("a\n")
+    stats = writer.close()
+    assert calls(service) == ["open", "PUT*", "link", "PUT link", "close"]
+    assert stats.sent == 1 and not service.is_open("k")
+
+
+def test_a_writer_never_used_sends_nothing(service: FakeLogService, make_writer: Any) -> None:
+    writer = make_writer()
+    stats = writer.close()
+    assert service.requests == [] and stats.closed
+
+
+def test_lines_appear_within_the_flush_interval(service: FakeLogService, make_writer: Any) -> None:
+    writer = make_writer(flush_interval=0.2)
+    writer.write("now\n")
+    start = time.monotonic()
+    assert service.wait_for(lambda: outs(service.live_lines("k")) == ["now\n"], timeout=3)
+    assert time.monotonic() - start < 1.5
+
+
+def test_flush_returns_true_only_when_sent(service: FakeLogService, make_writer: Any) -> None:
+    writer = make_writer(flush_interval=30)
+    for i in range(10):
+        writer.write_line(f"{i}")
+    assert writer.flush(3) is True
+    assert len(service.all_written("k")) == 10
+    service.blackhole(True)
+    writer.write_line("stuck")
+    assert writer.flush(0.5) is False
+    service.blackhole(False)
+
+
+def test_batches_are_capped_by_lines_and_bytes(service: FakeLogService, make_writer: Any) -> None:
+    writer = make_writer(max_batch_lines=100, max_batch_bytes=20_000, flush_interval=5)
+    for i in range(1000):
+        writer.write_line(f"{i:04d} " + "y" * 100)
+    writer.close()
+    puts = service.requests_for(key="k", method="PUT", path="/stream")
+    assert all(len(json.loads(p.body)) <= 100 and len(p.body) <= 20_000 for p in puts)
+    assert [row["pos"] for row in service.all_written("k")] == list(range(1000))
+
+
+def test_order_and_contiguous_pos_under_eight_producers(service: FakeLogService, make_writer: Any) -> None:
+    writer = make_writer(max_batch_lines=200)
+    per_thread = 2000
+
+    def produce(n: int) -> None:
+        for i in range(per_thread):
+            writer.write_line(f"t{n} {i}")
+
+    threads = [threading.Thread(target=produce, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    stats = writer.close()
+    rows = service.all_written("k")
+    assert stats.sent == 8 * per_thread == len(rows)
+    assert [row["pos"] for row in rows] == list(range(len(rows)))
+    for n in range(8):  # each producer's own lines keep their order
+        mine = [int(row["out"].split()[1]) for row in rows if row["out"].startswith(f"t{n} ")]
+        assert mine == list(range(per_thread))
+    assert [row["pos"] for row in service.blob_lines("k")] == list(range(len(rows)))
+
+
+# -- failures -------------------------------------------------------------------------------------
+
+
+def test_5xx_burst_is_retried_and_nothing_is_duplicated(service: FakeLogService, make_writer: Any) -> None:
+    writer = make_writer(max_batch_lines=50)
+    writer.open()
+    assert service.wait_for(lambda: service.is_open("k"))
+    service.fail_next(4, status=503, method="PUT")
+    for i in range(200):
+        writer.write_line(f"{i}")
+    stats = writer.close()
+    assert stats.retries >= 4 and stats.sent == 200 and stats.dropped_total == 0
+    rows = service.all_written("k")
+    assert [row["pos"] for row in rows] == list(range(200))
+    blob = service.blob_lines("k")
+    assert [row["pos"] for row in blob] == list(range(200))
+
+
+def test_429_retry_after_is_honoured(service: FakeLogService, make_writer: Any) -> None:
+    writer = make_writer()
+    writer.open()
+    assert service.wait_for(lambda: service.is_open("k"))
+    service.throttle_next(1, retry_after=0.5, method="PUT")
+    writer.write_line("x")
+    assert writer.flush(5)
+    puts = service.requests_for(key="k", method="PUT")
+    assert len(puts) == 2 and puts[1].time - puts[0].time >= 0.45
+
+
+def test_permanent_400_is_not_retried_and_counted(service: FakeLogService, make_writer: Any) -> None:
+    writer = make_writer()
+    writer.open()
+    assert service.wait_for(lambda: service.is_open("k"))
+    service.fail_next(1, status=400, method="PUT", error_msg="malformed")
+    writer.write_line("bad batch")
+    assert writer.flush(3) is False
+    writer.write_line("good")
+    stats = writer.close()
+    assert len(service.requests_for(key="k", method="PUT")) == 2
+    assert stats.dropped["rejected"] == 1 and stats.sent == 1
+    assert outs(service.blob_lines("k")) == ["bad batch\n", "good\n"]  # history is complete
+
+
+def test_stream_not_found_stops_the_live_push_but_keeps_history(service: FakeLogService, make_writer: Any) -> None:
+    writer = make_writer()
+    writer.write_line("one")
+    assert writer.flush(3)
+    service.restart()  # the service lost the stream
+    writer.write_line("two")
+    writer.flush(2)
+    writer.write_line("three")
+    stats = writer.close()
+    puts = service.requests_for(key="k", method="PUT")
+    assert len(puts) == 2  # "two" was refused with 400 stream: not found; no more PUTs after that
+    assert stats.dropped["rejected"] == 2 and stats.sent == 1
+    assert outs(service.blob_lines("k")) == ["one\n", "two\n", "three\n"]
+    assert "stream: not found" in (stats.last_error or "") or stats.uploaded
+
+
+def test_auth_error_on_open_is_reported_and_history_still_uploaded(service: FakeLogService) -> None:
+    config = LogConfig(url=service.url, account_id="acct", token="wrong")
+    with LogServiceClient(config, retry=FAST) as client:
+        writer = StreamWriter("k", client, flush_interval=0.05, close_timeout=2)
+        writer.write_line("x")
+        stats = writer.close()
+    assert "operation not permitted" in (stats.last_error or "")
+    assert stats.dropped["rejected"] == 1 and stats.sent == 0
+    assert len(service.requests_for(method="POST", path="/stream")) == 1  # never retried
+
+
+def test_overflow_under_a_dead_service_is_counted_and_marked(service: FakeLogService) -> None:
+    config = LogConfig(url=dead_url(), account_id="acct", token="t")
+    with LogServiceClient(config, retry=FAST) as client:
+        writer = StreamWriter("k", client, max_pending_lines=100, flush_interval=0.05, close_timeout=0.5)
+        for i in range(1000):
+            writer.write_line(f"{i}")
+        stats = writer.close()
+    assert stats.accepted == 1000
+    assert stats.dropped["overflow"] >= 900 - 100
+    assert stats.sent + stats.dropped_total == stats.accepted and stats.pending == 0
+    assert stats.uploaded is False
+
+
+def test_ingress_overflow_marker_reaches_the_stream(service: FakeLogService, make_writer: Any) -> None:
+    writer = make_writer(max_pending_lines=10)
+    writer.open()
+    assert service.wait_for(lambda: service.is_open("k"))
+    service.blackhole(True)
+    writer.write_line("first")
+    time.sleep(0.3)  # the worker is now stuck in a PUT; ingress fills up
+    for i in range(50):
+        writer.write_line(f"{i}")
+    service.blackhole(False)
+    stats = writer.close(timeout=4)
+    assert stats.dropped["overflow"] >= 40
+    stored = outs(service.blob_lines("k"))
+    markers = [line for line in stored if line.startswith("[lelog] ")]
+    assert markers and "lines dropped: buffer full" in markers[0]
+    assert stored[-1] == "49\n"
+    assert stats.sent + stats.dropped_total == stats.accepted
+
+
+def test_live_queue_overflow_keeps_lines_in_history_and_marks_the_live_view(service: FakeLogService, make_writer: Any) -> None:
+    writer = make_writer(max_pending_lines=20, config={"indirect_upload": True})
+    writer.open()
+    assert service.wait_for(lambda: service.is_open("k"))
+    service.fail_next(1000, status=503, method="PUT")
+    for i in range(100):
+        writer.write_line(f"{i}")
+        if i % 10 == 0:
+            time.sleep(0.02)
+    time.sleep(0.3)
+    service.clear_faults()
+    stats = writer.close()
+    assert stats.dropped["overflow"] > 0
+    assert outs(service.blob_lines("k")) == [f"{i}\n" for i in range(100)]  # the upload is complete
+    live = outs(service.all_written("k"))
+    assert any(line.startswith("[lelog] ") and "not streamed live" in line for line in live)
+
+
+def test_bad_options_are_config_errors() -> None:
+    with pytest.raises(ConfigError, match="flush_interval must be a positive number"):
+        StreamWriter("k", LogConfig(), flush_interval=0)
+    with pytest.raises(ConfigError, match="unknown writer option"):
+        StreamWriter("k", LogConfig(), flush_intervall=1)
+    with pytest.raises(ConfigError, match="key must be a non-empty string"):
+        StreamWriter("", LogConfig())
+
+
+def test_the_caller_never_gets_an_exception(service: FakeLogService, make_writer: Any) -> None:
+    writer = make_writer()
+    writer.write(12345)  # type: ignore[arg-type]  # not text: stringified, not raised
+    writer.write_line(None)  # type: ignore[arg-type]  # a programming error, swallowed
+    stats = writer.close()
+    assert outs(service.all_written("k")) == [] or stats.accepted >= 0
+
+
+# -- never blocking, never hanging ------------------------------------------------------------
+
+
+def test_a_write_never_waits_on_a_blackhole_service(service: FakeLogService, make_writer: Any) -> None:
+    writer = make_writer(max_batch_lines=10)
+    writer.open()
+    assert service.wait_for(lambda: service.is_open("k"))
+    service.blackhole(True)
+    worst = 0.0
+    for i in range(20_000):
+        start = time.perf_counter()
+        writer.write_line(f"line {i}")
+        worst = max(worst, time.perf_counter() - start)
+    assert worst < 0.05, f"a write took {worst * 1000:.1f} ms"
+    writer.close(timeout=1)
+    service.blackhole(False)
+
+
+CLOSE_SCRIPT = """
+import time, lelog
+config = lelog.LogConfig(url={url!r}, account_id="acct", token="secret-token", read_timeout=30)
+writer = lelog.StreamWriter("k", config, close_timeout=1.5)
+writer.open()
+for i in range(100_000):
+    writer.write_line(f"line {{i}}")
+start = time.monotonic()
+stats = writer.close()
+print("CLOSED", round(time.monotonic() - start, 2), stats.accepted, stats.pending)
+"""
+
+
+@pytest.mark.parametrize("kind", ["dead", "blackhole"])
+def test_close_returns_within_its_deadline(service: FakeLogService, kind: str) -> None:
+    url = dead_url() if kind == "dead" else service.url
+    if kind == "blackhole":
+        service.blackhole(True)
+    result = run_python(CLOSE_SCRIPT.format(url=url), timeout=30)
+    service.blackhole(False)
+    assert result.returncode == 0, result.stderr
+    tag, elapsed, accepted, pending = result.stdout.split()
+    assert tag == "CLOSED" and int(accepted) == 100_000 and int(pending) == 0
+    assert float(elapsed) <= 1.5 + 0.6
+
+
+EXIT_SCRIPT = """
+import lelog
+config = lelog.LogConfig(url={url!r}, account_id="acct", token="secret-token")
+writer = lelog.StreamWriter("k", config, close_timeout={budget})
+for i in range(500):
+    writer.write_line(f"line {{i}}")
+writer.write("final line without newline")
+print("EXITING", flush=True)
+# no close(): the exit hook must drain within the budget
+"""
+
+
+def test_exit_with_an_open_writer_sends_everything(service: FakeLogService) -> None:
+    result = run_python(EXIT_SCRIPT.format(url=service.url, budget=5), timeout=30)
+    assert result.returncode == 0, result.stderr
+    stored = outs(service.blob_lines("k"))
+    assert stored == [f"line {i}\n" for i in range(500)] + ["final line without newline"]
+    assert not service.is_open("k")
+
+
+def test_exit_against_a_blackhole_does_not_hang(service: FakeLogService) -> None:
+    service.blackhole(True)
+    start = time.monotonic()
+    result = run_python(EXIT_SCRIPT.format(url=service.url, budget=1.5), timeout=30)
+    elapsed = time.monotonic() - start
+    service.blackhole(False)
+    assert result.returncode == 0 and "EXITING" in result.stdout, result.stderr
+    assert elapsed < 1.5 + 5  # the budget, plus interpreter start-up on a slow machine
+
+
+MEMORY_SCRIPT = """
+import gc, lelog
+def rss():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096
+config = lelog.LogConfig(url={url!r}, account_id="acct", token="t")
+writer = lelog.StreamWriter("k", config, max_pending_lines=20_000, max_pending_bytes=4 << 20,
+                            history_bytes=2 << 20, close_timeout=0.5)
+line = "x" * 80
+for i in range(100_000):
+    writer.write_line(line)
+gc.collect()
+after_100k = rss()
+for i in range(400_000):
+    writer.write_line(line)
+gc.collect()
+after_500k = rss()
+stats = writer.close()
+print(after_100k, after_500k, stats.accepted, stats.dropped["overflow"])
+"""
+
+
+def test_memory_stays_flat_against_a_dead_service() -> None:
+    result = run_python(MEMORY_SCRIPT.format(url=dead_url()), timeout=120)
+    assert result.returncode == 0, result.stderr
+    after_100k, after_500k, accepted, overflow = map(int, result.stdout.split())
+    assert accepted == 500_000 and overflow > 400_000
+    assert after_500k - after_100k < 4 << 20, (after_100k, after_500k)
+
+
+FORK_SCRIPT = """
+import os, lelog
+config = lelog.LogConfig(url={url!r}, account_id="acct", token="secret-token")
+writer = lelog.StreamWriter("k", config, flush_interval=0.05, close_timeout=3)
+writer.write_line("parent before fork")
+assert writer.flush(3)
+writer.write_line("parent pending at fork")
+pid = os.fork()
+if pid == 0:
+    writer.write_line("child line")
+    ok = writer.flush(3)
+    os._exit(0 if ok else 3)
+_, status = os.waitpid(pid, 0)
+writer.write_line("parent after fork")
+stats = writer.close()
+print(os.waitstatus_to_exitcode(status), stats.sent)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_fork_child_starts_clean_and_nothing_is_sent_twice(service: FakeLogService) -> None:
+    result = run_python(FORK_SCRIPT.format(url=service.url), timeout=30)
+    assert result.returncode == 0, result.stderr
+    child_code, parent_sent = map(int, result.stdout.split())
+    assert child_code == 0 and parent_sent == 3
+    live = outs(service.all_written("k"))
+    assert sorted(live) == sorted(["parent before fork\n", "parent pending at fork\n", "child line\n",
+                                   "parent after fork\n"])
+    assert outs(service.blob_lines("k")) == ["parent before fork\n", "parent pending at fork\n",
+                                             "parent after fork\n"]
