@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Protocol, Sequence, Union, runtime_checkable
+from typing import Any, Callable, Mapping, Optional, Protocol, Sequence, Union, runtime_checkable
 
 from ._client import LineLike, LogServiceClient
 from ._config import LogConfig
@@ -27,6 +27,11 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
+#: While set (by ``lelog.testing.capture_stream``), it gives the backend of every writer built
+#: from a config, in any thread; the writer does not own (close) what it returns.
+override: Optional[Callable[[LogConfig], Backend]] = None
+
+
 def make_backend(target: object) -> tuple[Backend, bool, LogConfig]:
     """The backend for ``target``, whether the caller owns it (and must close it), its config.
 
@@ -46,6 +51,8 @@ def make_backend(target: object) -> tuple[Backend, bool, LogConfig]:
         raise ConfigError(
             f"expected a LogConfig, a setup-request dict, a backend or None, got {type(target).__name__}"
         )
+    if override is not None:
+        return override(config), False, config
     if config.url:
         return LogServiceClient(config), True, config
     from ._filestore import FileStore

@@ -28,7 +28,8 @@ import threading
 import time
 import weakref
 from collections import deque
-from typing import Any, Callable, Mapping, Optional, Union
+from itertools import repeat
+from typing import Any, Callable, Iterable, Mapping, Optional, Tuple, Union
 
 import attrs
 
@@ -37,6 +38,7 @@ from ._config import LogConfig
 from ._diagnostics import RateLimitedWarnings
 from ._exceptions import AuthError, ConfigError, LogServiceError, StreamNotFound
 from ._line import MAX_LINE_BYTES, encode_line, format_time, ndjson, truncate_out
+from ._masking import Masker
 from ._retry import Attempts, RetryPolicy
 from ._splitter import LineSplitter
 
@@ -206,8 +208,6 @@ class StreamWriter:
         self._unsent_bytes = 0
         self._live_lost = 0  # lines lost from the live queue since the last pushed marker
         self._live_gap_pos = 0  # the pos of the first of them: the marker takes it
-        # Counts the worker gathers while draining, settled once per drain.
-        self._drained_overflow = self._drained_rejected = self._drained_evicted = 0
         self._unsent_since = 0.0
         self._history: deque[bytes] = deque()
         self._history_bytes = 0
@@ -378,53 +378,54 @@ class StreamWriter:
             items, self._ingress = self._ingress, deque()
             self._ingress_bytes = 0
             gap, self._gap = self._gap, 0
+        lost = [0, 0, 0]  # overflow, rejected, evicted
         if gap:
-            pos = self._next_pos
-            self._add(self._encode_marker(f"{gap:,} lines dropped: buffer full", pos), 0, pos)
+            marker = self._encode_marker(f"{gap:,} lines dropped: buffer full", self._next_pos)
+            self._keep([marker], self._next_pos, 0, lost)
             self._next_pos += 1
-        masker, trim = self._masker, self.config.trim_new_line_suffix
-        truncated = 0
-        for ts, level, out, args in items:
-            if masker is not None:
-                out = masker.mask(out)
-            if trim and out.endswith("\n"):
-                out = out[:-1]
-            out, cut = truncate_out(out)
-            truncated += cut
-            pos = self._next_pos
-            self._add(encode_line(level, pos, out, format_time(ts), args), 1, pos)
-            self._next_pos = pos + 1
+        encoded, truncated = _encode_items(
+            items, self._next_pos, self._masker, self.config.trim_new_line_suffix
+        )
+        self._keep(encoded, self._next_pos, 1, lost)
+        self._next_pos += len(encoded)
+        overflow, rejected, evicted = lost
         with self._lock:
             if self._abandoned:
                 return
             counters = self._counters
             counters.truncated += truncated
-            counters.dropped["overflow"] += self._drained_overflow
-            counters.dropped["rejected"] += self._drained_rejected
-            counters.history_evicted += self._drained_evicted
+            counters.dropped["overflow"] += overflow
+            counters.dropped["rejected"] += rejected
+            counters.history_evicted += evicted
             self._progress.notify_all()
-        self._drained_overflow = self._drained_rejected = self._drained_evicted = 0
 
     def _encode_marker(self, text: str, pos: int) -> bytes:
         out = _MARKER_PREFIX + text + ("" if self.config.trim_new_line_suffix else "\n")
         return encode_line("warn", pos, out, format_time(_now()), None)
 
-    def _add(self, data: bytes, count: int, pos: int) -> None:
-        """Keep one encoded line: in the history ring, and in the live queue while live."""
+    def _keep(self, encoded: list[bytes], first_pos: int, count: int, lost: list[int]) -> None:
+        """Keep encoded lines in the history ring, and in the live queue while live.
+
+        ``count`` is 1 for accepted lines and 0 for markers; ``lost`` accumulates the lines
+        that overflowed the live queue, were refused because the live push stopped, and
+        were evicted from the history.
+        """
+        size = sum(map(len, encoded))
         history = self._history
-        history.append(data)
-        self._history_bytes += len(data) + 1
-        while self._history_bytes > self.options.history_bytes and len(history) > 1:
+        history.extend(encoded)
+        self._history_bytes += size + len(encoded)
+        budget = self.options.history_bytes
+        while self._history_bytes > budget and len(history) > 1:
             self._history_bytes -= len(history.popleft()) + 1
-            self._drained_evicted += 1
+            lost[2] += 1
         if not self._live:
-            self._drained_rejected += count
+            lost[1] += count * len(encoded)
             return
         unsent = self._unsent
         if not unsent:
             self._unsent_since = time.monotonic()
-        unsent.append((data, count, pos))
-        self._unsent_bytes += len(data)
+        unsent.extend(zip(encoded, repeat(count), range(first_pos, first_pos + len(encoded))))
+        self._unsent_bytes += size
         opts = self.options
         while len(unsent) > opts.max_pending_lines or self._unsent_bytes > opts.max_pending_bytes:
             # Still in the history: the upload has these lines; the live view gets a marker.
@@ -433,7 +434,7 @@ class StreamWriter:
             if not self._live_lost:
                 self._live_gap_pos = old_pos
             self._live_lost += old_count
-            self._drained_overflow += old_count
+            lost[0] += old_count
 
     def _batch(self) -> tuple[list[bytes], int, int]:
         """The head of the live queue, up to one PUT's lines and bytes (at least one line).
@@ -733,6 +734,12 @@ class StreamWriter:
         return self._closed
 
     @property
+    def pending(self) -> int:
+        """Lines accepted but not yet sent or dropped; cheap enough to poll for backpressure."""
+        with self._lock:
+            return self._counters.accepted - self._counters.settled()
+
+    @property
     def stats(self) -> Stats:
         """A snapshot of the counters."""
         with self._lock:
@@ -762,6 +769,39 @@ class StreamWriter:
 
 def _now() -> float:
     return time.time()
+
+
+_Item = Tuple[float, str, str, Optional[Mapping[str, Any]]]
+_SHORT = MAX_LINE_BYTES // 4  # a string this short cannot exceed the byte limit
+
+
+def _encode_items(
+    items: Iterable[_Item], first_pos: int, masker: Optional[Masker], trim: bool
+) -> tuple[list[bytes], int]:
+    """Mask, trim, truncate and encode pending lines, numbering them from ``first_pos``.
+
+    The worker's hot loop: ``format_time`` and the truncation test are inlined, and the date
+    part of the time is formatted once per second, not once per line.
+    """
+    encoded: list[bytes] = []
+    append = encoded.append
+    truncated = 0
+    pos = first_pos
+    last_sec, prefix = -1, ""
+    for ts, level, out, args in items:
+        if masker is not None:
+            out = masker.mask(out)
+        if trim and out[-1:] == "\n":
+            out = out[:-1]
+        if len(out) > _SHORT:
+            out, cut = truncate_out(out)
+            truncated += cut
+        sec = int(ts // 1)
+        if sec != last_sec:
+            last_sec, prefix = sec, time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(sec))
+        append(encode_line(level, pos, out, "%s%06dZ" % (prefix, (ts - sec) * 1_000_000), args))
+        pos += 1
+    return encoded, truncated
 
 
 def _register(writer: StreamWriter) -> None:
