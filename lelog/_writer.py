@@ -224,6 +224,7 @@ class StreamWriter:
         self._abandoned = False  # close() gave up waiting: the worker must not count any more
         self._close_end = 0.0
         self._worker: Optional[threading.Thread] = None
+        self._no_thread = False  # starting the worker failed: close() drains inline
         self._used = False
         self._closed = False
 
@@ -309,10 +310,11 @@ class StreamWriter:
 
     def _start_worker(self) -> None:
         with self._lock:
-            if self._worker is not None or self._closed:
+            if self._worker is not None or self._closed or self._no_thread:
                 return
             self._used = True
             if sys.is_finalizing():
+                self._no_thread = True
                 return  # no new thread at shutdown (pitfalls.md 3): close() drains inline
             worker = threading.Thread(
                 target=self._run, name=f"lelog-writer[{self.key}]", daemon=True
@@ -324,6 +326,7 @@ class StreamWriter:
         except RuntimeError:  # "can't create new thread at interpreter shutdown"
             with self._lock:
                 self._worker = None
+                self._no_thread = True
 
     def _run(self) -> None:
         _worker_state.active = True
@@ -476,7 +479,7 @@ class StreamWriter:
             self._flush_requested = False
 
     def _try_open(self) -> None:
-        ok, exc = self._one_attempt(self._backend.open_stream, self.config.open_deadline)
+        ok, exc = self._one_attempt("open_stream", self.config.open_deadline)
         if ok:
             self._opened = True
         elif exc is not None:
@@ -489,9 +492,7 @@ class StreamWriter:
 
     def _try_push(self) -> None:
         lines, count, taken = self._batch()
-        ok, exc = self._one_attempt(
-            lambda key, **kw: self._backend.write(key, lines, **kw), self.config.call_deadline
-        )
+        ok, exc = self._one_attempt("write", self.config.call_deadline, lines)
         if ok:
             self._pushed(lines, count, taken)
         elif exc is not None:
@@ -507,8 +508,19 @@ class StreamWriter:
         if isinstance(exc, (StreamNotFound, AuthError)):
             self._stop_live(exc)
 
+    def _call(self, name: str, *args: Any, **opts: Any) -> None:
+        """Call the backend; any failure comes out as a ``LogServiceError``, so a broken
+        backend (a full disk under the file store, a bug in a custom one) cannot kill the
+        worker: it is retried or counted like a failing service."""
+        try:
+            getattr(self._backend, name)(self.key, *args, **opts)
+        except LogServiceError:
+            raise
+        except Exception as exc:
+            raise LogServiceError(f"{name} {self.key!r}: {exc!r}", call=name) from exc
+
     def _one_attempt(
-        self, call: Callable[..., Any], deadline: float
+        self, name: str, deadline: float, *args: Any
     ) -> tuple[bool, Optional[LogServiceError]]:
         """One attempt of a retried call; (True, None) on success, (False, None) when a retry
         is scheduled, (False, error) when the call gave up."""
@@ -516,7 +528,7 @@ class StreamWriter:
             self._attempts = self._backend_retry().begin(deadline)
         attempts = self._attempts
         try:
-            call(self.key, deadline=attempts.remaining(), retry=_ONE_ATTEMPT)
+            self._call(name, *args, deadline=attempts.remaining(), retry=_ONE_ATTEMPT)
         except LogServiceError as exc:
             self._record_error(exc)
             wait = attempts.next_wait(exc)
@@ -589,9 +601,7 @@ class StreamWriter:
 
         if not self._opened and self._live:
             try:
-                self._backend.open_stream(
-                    self.key, deadline=left(push_end), on_retry=self._count_retry
-                )
+                self._call("open_stream", deadline=left(push_end), on_retry=self._count_retry)
                 self._opened = True
             except LogServiceError as exc:
                 self._record_error(exc)
@@ -606,9 +616,7 @@ class StreamWriter:
         if self._uploads:
             body = ndjson(list(self._history))
             try:
-                self._backend.upload(
-                    self.key, body, deadline=left(upload_end), on_retry=self._count_retry
-                )
+                self._call("upload", body, deadline=left(upload_end), on_retry=self._count_retry)
                 uploaded = True
             except LogServiceError as exc:
                 self._record_error(exc)
@@ -616,8 +624,8 @@ class StreamWriter:
             with self._lock:
                 self._counters.uploaded = uploaded
         try:
-            self._backend.close_stream(
-                self.key, snapshot=self.config.skip_opening_stream, deadline=left(end),
+            self._call(
+                "close_stream", snapshot=self.config.skip_opening_stream, deadline=left(end),
                 on_retry=self._count_retry,
             )
         except StreamNotFound:
@@ -629,9 +637,7 @@ class StreamWriter:
         while (self._unsent or self._live_lost) and self._live:
             lines, count, taken = self._batch()
             try:
-                self._backend.write(
-                    self.key, lines, deadline=left(), on_retry=self._count_retry
-                )
+                self._call("write", lines, deadline=left(), on_retry=self._count_retry)
             except LogServiceError as exc:
                 self._record_error(exc)
                 self._not_pushed(exc, count, taken)

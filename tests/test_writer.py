@@ -495,3 +495,64 @@ def test_fork_child_starts_clean_and_nothing_is_sent_twice(service: FakeLogServi
                                    "parent after fork\n"])
     assert outs(service.blob_lines("k")) == ["parent before fork\n", "parent pending at fork\n",
                                              "parent after fork\n"]
+
+
+class FlakyBackend:
+    """An in-memory backend whose writes fail with a non-lelog error a few times."""
+
+    def __init__(self, failures: int) -> None:
+        self.config = LogConfig()
+        self.failures = failures
+        self.lines: list[dict] = []
+        self.calls: list[str] = []
+
+    def open_stream(self, key: str, **opts: Any) -> None:
+        self.calls.append("open")
+
+    def write(self, key: str, lines: list, **opts: Any) -> None:
+        self.calls.append("write")
+        if self.failures:
+            self.failures -= 1
+            raise OSError("disk full")
+        self.lines.extend(json.loads(line) for line in lines)
+
+    def upload(self, key: str, body: bytes, **opts: Any) -> None:
+        self.calls.append("upload")
+
+    def close_stream(self, key: str, **opts: Any) -> None:
+        self.calls.append("close")
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_backend_raising_any_error_is_retried_not_fatal() -> None:
+    backend = FlakyBackend(failures=2)
+    writer = StreamWriter("k", backend, flush_interval=0.01, close_timeout=3)
+    writer.write_line("survives")
+    assert writer.flush(5)
+    stats = writer.close()
+    assert [row["out"] for row in backend.lines] == ["survives\n"]
+    assert stats.retries == 2 and "disk full" in (stats.last_error or "")
+    assert backend.calls[-2:] == ["upload", "close"]
+
+
+def test_without_a_thread_close_drains_on_the_calling_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Python 3.12+ refuses new threads at interpreter shutdown; close() must still deliver."""
+    original = threading.Thread.start
+
+    def refuse(self: threading.Thread) -> None:
+        if self.name.startswith("lelog-writer"):
+            raise RuntimeError("can't create new thread at interpreter shutdown")
+        original(self)
+
+    monkeypatch.setattr(threading.Thread, "start", refuse)
+    backend = FlakyBackend(failures=0)
+    writer = StreamWriter("k", backend, close_timeout=3)
+    writer.write_line("one")
+    writer.write_line("two")
+    assert writer.flush(0.1) is False  # nothing can be sent before close
+    stats = writer.close()
+    assert [row["out"] for row in backend.lines] == ["one\n", "two\n"]
+    assert backend.calls == ["open", "write", "upload", "close"]
+    assert stats.sent == 2 and stats.closed
