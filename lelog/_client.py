@@ -135,7 +135,7 @@ class LogServiceClient:
             transport=self._transport,
             timeout=self._timeout,
             follow_redirects=False,
-            trust_env=False,  # proxies from the environment must not see the token by surprise
+            trust_env=self.config.trust_env,  # HTTP(S)_PROXY, NO_PROXY, SSL_CERT_FILE
             headers={"User-Agent": f"lelog/{__version__}"},
         )
 

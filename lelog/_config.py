@@ -32,7 +32,7 @@ def _hidden(value: object) -> str:
     return "'***'" if value else repr(value)
 
 
-def _bool_field(name: str) -> Any:
+def _bool_check(name: str) -> Callable[[object, object, object], None]:
     def check(_inst: object, _attr: object, value: object) -> None:
         if not isinstance(value, bool):
             raise ConfigError(
@@ -40,7 +40,11 @@ def _bool_field(name: str) -> Any:
                 "use a JSON/YAML boolean, not a string"
             )
 
-    return attrs.field(default=False, validator=check)
+    return check
+
+
+def _bool_field(name: str) -> Any:
+    return attrs.field(default=False, validator=_bool_check(name))
 
 
 def _seconds_field(name: str, default: float) -> Any:
@@ -178,6 +182,8 @@ class LogConfig:
     client_cert_key: Optional[str] = attrs.field(default=None, validator=_check_cert, repr=_hidden)
     #: TLS verification: True (system/certifi CAs), False, or a CA bundle path.
     verify: Union[bool, str] = attrs.field(default=True, validator=_check_verify)
+    #: Honour HTTP(S)_PROXY / NO_PROXY / SSL_CERT_FILE from the environment, as httpx does.
+    trust_env: bool = attrs.field(default=True, validator=_bool_check("trust_env"))
     #: The default stream key of a setup request (``le_log_key``); may be empty.
     le_log_key: str = _str_field("le_log_key")
     connect_timeout: float = _seconds_field("connect_timeout", 5.0)
@@ -344,7 +350,7 @@ def _parse_env(name: str, raw: str) -> Any:
 
 _FIELD_NAMES = frozenset(f.name for f in attrs.fields(LogConfig))
 _BOOL_FIELDS = frozenset(
-    f.name for f in attrs.fields(LogConfig) if f.default is False and f.name != "verify"
+    f.name for f in attrs.fields(LogConfig) if isinstance(f.default, bool) and f.name != "verify"
 )
 _FLOAT_FIELDS = frozenset(
     f.name for f in attrs.fields(LogConfig)
