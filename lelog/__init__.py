@@ -19,7 +19,11 @@ from ._line import Line
 from ._client import LogServiceClient
 from ._retry import RetryPolicy
 from ._writer import Stats, StreamWriter, WriterOptions
+from ._handler import StreamHandler
+from ._job import LogStream, log_stream
+from ._logfmt import LogfmtFormatter
 from ._version import __version__
+from . import testing  # a submodule: lelog.testing.capture_stream(), MemoryBackend
 
 __all__ = [
     "AuthError",
@@ -31,12 +35,16 @@ __all__ = [
     "LogConfig",
     "LogServiceClient",
     "LogServiceError",
+    "LogStream",
+    "LogfmtFormatter",
     "RetryPolicy",
     "Stats",
     "StreamWriter",
     "WriterOptions",
     "StreamNotFound",
+    "StreamHandler",
     "TransportError",
     "UploadLinkUnsupported",
     "__version__",
+    "log_stream",
 ]

@@ -1,0 +1,300 @@
+"""``StreamHandler``: ``logging`` records to stream lines.
+
+Built from plain values only, so ``dictConfig`` and ``fileConfig`` can make it; building it
+opens no connection and starts no thread (pitfalls.md 9, 10): the writer's worker starts on
+the first record.  ``emit`` only formats and appends to the writer's bounded buffer.
+
+Recursion (pitfalls.md 5).  A record is dropped, never buffered, when it is emitted on a
+writer's I/O thread (the HTTP client's own ``httpx``/``httpcore`` records) or on a thread that
+is already inside a ``lelog`` handler (a formatter, filter or ``__str__`` that logs).
+
+Locks (pitfalls.md 2).  ``handle`` never takes the handler lock: the writer is thread-safe,
+and so no thread ever waits on that lock for us.  ``flush`` and ``close`` wait on the writer's
+worker only when the calling thread does not hold ``logging``'s module lock: the worker's HTTP
+client logs, and ``Logger.isEnabledFor`` takes that lock on a cache miss, so waiting under it
+(``dictConfig`` closing old handlers does exactly that) would stall until the deadline.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import logging
+import sys
+import threading
+import time
+from typing import Any, Collection, Mapping, Optional, Union
+
+import attrs
+
+from ._config import LogConfig
+from ._exceptions import ConfigError
+from ._logfmt import LogfmtFormatter, record_extras
+from ._writer import Stats, StreamWriter, WriterOptions, in_worker_thread
+
+__all__ = ["StreamHandler"]
+
+_CONFIG_FIELDS = frozenset(f.name for f in attrs.fields(LogConfig))
+_WRITER_FIELDS = frozenset(f.name for f in attrs.fields(WriterOptions))
+#: The parts of a whole setup request, besides ``log_config``, that are ``LogConfig`` fields.
+_REQUEST_FIELDS = ("le_log_key", "secrets", "client_cert", "client_cert_key")
+_DEFAULTS = LogConfig()
+
+_guard = threading.local()
+
+
+def _inside() -> bool:
+    """True on a thread already inside a ``lelog`` handler or doing a writer's I/O."""
+    return getattr(_guard, "active", False) or in_worker_thread()
+
+
+class _Guarded:
+    """Marks this thread as inside ``lelog`` for a block: records logged there are dropped."""
+
+    __slots__ = ("_was",)
+
+    def __enter__(self) -> None:
+        self._was = getattr(_guard, "active", False)
+        _guard.active = True
+
+    def __exit__(self, *exc_info: object) -> None:
+        _guard.active = self._was
+
+
+def _holding_logging_lock() -> bool:
+    """Whether this thread holds ``logging``'s module lock (``dictConfig``, ``fileConfig``)."""
+    is_owned = getattr(getattr(logging, "_lock", None), "_is_owned", None)
+    return bool(is_owned is not None and is_owned())
+
+
+def _text(value: object) -> str:
+    if isinstance(value, str):
+        return value
+    try:
+        return str(value)
+    except Exception:  # one broken extra must not cost the whole record
+        return f"<unprintable {type(value).__name__}>"
+
+
+def _lines(text: str) -> list[str]:
+    """One stream line per text line; a final newline does not make an empty line."""
+    lines = text.split("\n")
+    if len(lines) > 1 and not lines[-1]:
+        lines.pop()
+    return lines
+
+
+def _request_fields(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``LogConfig`` values a setup request or its ``log_config`` gives, to merge with
+    the environment.  A whole request's key, secrets and mTLS parts are read by the seed
+    parser itself; its ``log_config`` is left unvalidated so missing values can come later."""
+    if "log_config" not in config:
+        return dict(config)
+    log_config = config["log_config"] or {}
+    if not isinstance(log_config, Mapping):
+        raise ConfigError("log_config must be an object")
+    outer = LogConfig.from_setup_request({**config, "log_config": {}})
+    given = {name: getattr(outer, name) for name in _REQUEST_FIELDS
+             if getattr(outer, name) != getattr(_DEFAULTS, name)}
+    return {**log_config, **given}
+
+
+def _split_options(options: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Keyword options into ``LogConfig`` fields and writer options; unknown names fail."""
+    config_values: dict[str, Any] = {}
+    writer_options: dict[str, Any] = {}
+    unknown = []
+    for name, value in options.items():
+        if name in _WRITER_FIELDS:
+            writer_options[name] = value
+        elif name in _CONFIG_FIELDS:
+            config_values[name] = value
+        else:
+            unknown.append(name)
+    if unknown:
+        known = sorted(_CONFIG_FIELDS | _WRITER_FIELDS)
+        hints = []
+        for name in unknown:
+            close = difflib.get_close_matches(name, known, n=1)
+            hints.append(repr(name) + (f" (did you mean {close[0]!r}?)" if close else ""))
+        raise ConfigError(
+            f"StreamHandler: unknown option(s) {', '.join(hints)}; known: {', '.join(known)}"
+        )
+    return config_values, writer_options
+
+
+def _build_writer(
+    key: Optional[str],
+    config: Union[Mapping[str, Any], LogConfig, None],
+    config_values: dict[str, Any],
+    writer_options: dict[str, Any],
+) -> StreamWriter:
+    """The writer for plain values: explicit values, then ``config``, then ``LELOG_*``."""
+    if isinstance(config, LogConfig):
+        log_config = config.evolve(**config_values) if config_values else config
+    elif config is None or isinstance(config, Mapping):
+        given = _request_fields(config) if config is not None else {}
+        log_config = LogConfig.from_env(**{**given, **config_values})
+    else:
+        raise ConfigError(
+            f"config must be a setup request or its log_config (an object), got {type(config).__name__}"
+        )
+    key = key or log_config.le_log_key
+    if not isinstance(key, str) or not key:
+        raise ConfigError(
+            "key: give the stream key (e.g. 'stage-1/step-2'), or le_log_key in the setup "
+            "request, or LELOG_LE_LOG_KEY in the environment"
+        )
+    return StreamWriter(key, log_config, **writer_options)
+
+
+class StreamHandler(logging.Handler):
+    """Send ``logging`` records to a log-service stream, live, without ever blocking.
+
+    ``StreamHandler(key, url=..., account_id=..., token=..., **options)`` or
+    ``StreamHandler(key, config={...})`` with a setup request or its ``log_config``; values
+    not given come from ``LELOG_*`` variables.  ``options`` are any other ``LogConfig`` field
+    and the writer's options (``flush_interval``, ``close_timeout``, ...).  ``writer=`` feeds
+    an existing ``StreamWriter`` instead, which its owner closes.
+
+    Each record becomes one stream line per line of its formatted text (a traceback follows
+    its message), with the record's level in lower case, its creation time, and its
+    ``extra=`` fields as ``args`` (unless ``extras_as_args`` is false; names in ``exclude``
+    are left out of both the text and ``args``).  The default formatter is
+    ``LogfmtFormatter``: ``time="..." level=info msg="..." key=value``.
+    """
+
+    def __init__(
+        self,
+        key: Optional[str] = None,
+        *,
+        config: Union[Mapping[str, Any], LogConfig, None] = None,
+        url: Optional[str] = None,
+        account_id: Optional[str] = None,
+        token: Optional[str] = None,
+        writer: Optional[StreamWriter] = None,
+        level: Union[int, str] = logging.NOTSET,
+        extras_as_args: bool = True,
+        exclude: Collection[str] = (),
+        **options: Any,
+    ) -> None:
+        if isinstance(exclude, str):
+            raise ConfigError("exclude must be a list of attribute names, not one string")
+        if not isinstance(extras_as_args, bool):
+            raise ConfigError(f"extras_as_args must be true or false, got {extras_as_args!r}")
+        config_values, writer_options = _split_options(options)
+        explicit = {"url": url, "account_id": account_id, "token": token}
+        config_values.update({k: v for k, v in explicit.items() if v is not None})
+        if writer is None:
+            writer = _build_writer(key, config, config_values, writer_options)
+            self._owns_writer = True
+        elif key is not None or config is not None or config_values or writer_options:
+            raise ConfigError("writer= replaces key, config and writer options: give one or the other")
+        else:
+            self._owns_writer = False
+        # The writer is built before the handler registers with logging: a ConfigError
+        # leaves no half-made handler for logging.shutdown() to find.
+        super().__init__(level)
+        self.writer = writer
+        self.extras_as_args = extras_as_args
+        self.exclude = frozenset(exclude)
+        self.setFormatter(LogfmtFormatter(exclude=self.exclude))
+        self._dual_masker = writer.config.masker() if writer.config.dual_logging_enabled else None
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.writer.key!r} ({logging.getLevelName(self.level)})>"
+
+    @property
+    def stats(self) -> Stats:
+        """What the writer did so far (sent, dropped by reason, retries, bytes)."""
+        return self.writer.stats
+
+    def handle(self, record: logging.LogRecord) -> Any:
+        """Filter and emit, like ``logging.Handler.handle`` but without the handler lock.
+
+        Returns what the filters returned: a (possibly replaced) record on Python 3.12+.
+        """
+        if _inside():
+            return False
+        was = getattr(_guard, "active", False)
+        _guard.active = True
+        try:
+            rv = self.filter(record)
+            if rv:
+                self.emit(rv if isinstance(rv, logging.LogRecord) else record)
+            return rv
+        finally:
+            _guard.active = was
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Append the record's lines to the writer's buffer; never blocks on I/O or raises."""
+        try:
+            text = self.format(record)
+            level = record.levelname.lower()
+            args = self._args(record)
+            write_line = self.writer.write_line
+            for line in _lines(text):
+                write_line(line, level, args, time=record.created)
+            if self._dual_masker is not None:
+                self._dual_log(text, record, args)
+        except Exception:
+            self.handleError(record)
+
+    def _args(self, record: logging.LogRecord) -> Optional[dict[str, str]]:
+        if not self.extras_as_args:
+            return None
+        extras = record_extras(record, self.exclude)
+        return {_text(k): _text(v) for k, v in extras.items()} if extras else None
+
+    def _dual_log(self, text: str, record: logging.LogRecord, args: Optional[dict[str, str]]) -> None:
+        """The record as one flat JSON object on stdout, masked like the stream's lines."""
+        mask = self._dual_masker.mask  # type: ignore[union-attr]
+        payload: dict[str, Any] = {
+            "timestamp": record.created,
+            "level": record.levelname.upper(),
+            "message": mask(text),
+            "key": self.writer.key,
+        }
+        for name, value in (args or {}).items():
+            payload.setdefault(name, mask(value))  # the fixed fields win over extras
+        stream = sys.stdout
+        if stream is not None:  # pythonw and some daemons have no stdout
+            stream.write(json.dumps(payload, ensure_ascii=False) + "\n")
+            stream.flush()
+
+    def flush(self, timeout: Optional[float] = None) -> bool:  # type: ignore[override]
+        """Push everything accepted so far; True when it was all sent within ``timeout``
+        (default: the writer's ``close_timeout``).
+
+        Under ``logging``'s module lock it only asks for a push and returns (see the module
+        docstring); records logged by this thread meanwhile are dropped.
+        """
+        with _Guarded():
+            # The worker never takes this handler's lock (handle() does not), so waiting for
+            # it here is safe even under logging.shutdown(), which holds that lock.
+            return self.writer.flush(0.0 if _holding_logging_lock() else timeout)
+
+    def close(self, timeout: Optional[float] = None) -> None:
+        """Finish the stream (final push, upload, close) within ``timeout`` seconds (default:
+        the writer's ``close_timeout``), then detach from ``logging``.
+
+        Under ``logging``'s module lock (``dictConfig`` replacing this handler) it starts the
+        close and returns: the worker finishes within the same deadline once the lock is
+        free, and the exit hook waits for it.  A writer given with ``writer=`` is not closed.
+        """
+        try:
+            if self._owns_writer:
+                with _Guarded():
+                    self._close_writer(timeout)
+        finally:
+            super().close()
+
+    def _close_writer(self, timeout: Optional[float]) -> None:
+        writer = self.writer
+        budget = writer.options.close_timeout if timeout is None else timeout
+        if _holding_logging_lock():
+            # StreamWriter has no public "close without waiting" yet; _begin_close is it.
+            writer._begin_close(time.monotonic() + budget)
+        else:
+            writer.close(budget)  # bounded; the worker needs none of the locks we may hold
+

@@ -1,0 +1,537 @@
+"""StreamHandler: plain-value construction (dictConfig, fileConfig, env), record to lines,
+recursion, and flush/close under logging's own locks (pitfalls.md 2, 3, 5, 9, 10, 11)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import logging.config
+import logging.handlers
+import re
+import textwrap
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+import yaml
+
+import lelog
+from lelog import ConfigError, LogConfig, StreamHandler
+from lelog._line import format_time
+from tests.helpers import run_python
+from tests.service import FakeLogService
+
+FAST = {"flush_interval": 0.05, "close_timeout": 2.0}
+TIME_RE = r'time="\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z"'
+
+
+def plain(service: FakeLogService, **values: Any) -> dict[str, Any]:
+    """Handler keyword values as dictConfig would hold them: plain JSON values only."""
+    return {"url": service.url, "account_id": "acct", "token": "secret-token", **FAST, **values}
+
+
+def outs(rows: list[dict] | None) -> list[str]:
+    return [row["out"] for row in rows or []]
+
+
+@pytest.fixture
+def app_logger(request: pytest.FixtureRequest) -> Iterator[logging.Logger]:
+    """A logger of this test's own, not propagating; its handlers are closed at teardown."""
+    logger = logging.getLogger(f"lelog_tests.{request.node.name}")
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False
+    yield logger
+    for handler in logger.handlers[:]:
+        logger.removeHandler(handler)
+        handler.close()
+
+
+@pytest.fixture
+def on_root() -> Iterator[Any]:
+    """Attach a handler to the root logger at DEBUG; everything is restored at teardown."""
+    root = logging.getLogger()
+    saved = root.level
+    attached: list[logging.Handler] = []
+
+    def attach(handler: logging.Handler) -> logging.Handler:
+        root.addHandler(handler)
+        root.setLevel(logging.DEBUG)
+        attached.append(handler)
+        return handler
+
+    yield attach
+    for handler in attached:
+        root.removeHandler(handler)
+        handler.close()
+    root.setLevel(saved)
+
+
+def dict_config(logger: logging.Logger, handler: dict[str, Any], **extra: Any) -> None:
+    logging.config.dictConfig({
+        "version": 1,
+        "disable_existing_loggers": False,
+        "handlers": {"stream": {"class": "lelog.StreamHandler", **handler}},
+        "loggers": {logger.name: {"level": "DEBUG", "handlers": ["stream"], "propagate": False}},
+        **extra,
+    })
+
+
+def only_handler(logger: logging.Logger) -> StreamHandler:
+    (handler,) = logger.handlers
+    assert isinstance(handler, StreamHandler)
+    return handler
+
+
+# -- construction: plain values, no side effects (pitfalls.md 9, 10) ---------------------------
+
+
+def test_dictconfig_from_a_plain_dict_makes_no_request_and_no_thread(
+    service: FakeLogService, app_logger: logging.Logger
+) -> None:
+    threads = set(threading.enumerate())
+    dict_config(app_logger, {"key": "dict/k", **plain(service)})
+    assert set(threading.enumerate()) == threads
+    assert service.requests == []
+
+    app_logger.info("hello %s", "world")
+    app_logger.warning("careful")
+    handler = only_handler(app_logger)
+    handler.close()
+
+    rows = service.blob_lines("dict/k")
+    assert [row["level"] for row in rows] == ["info", "warning"]
+    assert re.fullmatch(TIME_RE + r' level=info msg="hello world"\n', rows[0]["out"])
+    assert rows[1]["out"].endswith('level=warning msg="careful"\n')
+    assert handler.stats.sent == 2 and handler.stats.uploaded is True
+
+
+@pytest.mark.parametrize("syntax", ["yaml", "json"])
+def test_dictconfig_from_a_yaml_or_json_document_with_a_setup_request(
+    service: FakeLogService, app_logger: logging.Logger, syntax: str
+) -> None:
+    text = textwrap.dedent(f"""
+        version: 1
+        disable_existing_loggers: false
+        formatters:
+          short: {{format: "%(levelname)s:%(message)s"}}
+        handlers:
+          stream:
+            class: lelog.StreamHandler
+            formatter: short
+            exclude: [request_id]
+            flush_interval: 0.05
+            close_timeout: 2
+            config:
+              le_log_key: stage-1/from-{syntax}
+              secrets: [hunter2]
+              log_config: {{url: "{service.url}", account_id: acct, token: secret-token}}
+        loggers:
+          {app_logger.name}: {{level: DEBUG, handlers: [stream], propagate: false}}
+    """)
+    document = yaml.safe_load(text)
+    if syntax == "json":
+        document = json.loads(json.dumps(document))
+    logging.config.dictConfig(document)
+    assert service.requests == []
+
+    app_logger.info("password is hunter2", extra={"request_id": "r-1", "user": "bob"})
+    handler = only_handler(app_logger)
+    assert handler.writer.key == f"stage-1/from-{syntax}"
+    handler.close()
+
+    (row,) = service.blob_lines(f"stage-1/from-{syntax}")
+    assert row["out"] == "INFO:password is **************\n"
+    assert row["args"] == {"user": "bob"}
+
+
+def test_fileconfig_builds_the_handler(service: FakeLogService, tmp_path: Path) -> None:
+    name = "lelog_tests.fileconfig"
+    ini = tmp_path / "logging.ini"
+    ini.write_text(textwrap.dedent(f"""
+        [loggers]
+        keys=root,app
+        [handlers]
+        keys=stream
+        [formatters]
+        keys=
+        [logger_root]
+        handlers=
+        [logger_app]
+        qualname={name}
+        level=DEBUG
+        propagate=0
+        handlers=stream
+        [handler_stream]
+        class=lelog.StreamHandler
+        args=("ini/k",)
+        kwargs={{"url": "{service.url}", "account_id": "acct", "token": "secret-token", "flush_interval": 0.05}}
+    """))
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    logging.config.fileConfig(ini, disable_existing_loggers=False)
+    logger = logging.getLogger(name)
+    try:
+        assert service.requests == []
+        logger.error("from ini")
+        only_handler(logger).close()
+    finally:
+        for handler in logger.handlers[:]:
+            logger.removeHandler(handler)
+        root.handlers[:], root.level = saved
+    assert outs(service.blob_lines("ini/k"))[0].endswith('level=error msg="from ini"\n')
+
+
+def test_missing_values_come_from_the_environment(
+    service: FakeLogService, app_logger: logging.Logger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LELOG_URL", service.url)
+    monkeypatch.setenv("LELOG_ACCOUNT_ID", "acct")
+    monkeypatch.setenv("LELOG_TOKEN", "wrong-token")
+    monkeypatch.setenv("LELOG_LE_LOG_KEY", "env/k")
+    # The token in the config wins over the environment; the rest comes from it.
+    dict_config(app_logger, {"config": {"token": "secret-token"}, **FAST})
+    handler = only_handler(app_logger)
+    assert handler.writer.key == "env/k"
+    app_logger.info("configured by env")
+    handler.close()
+    assert outs(service.blob_lines("env/k"))[0].endswith('msg="configured by env"\n')
+
+
+@pytest.mark.parametrize(
+    ("values", "field"),
+    [
+        ({"url": "log-service:8080", "account_id": "a", "token": "t"}, "url"),
+        ({"url": "http://log-service:8080", "account_id": "a"}, "token"),
+        ({"url": "http://log-service:8080", "account_id": "a", "token": "t", "flush_intervall": 1}, "flush_interval"),
+        ({"url": "http://log-service:8080", "account_id": "a", "token": "t", "flush_interval": -1}, "flush_interval"),
+        ({"config": {"log_config": {"url": "http://x", "acount_id": "a", "token": "t"}}}, "account_id"),
+        ({"config": {"log_config": {}, "mtls_config": {"client_cert": "Zm9v"}}}, "client_cert"),
+        ({"exclude": "request_id"}, "exclude"),
+    ],
+)
+def test_configuration_errors_name_the_field(
+    values: dict[str, Any], field: str, app_logger: logging.Logger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("LELOG_URL", "LELOG_ACCOUNT_ID", "LELOG_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(ConfigError, match=field):
+        StreamHandler("k", **values)
+    # dictConfig wraps it, keeping the ConfigError as the cause.
+    with pytest.raises(ValueError, match="Unable to configure handler") as info:
+        dict_config(app_logger, {"key": "k", **values})
+    assert isinstance(info.value.__cause__, ConfigError) and field in str(info.value.__cause__)
+
+
+def test_a_missing_key_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("LELOG_LE_LOG_KEY", raising=False)
+    with pytest.raises(ConfigError, match="key"):
+        StreamHandler(url="http://log-service:8080", account_id="a", token="t")
+
+
+# -- record to lines -----------------------------------------------------------------------------
+
+
+def test_a_traceback_follows_as_one_line_per_text_line(
+    service: FakeLogService, app_logger: logging.Logger
+) -> None:
+    handler = StreamHandler("tb/k", **plain(service))
+    app_logger.addHandler(handler)
+    try:
+        raise ValueError("boom\nsecond line")
+    except ValueError:
+        app_logger.exception("it failed", extra={"step": 3})
+    handler.close()
+
+    rows = service.blob_lines("tb/k")
+    assert rows[0]["out"].endswith('level=error msg="it failed" step=3\n')
+    assert rows[1]["out"] == "Traceback (most recent call last):\n"
+    assert rows[-2:][0]["out"] == "ValueError: boom\n" and rows[-1]["out"] == "second line\n"
+    assert {row["level"] for row in rows} == {"error"}
+    assert {row["time"] for row in rows} == {rows[0]["time"]}
+    assert all(row["args"] == {"step": "3"} for row in rows)
+    assert all("\n" not in row["out"][:-1] for row in rows)
+
+
+class _Unprintable:
+    def __str__(self) -> str:
+        raise RuntimeError("no")
+
+
+def test_extra_fields_arrive_as_string_args(service: FakeLogService, app_logger: logging.Logger) -> None:
+    handler = StreamHandler("args/k", exclude=["hidden"], **plain(service))
+    app_logger.addHandler(handler)
+    records: list[logging.LogRecord] = []
+    app_logger.addFilter(lambda record: records.append(record) or True)
+    app_logger.info("with extras", extra={"n": 42, "ok": True, "who": "bob smith", "hidden": "x",
+                                            "bad": _Unprintable()})
+    app_logger.info("no extras")
+    handler.close()
+
+    first, second = service.blob_lines("args/k")
+    assert first["args"] == {"n": "42", "ok": "True", "who": "bob smith", "bad": "<unprintable _Unprintable>"}
+    assert first["out"].endswith('msg="with extras" n=42 ok=True who="bob smith" bad="<unprintable _Unprintable>"\n')
+    assert second["args"] is None
+    assert first["time"] == format_time(records[0].created)
+
+
+def test_extras_as_args_can_be_turned_off(service: FakeLogService, app_logger: logging.Logger) -> None:
+    handler = StreamHandler("noargs/k", extras_as_args=False, **plain(service))
+    app_logger.addHandler(handler)
+    app_logger.info("x", extra={"n": 1})
+    handler.close()
+    (row,) = service.blob_lines("noargs/k")
+    assert row["args"] is None and row["out"].endswith('msg="x" n=1\n')
+
+
+def test_dual_logging_prints_one_masked_flat_json_object_per_record(
+    service: FakeLogService, app_logger: logging.Logger, capsys: pytest.CaptureFixture[str]
+) -> None:
+    handler = StreamHandler("dual/k", config={"log_config": {"dual_logging_enabled": True},
+                                                "secrets": ["hunter2"]}, **plain(service))
+    app_logger.addHandler(handler)
+    app_logger.warning("token hunter2", extra={"step": "build", "level": "clash"})
+    handler.close()
+
+    (line,) = capsys.readouterr().out.splitlines()
+    obj = json.loads(line)
+    assert obj["level"] == "WARNING" and obj["key"] == "dual/k" and obj["step"] == "build"
+    assert obj["message"].endswith('msg="token **************" step=build fields.level=clash')
+    assert isinstance(obj["timestamp"], float)
+    assert all(not isinstance(v, (dict, list)) for v in obj.values())
+    assert outs(service.blob_lines("dual/k"))[0].endswith('msg="token **************" step=build fields.level=clash\n')
+
+
+def test_a_filter_may_replace_the_record(service: FakeLogService, app_logger: logging.Logger) -> None:
+    class Replacing(StreamHandler):
+        def filter(self, record: logging.LogRecord) -> Any:  # what 3.12+ filters may return
+            return logging.makeLogRecord({**record.__dict__, "msg": "replaced"})
+
+    handler = Replacing("replace/k", **plain(service))
+    app_logger.addHandler(handler)
+    app_logger.info("original")
+    handler.close()
+    assert outs(service.blob_lines("replace/k"))[0].endswith('msg="replaced"\n')
+
+
+# -- recursion (pitfalls.md 5) ---------------------------------------------------------------------
+
+
+def test_root_at_debug_with_httpx_logging_captures_only_the_programs_records(
+    service: FakeLogService, on_root: Any
+) -> None:
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.DEBUG)
+    try:
+        handler = on_root(StreamHandler("recursion/k", **plain(service)))
+        for i in range(50):
+            logging.getLogger("app").debug("line %d", i)
+            if i % 10 == 0:
+                assert handler.flush(2.0)  # requests (and httpx's debug records) happen now
+        handler.close()
+    finally:
+        for name in ("httpx", "httpcore"):
+            logging.getLogger(name).setLevel(logging.NOTSET)
+    rows = service.blob_lines("recursion/k")
+    assert [row["out"].split("msg=")[1] for row in rows] == [f'"line {i}"\n' for i in range(50)]
+    assert outs(service.all_written("recursion/k")) == outs(rows)
+    assert handler.stats.accepted == 50
+
+
+def test_records_logged_from_inside_emit_are_dropped(service: FakeLogService, on_root: Any) -> None:
+    class Chatty(logging.Formatter):
+        def format(self, record: logging.LogRecord) -> str:
+            logging.getLogger("formatter").warning("formatting %s", record.getMessage())
+            return record.getMessage()
+
+    handler = on_root(StreamHandler("reentry/k", **plain(service)))
+    handler.setFormatter(Chatty())
+    handler.addFilter(lambda record: logging.getLogger("filter").info("filtering") or True)
+    for i in range(5):
+        logging.getLogger("app").info("record %d", i)
+    handler.close()
+    assert outs(service.blob_lines("reentry/k")) == [f"record {i}\n" for i in range(5)]
+
+
+# -- locks, flush and close (pitfalls.md 2, 11) ---------------------------------------------------
+
+
+def test_emit_does_not_take_the_handler_lock(service: FakeLogService, app_logger: logging.Logger) -> None:
+    handler = StreamHandler("lock/k", **plain(service))
+    app_logger.addHandler(handler)
+    done = threading.Event()
+    handler.acquire()  # as logging.shutdown() does while it flushes and closes
+    try:
+        thread = threading.Thread(target=lambda: (app_logger.info("while locked"), done.set()))
+        thread.start()
+        assert done.wait(2.0), "emit blocked on the handler lock"
+        thread.join()
+        assert handler.flush(2.0)  # flush under the handler lock completes
+    finally:
+        handler.release()
+    assert outs(service.all_written("lock/k"))[0].endswith('msg="while locked"\n')
+
+
+def test_flush_returns_true_only_once_everything_was_sent(
+    service: FakeLogService, app_logger: logging.Logger
+) -> None:
+    handler = StreamHandler("flush/k", **{**plain(service), "flush_interval": 30.0})
+    app_logger.addHandler(handler)
+    for i in range(20):
+        app_logger.info("n%d", i)
+    assert service.all_written("flush/k") == []  # the 30 s interval has not passed
+    assert handler.flush(2.0) is True
+    assert len(service.all_written("flush/k")) == 20
+
+
+def test_close_twice_and_after_close_records_are_counted(
+    service: FakeLogService, app_logger: logging.Logger
+) -> None:
+    handler = StreamHandler("twice/k", **plain(service))
+    app_logger.addHandler(handler)
+    app_logger.info("before")
+    handler.close()
+    app_logger.info("after")
+    started = time.monotonic()
+    handler.close()
+    handler.flush()
+    assert time.monotonic() - started < 0.5
+    assert handler.stats.dropped["after_close"] == 1
+    assert len(service.blob_lines("twice/k")) == 1
+
+
+def run_child(code: str, service: FakeLogService, key: str) -> Any:
+    """Run ``code`` in a fresh interpreter (a hang fails through the timeout)."""
+    header = f"""
+        import logging, logging.config, sys, time
+        import lelog
+        KEY = {key!r}
+        CONFIG = dict(url={service.url!r}, account_id="acct", token="secret-token",
+                      close_timeout=1.0, flush_interval=0.05)
+    """
+    return run_python(textwrap.dedent(header) + textwrap.dedent(code), timeout=20.0)
+
+
+def test_logging_shutdown_with_a_blackhole_service_returns_within_the_deadline(
+    service: FakeLogService,
+) -> None:
+    service.blackhole()
+    result = run_child("""
+        handler = lelog.StreamHandler(KEY, **CONFIG)
+        logging.getLogger().addHandler(handler)
+        logging.getLogger().setLevel(logging.DEBUG)
+        logging.getLogger("httpx").setLevel(logging.DEBUG)
+        for i in range(3):
+            logging.warning("line %d", i)
+        time.sleep(0.2)
+        started = time.monotonic()
+        logging.shutdown()
+        print("shutdown", time.monotonic() - started)
+        logging.warning("after shutdown")
+        print("exit", time.monotonic())
+    """, service, "blackhole/k")
+    ended = time.monotonic()
+    assert result.returncode == 0, result.stderr
+    values = dict(line.split() for line in result.stdout.splitlines())
+    # flush (<= close_timeout) then close (<= close_timeout), never more.
+    assert float(values["shutdown"]) < 2 * 1.0 + 0.5
+    # The exit hook finds the writer closed: the interpreter ends at once.
+    assert ended - float(values["exit"]) < 1.5
+    assert "Traceback" not in result.stderr
+
+
+def test_exit_with_a_blackhole_service_takes_at_most_close_timeout(service: FakeLogService) -> None:
+    service.blackhole()
+    result = run_child("""
+        import atexit
+        handler = lelog.StreamHandler(KEY, **CONFIG)
+        logging.getLogger().addHandler(handler)
+        for i in range(3):
+            logging.warning("line %d", i)
+        print("exit", time.monotonic(), flush=True)
+    """, service, "exit/k")
+    ended = time.monotonic()
+    assert result.returncode == 0, result.stderr
+    started = float(result.stdout.split()[1])
+    assert ended - started < 1.0 + 1.0
+    assert "Traceback" not in result.stderr
+
+
+def test_shutdown_as_on_python_312_starts_no_thread(service: FakeLogService) -> None:
+    # Python 3.12 refuses new threads once atexit callbacks run.  The child makes that so
+    # on any version (an atexit callback registered after lelog's runs before its exit hook),
+    # and records who tried: flush and close must not, and lines logged only at exit still
+    # reach the service, drained on the exiting thread.
+    result = run_child("""
+        import atexit, threading, traceback
+        used = lelog.StreamHandler(KEY + "-used", **CONFIG)
+        late = lelog.StreamHandler(KEY + "-late", **CONFIG)
+        logging.getLogger().addHandler(used)
+        logging.getLogger().addHandler(late)
+        logging.getLogger().removeHandler(late)
+        logging.warning("before exit")
+        attempts = []
+        real_start = threading.Thread.start
+
+        def refusing_start(self):
+            attempts.append([frame.name for frame in traceback.extract_stack()])
+            raise RuntimeError("can't create new thread at interpreter shutdown")
+
+        def at_exit():
+            threading.Thread.start = refusing_start
+            logging.getLogger().addHandler(late)
+            logging.warning("logged at exit")
+
+        def report():
+            print("attempts", len(attempts), "from-close-or-flush",
+                  sum(1 for names in attempts if {"close", "flush", "shutdown", "close_all"} & set(names)),
+                  flush=True)
+
+        atexit.register(report)   # runs last
+        atexit.register(at_exit)  # runs first
+    """, service, "py312/k")
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr and "RuntimeError" not in result.stderr
+    # One refused start: the late writer's lazy worker, from emit; none from flush or close.
+    assert result.stdout.split() == ["attempts", "1", "from-close-or-flush", "0"]
+    def messages(key: str) -> list[str]:
+        return [out.split("msg=")[1] for out in outs(service.blob_lines(key))]
+
+    assert messages("py312/k-used") == ['"before exit"\n', '"logged at exit"\n']
+    assert messages("py312/k-late") == ['"logged at exit"\n']
+
+
+def test_dictconfig_reconfiguration_does_not_stall_or_lose_lines(service: FakeLogService) -> None:
+    # dictConfig closes the old handlers while holding logging's module lock; the worker's
+    # HTTP client needs that lock to log (isEnabledFor after a cache reset).  Waiting there
+    # would stall for close_timeout and drop every pending line.  (With the default
+    # disable_existing_loggers=True the httpx loggers are disabled and never take the lock.)
+    result = run_child("""
+        CONFIG.update(flush_interval=30.0, close_timeout=3.0)
+        logging.config.dictConfig({"version": 1, "disable_existing_loggers": False,
+            "handlers": {"s": {"class": "lelog.StreamHandler", "key": KEY, **CONFIG}},
+            "root": {"level": "DEBUG", "handlers": ["s"]}})
+        for i in range(5):
+            logging.info("line %d", i)
+        logging.getLogger("any").setLevel(logging.DEBUG)  # resets every isEnabledFor cache
+        started = time.monotonic()
+        logging.config.dictConfig({"version": 1, "root": {"level": "DEBUG", "handlers": []}})
+        print("reconfigured", time.monotonic() - started, flush=True)
+    """, service, "reconfig/k")
+    assert result.returncode == 0, result.stderr
+    assert float(result.stdout.split()[1]) < 0.5
+    rows = service.blob_lines("reconfig/k")
+    assert [row["out"].split("msg=")[1] for row in rows] == [f'"line {i}"\n' for i in range(5)]
+    assert not service.is_open("reconfig/k")
+
+
+def test_repr_and_the_class_dictconfig_needs() -> None:
+    config = LogConfig(url="http://log-service:8080", account_id="a", token="t")
+    handler = StreamHandler("repr/k", config=config, level="INFO")
+    try:
+        assert repr(handler) == "<StreamHandler 'repr/k' (INFO)>"
+    finally:
+        handler.close()
+    # Python 3.12's dictConfig special-cases QueueHandler subclasses (pitfalls.md 10).
+    assert not issubclass(lelog.StreamHandler, logging.handlers.QueueHandler)
