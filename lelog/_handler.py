@@ -22,7 +22,6 @@ import json
 import logging
 import sys
 import threading
-import time
 from typing import Any, Collection, Mapping, Optional, Union
 
 import attrs
@@ -290,11 +289,7 @@ class StreamHandler(logging.Handler):
             super().close()
 
     def _close_writer(self, timeout: Optional[float]) -> None:
-        writer = self.writer
-        budget = writer.options.close_timeout if timeout is None else timeout
-        if _holding_logging_lock():
-            # StreamWriter has no public "close without waiting" yet; _begin_close is it.
-            writer._begin_close(time.monotonic() + budget)
-        else:
-            writer.close(budget)  # bounded; the worker needs none of the locks we may hold
+        # Bounded either way; under logging's module lock the worker may need that lock
+        # (httpx logs), so the close is only started and the exit hook waits for it.
+        self.writer.close(timeout, wait=not _holding_logging_lock())
 

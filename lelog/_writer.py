@@ -665,16 +665,22 @@ class StreamWriter:
             dropped_now = self._counters.settled() - self._counters.sent
         return done and dropped_now == dropped_before
 
-    def close(self, timeout: Optional[float] = None) -> Stats:
+    def close(self, timeout: Optional[float] = None, *, wait: bool = True) -> Stats:
         """Finish the stream within ``timeout`` seconds and return what happened.
 
         Keeps the last partial line, pushes what is pending, uploads the history and closes
         the stream (per the skip flags).  Later writes are counted as dropped after close.
         Returns within the timeout even if the service never answers.
+
+        ``wait=False`` only starts the close: the worker finishes within the same deadline
+        and the exit hook waits for it.  That is for callers holding a lock the worker may
+        need, such as ``logging``'s module lock during ``dictConfig`` (httpx's logging calls
+        take it).  The stats returned are then a snapshot, not the final ones.
         """
         timeout = self.options.close_timeout if timeout is None else timeout
         self._begin_close(time.monotonic() + timeout)
-        self._await_close()
+        if wait:
+            self._await_close()
         return self.stats
 
     def _begin_close(self, end: float) -> None:
@@ -797,6 +803,8 @@ def _encode_items(
     for ts, level, out, args in items:
         if masker is not None:
             out = masker.mask(out)
+            if args:
+                args = {k: masker.mask(v if isinstance(v, str) else str(v)) for k, v in args.items()}
         if trim and out[-1:] == "\n":
             out = out[:-1]
         if len(out) > _SHORT:

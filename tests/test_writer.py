@@ -556,3 +556,24 @@ def test_without_a_thread_close_drains_on_the_calling_thread(monkeypatch: pytest
     assert [row["out"] for row in backend.lines] == ["one\n", "two\n"]
     assert backend.calls == ["open", "write", "upload", "close"]
     assert stats.sent == 2 and stats.closed
+
+
+def test_secrets_are_masked_in_args_too() -> None:
+    from lelog.testing import MemoryBackend
+
+    backend = MemoryBackend(LogConfig(secrets=["hunter2"]))
+    writer = StreamWriter("k", backend, close_timeout=2)
+    writer.write_line("login", args={"password": "hunter2", "user": "bob", "n": 7})
+    writer.close()
+    [line] = backend.lines("k")
+    assert line.args == {"password": "**************", "user": "bob", "n": "7"}
+
+
+def test_close_without_waiting_finishes_in_the_background(service: FakeLogService, make_writer: Any) -> None:
+    writer = make_writer()
+    writer.write_line("a")
+    writer.close(wait=False)
+    writer.write_line("after")  # closed already: counted, not sent
+    assert service.wait_for(lambda: not service.is_open("k") and service.blob("k") is not None)
+    assert outs(service.blob_lines("k")) == ["a\n"]
+    assert writer.stats.dropped["after_close"] == 1
