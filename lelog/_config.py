@@ -12,7 +12,7 @@ import base64
 import binascii
 import difflib
 import os
-from typing import Any, Callable, Mapping, Optional, Union
+from typing import Any, Callable, Iterable, Mapping, Optional, Union
 
 import attrs
 
@@ -126,14 +126,13 @@ def _to_secrets(value: object) -> tuple[str, ...]:
         return ()
     if isinstance(value, str):
         raise ConfigError("secrets must be a list of strings, not one string; wrap it: [\"...\"]")
-    try:
-        items = tuple(value)  # type: ignore[call-overload]
-    except TypeError:
-        raise ConfigError(f"secrets must be a list of strings, got {type(value).__name__}") from None
+    if not isinstance(value, Iterable):
+        raise ConfigError(f"secrets must be a list of strings, got {type(value).__name__}")
+    items: tuple[object, ...] = tuple(value)
     for item in items:
         if not isinstance(item, str):
             raise ConfigError(f"secrets must hold only strings, found {type(item).__name__}")
-    return items
+    return items  # type: ignore[return-value]  # checked item by item above
 
 
 def _check_sanitize(_inst: object, _attr: object, value: object) -> None:
@@ -172,7 +171,7 @@ class LogConfig:
     skip_opening_stream: bool = _bool_field("skip_opening_stream")
     skip_closing_stream: bool = _bool_field("skip_closing_stream")
     dual_logging_enabled: bool = _bool_field("dual_logging_enabled")
-    sanitize_config: Optional[Mapping[str, str]] = attrs.field(
+    sanitize_config: Optional[Mapping[str, str]] = attrs.field(  # type: ignore[assignment]
         default=None, validator=_check_sanitize
     )
     #: Strings to mask in every line (the setup request's ``secrets``).
