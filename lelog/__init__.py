@@ -17,6 +17,7 @@ from ._exceptions import (
 )
 from ._line import Line
 from ._client import LogServiceClient
+from ._filestore import FileStore
 from ._retry import RetryPolicy
 from ._writer import Stats, StreamWriter, WriterOptions
 from ._handler import StreamHandler
@@ -30,6 +31,7 @@ __all__ = [
     "BlobNotFound",
     "Cancelled",
     "ConfigError",
+    "FileStore",
     "LelogError",
     "Line",
     "LogConfig",

@@ -1,0 +1,614 @@
+"""The ``lelog`` command: run a program, push a file, follow or print a stream.
+
+Every subcommand is configured the same way: flags win over a setup-request file
+(``--config``, the seed's format), which wins over ``LELOG_*`` variables; with no url the
+local file store is used.  A user mistake ends in one ``lelog: error: ...`` line and exit
+status 2 (usage) or 1 (the service or a file failed), never in a traceback.
+
+``lelog run`` needs a POSIX system: it selects on pipes and forwards signals.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import select
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+from typing import IO, Any, Callable, Iterator, NoReturn, Optional, Sequence, Union
+
+from ._client import LogServiceClient
+from ._config import LogConfig, _reject_unknown
+from ._exceptions import BlobNotFound, ConfigError, LogServiceError
+from ._filestore import FileStore
+from ._splitter import LineSplitter
+from ._version import __version__
+from ._writer import Stats, StreamWriter
+
+__all__ = ["main"]
+
+_Backend = Union[LogServiceClient, FileStore]
+
+_CHUNK = 1 << 16
+#: How long the pipes may stay open after the command exited (a background process it
+#: started can hold them forever); what arrives later is not the command's output.
+_DRAIN_GRACE = 2.0
+#: How often a pipe reader looks at its stop event while the pipe is quiet.
+_POLL = 0.1
+#: A source far ahead of the writer waits this long at most for it to catch up.
+_PATIENCE = 3.0
+_FORWARDED = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
+
+
+class _Failure(Exception):
+    """Ends the command with one error line and ``status`` (2: usage, 1: runtime)."""
+
+    def __init__(self, message: str, status: int = 1) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+# -- arguments -------------------------------------------------------------------------------
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error; the usage is one ``--help`` away."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
+
+
+_CONFIG_HELP = """\
+configuration (flags win over --config, which wins over the environment):
+  LELOG_URL, LELOG_ACCOUNT_ID, LELOG_TOKEN   the log service; no url: the file store
+  LELOG_HOME                                 the file store's directory (default ./.lelog)
+  LELOG_KEY                                  the stream key when no --key or le_log_key
+  LELOG_<FIELD>                              any other LogConfig field, e.g. LELOG_SECRETS
+"""
+
+_RUN_HELP = """\
+Run CMD; its output shows as usual and streams line by line to the log stream (stdout and
+stderr both).  Exits with CMD's exit status (128+N when a signal N killed it).  Ctrl-C and
+SIGTERM go to CMD; the stream is still closed and stored.  A summary line goes to stderr.
+The key defaults to the program's name (`make` for `lelog run -- make test`).  When CMD
+prints faster than the log takes it, lelog reads more slowly (as tee would) rather than
+drop lines, unless the service is stalled.
+
+examples:
+  lelog run -- make test                         # stored in ./.lelog/make.ndjson
+  lelog run --key stage-1/build -- ./build.sh
+  lelog run --config setup.json -- pytest -x     # service and key (le_log_key) from the file
+  LELOG_URL=http://log-service:8080 LELOG_ACCOUNT_ID=acct LELOG_TOKEN=... \\
+      lelog run --key ci/step-2 -- npm test
+
+"""
+
+_PUSH_HELP = """\
+Stream a file, or standard input, to the log stream as it is read, then store it.
+
+examples:
+  lelog push --key builds/42 build.log
+  make 2>&1 | lelog push --key builds/42
+
+"""
+
+_TAIL_HELP = """\
+Follow a live stream: print its lines as they arrive; end when the stream is closed.
+A stream that is not open ends at once.
+
+examples:
+  lelog tail --key stage-1/build
+  lelog tail --key stage-1/build --url http://log-service:8080 --account-id acct
+
+"""
+
+_CAT_HELP = """\
+Print a stored log: the text of its lines, or with --json the NDJSON as stored.
+
+examples:
+  lelog cat --key stage-1/build
+  lelog cat --key stage-1/build --json | jq -r .out
+
+"""
+
+
+def _build_parser() -> _Parser:
+    common = _Parser(add_help=False)
+    group = common.add_argument_group("where the log goes")
+    group.add_argument("--key", help="the stream key, e.g. stage-1/build")
+    group.add_argument("--url", help="the log service, e.g. http://log-service:8080")
+    group.add_argument("--account-id", help="the account of the stream")
+    group.add_argument(
+        "--token", help="the service token (visible in ps: prefer LELOG_TOKEN or --config)"
+    )
+    group.add_argument(
+        "--config", metavar="FILE", help="a setup-request JSON file (log_config, le_log_key, ...)"
+    )
+    group.add_argument("--home", metavar="DIR", help="the file store's directory (default ./.lelog)")
+    group.add_argument("-q", "--quiet", action="store_true", help="no summary or notes on stderr")
+
+    writing = _Parser(add_help=False)
+    writing.add_argument(
+        "--flush-interval", type=_seconds, metavar="SECONDS",
+        help="send new lines at least this often (default 1)",
+    )
+    writing.add_argument(
+        "--close-timeout", type=_seconds, metavar="SECONDS",
+        help="the time allowed to send what is left, store the log and close (default 5)",
+    )
+    reading = _Parser(add_help=False)
+    reading.add_argument(
+        "--timeout", type=_seconds, metavar="SECONDS",
+        help="how long to keep trying to reach the service (default: LELOG_CALL_DEADLINE or 15)",
+    )
+
+    parser = _Parser(
+        prog="lelog",
+        description="Stream a program's logs to a Harness-style log service, or to ./.lelog.",
+        epilog=_CONFIG_HELP + "\nrun 'lelog COMMAND --help' for a command's options and examples",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"lelog {__version__}")
+    parser.set_defaults(handler=None)
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    def add(name: str, handler: Callable[[argparse.Namespace], int], summary: str,
+            text: str, options: _Parser) -> _Parser:
+        description, examples = text.split("\n\n", 1)
+        sub = commands.add_parser(
+            name, help=summary, description=description, epilog=examples + _CONFIG_HELP,
+            parents=[common, options],
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        sub.set_defaults(handler=handler)
+        return sub
+
+    run = add("run", _run, "run a command, streaming its output", _RUN_HELP, writing)
+    run.add_argument(
+        "command", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]", help="the command to run"
+    )
+    push = add("push", _push, "stream a file or standard input", _PUSH_HELP, writing)
+    push.add_argument("file", nargs="?", default="-", metavar="FILE", help="the file; - or none: stdin")
+    add("tail", _tail, "follow a live stream", _TAIL_HELP, reading)
+    cat = add("cat", _cat, "print a stored log", _CAT_HELP, reading)
+    cat.add_argument("--json", action="store_true", help="print the stored NDJSON as it is")
+    return parser
+
+
+# -- configuration -----------------------------------------------------------------------------
+
+
+def _read_setup(path: str) -> dict[str, Any]:
+    """The ``LogConfig`` fields a setup-request file sets (or a bare ``log_config``).
+
+    Values are checked once, with the flags and the environment, when the config is built:
+    a file without a token is fine when ``LELOG_TOKEN`` has it.
+    """
+    where = f"--config {path}"
+    try:
+        with open(path, encoding="utf-8") as fh:
+            obj = json.load(fh)
+    except OSError as exc:
+        raise _Failure(f"{where}: {exc.strerror or exc}", 2) from None
+    except ValueError as exc:
+        raise _Failure(f"{where}: not valid JSON: {exc}", 2) from None
+    if not isinstance(obj, dict):
+        raise _Failure(f"{where}: expected a JSON object (a setup request or its log_config)", 2)
+    if "log_config" not in obj:
+        values = dict(obj)
+    else:
+        log_config, mtls = obj["log_config"] or {}, obj.get("mtls_config") or {}
+        if not isinstance(log_config, dict) or not isinstance(mtls, dict):
+            raise _Failure(f"{where}: log_config and mtls_config must be JSON objects", 2)
+        values = dict(log_config)
+        values.update({k: obj[k] for k in ("le_log_key", "secrets") if obj.get(k) is not None})
+        values.update({k: mtls[k] for k in ("client_cert", "client_cert_key") if mtls.get(k)})
+    _reject_unknown(values, where)
+    return values
+
+
+def _config(args: argparse.Namespace) -> LogConfig:
+    values = _read_setup(args.config) if args.config else {}
+    flags = {"url": args.url, "account_id": args.account_id, "token": args.token}
+    values.update({name: value for name, value in flags.items() if value is not None})
+    return LogConfig.from_env(os.environ, **values)
+
+
+def _key(args: argparse.Namespace, config: LogConfig, default: str = "") -> str:
+    key = args.key or config.le_log_key or os.environ.get("LELOG_KEY") or default
+    if not key:
+        raise _Failure("no stream key: give --key K (or set LELOG_KEY, or le_log_key in --config)", 2)
+    return key
+
+
+def _backend(args: argparse.Namespace, config: LogConfig, *, writes: bool) -> _Backend:
+    if config.url:
+        return LogServiceClient(config)
+    store = FileStore(args.home, config=config)
+    if writes:  # fail before the command runs, not in the writer's background retries
+        try:
+            os.makedirs(store.directory, exist_ok=True)
+        except OSError as exc:
+            raise _Failure(f"cannot store logs in {store.directory}: {exc.strerror}") from None
+        if not os.access(store.directory, os.W_OK | os.X_OK):
+            raise _Failure(f"cannot store logs in {store.directory}: not writable")
+    return store
+
+
+def _where(backend: _Backend, key: str) -> str:
+    if isinstance(backend, FileStore):
+        path = backend.log_path(key)
+        relative = os.path.relpath(path)
+        return path if relative.startswith("..") else relative
+    return f"{backend.config.url} key {key!r}"
+
+
+def _open_writer(key: str, backend: _Backend, args: argparse.Namespace) -> StreamWriter:
+    _show_library_warnings()
+    options = {name: getattr(args, name) for name in ("flush_interval", "close_timeout")}
+    return StreamWriter(key, backend, **{k: v for k, v in options.items() if v is not None}).open()
+
+
+def _summary(stats: Stats, where: str, *, whole_log: bool) -> str:
+    """One line: where the log went, lines sent, lines dropped and anything that went wrong."""
+    sent = f"{stats.sent:,}" if stats.sent == stats.accepted else f"{stats.sent:,} of {stats.accepted:,}"
+    sent += " line" if stats.accepted == 1 else " lines"
+    dropped = f"{stats.dropped_total:,} dropped"
+    reasons = [f"{k.replace('_', ' ')} {n:,}" for k, n in stats.dropped.items() if n]
+    notes = [dropped + (f": {', '.join(reasons)}" if reasons else "")]
+    if stats.pending:
+        notes.append(f"{stats.pending:,} not sent in time")
+    if stats.uploaded is False:
+        notes.append("storing the log FAILED")
+    elif stats.history_evicted and not whole_log:
+        notes.append(f"the stored log keeps the last {stats.history_lines:,} lines")
+    trouble = stats.dropped_total or stats.pending or stats.uploaded is False
+    if trouble and stats.last_error:
+        notes.append(f"last error: {stats.last_error}")
+    return f"lelog: {sent} sent → {where} ({'; '.join(notes)})"
+
+
+def _report(args: argparse.Namespace, stats: Stats, backend: _Backend, key: str) -> None:
+    if not args.quiet:
+        where = _where(backend, key)
+        _stderr(_summary(stats, where, whole_log=isinstance(backend, FileStore)))
+
+
+def _delivered(stats: Stats) -> bool:
+    return not stats.dropped_total and not stats.pending and stats.uploaded is not False
+
+
+class _Backpressure:
+    """Lets a fast source wait for the writer rather than overflow the writer's bounds.
+
+    A file, or a command's pipe, can wait (as with ``tee``, the command then writes more
+    slowly); dropping the oldest lines is for a destination that cannot keep up.  So while
+    flushes succeed, a source that is far ahead waits for one; after the first that fails
+    (the service is slow or down) it never waits again and the writer's bounds apply.
+    """
+
+    def __init__(self, writer: StreamWriter) -> None:
+        self._writer = writer
+        self._backlog = writer.options.max_pending_lines // 2
+        # Read and written by both pipe readers of ``run`` without a lock: a stale value
+        # costs at most one more flush.
+        self._patient = True
+
+    def wait_if_behind(self) -> None:
+        if self._patient and self._writer.pending >= self._backlog:
+            self._patient = self._writer.flush(_PATIENCE)
+
+
+# -- lelog run ---------------------------------------------------------------------------------
+
+
+class _Pump:
+    """Copies one pipe of the command to our terminal as it comes, and line by line to the
+    writer.  One splitter per pipe: a partial stdout line never merges with stderr's text."""
+
+    def __init__(
+        self, pipe: IO[bytes], echo: Optional[IO[bytes]], writer: StreamWriter,
+        backpressure: _Backpressure, stop: threading.Event,
+    ) -> None:
+        self._fd = pipe.fileno()
+        self._echo = echo
+        self._writer = writer
+        self._backpressure = backpressure
+        self._stop = stop
+        #: The last line, without its newline, once the pipe has ended.
+        self.partial: Optional[str] = None
+        self.thread = threading.Thread(
+            target=self._run, name=f"lelog-run-pipe[{self._fd}]", daemon=True
+        )
+
+    def _run(self) -> None:
+        splitter = LineSplitter()
+        while not self._stop.is_set():
+            # select before read: a blocking read would never see the stop event if a
+            # background process kept the pipe open after the command exited.
+            if not select.select([self._fd], [], [], _POLL)[0]:
+                continue
+            data = os.read(self._fd, _CHUNK)
+            if not data:
+                break
+            self._show(data)
+            for line in splitter.feed(data):
+                self._writer.write_line(line)
+            self._backpressure.wait_if_behind()
+        self.partial = splitter.finish()
+
+    def _show(self, data: bytes) -> None:
+        if self._echo is None:
+            return
+        try:
+            self._echo.write(data)
+            self._echo.flush()
+        except (OSError, ValueError):  # the terminal or pipe went away: keep logging anyway
+            self._echo = None
+
+
+def _in_terminal_foreground() -> bool:
+    """Whether the terminal's Ctrl-C reaches our process group, and so the command in it."""
+    for fd in (0, 1, 2):
+        try:
+            if os.isatty(fd):
+                return os.tcgetpgrp(fd) == os.getpgrp()
+        except OSError:
+            continue
+    return False
+
+
+@contextlib.contextmanager
+def _forward_signals(child: subprocess.Popen[bytes]) -> Iterator[None]:
+    """Pass SIGINT, SIGTERM and SIGHUP to the command, and keep lelog going until the
+    stream is closed.  The handlers run on the main thread, between its waits."""
+
+    def forward(signum: int, _frame: object) -> None:
+        if signum == signal.SIGINT and _in_terminal_foreground():
+            return  # the terminal sent Ctrl-C to the whole group: the command has it already
+        child.send_signal(signum)  # a no-op once the command has been reaped
+
+    previous: dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():  # signal.signal works only there
+        for signum in _FORWARDED:
+            if signal.getsignal(signum) is not signal.SIG_IGN:  # nohup & co. stay in force
+                previous[signum] = signal.signal(signum, forward)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+
+
+def _binary(stream: Optional[IO[str]]) -> Optional[IO[bytes]]:
+    return getattr(stream, "buffer", None)
+
+
+def _pump_until_exit(child: subprocess.Popen[bytes], writer: StreamWriter) -> None:
+    """Stream the command's output until it exits and its pipes are drained."""
+    assert child.stdout is not None and child.stderr is not None
+    stop = threading.Event()
+    backpressure = _Backpressure(writer)
+    pumps = [
+        _Pump(child.stdout, _binary(sys.stdout), writer, backpressure, stop),
+        _Pump(child.stderr, _binary(sys.stderr), writer, backpressure, stop),
+    ]
+    for pump in pumps:
+        pump.thread.start()
+    try:
+        child.wait()
+        end = time.monotonic() + _DRAIN_GRACE
+        for pump in pumps:
+            pump.thread.join(max(end - time.monotonic(), 0.0))
+    finally:
+        stop.set()
+        for pump in pumps:
+            pump.thread.join()
+        child.stdout.close()
+        child.stderr.close()
+    partials = [pump.partial for pump in pumps if pump.partial]
+    for text in partials[:-1]:
+        writer.write_line(text)
+    if partials:
+        # The writer's own partial-line buffer is still empty (whole lines went through
+        # write_line), so close() stores this one as the command wrote it: no newline added.
+        writer.write(partials[-1])
+
+
+def _run(args: argparse.Namespace) -> int:
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        raise _Failure("no command to run: lelog run [options] -- CMD [ARGS...]", 2)
+    config = _config(args)
+    key = _key(args, config, default=os.path.basename(command[0]))
+    backend = _backend(args, config, writes=True)
+    with contextlib.closing(backend):
+        try:
+            child = subprocess.Popen(
+                command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                env=dict(os.environ, PYTHONUNBUFFERED="1"),  # Python commands stream too
+            )
+        except OSError as exc:
+            status = 127 if isinstance(exc, FileNotFoundError) else 126  # as a shell says
+            raise _Failure(f"cannot run {command[0]!r}: {exc.strerror or exc}", status) from None
+        # Its output waits in the pipes until the readers start: nothing is lost meanwhile.
+        writer = _open_writer(key, backend, args)
+        with _forward_signals(child):  # until the stream is closed, not only the command
+            _pump_until_exit(child, writer)
+            stats = writer.close()
+        _report(args, stats, backend, key)
+    code = child.returncode
+    return 128 - code if code < 0 else code
+
+
+# -- lelog push --------------------------------------------------------------------------------
+
+
+def _copy(fd: int, writer: StreamWriter, name: str) -> None:
+    """Write everything from ``fd``, as it comes (``os.read``: a pipe is not waited on to
+    fill a buffer)."""
+    backpressure = _Backpressure(writer)
+    while True:
+        try:
+            data = os.read(fd, _CHUNK)
+        except OSError as exc:
+            raise _Failure(f"cannot read {name}: {exc.strerror}") from None
+        if not data:
+            return
+        writer.write(data)
+        backpressure.wait_if_behind()
+
+
+def _push(args: argparse.Namespace) -> int:
+    config = _config(args)
+    key = _key(args, config)
+    stdin = args.file == "-"
+    try:
+        fd = 0 if stdin else os.open(args.file, os.O_RDONLY)
+    except OSError as exc:
+        raise _Failure(f"cannot read {args.file}: {exc.strerror}") from None
+    try:
+        backend = _backend(args, config, writes=True)
+        with contextlib.closing(backend):
+            writer = _open_writer(key, backend, args)
+            try:
+                _copy(fd, writer, "standard input" if stdin else args.file)
+            finally:  # Ctrl-C included: what was read is still stored
+                stats = writer.close()
+                _report(args, stats, backend, key)
+    finally:
+        if not stdin:
+            os.close(fd)
+    return 0 if _delivered(stats) else 1
+
+
+# -- lelog tail, lelog cat ---------------------------------------------------------------------
+
+
+def _print_line(out: IO[bytes], text: str) -> None:
+    out.write(text.encode("utf-8", "replace"))
+    if not text.endswith("\n"):
+        out.write(b"\n")
+
+
+def _call_options(args: argparse.Namespace) -> dict[str, Any]:
+    return {} if args.timeout is None else {"deadline": args.timeout}
+
+
+def _tail(args: argparse.Namespace) -> int:
+    config = _config(args)
+    key = _key(args, config)
+    backend = _backend(args, config, writes=False)
+    shown = 0
+    with contextlib.closing(backend):
+        out = sys.stdout.buffer
+        for line in backend.tail(key, **_call_options(args)):
+            _print_line(out, line.out)
+            out.flush()  # live: each line as it comes
+            shown += 1
+    if not shown and not args.quiet:
+        _stderr(f"lelog: no lines: the stream {key!r} is not open (or closed empty); "
+                f"'lelog cat --key {shlex.quote(key)}' prints a stored log")
+    return 0
+
+
+def _cat(args: argparse.Namespace) -> int:
+    config = _config(args)
+    key = _key(args, config)
+    backend = _backend(args, config, writes=False)
+    with contextlib.closing(backend):
+        try:
+            data = backend.download(key, **_call_options(args))
+        except BlobNotFound:
+            raise _Failure(
+                f"no stored log for key {key!r} ({_where(backend, key)}); "
+                "a stream is stored when it is closed: 'lelog tail' follows an open one"
+            ) from None
+    out = sys.stdout.buffer
+    if args.json:
+        out.write(data)
+    else:
+        for text in _texts(key, data):
+            _print_line(out, text)
+    out.flush()
+    return 0
+
+
+def _texts(key: str, data: bytes) -> list[str]:
+    """The ``out`` of every row of a stored log.  One JSON decode for the whole log, not one
+    per row: ``cat`` of a long log is bound by this."""
+    rows = [row for row in data.splitlines() if row.strip()]
+    try:
+        lines = json.loads(b"[" + b",".join(rows) + b"]")
+        return [str(line["out"]) for line in lines]
+    except (ValueError, TypeError, KeyError) as exc:
+        raise _Failure(
+            f"the stored log of {key!r} is not NDJSON log lines ({type(exc).__name__}: {exc})"
+        ) from None
+
+
+# -- main --------------------------------------------------------------------------------------
+
+
+def _stderr(text: str) -> None:
+    print(" ".join(text.splitlines()), file=sys.stderr, flush=True)
+
+
+def _show_library_warnings() -> None:
+    """Print the writer's rate-limited warnings (the non-propagating ``lelog`` logger, each
+    message already starting with ``lelog:``) on stderr, one line each."""
+    logger = logging.getLogger("lelog")
+    if not any(getattr(h, "name", None) == "lelog-cli" for h in logger.handlers):
+        handler = logging.StreamHandler()
+        handler.name = "lelog-cli"
+        logger.addHandler(handler)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """The ``lelog`` command; returns the exit status."""
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    if args.handler is None:
+        parser.error("choose a command: run, push, tail or cat")
+    if args.token:
+        _stderr("lelog: warning: --token is visible to other users (ps, shell history); "
+                "prefer LELOG_TOKEN or --config")
+    try:
+        return int(args.handler(args))
+    except _Failure as exc:
+        _stderr(f"lelog: error: {exc}")
+        return exc.status
+    except ConfigError as exc:
+        _stderr(f"lelog: error: {exc}")
+        return 2
+    except LogServiceError as exc:
+        _stderr(f"lelog: error: {exc}")
+        return 1
+    except BrokenPipeError:  # `lelog cat | head`: the reader has all it wants
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + getattr(signal, "SIGPIPE", 13)
+    except OSError as exc:
+        _stderr(f"lelog: error: {exc}")
+        return 1
+    except KeyboardInterrupt:
+        return 130
