@@ -25,7 +25,7 @@ import time
 from typing import IO, Any, Callable, Iterator, NoReturn, Optional, Sequence, Union
 
 from ._client import LogServiceClient
-from ._config import LogConfig, _reject_unknown
+from ._config import LogConfig, setup_request_values
 from ._exceptions import BlobNotFound, ConfigError, LogServiceError
 from ._filestore import FileStore
 from ._splitter import LineSplitter
@@ -211,19 +211,10 @@ def _read_setup(path: str) -> dict[str, Any]:
         raise _Failure(f"{where}: {exc.strerror or exc}", 2) from None
     except ValueError as exc:
         raise _Failure(f"{where}: not valid JSON: {exc}", 2) from None
-    if not isinstance(obj, dict):
-        raise _Failure(f"{where}: expected a JSON object (a setup request or its log_config)", 2)
-    if "log_config" not in obj:
-        values = dict(obj)
-    else:
-        log_config, mtls = obj["log_config"] or {}, obj.get("mtls_config") or {}
-        if not isinstance(log_config, dict) or not isinstance(mtls, dict):
-            raise _Failure(f"{where}: log_config and mtls_config must be JSON objects", 2)
-        values = dict(log_config)
-        values.update({k: obj[k] for k in ("le_log_key", "secrets") if obj.get(k) is not None})
-        values.update({k: mtls[k] for k in ("client_cert", "client_cert_key") if mtls.get(k)})
-    _reject_unknown(values, where)
-    return values
+    try:
+        return setup_request_values(obj, where=where)
+    except ConfigError as exc:
+        raise _Failure(str(exc), 2) from None
 
 
 def _config(args: argparse.Namespace) -> LogConfig:

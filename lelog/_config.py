@@ -19,7 +19,7 @@ import attrs
 from ._exceptions import ConfigError
 from ._masking import Masker, decode_sanitize_patterns
 
-__all__ = ["LogConfig"]
+__all__ = ["LogConfig", "setup_request_values"]
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off", ""})
@@ -252,33 +252,7 @@ class LogConfig:
         A whole request is recognised by its ``log_config`` key; of its other keys only
         ``le_log_key``, ``secrets`` and ``mtls_config`` are read (the rest is the engine's).
         """
-        if not isinstance(obj, Mapping):
-            raise ConfigError(f"the setup request must be a JSON object, got {type(obj).__name__}")
-        if "log_config" not in obj:
-            return cls.from_dict(obj)
-        log_config = obj["log_config"]
-        if log_config is None:
-            log_config = {}
-        if not isinstance(log_config, Mapping):
-            raise ConfigError("log_config must be an object")
-        _reject_unknown(log_config, "log_config")
-        values: dict[str, Any] = dict(log_config)
-        if obj.get("le_log_key") is not None:
-            values["le_log_key"] = obj["le_log_key"]
-        if obj.get("secrets") is not None:
-            values["secrets"] = obj["secrets"]
-        mtls = obj.get("mtls_config")
-        if mtls:
-            if not isinstance(mtls, Mapping):
-                raise ConfigError("mtls_config must be an object with client_cert and client_cert_key")
-            unknown = set(mtls) - {"client_cert", "client_cert_key"}
-            if unknown:
-                raise ConfigError(
-                    f"mtls_config: unknown key(s) {sorted(unknown)}; expected client_cert, client_cert_key"
-                )
-            values["client_cert"] = mtls.get("client_cert") or None
-            values["client_cert_key"] = mtls.get("client_cert_key") or None
-        return cls(**values)
+        return cls(**setup_request_values(obj))
 
     @classmethod
     def from_env(
@@ -298,6 +272,40 @@ class LogConfig:
                 values[field.name] = _parse_env(field.name, raw)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
+
+
+def setup_request_values(obj: object, *, where: str = "the setup request") -> dict[str, Any]:
+    """The ``LogConfig`` values a setup request (or its ``log_config``) gives, by field name.
+
+    Unknown keys and malformed parts are reported here; the values themselves are checked
+    when a ``LogConfig`` is built from them, possibly merged with flags or the environment
+    first (a request without a token is fine when ``LELOG_TOKEN`` has it).
+    """
+    if not isinstance(obj, Mapping):
+        raise ConfigError(f"{where} must be a JSON object, got {type(obj).__name__}")
+    if "log_config" not in obj:
+        _reject_unknown(obj, where)
+        return dict(obj)
+    log_config = obj["log_config"] if obj["log_config"] is not None else {}
+    if not isinstance(log_config, Mapping):
+        raise ConfigError(f"{where}: log_config must be an object")
+    _reject_unknown(log_config, "log_config")
+    values: dict[str, Any] = dict(log_config)
+    for name in ("le_log_key", "secrets"):
+        if obj.get(name) is not None:
+            values[name] = obj[name]
+    mtls = obj.get("mtls_config")
+    if mtls:
+        if not isinstance(mtls, Mapping):
+            raise ConfigError(f"{where}: mtls_config must be an object with client_cert and client_cert_key")
+        unknown = set(mtls) - {"client_cert", "client_cert_key"}
+        if unknown:
+            raise ConfigError(
+                f"mtls_config: unknown key(s) {sorted(unknown)}; expected client_cert, client_cert_key"
+            )
+        values["client_cert"] = mtls.get("client_cert") or None
+        values["client_cert_key"] = mtls.get("client_cert_key") or None
+    return values
 
 
 def _reject_unknown(values: Mapping[str, Any], where: str) -> None:

@@ -26,7 +26,7 @@ from typing import Any, Collection, Mapping, Optional, Union
 
 import attrs
 
-from ._config import LogConfig
+from ._config import LogConfig, setup_request_values
 from ._exceptions import ConfigError
 from ._logfmt import LogfmtFormatter, record_extras
 from ._writer import Stats, StreamWriter, WriterOptions, in_worker_thread
@@ -35,16 +35,19 @@ __all__ = ["StreamHandler"]
 
 _CONFIG_FIELDS = frozenset(f.name for f in attrs.fields(LogConfig))
 _WRITER_FIELDS = frozenset(f.name for f in attrs.fields(WriterOptions))
-#: The parts of a whole setup request, besides ``log_config``, that are ``LogConfig`` fields.
-_REQUEST_FIELDS = ("le_log_key", "secrets", "client_cert", "client_cert_key")
-_DEFAULTS = LogConfig()
 
-_guard = threading.local()
+class _GuardState(threading.local):
+    # A class default, as _writer._WorkerState has: a getattr(..., False) miss costs an
+    # AttributeError on every record (benchmarks/: caller-cost row).
+    active = False
+
+
+_guard = _GuardState()
 
 
 def _inside() -> bool:
     """True on a thread already inside a ``lelog`` handler or doing a writer's I/O."""
-    return getattr(_guard, "active", False) or in_worker_thread()
+    return _guard.active or in_worker_thread()
 
 
 class _Guarded:
@@ -53,7 +56,7 @@ class _Guarded:
     __slots__ = ("_was",)
 
     def __enter__(self) -> None:
-        self._was = getattr(_guard, "active", False)
+        self._was = _guard.active
         _guard.active = True
 
     def __exit__(self, *exc_info: object) -> None:
@@ -81,21 +84,6 @@ def _lines(text: str) -> list[str]:
     if len(lines) > 1 and not lines[-1]:
         lines.pop()
     return lines
-
-
-def _request_fields(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The ``LogConfig`` values a setup request or its ``log_config`` gives, to merge with
-    the environment.  A whole request's key, secrets and mTLS parts are read by the seed
-    parser itself; its ``log_config`` is left unvalidated so missing values can come later."""
-    if "log_config" not in config:
-        return dict(config)
-    log_config = config["log_config"] or {}
-    if not isinstance(log_config, Mapping):
-        raise ConfigError("log_config must be an object")
-    outer = LogConfig.from_setup_request({**config, "log_config": {}})
-    given = {name: getattr(outer, name) for name in _REQUEST_FIELDS
-             if getattr(outer, name) != getattr(_DEFAULTS, name)}
-    return {**log_config, **given}
 
 
 def _split_options(options: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -132,7 +120,7 @@ def _build_writer(
     if isinstance(config, LogConfig):
         log_config = config.evolve(**config_values) if config_values else config
     elif config is None or isinstance(config, Mapping):
-        given = _request_fields(config) if config is not None else {}
+        given = setup_request_values(config) if config is not None else {}
         log_config = LogConfig.from_env(**{**given, **config_values})
     else:
         raise ConfigError(
@@ -215,7 +203,6 @@ class StreamHandler(logging.Handler):
         """
         if _inside():
             return False
-        was = getattr(_guard, "active", False)
         _guard.active = True
         try:
             rv = self.filter(record)
@@ -223,7 +210,7 @@ class StreamHandler(logging.Handler):
                 self.emit(rv if isinstance(rv, logging.LogRecord) else record)
             return rv
         finally:
-            _guard.active = was
+            _guard.active = False  # it was not active, or we would have returned above
 
     def emit(self, record: logging.LogRecord) -> None:
         """Append the record's lines to the writer's buffer; never blocks on I/O or raises."""
@@ -232,8 +219,11 @@ class StreamHandler(logging.Handler):
             level = record.levelname.lower()
             args = self._args(record)
             write_line = self.writer.write_line
-            for line in _lines(text):
-                write_line(line, level, args, time=record.created)
+            if "\n" in text:
+                for line in _lines(text):
+                    write_line(line, level, args, time=record.created)
+            else:  # the common one-line record skips the split (caller-cost row)
+                write_line(text, level, args, time=record.created)
             if self._dual_masker is not None:
                 self._dual_log(text, record, args)
         except Exception:
