@@ -28,7 +28,7 @@ import attrs
 
 from ._config import LogConfig, setup_request_values
 from ._exceptions import ConfigError
-from ._logfmt import LogfmtFormatter, record_extras
+from ._logfmt import LogfmtFormatter, record_extras, safe_str
 from ._writer import Stats, StreamWriter, WriterOptions, in_worker_thread
 
 __all__ = ["StreamHandler"]
@@ -67,15 +67,6 @@ def _holding_logging_lock() -> bool:
     """Whether this thread holds ``logging``'s module lock (``dictConfig``, ``fileConfig``)."""
     is_owned = getattr(getattr(logging, "_lock", None), "_is_owned", None)
     return bool(is_owned is not None and is_owned())
-
-
-def _text(value: object) -> str:
-    if isinstance(value, str):
-        return value
-    try:
-        return str(value)
-    except Exception:  # one broken extra must not cost the whole record
-        return f"<unprintable {type(value).__name__}>"
 
 
 def _lines(text: str) -> list[str]:
@@ -233,7 +224,7 @@ class StreamHandler(logging.Handler):
         if not self.extras_as_args:
             return None
         extras = record_extras(record, self.exclude)
-        return {_text(k): _text(v) for k, v in extras.items()} if extras else None
+        return {safe_str(k): safe_str(v) for k, v in extras.items()} if extras else None
 
     def _dual_log(self, text: str, record: logging.LogRecord, args: Optional[dict[str, str]]) -> None:
         """The record as one flat JSON object on stdout, masked like the stream's lines."""

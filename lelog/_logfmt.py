@@ -13,7 +13,7 @@ from typing import Collection
 
 from ._line import format_time
 
-__all__ = ["LogfmtFormatter", "logfmt_value", "record_extras"]
+__all__ = ["LogfmtFormatter", "logfmt_value", "record_extras", "safe_str"]
 
 # Attributes every LogRecord has, so anything else came from ``extra=`` (or a filter).
 _RESERVED = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
@@ -21,6 +21,12 @@ _RESERVED = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | 
     "asctime",
     "taskName",
 }
+
+# Records only gain attributes after __init__ (extra=, filters, record factories), so a record
+# with no more attributes than a fresh one has no extras.  That length test spares the subset
+# test's ~20 hash lookups on almost every record, twice per record in StreamHandler
+# (benchmarks/: caller-cost row).
+_FRESH_RECORD_SIZE = len(logging.LogRecord("", 0, "", 0, "", (), None).__dict__)
 
 # Inside quotes: backslash, quote and every control character (Unicode Cc), JSON style, which is
 # what logfmt parsers (go-logfmt, logrus) read back.
@@ -35,7 +41,7 @@ _CLASHING = frozenset({"time", "level", "msg"})
 def record_extras(record: logging.LogRecord, exclude: Collection[str] = ()) -> dict[str, object]:
     """The ``extra=`` fields of ``record``, in insertion order, minus ``exclude``."""
     attrs = record.__dict__
-    if attrs.keys() <= _RESERVED:  # the common case, checked in C
+    if len(attrs) <= _FRESH_RECORD_SIZE or attrs.keys() <= _RESERVED:  # the common cases
         return {}
     return {k: v for k, v in attrs.items() if k not in _RESERVED and k not in exclude}
 
@@ -59,7 +65,8 @@ def _quote(text: str) -> str:
     return f'"{text.translate(_ESCAPES)}"'
 
 
-def _str(value: object) -> str:
+def safe_str(value: object) -> str:
+    """``str(value)``, or a placeholder when its ``__str__`` raises."""
     if isinstance(value, str):
         return value
     try:
@@ -70,7 +77,7 @@ def _str(value: object) -> str:
 
 def logfmt_value(value: object) -> str:
     """``value`` as a logfmt value: bare when that parses back unchanged, else quoted."""
-    text = _str(value)
+    text = safe_str(value)
     return text if _is_bare(text) else _quote(text)
 
 
@@ -90,7 +97,7 @@ _MAX_CACHED_KEYS = 1024
 def _logfmt_key(key: object) -> str:
     # A program uses a few dozen extra names; cache them, but never grow without bound.
     if not isinstance(key, str):  # extra={1: ...} is accepted by logging
-        key = _str(key)
+        key = safe_str(key)
     rendered = _keys.get(key)
     if rendered is None:
         rendered = _render_key(key)
