@@ -1,0 +1,180 @@
+"""One measurement, in a fresh interpreter: ``python -m benchmarks.child '<json spec>'``.
+
+A fresh process per measurement keeps one library's threads, queues and garbage out of
+another's numbers.  The spec names the scenario, the subject, its target (the far end, in
+another process) and the sizes; the result is one ``RESULT <json>`` line on stdout.
+
+Scenarios:
+
+- ``burst``: warm up, then a tight loop of ``n`` calls, ``flush()``, and wait until the far
+  end has received every line.  Gives the call loop alone, call + delivery (the caller
+  cost with all background work included), CPU time, and the delivered rate.
+- ``memory``: against a dead service, peak RSS growth after 100,000 and after ``n`` lines.
+- ``latency``: each of ``n`` calls timed on its own; percentiles and max.
+- ``exit``: log ``n`` lines, print ``LOOP_END`` and return: the parent times the exit.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import os
+import sys
+import time
+from typing import Any, Callable
+
+from .subjects import Subject, Unavailable, build, wait_received
+
+MESSAGE = "handled request %d: 200 OK in the benchmark loop"
+
+
+def _logger(subject: Subject) -> logging.Logger:
+    logger = logging.getLogger("bench")
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    logger.addHandler(subject.handler)
+    return logger
+
+
+def _flush(subject: Subject) -> None:
+    # Every library's documented "send what you have now"; none is charged for its timer.
+    subject.handler.flush()
+
+
+def _warm(subject: Subject, info: Callable[..., None], n: int, timeout: float) -> int:
+    """Log ``n`` lines and wait for them to arrive (starts workers, opens connections)."""
+    base = subject.received() if subject.received else 0
+    for i in range(n):
+        info(MESSAGE, i)
+    _flush(subject)
+    _, got = wait_received(subject, base + n, timeout)
+    gc.collect()
+    return got
+
+
+def burst(subject: Subject, spec: dict[str, Any]) -> dict[str, Any]:
+    info = _logger(subject).info
+    n, warm = spec["n"], spec.get("warm", 2000)
+    base = _warm(subject, info, warm, spec.get("timeout", 60))
+    t0 = time.perf_counter()
+    c0 = time.process_time()
+    for i in range(n):
+        info(MESSAGE, i)
+    t1 = time.perf_counter()
+    _flush(subject)
+    t2, got = wait_received(subject, base + n, spec.get("timeout", 60))
+    c2 = time.process_time()
+    delivered = got - base
+    dropped = subject.dropped()
+    complete = delivered >= n
+    return {
+        "call_us": (t1 - t0) / n * 1e6,
+        "total_us": (t2 - t0) / n * 1e6 if complete else None,
+        "cpu_us": (c2 - c0) / n * 1e6,
+        "rate": n / (t2 - t0) if complete else None,
+        "delivered": delivered,
+        "dropped": dropped if dropped is not None else max(n - delivered, 0),
+    }
+
+
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def _reset_peak() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as refs:
+            refs.write("5")  # resets VmHWM to the current RSS (Linux >= 4.0)
+        return True
+    except OSError:
+        return False
+
+
+def memory(subject: Subject, spec: dict[str, Any]) -> dict[str, Any]:
+    info = _logger(subject).info
+    for i in range(1000):  # start the workers; against a dead service these just wait
+        info(MESSAGE, i)
+    time.sleep(0.3)
+    gc.collect()
+    if not _reset_peak():
+        return {"error": "cannot reset the peak RSS (/proc/self/clear_refs)"}
+    rss0 = _status_kib("VmRSS")
+    growth: dict[str, float] = {}
+    done, loop_time = 0, 0.0
+    for mark in spec["marks"]:
+        t0 = time.perf_counter()
+        for i in range(done, mark):
+            info(MESSAGE, i)
+        loop_time += time.perf_counter() - t0
+        done = mark
+        time.sleep(spec.get("settle", 0.5))  # let the background catch up to its bound
+        growth[str(mark)] = (_status_kib("VmHWM") - rss0) / 1024
+    return {"growth_mib": growth, "call_us": loop_time / done * 1e6, "dropped": subject.dropped()}
+
+
+def _percentile(sorted_values: list[int], q: float) -> int:
+    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
+
+
+def latency(subject: Subject, spec: dict[str, Any]) -> dict[str, Any]:
+    info = _logger(subject).info
+    n = spec["n"]
+    if spec.get("warm"):
+        _warm(subject, info, spec["warm"], spec.get("timeout", 30))
+    else:  # nothing can arrive: just start the workers
+        for i in range(1000):
+            info(MESSAGE, i)
+        time.sleep(0.3)
+    samples = [0] * n
+    clock = time.perf_counter_ns
+    for i in range(n):
+        start = clock()
+        info(MESSAGE, i)
+        samples[i] = clock() - start
+    samples.sort()
+    return {
+        "p50_us": _percentile(samples, 0.50) / 1e3,
+        "p99_us": _percentile(samples, 0.99) / 1e3,
+        "p999_us": _percentile(samples, 0.999) / 1e3,
+        "max_ms": samples[-1] / 1e6,
+        "dropped": subject.dropped(),
+    }
+
+
+def exit_(subject: Subject, spec: dict[str, Any]) -> None:
+    info = _logger(subject).info
+    for i in range(spec["n"]):
+        info(MESSAGE, i)
+    print(f"LOOP_END {time.time():.6f}", flush=True)
+    # Returning lets the interpreter exit as any program does: atexit hooks, then
+    # logging.shutdown() (flush and close every handler).
+
+
+SCENARIOS = {"burst": burst, "memory": memory, "latency": latency}
+
+
+def main() -> int:
+    spec = json.loads(sys.argv[1])
+    try:
+        subject = build(spec["subject"], spec.get("target", {}), spec.get("options", {}))
+    except Unavailable as exc:
+        print("RESULT " + json.dumps({"skipped": str(exc)}), flush=True)
+        return 0
+    if spec["scenario"] == "exit":
+        exit_(subject, spec)
+        return 0
+    result = SCENARIOS[spec["scenario"]](subject, spec)
+    print("RESULT " + json.dumps(result), flush=True)
+    # No clean shutdown here: exit time is its own scenario, and a peer stuck on a dead
+    # service must not stall the harness.
+    sys.stdout.flush()
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,587 @@
+"""Run every benchmark, side by side, and print the table (also written to a file).
+
+    python -m benchmarks            # the full run (< 10 minutes on 2 cores)
+    python -m benchmarks --quick    # a 1-2 minute smoke run: same rows, smaller numbers
+
+Every measurement runs in a fresh interpreter (``benchmarks.child``); every far end (the
+fake log service for lelog, a loopback sink per peer) runs in yet another process.  The
+machine is assumed slow and noisy: subjects are interleaved run by run, each figure is the
+median of several runs with its min-max spread, and each ratio is taken against a baseline
+measured in the same invocation.  Peers that are not installed are skipped, not installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from .subjects import FORMATTERS, SINK_KIND, SUBJECTS
+
+ROOT = Path(__file__).resolve().parent.parent
+PEERS = ("logstash-async", "fluent-async", "otel-batch")
+#: lelog's close_timeout in the exit row: the "configured deadline" its target is measured on.
+EXIT_DEADLINE = 2.0
+
+
+ROWS = ("cost", "throughput", "memory", "latency", "exit")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Sizes and repetitions; ``--quick`` shrinks them.  Peers get fewer runs on the rows
+    that have no target about them, and none in ``--quick`` beyond rows 1 and 2."""
+
+    runs: dict[str, int]  # per row, for the floor, the stdlib baseline and lelog
+    peer_runs: dict[str, int]  # per row, for the peers (0: the row leaves them out)
+    cost_n: int
+    warm: int
+    throughput_n: int
+    memory_marks: tuple[int, int]
+    latency_n: int
+    exit_n: int
+    delivery_cap: float  # a burst not delivered by then is shown as "> cap" and not repeated
+    exit_cap: float  # an exit taking longer is killed, shown as "> cap" and not repeated
+
+
+FULL = Plan(
+    runs={"cost": 5, "throughput": 5, "memory": 3, "latency": 5, "exit": 3},
+    peer_runs={"cost": 5, "throughput": 3, "memory": 1, "latency": 1, "exit": 1},
+    cost_n=20_000, warm=2_000, throughput_n=200_000, memory_marks=(100_000, 500_000),
+    latency_n=50_000, exit_n=100_000, delivery_cap=30.0, exit_cap=10.0,
+)
+QUICK = Plan(
+    runs={"cost": 2, "throughput": 1, "memory": 1, "latency": 1, "exit": 1},
+    peer_runs={"cost": 1, "throughput": 1, "memory": 0, "latency": 0, "exit": 0},
+    cost_n=5_000, warm=1_000, throughput_n=30_000, memory_marks=(20_000, 100_000),
+    latency_n=10_000, exit_n=20_000, delivery_cap=10.0, exit_cap=5.0,
+)
+
+
+# -- far ends ---------------------------------------------------------------------------------
+
+
+class Far:
+    """A far end in its own process: the fake log service or one of ``benchmarks.sinks``."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        if kind == "service":
+            cmd = [sys.executable, "-m", "tests.service", "--discard", "--port", "0"]
+        else:
+            cmd = [sys.executable, "-m", "benchmarks.sinks", kind]
+        self.proc = subprocess.Popen(
+            cmd, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        self.addr = self.stats = self.url = ""
+        want = ("URL",) if kind == "service" else ("ADDR", "STATS")
+        for name, value in _read_lines(self.proc, want, timeout=30):
+            if name == "URL":
+                self.url = value
+                self.addr = value.split("://", 1)[1]
+            elif name == "ADDR":
+                self.addr, self.url = value, f"http://{value}"
+            else:
+                self.stats = value
+
+    def target(self, subject: str) -> dict[str, Any]:
+        """Where ``subject`` sends, and where its lines are counted."""
+        if self.kind == "service":
+            key = f"bench/{uuid.uuid4().hex[:12]}"
+            stats = f"{self.url}/_stats?key={key}&accountID=acct"
+            return {"url": self.url, "key": key, "stats": stats}
+        return {"addr": self.addr, "url": self.url, "stats": self.stats, "key": "bench/blackhole"}
+
+    def stop(self) -> None:
+        try:
+            self.proc.stdin.close()  # type: ignore[union-attr]
+            self.proc.wait(5)
+        except (OSError, subprocess.TimeoutExpired):
+            self.proc.kill()
+            self.proc.wait()
+
+
+def _read_lines(
+    proc: subprocess.Popen[str], names: tuple[str, ...], timeout: float, first: bool = False
+) -> list[tuple[str, str]]:
+    """Read ``NAME value`` lines from a child's stdout until every name (or, with ``first``,
+    any one) was seen.  A child silent for ``timeout`` seconds is killed, ending the read.
+    """
+    found: list[tuple[str, str]] = []
+    watchdog = threading.Timer(timeout, proc.kill)
+    watchdog.start()
+    try:
+        while not (found and first) and {n for n, _ in found} != set(names):
+            line = proc.stdout.readline()  # type: ignore[union-attr]
+            if not line:
+                raise RuntimeError(f"{' '.join(map(str, proc.args))}: no {names} (exit {proc.poll()})")
+            name, _, value = line.strip().partition(" ")
+            if name in names:
+                found.append((name, value))
+    finally:
+        watchdog.cancel()
+    return found
+
+
+def dead_target() -> dict[str, Any]:
+    """A port nothing listens on: connections are refused at once."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return {"addr": f"127.0.0.1:{port}", "url": f"http://127.0.0.1:{port}",
+            "key": f"bench/{uuid.uuid4().hex[:12]}"}
+
+
+class Fars:
+    """The long-lived far ends of the "service up" rows, one per kind, started on demand."""
+
+    def __init__(self) -> None:
+        self._up: dict[str, Far] = {}
+
+    def up(self, subject: str) -> dict[str, Any]:
+        kind = SINK_KIND.get(subject)
+        if kind is None:
+            return {}
+        if kind not in self._up:
+            self._up[kind] = Far(kind)
+        return self._up[kind].target(subject)
+
+    def stop(self) -> None:
+        for far in self._up.values():
+            far.stop()
+
+
+# -- running one measurement ------------------------------------------------------------------
+
+
+def child(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
+    """Run one measurement in a fresh interpreter and return its result."""
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "benchmarks.child", json.dumps(spec)],
+            cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+        )
+    except subprocess.TimeoutExpired:
+        return {"error": f"no result within {timeout:g}s"}
+    for line in done.stdout.splitlines():
+        if line.startswith("RESULT "):
+            result = json.loads(line[7:])
+            if done.stderr.strip():  # a library's own warnings: shown in the progress log
+                result["stderr"] = done.stderr.strip().splitlines()[-1][:300]
+            return result
+    tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+    return {"error": f"exit {done.returncode}: {tail}"}
+
+
+def timed_exit(spec: dict[str, Any], cap: float) -> dict[str, Any]:
+    """Run the exit scenario: seconds from the end of the logging loop to process exit."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.child", json.dumps(spec)],
+        cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        try:
+            (name, value), = _read_lines(proc, ("LOOP_END", "RESULT"), timeout=120, first=True)
+        except (RuntimeError, ValueError) as exc:
+            return {"error": str(exc)}
+        if name == "RESULT":
+            return json.loads(value)
+        loop_end = float(value)
+        try:
+            proc.wait(max(loop_end + cap - time.time(), 0.0))
+        except subprocess.TimeoutExpired:
+            return {"exit_s": None, "killed_after": cap}
+        return {"exit_s": time.time() - loop_end, "code": proc.returncode}
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        if proc.stdout:
+            proc.stdout.close()
+
+
+# -- statistics and formatting ----------------------------------------------------------------
+
+
+@dataclass
+class Cell:
+    """The runs of one figure."""
+
+    values: list[float] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def median(self) -> Optional[float]:
+        return statistics.median(self.values) if self.values else None
+
+    def show(self, fmt: str = "{:.1f}", spread: bool = True) -> str:
+        if not self.values:
+            return self.notes[0] if self.notes else "n/a"
+        text = fmt.format(self.median)
+        if spread and len(self.values) > 1:
+            text += f" ({fmt.format(min(self.values))}–{fmt.format(max(self.values))})"
+        if self.notes:
+            text += f" [{len(self.notes)} failed: {self.notes[0]}]"
+        return text
+
+
+def ratio(a: Optional[float], b: Optional[float]) -> Optional[float]:
+    return a / b if a is not None and b else None
+
+
+def show_ratio(r: Optional[float]) -> str:
+    return "n/a" if r is None else f"{r:.2f}x"
+
+
+def _progress(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+# -- the rows ---------------------------------------------------------------------------------
+
+
+class Bench:
+    def __init__(self, plan: Plan, subjects: list[str], formatter: str) -> None:
+        self.plan = plan
+        self.subjects = subjects
+        self.formatter = formatter
+        self.fars = Fars()
+        self.results: dict[str, dict[str, dict[str, Cell]]] = {}
+        self.skipped: dict[str, str] = {}
+
+    def cell(self, row: str, subject: str, name: str) -> Cell:
+        return self.results.setdefault(row, {}).setdefault(subject, {}).setdefault(name, Cell())
+
+    def get(self, row: str, subject: str, name: str) -> Optional[float]:
+        return self.results.get(row, {}).get(subject, {}).get(name, Cell()).median
+
+    def _rounds(self, row: str, candidates: tuple[str, ...]) -> list[list[str]]:
+        """Interleave subjects run by run (rotating who goes first), so slow spells of a
+        noisy machine hit every subject alike."""
+        p = self.plan
+        subjects = [s for s in candidates if s in self.subjects]
+        runs = {s: p.peer_runs[row] if s in PEERS else p.runs[row] for s in subjects}
+        subjects = [s for s in subjects if runs[s]]
+        rounds = []
+        for r in range(max(runs.values(), default=0)):
+            order = subjects[r % len(subjects):] + subjects[: r % len(subjects)]
+            rounds.append([s for s in order if r < runs[s]])
+        return rounds
+
+    def _options(self, **extra: Any) -> dict[str, Any]:
+        return {"formatter": self.formatter, **extra}
+
+    def _record(self, row: str, subject: str, result: dict[str, Any], fields: dict[str, str]) -> None:
+        if "skipped" in result:
+            self.skipped[subject] = result["skipped"]
+            return
+        for key, name in fields.items():
+            value: Any = result
+            for part in key.split("."):
+                value = value.get(part) if isinstance(value, dict) else None
+            if value is not None:
+                self.cell(row, subject, name).values.append(float(value))
+            else:
+                self.cell(row, subject, name).notes.append(result.get("error") or result.get("note") or "n/a")
+
+    def _skip(self, subject: str, gave_up: set[Any], key: Any) -> bool:
+        return subject in self.skipped or key in gave_up
+
+    def _burst(self, row: str, subjects: tuple[str, ...], n: int, fields: dict[str, str], **options: Any) -> None:
+        """Rows 1 and 2: a burst of ``n`` calls, then wait for the far end to have them all."""
+        cap = self.plan.delivery_cap
+        gave_up: set[str] = set()
+        for rnd in self._rounds(row, subjects):
+            for s in rnd:
+                if self._skip(s, gave_up, s):
+                    continue
+                spec = {"scenario": "burst", "subject": s, "n": n, "warm": self.plan.warm,
+                        "target": self.fars.up(s), "options": self._options(**options), "timeout": cap}
+                result = child(spec, timeout=cap + 300)
+                if result.get("delivered", n) < n:
+                    # Too slow to deliver within the cap: one such run is the answer.
+                    result["note"] = (f"> {cap:g} s: {result['delivered']:,} of {n:,} delivered "
+                                      f"(< {result['delivered'] / cap:,.0f}/s)")
+                    gave_up.add(s)
+                self._record(row, s, result, fields)
+                _progress(f"{row:10s} {s:15s} {_brief(result)}")
+
+    def cost(self) -> None:
+        self._burst("cost", SUBJECTS, self.plan.cost_n,
+                    {"call_us": "call", "total_us": "total", "cpu_us": "cpu", "dropped": "dropped"})
+
+    def throughput(self) -> None:
+        # Every queue may hold the whole burst, so what is measured is delivery, not which
+        # library drops first.  lelog's defaults hold it as they are.
+        n = self.plan.throughput_n
+        self._burst("throughput", tuple(s for s in SUBJECTS if s != "floor"), n,
+                    {"rate": "rate", "dropped": "dropped", "call_us": "call"}, buffer_lines=n)
+
+    def memory(self) -> None:
+        lo, hi = (str(m) for m in self.plan.memory_marks)
+        for rnd in self._rounds("memory", ("lelog",) + PEERS):
+            for s in rnd:
+                if s in self.skipped:
+                    continue
+                spec = {"scenario": "memory", "subject": s, "marks": list(self.plan.memory_marks),
+                        "target": dead_target(), "options": self._options()}
+                result = child(spec, timeout=400)
+                self._record("memory", s, result, {f"growth_mib.{lo}": "lo", f"growth_mib.{hi}": "hi",
+                                                   "dropped": "dropped", "call_us": "call"})
+                _progress(f"memory     {s:15s} {_brief(result)}")
+
+    def latency(self) -> None:
+        p = self.plan
+        for rnd in self._rounds("latency", SUBJECTS):
+            for s in rnd:
+                for mode in ("up", "blackhole"):
+                    if s in self.skipped or (mode == "blackhole" and s not in SINK_KIND):
+                        continue
+                    far = Far("blackhole") if mode == "blackhole" else None
+                    try:
+                        target = far.target(s) if far else self.fars.up(s)
+                        spec = {"scenario": "latency", "subject": s, "n": p.latency_n,
+                                "warm": p.warm if mode == "up" else 0, "target": target,
+                                "options": self._options()}
+                        result = child(spec, timeout=300)
+                    finally:
+                        if far:
+                            far.stop()
+                    self._record("latency", s, result, {"p99_us": f"p99_{mode}", "max_ms": f"max_{mode}",
+                                                        "p50_us": f"p50_{mode}"})
+                    _progress(f"latency    {s:15s} {mode:9s} {_brief(result)}")
+
+    def exit(self) -> None:
+        p = self.plan
+        gave_up: set[tuple[str, str]] = set()
+        for rnd in self._rounds("exit", ("lelog",) + PEERS):
+            for s in rnd:
+                for mode in ("up", "dead", "blackhole"):
+                    if self._skip(s, gave_up, (s, mode)):
+                        continue
+                    far = Far("blackhole") if mode == "blackhole" else None
+                    try:
+                        if far is not None:
+                            target = far.target(s)
+                        else:
+                            target = self.fars.up(s) if mode == "up" else dead_target()
+                        before = _received(target) if mode == "up" else 0
+                        spec = {"scenario": "exit", "subject": s, "n": p.exit_n, "target": target,
+                                "options": self._options(lelog={"close_timeout": EXIT_DEADLINE})}
+                        result = timed_exit(spec, cap=p.exit_cap)
+                        if mode == "up" and "exit_s" in result:
+                            result["delivered"] = _received(target) - before
+                    finally:
+                        if far:
+                            far.stop()
+                    if "killed_after" in result:
+                        gave_up.add((s, mode))  # one hang is the answer; do not repeat it
+                        result["note"] = f"> {p.exit_cap:g} s (killed)"
+                    self._record("exit", s, result, {"exit_s": mode})
+                    if mode == "up" and "delivered" in result:
+                        self.cell("exit", s, "delivered").values.append(result["delivered"])
+                    _progress(f"exit       {s:15s} {mode:9s} {_brief(result)}")
+
+    def stop(self) -> None:
+        self.fars.stop()
+
+
+def _received(target: dict[str, Any]) -> int:
+    from .subjects import StatsPoller
+
+    return StatsPoller(target["stats"]).received() if target.get("stats") else 0
+
+
+def _brief(result: dict[str, Any]) -> str:
+    return json.dumps({k: (round(v, 2) if isinstance(v, float) else v) for k, v in result.items()})
+
+
+# -- the report -------------------------------------------------------------------------------
+
+
+def lelog_budget_mib() -> float:
+    """What lelog's default buffers may hold: ingress and live queue bytes, plus history."""
+    from lelog import WriterOptions
+
+    o = WriterOptions()
+    return (2 * o.max_pending_bytes + o.history_bytes) / (1 << 20)
+
+
+def _runs(b: Bench, row: str) -> str:
+    p = b.plan
+    peers = f", peers {p.peer_runs[row]}" if p.peer_runs[row] != p.runs[row] else ""
+    return f"{p.runs[row]} runs{peers}"
+
+
+def report(b: Bench, command: str, elapsed: float) -> str:
+    p = b.plan
+    out: list[str] = []
+    add = out.append
+    peers = [s for s in PEERS if s in b.subjects and s not in b.skipped]
+
+    def ran(row: str) -> list[str]:
+        return [s for s in SUBJECTS if s in b.results.get(row, {}) and s not in b.skipped]
+
+    def table(row: str, title: str, header: list[str], cells: Callable[[str], list[str]], notes: str = "") -> None:
+        if not ran(row):
+            return
+        add(f"### {title}")
+        add("")
+        add("| " + " | ".join(["handler"] + header) + " |")
+        add("|" + "---|" * (len(header) + 1))
+        for s in ran(row):
+            add("| " + " | ".join([s] + cells(s)) + " |")
+        add("")
+        if notes:
+            add(notes)
+            add("")
+
+    add(f"Command: `{command}` ({elapsed / 60:.1f} min; {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}, {platform.system()} {platform.release()}).")
+    add("")
+    add("Each figure is the median of its runs, with (min–max); each ratio is between medians of "
+        "this same invocation. Every measurement ran in a fresh process; lelog's service "
+        "(`tests/service.py --discard`) and each peer's sink ran in processes of their own, on "
+        f"loopback. The stdlib-queue and lelog rows use `{_formatter_name(b.formatter)}`; each "
+        "peer uses its own formatter.")
+    add("")
+
+    c = lambda row, s, name, fmt="{:.1f}", spread=True: b.cell(row, s, name).show(fmt, spread)  # noqa: E731
+    base = b.get("cost", "stdlib-queue", "total")
+    table("cost", f"1. Caller cost per `logger.info(\"…%d…\", i)`: {p.cost_n:,} calls ({_runs(b, 'cost')})",
+          ["call loop µs/call", "call + delivery µs/call", "CPU µs/call", "vs stdlib queue", "dropped"],
+          lambda s: [c("cost", s, "call"), c("cost", s, "total"), c("cost", s, "cpu", spread=False),
+                     show_ratio(ratio(b.get("cost", s, "total"), base)),
+                     c("cost", s, "dropped", "{:,.0f}", False)],
+          "*call loop*: the loop of calls alone, while the background works; *call + delivery*: "
+          "until the far end has every line (`flush()`, then polling it). *CPU*: the process's "
+          "CPU time (all its threads) over the same span. *vs stdlib queue*: call + delivery.")
+    base = b.get("throughput", "stdlib-queue", "rate")
+    best = max((v for v in (b.get("throughput", s, "rate") for s in peers) if v), default=None)
+    table("throughput", f"2. Delivered throughput: {p.throughput_n:,} lines until the far end has "
+          f"them all ({_runs(b, 'throughput')})",
+          ["lines/s", "vs stdlib queue", "vs best peer", "dropped"],
+          lambda s: [c("throughput", s, "rate", "{:,.0f}"),
+                     show_ratio(ratio(b.get("throughput", s, "rate"), base)),
+                     show_ratio(ratio(b.get("throughput", s, "rate"), best)),
+                     c("throughput", s, "dropped", "{:,.0f}", False)],
+          "Each library's queue was sized to hold the whole burst where its default would drop "
+          "(OpenTelemetry `max_queue_size`, fluent `queue_maxsize`); lelog runs on its defaults. "
+          "The stdlib queue delivers to a discarding handler in the same process.")
+    lo, hi = p.memory_marks
+    table("memory", f"3. Peak RSS growth against a dead service ({_runs(b, 'memory')})",
+          [f"after {lo:,} lines, MiB", f"after {hi:,} lines, MiB", "dropped, counted", "µs/call"],
+          lambda s: [c("memory", s, "lo"), c("memory", s, "hi"),
+                     c("memory", s, "dropped", "{:,.0f}", False) if b.get("memory", s, "dropped") is not None
+                     else "not counted", c("memory", s, "call", spread=False)],
+          f"Connection refused on every attempt; library defaults. lelog's configured buffers: "
+          f"2 × `max_pending_bytes` + `history_bytes` = {lelog_budget_mib():.0f} MiB.")
+    table("latency", f"4. One call's latency, {p.latency_n:,} calls each timed ({_runs(b, 'latency')})",
+          ["p50 up µs", "p99 up µs", "p99 blackhole µs", "blackhole / up, p99", "max up ms", "max blackhole ms"],
+          lambda s: [c("latency", s, "p50_up"), c("latency", s, "p99_up"), c("latency", s, "p99_blackhole"),
+                     show_ratio(ratio(b.get("latency", s, "p99_blackhole"), b.get("latency", s, "p99_up"))),
+                     c("latency", s, "max_up"), c("latency", s, "max_blackhole")],
+          "*blackhole*: a sink that accepts connections and never reads or answers.")
+    table("exit", f"5. Exit with {p.exit_n:,} lines just logged: seconds from the loop's end to "
+          f"process exit ({_runs(b, 'exit')})",
+          ["service up", "delivered (up)", "dead service", "blackhole service"],
+          lambda s: [c("exit", s, "up", "{:.2f}"), c("exit", s, "delivered", "{:,.0f}", False),
+                     c("exit", s, "dead", "{:.2f}"), c("exit", s, "blackhole", "{:.2f}")],
+          f"The program just returns (atexit hooks, then `logging.shutdown()`). lelog's "
+          f"`close_timeout` here: {EXIT_DEADLINE:g} s. An exit taking over {p.exit_cap:g} s is "
+          "killed and not repeated.")
+
+    add("### Targets")
+    add("")
+    for ok, text in targets(b, peers):
+        add(f"- {'PASS' if ok else 'FAIL' if ok is not None else 'n/a '} {text}")
+    if b.skipped:
+        add("")
+        add("Skipped (not installed; `pip install -e '.[bench]'`): " + ", ".join(sorted(b.skipped)))
+    return "\n".join(out) + "\n"
+
+
+def _formatter_name(name: str) -> str:
+    return ("lelog.LogfmtFormatter()" if name == "logfmt"
+            else 'logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s")')
+
+
+def targets(b: Bench, peers: list[str]) -> list[tuple[Optional[bool], str]]:
+    """The issue's targets, judged on this run's medians."""
+    checks: list[tuple[Optional[bool], str]] = []
+
+    def check(value: Optional[float], ok: Callable[[float], bool], text: str) -> None:
+        if value is None:
+            checks.append((None, text.split(":")[0] + ": not measured"))
+        else:
+            checks.append((ok(value), text.format(v=value)))
+
+    r = ratio(b.get("cost", "lelog", "total"), b.get("cost", "stdlib-queue", "total"))
+    check(r, lambda v: v <= 0.7, "caller cost (call + delivery) ≤ 0.7x stdlib queue: {v:.2f}x")
+    r = ratio(b.get("cost", "lelog", "call"), b.get("cost", "stdlib-queue", "call"))
+    check(r, lambda v: v <= 0.7, "caller cost (call loop only) ≤ 0.7x stdlib queue: {v:.2f}x")
+    for name, what in (("call", "call loop"), ("total", "call + delivery")):
+        best = min((v for v in (b.get("cost", s, name) for s in peers) if v), default=None)
+        check(ratio(b.get("cost", "lelog", name), best), lambda v: v < 1,
+              f"caller cost ({what}) below every peer: {{v:.2f}}x the cheapest peer")
+    r = ratio(b.get("throughput", "lelog", "rate"), b.get("throughput", "stdlib-queue", "rate"))
+    check(r, lambda v: v >= 1.5, "throughput ≥ 1.5x stdlib queue: {v:.2f}x")
+    best = max((v for v in (b.get("throughput", s, "rate") for s in peers) if v), default=None)
+    check(ratio(b.get("throughput", "lelog", "rate"), best), lambda v: v >= 2,
+          "throughput ≥ 2x the best peer: {v:.2f}x")
+    hi = b.get("memory", "lelog", "hi")
+    check(hi, lambda v: v <= lelog_budget_mib() * 1.1,
+          "memory within the buffer budget +10 %: {v:.1f} MiB of " + f"{lelog_budget_mib() * 1.1:.0f}")
+    lo = b.get("memory", "lelog", "lo")
+    # "No more than" with room for the allocator's noise: 5 % or 1 MiB.
+    check(ratio(hi, lo), lambda v: hi <= max(lo * 1.05, lo + 1),  # type: ignore[operator]
+          f"memory flat: {b.plan.memory_marks[1]:,} lines cost {{v:.2f}}x {b.plan.memory_marks[0]:,}")
+    r = ratio(b.get("latency", "lelog", "p99_blackhole"), b.get("latency", "lelog", "p99_up"))
+    check(r, lambda v: v <= 1.5, "blackhole p99 ≤ 1.5x p99 with the service up: {v:.2f}x")
+    check(b.get("latency", "lelog", "max_blackhole"), lambda v: v < 20, "blackhole max < 20 ms: {v:.1f} ms")
+    for mode in ("dead", "blackhole"):
+        check(b.get("exit", "lelog", mode), lambda v: v <= EXIT_DEADLINE + 0.5,
+              f"exit against a {mode} service ≤ {EXIT_DEADLINE + 0.5:g} s: {{v:.2f}} s")
+    check(b.get("exit", "lelog", "delivered"), lambda v: v >= b.plan.exit_n,
+          f"exit with the service up delivers all {b.plan.exit_n:,} lines: {{v:,.0f}}")
+    return checks
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a 1-2 minute smoke run")
+    parser.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated subset of {','.join(ROWS)}")
+    parser.add_argument("--subjects", default=",".join(SUBJECTS), help="comma-separated subset")
+    parser.add_argument("--formatter", choices=FORMATTERS, default="logfmt",
+                        help="for the stdlib-queue and lelog rows (default: lelog's LogfmtFormatter)")
+    parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results.md"))
+    args = parser.parse_args(argv)
+    rows = [r for r in args.rows.split(",") if r]
+    unknown = set(rows) - set(ROWS) | set(args.subjects.split(",")) - set(SUBJECTS)
+    if unknown:
+        parser.error(f"unknown row(s) or subject(s): {', '.join(sorted(unknown))}")
+    bench = Bench(QUICK if args.quick else FULL, args.subjects.split(","), args.formatter)
+    command = "python -m benchmarks" + "".join(f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
+    start = time.monotonic()
+    try:
+        for row in rows:
+            getattr(bench, row)()
+    finally:
+        bench.stop()
+    table = report(bench, command, time.monotonic() - start)
+    Path(args.output).write_text(table)
+    print(table)
+    return 0

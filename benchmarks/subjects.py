@@ -1,0 +1,210 @@
+"""The handlers compared, each built the way its documentation shows, plus how to tell when
+what it was given has arrived at the far end.
+
+Each subject is built inside a fresh measurement process (``benchmarks.child``); a peer that
+is not installed is reported as skipped, never installed on the fly.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import queue
+import time
+import urllib.parse
+from dataclasses import dataclass, field
+from logging.handlers import QueueHandler, QueueListener
+from typing import Any, Callable, Optional
+
+__all__ = ["FORMATTERS", "SUBJECTS", "Subject", "Unavailable", "build", "formatter"]
+
+#: In the order of the tables: the floor, the stdlib baseline, lelog, then the peers.
+SUBJECTS = ("floor", "stdlib-queue", "lelog", "logstash-async", "fluent-async", "otel-batch")
+#: Who needs which far end (the stdlib rows deliver to an in-process discarding handler).
+SINK_KIND = {
+    "lelog": "service",
+    "logstash-async": "logstash",
+    "fluent-async": "fluent",
+    "otel-batch": "otlp",
+}
+#: The formatter shared by the stdlib queue row and the lelog row.
+FORMATTERS = ("logfmt", "stdlib")
+ACCOUNT, TOKEN = "acct", "secret-token"  # tests/service.py's defaults
+
+
+class Unavailable(Exception):
+    """The subject's library is not installed (``pip install -e '.[bench]'``)."""
+
+
+def formatter(name: str) -> logging.Formatter:
+    if name == "logfmt":
+        from lelog import LogfmtFormatter
+
+        return LogfmtFormatter()
+    return logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s")
+
+
+class StatsPoller:
+    """``GET``s a sink's (or the log service's) counters over one kept-alive connection."""
+
+    def __init__(self, url: str) -> None:
+        parts = urllib.parse.urlsplit(url)
+        self._conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=5)
+        self._path = parts.path + (f"?{parts.query}" if parts.query else "")
+
+    def received(self) -> int:
+        try:
+            self._conn.request("GET", self._path)
+            return int(json.loads(self._conn.getresponse().read())["received"])
+        except (OSError, http.client.HTTPException):
+            self._conn.close()  # reconnects on the next request
+            return -1
+
+
+class _Discard(logging.Handler):
+    """The stdlib row's far end: counts what the listener hands it, keeps nothing."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.count += 1
+
+
+class _Floor(logging.Handler):
+    """The floor: what ``logging`` costs before any handler does anything."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        pass
+
+
+@dataclass
+class Subject:
+    """A handler and the means to wait for what it was given to arrive."""
+
+    handler: logging.Handler
+    #: Lines the far end has received so far; None for the synchronous floor.
+    received: Optional[Callable[[], int]] = None
+    #: Lines the library itself says it dropped (None: it does not say).
+    dropped: Callable[[], Optional[int]] = lambda: None
+    #: Shut the library down (its own documented way), for runs that end cleanly.
+    close: Callable[[], None] = field(default=lambda: None)
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def build(name: str, target: dict[str, Any], options: dict[str, Any]) -> Subject:
+    """Build subject ``name`` sending to ``target`` (``addr``/``url``, ``stats``, ``key``).
+
+    ``options`` are per-row settings: ``formatter`` for the stdlib and lelog rows,
+    ``buffer_lines`` when a row needs the library's queue to hold a whole burst.
+    """
+    try:
+        return _BUILDERS[name](target, options)
+    except ImportError as exc:
+        raise Unavailable(f"{name}: {exc}") from None
+
+
+def _floor(target: dict[str, Any], options: dict[str, Any]) -> Subject:
+    return Subject(_Floor())
+
+
+def _stdlib_queue(target: dict[str, Any], options: dict[str, Any]) -> Subject:
+    # SimpleQueue is the faster of the two stdlib queues: the stricter baseline.
+    q: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    handler = QueueHandler(q)
+    handler.setFormatter(formatter(options.get("formatter", "logfmt")))
+    sink = _Discard()
+    listener = QueueListener(q, sink)
+    listener.start()
+    return Subject(handler, received=lambda: sink.count, close=listener.stop,
+                   info={"queue": "SimpleQueue"})
+
+
+def _lelog(target: dict[str, Any], options: dict[str, Any]) -> Subject:
+    import lelog
+
+    writer_options = dict(options.get("lelog", {}))
+    handler = lelog.StreamHandler(
+        target["key"], url=target["url"], account_id=ACCOUNT, token=TOKEN, **writer_options
+    )
+    handler.setFormatter(formatter(options.get("formatter", "logfmt")))
+    poller = StatsPoller(target["stats"]) if target.get("stats") else None
+    return Subject(
+        handler,
+        received=poller.received if poller else None,
+        dropped=lambda: handler.stats.dropped_total,
+        close=handler.close,
+        info={"options": writer_options},
+    )
+
+
+def _host_port(target: dict[str, Any]) -> tuple[str, int]:
+    host, _, port = target["addr"].rpartition(":")
+    return host, int(port)
+
+
+def _logstash(target: dict[str, Any], options: dict[str, Any]) -> Subject:
+    from logstash_async.handler import AsynchronousLogstashHandler
+
+    host, port = _host_port(target)
+    # database_path=None: the in-memory queue (no SQLite file).
+    handler = AsynchronousLogstashHandler(host, port, database_path=None)
+    poller = StatsPoller(target["stats"]) if target.get("stats") else None
+    return Subject(handler, received=poller.received if poller else None, close=handler.close)
+
+
+def _fluent(target: dict[str, Any], options: dict[str, Any]) -> Subject:
+    from fluent import asynchandler, handler as fluent_handler
+
+    host, port = _host_port(target)
+    kwargs: dict[str, Any] = {}
+    if options.get("buffer_lines"):
+        kwargs["queue_maxsize"] = options["buffer_lines"]
+    handler = asynchandler.FluentHandler("bench.app", host=host, port=port, **kwargs)
+    handler.setFormatter(fluent_handler.FluentRecordFormatter())
+    poller = StatsPoller(target["stats"]) if target.get("stats") else None
+    return Subject(handler, received=poller.received if poller else None, close=handler.close,
+                   info={"queue_maxsize": kwargs.get("queue_maxsize", 100)})
+
+
+def _otel(target: dict[str, Any], options: dict[str, Any]) -> Subject:
+    from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+    from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
+    from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
+
+    provider = LoggerProvider()
+    kwargs: dict[str, Any] = {}
+    if options.get("buffer_lines"):
+        kwargs["max_queue_size"] = options["buffer_lines"]
+    processor = BatchLogRecordProcessor(
+        OTLPLogExporter(endpoint=f"http://{target['addr']}/v1/logs"), **kwargs
+    )
+    provider.add_log_record_processor(processor)
+    handler = LoggingHandler(level=logging.NOTSET, logger_provider=provider)
+    poller = StatsPoller(target["stats"]) if target.get("stats") else None
+    return Subject(handler, received=poller.received if poller else None, close=provider.shutdown,
+                   info={"max_queue_size": kwargs.get("max_queue_size", 2048)})
+
+
+_BUILDERS: dict[str, Callable[[dict[str, Any], dict[str, Any]], Subject]] = {
+    "floor": _floor,
+    "stdlib-queue": _stdlib_queue,
+    "lelog": _lelog,
+    "logstash-async": _logstash,
+    "fluent-async": _fluent,
+    "otel-batch": _otel,
+}
+
+
+def wait_received(subject: Subject, expected: int, timeout: float) -> tuple[float, int]:
+    """Poll until the far end has ``expected`` lines; returns (perf_counter at that, count)."""
+    if subject.received is None:
+        return time.perf_counter(), expected
+    end = time.perf_counter() + timeout
+    count = subject.received()
+    while count < expected and time.perf_counter() < end:
+        time.sleep(0.005)
+        count = subject.received()
+    return time.perf_counter(), count
