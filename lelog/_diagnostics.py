@@ -9,8 +9,10 @@ per window, with a count of the repeats that were held back (pitfalls.md 14).
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
+import weakref
 from typing import Callable
 
 __all__ = ["RateLimitedWarnings", "logger"]
@@ -27,8 +29,10 @@ class RateLimitedWarnings:
         self._clock = clock
         self._last: dict[str, float] = {}
         self._held: dict[str, int] = {}
-        # Guards the two dicts only; logging happens after it is released.
+        # Guards the two dicts only; logging happens after it is released.  Renewed in a
+        # forked child, where a parent thread may have held it at the fork.
         self._lock = threading.Lock()
+        _instances.add(self)
 
     def warn(self, kind: str, message: str) -> bool:
         """Log ``message`` unless ``kind`` was logged within the window; True when logged."""
@@ -44,3 +48,15 @@ class RateLimitedWarnings:
             message += f" ({held} similar warning{'s' if held != 1 else ''} held back)"
         logger.warning("lelog: %s", message)
         return True
+
+
+_instances: weakref.WeakSet[RateLimitedWarnings] = weakref.WeakSet()
+
+
+def _renew_locks_in_child() -> None:
+    for warnings in list(_instances):
+        warnings._lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_renew_locks_in_child)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import os
 import threading
 from types import TracebackType
 from typing import Any, Collection, Mapping, Optional, Sequence, Union
@@ -323,3 +324,13 @@ def log_stream(
         key, config, logger=logger, level=level, formatter=formatter,
         extras_as_args=extras_as_args, exclude=exclude, **options,
     )
+
+
+def _renew_lock_in_child() -> None:
+    # A parent thread may have held it at the fork; the child's jobs need a free one.
+    global _registry_lock
+    _registry_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_renew_lock_in_child)

@@ -1,0 +1,239 @@
+"""Regression tests for races and edge cases found in review of the writer.
+
+Each test names the hazard.  Races are provoked with a tiny switch interval and many rounds;
+anything that could hang runs in a subprocess with a timeout.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+import threading
+import time
+from typing import Any, Iterator
+
+import pytest
+
+from lelog import LogConfig, StreamWriter
+from lelog.testing import MemoryBackend
+from tests.helpers import dead_url, run_python
+from tests.service import FakeLogService
+
+
+@pytest.fixture
+def tiny_switch_interval() -> Iterator[None]:
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    yield
+    sys.setswitchinterval(old)
+
+
+def outs(backend: MemoryBackend) -> list[str]:
+    """Exactly what went live, newlines included."""
+    return [line.out for line in backend.lines("k")]
+
+
+def accounted(stats: Any) -> bool:
+    return stats.accepted == stats.sent + stats.dropped_total and stats.pending == 0
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"level": None},
+        {"level": 40},
+        {"time": "now"},
+        {"time": float("nan")},
+        {"time": float("inf")},
+        {"time": 1e20},
+        {"args": ["not", "a", "mapping"]},
+        {"out": 12345},
+    ],
+)
+def test_odd_write_line_arguments_are_made_usable_not_fatal(bad: dict) -> None:
+    backend = MemoryBackend()
+    writer = StreamWriter("k", backend, close_timeout=2)
+    writer.write_line("before")
+    writer.write_line(**{"out": "odd", **bad})
+    writer.write_line("after")
+    stats = writer.close()
+    assert stats.sent == 3 and accounted(stats)
+    sent = outs(backend)
+    assert sent[0] == "before\n" and sent[2] == "after\n"
+    assert [name for name, _ in backend.calls][-2:] == ["upload", "close_stream"]
+
+
+def test_an_unexpected_worker_failure_still_closes_and_accounts(monkeypatch: pytest.MonkeyPatch) -> None:
+    import lelog._writer as writer_module
+
+    def explode(*args: Any, **kwargs: Any) -> Any:
+        raise MemoryError("simulated")
+
+    backend = MemoryBackend()
+    writer = StreamWriter("k", backend, close_timeout=2, flush_interval=0.01)
+    monkeypatch.setattr(writer_module, "_encode_items", explode)
+    for i in range(5):
+        writer.write_line(f"{i}")
+    stats = writer.close()
+    assert accounted(stats) and stats.dropped["retries_exhausted"] == 5
+    assert stats.closed
+    assert [name for name, _ in backend.calls][-1] == "close_stream"  # the stream is still closed
+
+
+def test_close_racing_the_first_write_never_raises(tiny_switch_interval: None) -> None:
+    errors = []
+    for _ in range(300):
+        writer = StreamWriter("k", MemoryBackend(), close_timeout=1)
+        go = threading.Barrier(2)
+        delay = random.random() * 2e-4
+
+        def first_write() -> None:
+            go.wait()
+            writer.write_line("first")
+
+        def closer() -> None:
+            go.wait()
+            end = time.perf_counter() + delay
+            while time.perf_counter() < end:
+                pass
+            try:
+                writer.close()
+            except Exception as exc:  # the bug: "cannot join thread before it is started"
+                errors.append(exc)
+
+        threads = [threading.Thread(target=first_write), threading.Thread(target=closer)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        writer.close()
+        assert accounted(writer.stats)
+    assert errors == []
+
+
+def test_two_closers_without_a_worker_run_the_final_sequence_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    original = threading.Thread.start
+
+    def refuse(self: threading.Thread) -> None:
+        if self.name.startswith("lelog-writer"):
+            raise RuntimeError("can't create new thread at interpreter shutdown")
+        original(self)
+
+    monkeypatch.setattr(threading.Thread, "start", refuse)
+    backend = MemoryBackend()
+    writer = StreamWriter("k", backend, close_timeout=3)
+    for i in range(3):
+        writer.write_line(f"line {i}")
+    closers = [threading.Thread(target=writer.close) for _ in range(4)]
+    monkeypatch.setattr(threading.Thread, "start", original)
+    for t in closers:
+        t.start()
+    for t in closers:
+        t.join()
+    names = [name for name, _ in backend.calls]
+    assert names == ["open_stream", "write", "upload", "close_stream"]
+    assert outs(backend) == ["line 0\n", "line 1\n", "line 2\n"]
+    assert accounted(writer.stats) and writer.stats.sent == 3
+
+
+def test_a_write_racing_close_lands_wholly_before_or_wholly_after(tiny_switch_interval: None) -> None:
+    for _ in range(200):
+        backend = MemoryBackend()
+        writer = StreamWriter("k", backend, close_timeout=1)
+        writer.write_line("start")
+        go = threading.Barrier(2)
+
+        def writer_thread() -> None:
+            go.wait()
+            writer.write("a\nb")
+
+        def closer() -> None:
+            go.wait()
+            writer.close()
+
+        threads = [threading.Thread(target=writer_thread), threading.Thread(target=closer)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        sent = outs(backend)
+        assert sent in (["start\n"], ["start\n", "a\n", "b"]), sent
+        assert accounted(writer.stats)
+
+
+def test_flush_after_close_is_false_when_lines_were_not_sent() -> None:
+    writer = StreamWriter("k", MemoryBackend(), close_timeout=1)
+    writer.write_line("sent")
+    writer.close()
+    assert writer.flush() is True
+    writer.write_line("after close")
+    assert writer.flush() is False
+    config = LogConfig(url=dead_url(), account_id="a", token="t")
+    dead = StreamWriter("k", config, close_timeout=0.5)
+    dead.write_line("lost")
+    dead.close()
+    assert dead.flush() is False
+
+
+def test_args_count_against_the_byte_budget() -> None:
+    writer = StreamWriter("k", MemoryBackend(), max_pending_bytes=100_000, close_timeout=1)
+    big = {"blob": "x" * 50_000}
+    writer._no_thread = True  # no worker: the ingress queue only fills
+    for _ in range(10):
+        writer.write_line("small", args=big)
+    assert writer._ingress_bytes <= 100_000
+    assert writer.stats.dropped["overflow"] >= 8
+    writer.close()
+
+
+PARTIAL_AT_EXIT = """
+import lelog
+writer = lelog.StreamWriter("k", lelog.LogConfig(url={url!r}, account_id="acct", token="secret-token"))
+writer.write("only a partial line")
+"""
+
+
+def test_a_writer_holding_only_a_partial_line_is_delivered_at_exit(service: FakeLogService) -> None:
+    result = run_python(PARTIAL_AT_EXIT.format(url=service.url), timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert [row["out"] for row in service.blob_lines("k")] == ["only a partial line"]
+
+
+FORK_WITH_LOCKS_HELD = """
+import os, threading, time, lelog
+from lelog.testing import MemoryBackend
+
+def hold(lock):
+    threading.Thread(target=lambda: (lock.acquire(), time.sleep(5), lock.release()), daemon=True).start()
+
+writer = lelog.StreamWriter("k", lelog.LogConfig(url={url!r}, account_id="a", token="t"), close_timeout=1)
+hold(writer._lock)
+hold(writer._warnings._lock)
+import lelog._job as job
+hold(job._registry_lock)
+time.sleep(0.2)
+pid = os.fork()
+if pid == 0:
+    writer.write_line("child")
+    writer.close(timeout=1)
+    with lelog.log_stream("child-job", MemoryBackend()):
+        pass
+    os._exit(0)
+start = time.monotonic()
+while time.monotonic() - start < 10:
+    done, status = os.waitpid(pid, os.WNOHANG)
+    if done:
+        print("CHILD", os.waitstatus_to_exitcode(status), round(time.monotonic() - start, 1))
+        break
+    time.sleep(0.05)
+else:
+    os.kill(pid, 9)
+    print("HUNG")
+"""
+
+
+def test_fork_while_lelog_locks_are_held_does_not_hang_the_child() -> None:
+    result = run_python(FORK_WITH_LOCKS_HELD.format(url=dead_url()), timeout=40)
+    assert result.returncode == 0, result.stderr
+    tag, code, _elapsed = result.stdout.split()
+    assert (tag, code) == ("CHILD", "0")
