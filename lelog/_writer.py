@@ -22,6 +22,7 @@ history ring and ``pos`` outright: no other thread touches them while it runs.
 from __future__ import annotations
 
 import atexit
+import math
 import os
 import sys
 import threading
@@ -36,7 +37,7 @@ import attrs
 from ._backend import Backend, make_backend
 from ._config import LogConfig
 from ._diagnostics import RateLimitedWarnings
-from ._exceptions import AuthError, ConfigError, LogServiceError, StreamNotFound
+from ._exceptions import AuthError, Cancelled, ConfigError, LogServiceError, StreamNotFound
 from ._line import (
     MAX_LINE_BYTES,
     _encode_args,
@@ -46,6 +47,7 @@ from ._line import (
     ndjson,
     truncate_out,
 )
+from ._logfmt import safe_str
 from ._masking import Masker
 from ._retry import Attempts, RetryPolicy
 from ._splitter import LineSplitter
@@ -204,6 +206,9 @@ class StreamWriter:
         self._forked_child = False
         self._next_pos = 0
         self._reset_state()
+        # Registered from the start, so the fork hook re-initialises even a writer that was
+        # never used, and the exit hook delivers a writer that only holds a partial line.
+        _register(self)
 
     def _reset_state(self) -> None:
         """Fresh locks, buffers and counters (at construction, and in a forked child)."""
@@ -234,12 +239,14 @@ class StreamWriter:
             self.config.skip_opening_stream or self.config.skip_closing_stream or self._forked_child
         )
         self._live = True
-        self._flush_requested = False
+        self._flush_upto = 0  # flush(): push without waiting for age until this many settle
         self._closing = False
         self._abandoned = False  # close() gave up waiting: the worker must not count any more
         self._close_end = 0.0
         self._worker: Optional[threading.Thread] = None
         self._no_thread = False  # starting the worker failed: close() drains inline
+        self._inline_claimed = False  # one closer drains inline when there is no worker
+        self._backend_closed = False
         self._used = False
         self._closed = False
 
@@ -251,11 +258,13 @@ class StreamWriter:
     def write(self, data: Union[str, bytes]) -> int:
         """Write text or bytes, io-style: partial lines wait for their ``\\n``.  Never raises."""
         try:
+            # Split and accept under one lock: a concurrent close() then sees either none
+            # or all of this chunk's lines, in order.
             with self._split_lock:
                 lines = self._splitter.feed(data if isinstance(data, (str, bytes)) else str(data))
-            now = time.time()
-            for line in lines:
-                self._accept(now, "info", line, None)
+                now = time.time()
+                for line in lines:
+                    self._accept(now, "info", line, None)
             return len(data)
         except Exception as exc:  # the logging path never raises into the application
             self._warn("internal", f"write failed: {exc!r}")
@@ -269,11 +278,22 @@ class StreamWriter:
         *,
         time: Optional[float] = None,
     ) -> None:
-        """Write one whole line (a ``\\n`` is added if missing).  Never raises."""
+        """Write one whole line (a ``\\n`` is added if missing).  Never raises.
+
+        Odd arguments are made usable rather than refused: ``out`` and ``level`` become
+        strings, a ``time`` that is not a finite number becomes now, ``args`` that are not a
+        mapping become ``{"args": str(args)}``.
+        """
         try:
+            if type(out) is not str:
+                out = safe_str(out)
             if not out.endswith("\n"):
                 out += "\n"
-            self._accept(_now() if time is None else time, level, out, args)
+            if type(level) is not str:
+                level = safe_str(level)
+            if args is not None and type(args) is not dict and not isinstance(args, Mapping):
+                args = {"args": safe_str(args)}
+            self._accept(_now() if time is None else _checked_time(time), level, out, args)
         except Exception as exc:
             self._warn("internal", f"write_line failed: {exc!r}")
 
@@ -285,7 +305,7 @@ class StreamWriter:
         args: Optional[Mapping[str, Any]],
         start: bool = True,
     ) -> None:
-        size = len(out)
+        size = _size(out, args)
         opts = self.options
         with self._lock:
             counters = self._counters
@@ -316,7 +336,8 @@ class StreamWriter:
     def _drop_oldest_locked(self) -> None:
         opts, ingress = self.options, self._ingress
         while len(ingress) > opts.max_pending_lines or self._ingress_bytes > opts.max_pending_bytes:
-            self._ingress_bytes -= len(ingress.popleft()[2])
+            _ts, _level, out, args = ingress.popleft()
+            self._ingress_bytes -= _size(out, args)
             self._counters.dropped["overflow"] += 1
             self._gap += 1
 
@@ -328,34 +349,52 @@ class StreamWriter:
         return self
 
     def _start_worker(self) -> None:
+        # The thread is started under _lock and published only once it runs, so close()
+        # never sees a thread it cannot join.  Holding _lock here cannot deadlock: start()
+        # waits only for the new thread's bootstrap, which takes no lelog lock.
         with self._lock:
             if self._worker is not None or self._closed or self._no_thread:
                 return
             self._used = True
-            if sys.is_finalizing():
-                self._no_thread = True
-                return  # no new thread at shutdown (pitfalls.md 3): close() drains inline
             worker = threading.Thread(
                 target=self._run, name=f"lelog-writer[{self.key}]", daemon=True
             )
+            try:
+                if sys.is_finalizing():
+                    raise RuntimeError("interpreter shutdown")
+                worker.start()
+            except RuntimeError:  # "can't create new thread at interpreter shutdown"
+                self._no_thread = True  # pitfalls.md 3: close() drains on its own thread
+                return
             self._worker = worker
-        _register(self)
-        try:
-            worker.start()
-        except RuntimeError:  # "can't create new thread at interpreter shutdown"
-            with self._lock:
-                self._worker = None
-                self._no_thread = True
 
     def _run(self) -> None:
         _worker_state.active = True
         try:
             self._loop()
-            self._finish()
-        except BaseException as exc:  # never die silently; close() still returns
+        except BaseException as exc:  # never die silently: still finish, then account
             self._warn("internal", f"the writer's worker failed: {exc!r}")
+        self._finish_and_account()
+
+    def _finish_and_account(self) -> None:
+        """The final sequence, then every line still unsettled counted as not sent, so
+        accepted == sent + dropped holds even if something unexpected went wrong."""
+        try:
+            self._finish()
+        except BaseException as exc:
+            self._warn("internal", f"closing {self.key!r} failed: {exc!r}")
         finally:
+            self._drop_unsettled("retries_exhausted")
             self._finished.set()
+
+    def _drop_unsettled(self, reason: str) -> int:
+        with self._lock:
+            counters = self._counters
+            left = counters.accepted - counters.settled()
+            if left > 0 and not self._abandoned:
+                counters.dropped[reason] += left
+            self._progress.notify_all()
+            return left
 
     def _loop(self) -> None:
         while True:
@@ -377,7 +416,7 @@ class StreamWriter:
     def _due(self, now: float) -> bool:
         opts = self.options
         return (
-            self._flush_requested
+            self._flush_upto > self._counters.settled()
             or len(self._unsent) >= opts.max_batch_lines
             or self._unsent_bytes >= opts.max_batch_bytes
             or now - self._unsent_since >= opts.flush_interval
@@ -494,8 +533,6 @@ class StreamWriter:
                 self._live_lost += count
         if self._unsent:
             self._unsent_since = time.monotonic()
-        elif not self._ingress:
-            self._flush_requested = False
 
     def _try_open(self) -> None:
         ok, exc = self._one_attempt("open_stream", self.config.open_deadline)
@@ -531,6 +568,8 @@ class StreamWriter:
         """Call the backend; any failure comes out as a ``LogServiceError``, so a broken
         backend (a full disk under the file store, a bug in a custom one) cannot kill the
         worker: it is retried or counted like a failing service."""
+        if self._abandoned:  # close() gave up on us: no request after its deadline
+            raise Cancelled(f"{name} {self.key!r}: the close deadline has passed", call=name)
         try:
             getattr(self._backend, name)(self.key, *args, **opts)
         except LogServiceError:
@@ -609,7 +648,10 @@ class StreamWriter:
 
     def _finish(self) -> None:
         """Final push, history upload and close, all before ``_close_end``."""
-        self._drain_ingress()
+        try:
+            self._drain_ingress()
+        except Exception as exc:  # lines lost here are counted by _finish_and_account
+            self._warn("internal", f"encoding lines for {self.key!r} failed: {exc!r}")
         end = self._close_end
         start = time.monotonic()
         push_end = start + (end - start) * 0.5
@@ -624,6 +666,8 @@ class StreamWriter:
                 self._opened = True
             except LogServiceError as exc:
                 self._record_error(exc)
+                if not exc.retryable:
+                    self._stop_live(exc)
         if self._opened:
             self._final_push(lambda: left(push_end))
         dropped = sum(n for _, n, _ in self._unsent)
@@ -671,17 +715,19 @@ class StreamWriter:
         """
         timeout = self.options.close_timeout if timeout is None else timeout
         with self._lock:
-            target = self._counters.accepted
-            dropped_before = self._counters.settled() - self._counters.sent
+            counters = self._counters
+            target = counters.accepted
+            dropped_before = counters.settled() - counters.sent
             worker = self._worker
-        if worker is None or not worker.is_alive() or in_worker_thread():
-            # Nothing to wait for (never started, finished, or we are the worker).
-            return self.stats.pending == 0
-        self._flush_requested = True
+            if worker is None or not worker.is_alive() or in_worker_thread():
+                # Nothing to wait for (never started, finished, or we are the worker).
+                return counters.sent == counters.accepted
+            # Read by the worker's _due(): push now, whatever the lines' age.
+            self._flush_upto = max(self._flush_upto, target)
         self._wake.set()
         with self._lock:
-            done = self._progress.wait_for(lambda: self._counters.settled() >= target, timeout)
-            dropped_now = self._counters.settled() - self._counters.sent
+            done = self._progress.wait_for(lambda: counters.settled() >= target, timeout)
+            dropped_now = counters.settled() - counters.sent
         return done and dropped_now == dropped_before
 
     def close(self, timeout: Optional[float] = None, *, wait: bool = True) -> Stats:
@@ -703,16 +749,18 @@ class StreamWriter:
         return self.stats
 
     def _begin_close(self, end: float) -> None:
+        # Under _split_lock, so a concurrent write() lands wholly before the close or is
+        # wholly counted after it (lock order: _split_lock, then _lock).
         with self._split_lock:
             last = self._splitter.finish()
-        if last:
-            self._accept(time.time(), "info", last, None, start=False)
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            self._close_end = end
-            self._closing = True
+            if last:
+                self._accept(time.time(), "info", last, None, start=False)
+            with self._lock:
+                if self._closed:
+                    return
+                self._closed = True
+                self._close_end = end
+                self._closing = True
         self._wake.set()
 
     def _await_close(self) -> None:
@@ -723,28 +771,40 @@ class StreamWriter:
             worker.join(max(self._close_end - time.monotonic(), 0.0) + 0.1)
             if worker.is_alive():
                 self._abandon()
-        elif not self._finished.is_set():
-            if self._used or self._ingress:
-                # The worker never ran (interpreter shutdown): drain on this thread instead.
-                was, _worker_state.active = in_worker_thread(), True
-                try:
-                    self._finish()
-                except Exception as exc:
-                    self._warn("internal", f"closing failed: {exc!r}")
-                finally:
-                    _worker_state.active = was
-            self._finished.set()
-        if self._owns_backend and self._finished.is_set():
+        else:
+            with self._lock:  # exactly one closer drains inline; the others wait for it
+                mine, self._inline_claimed = not self._inline_claimed, True
+            if mine:
+                self._finish_inline()
+            else:
+                self._finished.wait(max(self._close_end - time.monotonic(), 0.0) + 0.1)
+        with self._lock:
+            close_backend = self._owns_backend and self._finished.is_set() and not self._backend_closed
+            self._backend_closed = self._backend_closed or close_backend
+        if close_backend:
             try:
                 self._backend.close()
             except Exception:
                 pass
         _unregister(self)
 
+    def _finish_inline(self) -> None:
+        """The worker never ran (interpreter shutdown, or nothing but a partial line was
+        written): run the final sequence on this thread, marked as lelog's own I/O."""
+        if not (self._used or self._ingress):
+            self._finished.set()  # never used: nothing to send, no request at all
+            return
+        was, _worker_state.active = in_worker_thread(), True
+        try:
+            self._finish_and_account()
+        finally:
+            _worker_state.active = was
+
     def _abandon(self) -> None:
         """The deadline passed with the worker stuck in a request (a service that never
-        answers): count what it still holds as not sent, and let it finish uncounted.  It is a
-        daemon and its request is bounded by the client's timeouts, so it ends soon after."""
+        answers): count what it still holds as not sent, and make it stop without another
+        request or count.  It is a daemon and its request is bounded by the client's
+        timeouts, so it ends soon after."""
         with self._lock:
             counters = self._counters
             counters.dropped["retries_exhausted"] += counters.accepted - counters.settled()
@@ -800,6 +860,24 @@ class StreamWriter:
 
 def _now() -> float:
     return time.time()
+
+
+def _size(out: str, args: Optional[Mapping[str, Any]]) -> int:
+    """A pending line's weight in the byte budget: its text and its args (pitfalls.md 6)."""
+    size = len(out)
+    if args:
+        for k, v in args.items():
+            size += len(k) + (len(v) if type(v) is str else 16)
+    return size
+
+
+def _checked_time(value: Any) -> float:
+    """A caller's timestamp as a finite epoch float; anything else means now."""
+    try:
+        ts = float(value)
+    except (TypeError, ValueError):
+        return time.time()
+    return ts if math.isfinite(ts) and -1e11 < ts < 1e11 else time.time()
 
 
 _Item = Tuple[float, str, str, Optional[Mapping[str, Any]]]
