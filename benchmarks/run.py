@@ -402,7 +402,13 @@ class Bench:
 def _received(target: dict[str, Any]) -> int:
     from .subjects import StatsPoller
 
-    return StatsPoller(target["stats"]).received() if target.get("stats") else 0
+    if not target.get("stats"):
+        return 0
+    poller = StatsPoller(target["stats"])
+    try:
+        return poller.received()
+    finally:
+        poller.close()
 
 
 def _brief(result: dict[str, Any]) -> str:

@@ -61,6 +61,9 @@ class StatsPoller:
             self._conn.close()  # reconnects on the next request
             return -1
 
+    def close(self) -> None:
+        self._conn.close()
+
 
 class _Discard(logging.Handler):
     """The stdlib row's far end: counts what the listener hands it, keeps nothing."""
