@@ -406,7 +406,7 @@ def _iter_sse(key: str, response: httpx.Response) -> Iterator[Line]:
 def _parse_event_data(key: str, data: str) -> Line:
     try:
         return Line.from_dict(json.loads(data))
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # malformed, or nested too deep to decode
         raise LogServiceError(
             f"tail {key!r}: the service sent an event that is not a log line ({exc}): {data[:80]!r}",
             call="tail",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import difflib
+import math
 import os
 from typing import Any, Callable, Iterable, Mapping, Optional, Union
 
@@ -49,8 +50,8 @@ def _bool_field(name: str) -> Any:
 
 def _seconds_field(name: str, default: float) -> Any:
     def check(_inst: object, _attr: object, value: object) -> None:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-            raise ConfigError(f"{name} must be a positive number of seconds, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+            raise ConfigError(f"{name} must be a positive, finite number of seconds, got {value!r}")
 
     return attrs.field(default=default, validator=check)
 
@@ -126,6 +127,8 @@ def _to_secrets(value: object) -> tuple[str, ...]:
         return ()
     if isinstance(value, str):
         raise ConfigError("secrets must be a list of strings, not one string; wrap it: [\"...\"]")
+    if isinstance(value, Mapping):
+        raise ConfigError("secrets must be a list of strings, not an object")
     if not isinstance(value, Iterable):
         raise ConfigError(f"secrets must be a list of strings, got {type(value).__name__}")
     items: tuple[object, ...] = tuple(value)

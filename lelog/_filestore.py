@@ -375,7 +375,7 @@ class FileStore:
 def _parse_row(key: str, path: str, row: bytes) -> Line:
     try:
         return Line.from_dict(json.loads(row))
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # malformed, or nested too deep to decode
         raise LogServiceError(
             f"tail {key!r}: {path} holds a row that is not a log line ({exc}): {row[:80]!r}",
             call="tail",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
 import time as _time
 from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 
@@ -36,6 +37,12 @@ _quote = json.encoder.encode_basestring  # type: ignore[attr-defined]
 _compact = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 TimeLike = Union[float, int, str, _dt.datetime]
+_MAX_EPOCH = 32_503_680_000.0  # 3000-01-01: beyond it time.gmtime overflows on some platforms
+
+
+def is_valid_epoch(ts: float) -> bool:
+    """Whether ``ts`` is a time lelog can format: 1970 to 3000 (so not nan or inf either)."""
+    return 0.0 <= ts < _MAX_EPOCH
 
 
 def truncate_out(out: str, limit: int = MAX_LINE_BYTES) -> tuple[str, bool]:
@@ -93,7 +100,13 @@ def _to_time(value: TimeLike) -> str:
         aware = value if value.tzinfo is not None else value.astimezone()
         return aware.isoformat(timespec="microseconds")
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return format_time(float(value))
+        try:
+            ts = float(value)
+        except OverflowError:
+            ts = math.inf
+        if not is_valid_epoch(ts):
+            raise ValueError(f"time {value!r} is not an epoch in seconds between 1970 and 3000")
+        return format_time(ts)
     raise TypeError(f"time must be a float epoch, a datetime or an RFC 3339 string, not {value!r}")
 
 

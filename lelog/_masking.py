@@ -35,8 +35,8 @@ def _secret_parts(secrets: Iterable[str]) -> list[str]:
 def _compile(pattern: str) -> Pattern[str]:
     try:
         return re.compile(pattern)
-    except re.error as exc:
-        raise ValueError(f"invalid sanitize pattern {pattern!r}: {exc}") from None
+    except (re.error, OverflowError, RecursionError) as exc:  # a huge repeat, deep nesting
+        raise ValueError(f"invalid sanitize pattern {pattern[:80]!r}: {exc}") from None
 
 
 def _reject_str(name: str, value: object) -> None:

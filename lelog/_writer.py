@@ -44,6 +44,7 @@ from ._line import (
     _quote,
     encode_line,
     format_time,
+    is_valid_epoch,
     ndjson,
     truncate_out,
 )
@@ -77,7 +78,7 @@ def in_worker_thread() -> bool:
 def _positive(kind: type) -> Callable[[Any, attrs.Attribute[Any], Any], None]:
     def check(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
         ok = isinstance(value, (int, float) if kind is float else int)
-        if isinstance(value, bool) or not ok or not value > 0:
+        if isinstance(value, bool) or not ok or not 0 < value < math.inf:
             what = "a positive number of seconds" if kind is float else "a whole number > 0"
             raise ConfigError(f"{attribute.name} must be {what}, got {value!r}")
 
@@ -510,9 +511,10 @@ class StreamWriter:
             lines.append(self._encode_marker(
                 f"{self._live_lost:,} lines not streamed live (service too slow or down){where}",
                 self._live_gap_pos))
-        count = size = taken = 0
+        count = taken = 0
+        size = 1 + sum(len(line) + 1 for line in lines)  # the body: "[" line "," line ... "]"
         for data, n, _pos in self._unsent:
-            if taken and (len(lines) >= opts.max_batch_lines or size + len(data) > opts.max_batch_bytes):
+            if taken and (len(lines) >= opts.max_batch_lines or size + len(data) + 1 > opts.max_batch_bytes):
                 break
             lines.append(data)
             count += n
@@ -877,7 +879,7 @@ def _checked_time(value: Any) -> float:
         ts = float(value)
     except (TypeError, ValueError):
         return time.time()
-    return ts if math.isfinite(ts) and -1e11 < ts < 1e11 else time.time()
+    return ts if is_valid_epoch(ts) else time.time()
 
 
 _Item = Tuple[float, str, str, Optional[Mapping[str, Any]]]

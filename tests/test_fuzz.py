@@ -6,10 +6,8 @@
 * ``LogConfig.from_setup_request`` reads the engine's setup request: it must return a config
   or raise ``ConfigError``.
 
-Known lelog bugs are pinned at the end by strict xfails, so fixing them flips those tests:
-``RecursionError``, ``OverflowError`` and ``OSError`` escape the tail parser, the first two
-also the setup request (through sanitize patterns this fuzz does not generate).  The tail
-property tolerates exactly those types until then; any other escape fails it.
+Bugs this fuzzing found (``RecursionError``, ``OverflowError`` and ``OSError`` escaping the
+tail parser and the setup-request parser) have regression tests at the end.
 """
 
 from __future__ import annotations
@@ -31,8 +29,6 @@ from lelog._client import _iter_sse
 FUZZ = settings(max_examples=150, deadline=None)
 #: The longest one example may take before it counts as a hang.
 HANG = 5.0
-#: Escapes that are known lelog bugs (see the xfail tests at the end of this file).
-KNOWN_BUGS = (RecursionError, OverflowError, OSError)
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10),
@@ -98,7 +94,7 @@ def test_the_tail_parser_ends_or_raises_a_log_service_error(parts: list[bytes], 
     chunks = [body[a:b] for a, b in zip([0] + points, points + [len(body)])]
     got, error = _consume(chunks, cut)
     assert all(isinstance(line, Line) for line in got)
-    if error is not None and not isinstance(error, KNOWN_BUGS):
+    if error is not None:
         assert isinstance(error, LogServiceError), f"{type(error).__name__}: {error}"
 
 
@@ -164,39 +160,26 @@ def test_the_seed_setup_request_is_accepted() -> None:
         "http://log-service:8080", "stage-123/lite-engine-logs", True)
 
 
-# ---- known bugs ------------------------------------------------------------------------------------
+# ---- bugs found by fuzzing -----------------------------------------------------------------------
 
 
 def _tail_error(body: bytes) -> BaseException | None:
     return _consume([body], cut=False)[1]
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="lelog bug: _client._parse_event_data catches only ValueError; json.loads "
-                          "raises RecursionError on deeply nested data")
-def test_known_bug_deeply_nested_event_data_escapes_as_recursion_error() -> None:
+def test_deeply_nested_event_data_is_a_clear_error() -> None:
     error = _tail_error(b"data: " + b"[" * 5000 + b"\n\n")
     assert isinstance(error, LogServiceError), repr(error)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="lelog bug: Line.from_dict does not turn what an out-of-range numeric time "
-                          "raises (OverflowError, OSError EOVERFLOW from time.gmtime) into ValueError")
 @pytest.mark.parametrize("time", [b"1e20", b"-1e300", b"1" + b"0" * 400, b"6.8e16"])
-def test_known_bug_out_of_range_event_time_escapes_the_tail(time: bytes) -> None:
+def test_an_out_of_range_event_time_is_a_clear_error(time: bytes) -> None:
     error = _tail_error(b'data: {"out": "x", "time": ' + time + b"}\n\n")
     assert isinstance(error, LogServiceError), repr(error)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="lelog bug: _masking._compile catches only re.error; re.compile raises "
-                          "OverflowError (huge repeat) and RecursionError (deep nesting)")
 @pytest.mark.parametrize("pattern", ["a{4294967296}", "(" * 1000 + ")" * 1000])
-def test_known_bug_a_pathological_sanitize_pattern_escapes_config_error(pattern: str) -> None:
+def test_a_pathological_sanitize_pattern_is_a_config_error(pattern: str) -> None:
     request = {"log_config": {"sanitize_config": {"sanitize_patterns_content": _b64(pattern.encode())}}}
-    try:
+    with pytest.raises(ConfigError, match="invalid sanitize pattern"):
         LogConfig.from_setup_request(request)
-    except ConfigError:
-        return
-    except Exception as exc:
-        raise AssertionError(f"{type(exc).__name__} escaped") from None
