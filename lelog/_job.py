@@ -29,6 +29,7 @@ import attrs
 from ._backend import Backend
 from ._config import LogConfig
 from ._diagnostics import RateLimitedWarnings
+from ._diagnostics import logger as diagnostics
 from ._exceptions import ConfigError
 from ._handler import StreamHandler
 from ._writer import Stats, StreamWriter
@@ -245,7 +246,7 @@ class LogStream:
         try:
             self._end(exc_type, exc, tb)
         finally:
-            self.writer.close()
+            self._report(self.writer.close())
 
     async def __aenter__(self) -> LogStream:
         return self.__enter__()
@@ -260,7 +261,13 @@ class LogStream:
             self._end(exc_type, exc, tb)
         finally:
             # The close waits on the network (bounded by close_timeout): not on the loop.
-            await asyncio.to_thread(self.writer.close)
+            self._report(await asyncio.to_thread(self.writer.close))
+
+    def _report(self, stats: Stats) -> None:
+        """Say what happened when the job ends (pitfalls.md 13): a warning on stderr when
+        lines were lost or the log was not stored, otherwise an info record."""
+        level = logging.WARNING if stats.dropped_total or stats.uploaded is False else logging.INFO
+        diagnostics.log(level, "lelog: job %r: %s", self.key, stats.summary())
 
     def _end(
         self,

@@ -270,3 +270,35 @@ def test_a_custom_formatter(service: FakeLogService) -> None:
     with log_stream("fmt/k", config_for(service), formatter=formatter, **FAST):
         log.warning("formatted")
     assert [row["out"] for row in service.blob_lines("fmt/k")] == ["WARNING lelog_tests.job: formatted\n"]
+
+
+def test_a_job_that_lost_lines_says_so_at_the_end() -> None:
+    """pitfalls.md 13: the job context manager reports its counters when it ends."""
+    from lelog._diagnostics import logger as diagnostics
+    from lelog.testing import MemoryBackend
+
+    class Capture(logging.Handler):
+        def __init__(self) -> None:
+            super().__init__()
+            self.messages: list[tuple[int, str]] = []
+
+        def emit(self, record: logging.LogRecord) -> None:
+            self.messages.append((record.levelno, record.getMessage()))
+
+    capture = Capture()
+    diagnostics.addHandler(capture)
+    old_level = diagnostics.level
+    diagnostics.setLevel(logging.INFO)
+    try:
+        with lelog.log_stream("ok-job", MemoryBackend(), logger="job-report") as stream:
+            stream.write_line("fine")
+        with lelog.log_stream("lossy-job", MemoryBackend(), logger="job-report",
+                              close_timeout=1) as stream:
+            stream.writer.close()  # closed early: what follows is dropped after close
+            stream.write_line("too late")
+    finally:
+        diagnostics.removeHandler(capture)
+        diagnostics.setLevel(old_level)
+    assert (logging.INFO, "lelog: job 'ok-job': 1 of 1 lines sent, log uploaded") in capture.messages
+    warnings = [m for level, m in capture.messages if level == logging.WARNING]
+    assert warnings == ["lelog: job 'lossy-job': 0 of 1 lines sent, 1 dropped (after close 1), log uploaded"]

@@ -579,3 +579,31 @@ def test_close_without_waiting_finishes_in_the_background(service: FakeLogServic
     assert service.wait_for(lambda: not service.is_open("k") and service.blob("k") is not None)
     assert outs(service.blob_lines("k")) == ["a\n"]
     assert writer.stats.dropped["after_close"] == 1
+
+
+def test_a_full_batch_wakes_the_worker_before_the_flush_interval(service: FakeLogService, make_writer: Any) -> None:
+    """pitfalls.md 15: a full batch goes out at once, not when the interval ends."""
+    writer = make_writer(flush_interval=30, max_batch_lines=50)
+    writer.open()
+    assert service.wait_for(lambda: service.is_open("k"))
+    for i in range(50):
+        writer.write_line(f"{i}")
+    assert service.wait_for(lambda: len(service.all_written("k")) == 50, timeout=5)
+
+
+def test_constant_load_stays_batched(service: FakeLogService, make_writer: Any) -> None:
+    """pitfalls.md 15: under a steady trickle, one PUT per interval, not one per line."""
+    writer = make_writer(flush_interval=0.25)
+    writer.open()
+    assert service.wait_for(lambda: service.is_open("k"))
+    start = time.monotonic()
+    lines = 0
+    while time.monotonic() - start < 1.5:
+        writer.write_line(f"{lines}")
+        lines += 1
+        time.sleep(0.002)
+    writer.close()
+    puts = len(service.requests_for(key="k", method="PUT"))
+    assert lines > 200
+    assert puts <= 1.5 / 0.25 + 3, f"{puts} PUTs for {lines} lines"
+    assert len(service.all_written("k")) == lines
