@@ -39,6 +39,7 @@ from ._config import LogConfig
 from ._diagnostics import RateLimitedWarnings
 from ._exceptions import AuthError, Cancelled, ConfigError, LogServiceError, StreamNotFound
 from ._line import (
+    _MAX_EPOCH,
     MAX_LINE_BYTES,
     _encode_args,
     _quote,
@@ -294,7 +295,13 @@ class StreamWriter:
                 level = safe_str(level)
             if args is not None and type(args) is not dict and not isinstance(args, Mapping):
                 args = {"args": safe_str(args)}
-            self._accept(_now() if time is None else _checked_time(time), level, out, args)
+            if time is None:
+                ts = _now()
+            elif type(time) is float and 0.0 <= time < _MAX_EPOCH:
+                ts = time  # a handler's record.created: no float() and no call (caller-cost row)
+            else:
+                ts = _checked_time(time)
+            self._accept(ts, level, out, args)
         except Exception as exc:
             self._warn("internal", f"write_line failed: {exc!r}")
 
@@ -306,7 +313,7 @@ class StreamWriter:
         args: Optional[Mapping[str, Any]],
         start: bool = True,
     ) -> None:
-        size = _size(out, args)
+        size = len(out) if args is None else _size(out, args)  # no call for most lines
         opts = self.options
         with self._lock:
             counters = self._counters
@@ -915,11 +922,12 @@ def _encode_items(
         sec = int(ts // 1)
         if sec != last_sec:
             last_sec, date = sec, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+        micros = 1_000_000 + int((ts - sec) * 1_000_000)  # [1:] pads it, as format_time does
         head = heads.get(level)
         if head is None:
             head = heads[level] = f'{{"level":{_quote(level)},"pos":'
         text = (
-            f'{head}{pos},"out":{_quote(out)},"time":"{date}.{int((ts - sec) * 1_000_000):06d}Z",'
+            f'{head}{pos},"out":{_quote(out)},"time":"{date}.{str(micros)[1:]}Z",'
             f'"args":{"null" if args is None else _encode_args(args)}}}'
         )
         try:
