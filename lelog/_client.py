@@ -7,7 +7,6 @@ per-request header, so the upload-link ``PUT`` to object storage never carries i
 
 from __future__ import annotations
 
-import json
 import os
 import ssl
 import tempfile
@@ -28,7 +27,7 @@ from ._exceptions import (
     TransportError,
     UploadLinkUnsupported,
 )
-from ._line import Line, json_array, ndjson
+from ._line import Line, json_array, ndjson, parse_line
 from ._retry import OnRetry, RetryPolicy, parse_retry_after
 
 __all__ = ["LogServiceClient", "LineLike"]
@@ -405,8 +404,8 @@ def _iter_sse(key: str, response: httpx.Response) -> Iterator[Line]:
 
 def _parse_event_data(key: str, data: str) -> Line:
     try:
-        return Line.from_dict(json.loads(data))
-    except (ValueError, RecursionError) as exc:  # malformed, or nested too deep to decode
+        return parse_line(data)
+    except ValueError as exc:
         raise LogServiceError(
             f"tail {key!r}: the service sent an event that is not a log line ({exc}): {data[:80]!r}",
             call="tail",

@@ -38,7 +38,7 @@ from urllib.parse import quote
 from ._client import LineLike
 from ._config import LogConfig
 from ._exceptions import BlobNotFound, LogServiceError, StreamNotFound
-from ._line import Line, ndjson
+from ._line import Line, ndjson, parse_line
 
 __all__ = ["DEFAULT_DIRECTORY", "FileStore", "encode_key"]
 
@@ -374,8 +374,8 @@ class FileStore:
 
 def _parse_row(key: str, path: str, row: bytes) -> Line:
     try:
-        return Line.from_dict(json.loads(row))
-    except (ValueError, RecursionError) as exc:  # malformed, or nested too deep to decode
+        return parse_line(row)
+    except ValueError as exc:
         raise LogServiceError(
             f"tail {key!r}: {path} holds a row that is not a log line ({exc}): {row[:80]!r}",
             call="tail",

@@ -24,6 +24,7 @@ __all__ = [
     "format_time",
     "json_array",
     "ndjson",
+    "parse_line",
     "parse_ndjson",
     "truncate_out",
 ]
@@ -192,8 +193,18 @@ def ndjson(encoded: Sequence[bytes]) -> bytes:
     return b"\n".join(encoded) + b"\n"
 
 
+def parse_line(data: Union[str, bytes]) -> Line:
+    """One line from its JSON text; ``ValueError`` for anything that is not a log line,
+    including JSON nested too deep to decode (read from others: a service, a file)."""
+    try:
+        obj = json.loads(data)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+    return Line.from_dict(obj)
+
+
 def parse_ndjson(data: bytes) -> Iterable[Line]:
     """Decode an NDJSON blob into lines, skipping blank rows."""
     for row in data.splitlines():
         if row.strip():
-            yield Line.from_dict(json.loads(row))
+            yield parse_line(row)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
+from typing import Iterator
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -28,3 +31,20 @@ def run_python(code: str, *, timeout: float, env: dict[str, str] | None = None) 
         [sys.executable, "-c", textwrap.dedent(code)],
         capture_output=True, text=True, timeout=timeout, env=full_env, cwd=str(ROOT),
     )
+
+
+@contextlib.contextmanager
+def writer_threads_refused() -> Iterator[None]:
+    """Make starting a writer's worker fail as Python 3.12+ does at interpreter shutdown."""
+    original = threading.Thread.start
+
+    def refuse(self: threading.Thread) -> None:
+        if self.name.startswith("lelog-writer"):
+            raise RuntimeError("can't create new thread at interpreter shutdown")
+        original(self)
+
+    threading.Thread.start = refuse  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        threading.Thread.start = original  # type: ignore[method-assign]

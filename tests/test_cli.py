@@ -6,7 +6,6 @@ import json
 import os
 import queue
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -19,6 +18,7 @@ import pytest
 from lelog import BlobNotFound
 from lelog._cli import main
 from lelog._filestore import FileStore
+from tests.helpers import dead_url
 from tests.service import FakeLogService
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,14 +66,6 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
             return False
         time.sleep(0.02)
     return True
-
-
-def closed_port_url() -> str:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    return f"http://127.0.0.1:{port}"
 
 
 class Target:
@@ -328,7 +320,7 @@ def test_run_against_a_missing_service_still_runs_the_command_and_says_so(
     env: Dict[str, str], tmp_path: Path
 ) -> None:
     started = time.monotonic()
-    result = run(lelog("run", "--key", "k", "--url", closed_port_url(), "--account-id", "acct",
+    result = run(lelog("run", "--key", "k", "--url", dead_url(), "--account-id", "acct",
                        "--close-timeout", "1", "--", sys.executable, "-c", "print('hi')"),
                  dict(env, LELOG_TOKEN="t"), tmp_path)
     assert time.monotonic() - started < 15
@@ -440,7 +432,7 @@ def test_a_setup_request_file_configures_service_and_key(
         "secrets": ["hunter2"],
     }))
     # The file wins over LELOG_URL; the token, missing from the file, comes from the env.
-    env = dict(env, LELOG_URL=closed_port_url(), LELOG_ACCOUNT_ID="other",
+    env = dict(env, LELOG_URL=dead_url(), LELOG_ACCOUNT_ID="other",
                LELOG_TOKEN=service.token)
     result = run(lelog("run", "--config", str(setup), "--", sys.executable, "-c",
                        "print('password hunter2')"), env, tmp_path)
@@ -529,7 +521,7 @@ def test_mistakes_in_a_real_process_are_one_error_line_too(
 
 
 def test_a_missing_service_is_one_error_line(env: Dict[str, str], tmp_path: Path) -> None:
-    where = ["--key", "k", "--url", closed_port_url(), "--account-id", "acct", "--timeout", "1"]
+    where = ["--key", "k", "--url", dead_url(), "--account-id", "acct", "--timeout", "1"]
     for result in run_all([["cat", *where], ["tail", *where]], dict(env, LELOG_TOKEN="t"), tmp_path):
         assert result.returncode == 1
         assert "no answer from the log service" in error_line(result)

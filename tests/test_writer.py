@@ -11,7 +11,7 @@ from typing import Any, Iterator
 import pytest
 
 from lelog import ConfigError, LogConfig, LogServiceClient, RetryPolicy, StreamWriter
-from tests.helpers import dead_url, run_python
+from tests.helpers import dead_url, run_python, writer_threads_refused
 from tests.service import FakeLogService
 
 FAST = RetryPolicy(first_wait=0.02, max_wait=0.05)
@@ -539,22 +539,15 @@ def test_a_backend_raising_any_error_is_retried_not_fatal() -> None:
     assert backend.calls[-2:] == ["upload", "close"]
 
 
-def test_without_a_thread_close_drains_on_the_calling_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_a_thread_close_drains_on_the_calling_thread() -> None:
     """Python 3.12+ refuses new threads at interpreter shutdown; close() must still deliver."""
-    original = threading.Thread.start
-
-    def refuse(self: threading.Thread) -> None:
-        if self.name.startswith("lelog-writer"):
-            raise RuntimeError("can't create new thread at interpreter shutdown")
-        original(self)
-
-    monkeypatch.setattr(threading.Thread, "start", refuse)
     backend = FlakyBackend(failures=0)
-    writer = StreamWriter("k", backend, close_timeout=3)
-    writer.write_line("one")
-    writer.write_line("two")
-    assert writer.flush(0.1) is False  # nothing can be sent before close
-    stats = writer.close()
+    with writer_threads_refused():
+        writer = StreamWriter("k", backend, close_timeout=3)
+        writer.write_line("one")
+        writer.write_line("two")
+        assert writer.flush(0.1) is False  # nothing can be sent before close
+        stats = writer.close()
     assert [row["out"] for row in backend.lines] == ["one\n", "two\n"]
     assert backend.calls == ["open", "write", "upload", "close"]
     assert stats.sent == 2 and stats.closed

@@ -16,7 +16,7 @@ import pytest
 
 from lelog import LogConfig, StreamWriter
 from lelog.testing import MemoryBackend
-from tests.helpers import dead_url, run_python
+from tests.helpers import dead_url, run_python, writer_threads_refused
 from tests.service import FakeLogService
 
 
@@ -111,21 +111,13 @@ def test_close_racing_the_first_write_never_raises(tiny_switch_interval: None) -
     assert errors == []
 
 
-def test_two_closers_without_a_worker_run_the_final_sequence_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    original = threading.Thread.start
-
-    def refuse(self: threading.Thread) -> None:
-        if self.name.startswith("lelog-writer"):
-            raise RuntimeError("can't create new thread at interpreter shutdown")
-        original(self)
-
-    monkeypatch.setattr(threading.Thread, "start", refuse)
+def test_two_closers_without_a_worker_run_the_final_sequence_once() -> None:
     backend = MemoryBackend()
-    writer = StreamWriter("k", backend, close_timeout=3)
-    for i in range(3):
-        writer.write_line(f"line {i}")
+    with writer_threads_refused():
+        writer = StreamWriter("k", backend, close_timeout=3)
+        for i in range(3):
+            writer.write_line(f"line {i}")
     closers = [threading.Thread(target=writer.close) for _ in range(4)]
-    monkeypatch.setattr(threading.Thread, "start", original)
     for t in closers:
         t.start()
     for t in closers:
