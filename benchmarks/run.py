@@ -62,12 +62,12 @@ FULL = Plan(
     peer_runs={"cost": 5, "throughput": 2, "memory": 1, "latency": 1, "exit": 1},
     cost_n=20_000, warm=2_000, throughput_n=200_000, memory_marks=(100_000, 500_000),
     peer_memory_marks=(20_000, 100_000),
-    latency_n=50_000, exit_n=100_000, delivery_cap=30.0, slow_delivery=10.0, exit_cap=10.0,
+    latency_n=50_000, exit_n=100_000, delivery_cap=30.0, slow_delivery=10.0, exit_cap=6.0,
 )
 QUICK = Plan(
     runs={"cost": 2, "throughput": 1, "memory": 1, "latency": 1, "exit": 1},
     peer_runs={"cost": 1, "throughput": 1, "memory": 0, "latency": 0, "exit": 0},
-    cost_n=5_000, warm=1_000, throughput_n=30_000, memory_marks=(20_000, 100_000),
+    cost_n=5_000, warm=1_000, throughput_n=30_000, memory_marks=(60_000, 120_000),
     peer_memory_marks=(5_000, 20_000),
     latency_n=10_000, exit_n=20_000, delivery_cap=10.0, slow_delivery=5.0, exit_cap=5.0,
 )
@@ -266,6 +266,7 @@ class Bench:
         self.results: dict[str, dict[str, dict[str, Cell]]] = {}
         self.skipped: dict[str, str] = {}
         self.remarks: list[str] = []
+        self.row_seconds: dict[str, float] = {}
 
     def cell(self, row: str, subject: str, name: str) -> Cell:
         return self.results.setdefault(row, {}).setdefault(subject, {}).setdefault(name, Cell())
@@ -469,7 +470,8 @@ def report(b: Bench, command: str, elapsed: float) -> str:
             add(notes)
             add("")
 
-    add(f"Command: `{command}` ({elapsed / 60:.1f} min; {os.cpu_count()} cores, "
+    rows = ", ".join(f"{row} {t:.0f} s" for row, t in b.row_seconds.items())
+    add(f"Command: `{command}` ({elapsed / 60:.1f} min: {rows}; {os.cpu_count()} cores, "
         f"Python {platform.python_version()}, {platform.system()} {platform.release()}).")
     add("")
     add("Each figure is the median of its runs, with (min–max); each ratio is between medians of "
@@ -603,7 +605,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     start = time.monotonic()
     try:
         for row in rows:
+            row_start = time.monotonic()
             getattr(bench, row)()
+            bench.row_seconds[row] = time.monotonic() - row_start
     finally:
         bench.stop()
     table = report(bench, command, time.monotonic() - start)
