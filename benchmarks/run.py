@@ -52,6 +52,7 @@ class Plan:
     peer_memory_marks: tuple[int, int]  # the peers' calls cost 3-15x lelog's: smaller marks
     latency_n: int
     exit_n: int
+    peer_exit_n: int  # the peers' calls cost 3-5x lelog's: a smaller backlog
     delivery_cap: float  # a burst not delivered by then is shown as "> cap" and not repeated
     slow_delivery: float  # a subject whose delivery alone took longer runs once per row
     exit_cap: float  # an exit taking longer is killed, shown as "> cap" and not repeated
@@ -62,14 +63,16 @@ FULL = Plan(
     peer_runs={"cost": 5, "throughput": 2, "memory": 1, "latency": 1, "exit": 1},
     cost_n=20_000, warm=2_000, throughput_n=200_000, memory_marks=(100_000, 500_000),
     peer_memory_marks=(20_000, 100_000),
-    latency_n=50_000, exit_n=100_000, delivery_cap=30.0, slow_delivery=10.0, exit_cap=6.0,
+    latency_n=50_000, exit_n=100_000, peer_exit_n=20_000,
+    delivery_cap=30.0, slow_delivery=10.0, exit_cap=6.0,
 )
 QUICK = Plan(
     runs={"cost": 2, "throughput": 1, "memory": 1, "latency": 1, "exit": 1},
     peer_runs={"cost": 1, "throughput": 1, "memory": 0, "latency": 0, "exit": 0},
     cost_n=5_000, warm=1_000, throughput_n=30_000, memory_marks=(60_000, 120_000),
     peer_memory_marks=(5_000, 20_000),
-    latency_n=10_000, exit_n=20_000, delivery_cap=10.0, slow_delivery=5.0, exit_cap=5.0,
+    latency_n=10_000, exit_n=20_000, peer_exit_n=5_000,
+    delivery_cap=10.0, slow_delivery=5.0, exit_cap=5.0,
 )
 
 
@@ -394,11 +397,13 @@ class Bench:
                         else:
                             target = self.fars.up(s) if mode == "up" else dead_target()
                         before = _received(target) if mode == "up" else 0
-                        spec = {"scenario": "exit", "subject": s, "n": p.exit_n, "target": target,
+                        n = p.peer_exit_n if s in PEERS else p.exit_n
+                        spec = {"scenario": "exit", "subject": s, "n": n, "target": target,
                                 "options": self._options(lelog={"close_timeout": EXIT_DEADLINE})}
                         result = timed_exit(spec, cap=p.exit_cap)
                         if mode == "up" and "exit_s" in result:
                             result["delivered"] = _received(target) - before
+                            result["lines"] = n
                     finally:
                         if far:
                             far.stop()
@@ -408,6 +413,7 @@ class Bench:
                     self._record("exit", s, result, {"exit_s": mode})
                     if mode == "up" and "delivered" in result:
                         self.cell("exit", s, "delivered").values.append(result["delivered"])
+                        self.cell("exit", s, "lines").values.append(n)
                     _progress(f"exit       {s:15s} {mode:9s} {_brief(result)}")
 
     def stop(self) -> None:
@@ -518,10 +524,11 @@ def report(b: Bench, command: str, elapsed: float) -> str:
                      show_ratio(ratio(b.get("latency", s, "p99_blackhole"), b.get("latency", s, "p99_up"))),
                      c("latency", s, "max_up"), c("latency", s, "max_blackhole")],
           "*blackhole*: a sink that accepts connections and never reads or answers.")
-    table("exit", f"5. Exit with {p.exit_n:,} lines just logged: seconds from the loop's end to "
-          f"process exit ({_runs(b, 'exit')})",
+    table("exit", f"5. Exit with {p.exit_n:,} lines just logged (peers {p.peer_exit_n:,}): seconds "
+          f"from the loop's end to process exit ({_runs(b, 'exit')})",
           ["service up", "delivered (up)", "dead service", "blackhole service"],
-          lambda s: [c("exit", s, "up", "{:.2f}"), c("exit", s, "delivered", "{:,.0f}", False),
+          lambda s: [c("exit", s, "up", "{:.2f}"),
+                     c("exit", s, "delivered", "{:,.0f}", False) + f" of {b.get('exit', s, 'lines') or 0:,.0f}",
                      c("exit", s, "dead", "{:.2f}"), c("exit", s, "blackhole", "{:.2f}")],
           f"The program just returns (atexit hooks, then `logging.shutdown()`). lelog's "
           f"`close_timeout` here: {EXIT_DEADLINE:g} s. An exit taking over {p.exit_cap:g} s is "
