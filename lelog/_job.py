@@ -130,7 +130,17 @@ class _JobHandler(StreamHandler):
 
 
 class LogStream:
-    """One job's stream; made by ``log_stream``, entered once with ``with`` or ``async with``.
+    """A job's stream, as a context manager entered once (``with`` or ``async with``).
+
+    On enter: open the stream (in the background) and attach a handler to ``logger`` (the
+    root logger by default; a name, a logger, or a list of them), taking the records of
+    ``level`` and above that are emitted in this job's context.  On exit: log an escaping
+    exception with its traceback, detach, and close the stream (final push, upload, close)
+    within ``close_timeout``; the async form does the close off the event loop.
+
+    ``config`` is a ``LogConfig``, a setup request or its ``log_config``, a backend, or None
+    for the ``LELOG_*`` environment; ``options`` are the writer's.  ``level=None`` leaves
+    logger levels alone and takes whatever passes them.
 
     ``write()`` takes command output (partial lines wait for their newline), ``write_line()``
     one whole line; ``stats`` says what was sent and dropped, also after exit; ``unrouted``
@@ -304,33 +314,8 @@ class LogStream:
         self._handler.handle(record)
 
 
-def log_stream(
-    key: str,
-    config: Union[LogConfig, Mapping[str, Any], Backend, None] = None,
-    *,
-    logger: Union[LoggerLike, Sequence[LoggerLike], None] = None,
-    level: Union[int, str, None] = logging.INFO,
-    formatter: Optional[logging.Formatter] = None,
-    extras_as_args: bool = True,
-    exclude: Collection[str] = (),
-    **options: Any,
-) -> LogStream:
-    """A job's stream, as a context manager (``with`` or ``async with``).
-
-    On enter: open the stream (in the background) and attach a handler to ``logger`` (the
-    root logger by default; a name, a logger, or a list of them), taking the records of
-    ``level`` and above that are emitted in this job's context.  On exit: log an escaping
-    exception with its traceback, detach, and close the stream (final push, upload, close)
-    within ``close_timeout``; the async form does the close off the event loop.
-
-    ``config`` is a ``LogConfig``, a setup request or its ``log_config``, a backend, or None
-    for the ``LELOG_*`` environment; ``options`` are the writer's.  ``level=None`` leaves
-    logger levels alone and takes whatever passes them.
-    """
-    return LogStream(
-        key, config, logger=logger, level=level, formatter=formatter,
-        extras_as_args=extras_as_args, exclude=exclude, **options,
-    )
+#: ``with lelog.log_stream(key, config) as stream:`` reads as what it does; the class is it.
+log_stream = LogStream
 
 
 def _renew_lock_in_child() -> None:
