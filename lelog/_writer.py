@@ -56,8 +56,11 @@ from ._splitter import LineSplitter
 
 __all__ = ["DROP_REASONS", "Stats", "StreamWriter", "WriterOptions", "in_worker_thread"]
 
-#: Why a line did not reach the live stream.
-DROP_REASONS = ("overflow", "too_large", "rejected", "retries_exhausted", "after_close")
+#: Why a line did not reach the live stream ("unencodable": lelog itself failed to encode
+#: it, which only a bug or an exhausted machine causes; counted rather than lost).
+DROP_REASONS = (
+    "overflow", "too_large", "rejected", "retries_exhausted", "after_close", "unencodable",
+)
 
 _ONE_ATTEMPT = RetryPolicy(max_attempts=1)
 _MARKER_PREFIX = "[lelog] "
@@ -380,10 +383,15 @@ class StreamWriter:
 
     def _run(self) -> None:
         _worker_state.active = True
-        try:
-            self._loop()
-        except BaseException as exc:  # never die silently: still finish, then account
-            self._warn("internal", f"the writer's worker failed: {exc!r}")
+        while True:
+            try:
+                self._loop()
+                break
+            except BaseException as exc:  # never die silently, and never before close:
+                self._warn("internal", f"the writer's worker failed: {exc!r}")
+                if self._closing:  # lines keep coming until then, and need a worker
+                    break
+                self._wake.wait(1.0)  # no busy loop if the failure persists
         self._finish_and_account()
 
     def _finish_and_account(self) -> None:
@@ -454,9 +462,14 @@ class StreamWriter:
             marker = self._encode_marker(f"{gap:,} lines dropped: buffer full", self._next_pos)
             self._keep([marker], self._next_pos, 0, lost)
             self._next_pos += 1
-        encoded, truncated = _encode_items(
-            items, self._next_pos, self._masker, self.config.trim_new_line_suffix
-        )
+        unencodable = 0
+        try:
+            encoded, truncated = _encode_items(
+                items, self._next_pos, self._masker, self.config.trim_new_line_suffix
+            )
+        except Exception as exc:  # a bug or MemoryError: count the batch, keep the worker
+            self._warn("internal", f"encoding lines for {self.key!r} failed: {exc!r}")
+            encoded, truncated, unencodable = [], 0, len(items)
         self._keep(encoded, self._next_pos, 1, lost)
         self._next_pos += len(encoded)
         overflow, rejected, evicted = lost
@@ -464,6 +477,7 @@ class StreamWriter:
             if self._abandoned:
                 return
             counters = self._counters
+            counters.dropped["unencodable"] += unencodable
             counters.truncated += truncated
             counters.dropped["overflow"] += overflow
             counters.dropped["rejected"] += rejected
@@ -659,10 +673,7 @@ class StreamWriter:
 
     def _finish(self) -> None:
         """Final push, history upload and close, all before ``_close_end``."""
-        try:
-            self._drain_ingress()
-        except Exception as exc:  # lines lost here are counted by _finish_and_account
-            self._warn("internal", f"encoding lines for {self.key!r} failed: {exc!r}")
+        self._drain_ingress()
         end = self._close_end
         start = time.monotonic()
         push_end = start + (end - start) * 0.5

@@ -63,7 +63,7 @@ def test_odd_write_line_arguments_are_made_usable_not_fatal(bad: dict) -> None:
     assert [name for name, _ in backend.calls][-2:] == ["upload", "close_stream"]
 
 
-def test_an_unexpected_worker_failure_still_closes_and_accounts(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failure_to_encode_is_counted_and_the_stream_still_closes(monkeypatch: pytest.MonkeyPatch) -> None:
     import lelog._writer as writer_module
 
     def explode(*args: Any, **kwargs: Any) -> Any:
@@ -75,7 +75,7 @@ def test_an_unexpected_worker_failure_still_closes_and_accounts(monkeypatch: pyt
     for i in range(5):
         writer.write_line(f"{i}")
     stats = writer.close()
-    assert accounted(stats) and stats.dropped["retries_exhausted"] == 5
+    assert accounted(stats) and stats.dropped["unencodable"] == 5
     assert stats.closed
     assert [name for name, _ in backend.calls][-1] == "close_stream"  # the stream is still closed
 
@@ -229,3 +229,27 @@ def test_fork_while_lelog_locks_are_held_does_not_hang_the_child() -> None:
     assert result.returncode == 0, result.stderr
     tag, code, _elapsed = result.stdout.split()
     assert (tag, code) == ("CHILD", "0")
+
+
+def test_a_worker_that_hits_a_bug_keeps_going_until_close() -> None:
+    """An unexpected error in the worker loop is reported and the loop restarts: lines
+    written after it are still sent, and nothing is finished before close() asks."""
+    backend = MemoryBackend()
+    writer = StreamWriter("k", backend, close_timeout=3, flush_interval=0.01)
+    original_due = writer._due
+    failures = []
+
+    def due_once_broken(now: float) -> bool:
+        if not failures:
+            failures.append(now)
+            raise RuntimeError("a bug in the worker loop")
+        return original_due(now)
+
+    writer._due = due_once_broken  # type: ignore[method-assign]
+    writer.write_line("before the bug")
+    time.sleep(1.3)  # the worker fails, waits, and restarts its loop
+    writer.write_line("after the bug")
+    assert writer.flush(3)
+    stats = writer.close()
+    assert failures and accounted(stats) and stats.sent == 2
+    assert outs(backend) == ["before the bug\n", "after the bug\n"]
