@@ -18,7 +18,7 @@ never raises into the application: it counts and warns instead.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import ClassVar, Optional
 
 __all__ = [
     "AuthError",
@@ -67,9 +67,14 @@ class LogServiceError(LelogError):
         #: Seconds the service asked us to wait (``Retry-After``), if it said.
         self.retry_after = retry_after
 
+    #: Set on the subclasses whose answer will not change, whatever their status says.
+    permanent: ClassVar[bool] = False
+
     @property
     def retryable(self) -> bool:
         """Whether trying the same call again later could succeed."""
+        if self.permanent:
+            return False
         if self.status is None:
             return True
         return self.status in (408, 429) or self.status >= 500
@@ -82,9 +87,7 @@ class TransportError(LogServiceError):
 class AuthError(LogServiceError):
     """The service refused the account or token (it answers 400 for these, not 401/403)."""
 
-    @property
-    def retryable(self) -> bool:
-        return False
+    permanent = True
 
 
 class StreamNotFound(LogServiceError):
@@ -93,9 +96,7 @@ class StreamNotFound(LogServiceError):
     The service answers ``400`` on a write and ``500`` on a close; both are permanent.
     """
 
-    @property
-    def retryable(self) -> bool:
-        return False
+    permanent = True
 
 
 class BlobNotFound(LogServiceError):
@@ -105,14 +106,10 @@ class BlobNotFound(LogServiceError):
 class UploadLinkUnsupported(LogServiceError):
     """The service has no object storage, so it cannot hand out upload links."""
 
-    @property
-    def retryable(self) -> bool:
-        return False
+    permanent = True
 
 
 class Cancelled(LogServiceError):
     """The call was interrupted by its cancel event before it could finish."""
 
-    @property
-    def retryable(self) -> bool:
-        return False
+    permanent = True
