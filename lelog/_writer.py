@@ -209,7 +209,6 @@ class StreamWriter:
         self._backend, self._owns_backend, self.config = make_backend(target)
         self._masker = self.config.masker() or None
         self._warnings = RateLimitedWarnings()
-        self._pid = os.getpid()
         self._forked_child = False
         self._next_pos = 0
         self._reset_state()
@@ -876,7 +875,6 @@ class StreamWriter:
         streams its own lines live and leaves opening, uploading and closing to the parent.
         """
         self._forked_child = True
-        self._pid = os.getpid()
         self._reset_state()
 
 
