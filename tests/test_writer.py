@@ -444,33 +444,34 @@ def test_exit_against_a_blackhole_does_not_hang(service: FakeLogService) -> None
 
 
 MEMORY_SCRIPT = """
-import gc, lelog
-def rss():
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * 4096
+import tracemalloc, lelog
 config = lelog.LogConfig(url={url!r}, account_id="acct", token="t")
+tracemalloc.start()
 writer = lelog.StreamWriter("k", config, max_pending_lines=20_000, max_pending_bytes=4 << 20,
                             history_bytes=2 << 20, close_timeout=0.5)
 line = "x" * 80
 for i in range(100_000):
     writer.write_line(line)
-gc.collect()
-after_100k = rss()
+peak_first_100k = tracemalloc.get_traced_memory()[1]
+tracemalloc.reset_peak()
 for i in range(400_000):
     writer.write_line(line)
-gc.collect()
-after_500k = rss()
+peak_next_400k = tracemalloc.get_traced_memory()[1]
 stats = writer.close()
-print(after_100k, after_500k, stats.accepted, stats.dropped["overflow"])
+print(peak_first_100k, peak_next_400k, stats.accepted, stats.dropped["overflow"])
 """
 
 
 def test_memory_stays_flat_against_a_dead_service() -> None:
-    result = run_python(MEMORY_SCRIPT.format(url=dead_url()), timeout=120)
+    """A leak, not a figure: the buffers fill within the first 100k lines, so the peak of
+    Python allocations (tracemalloc, independent of the allocator's mood) over the next 400k
+    stays near the first peak (measured 1.00-1.11x); retaining the extra lines would be over
+    4x. The RSS figures live in ``benchmarks/``."""
+    result = run_python(MEMORY_SCRIPT.format(url=dead_url()), timeout=180)
     assert result.returncode == 0, result.stderr
-    after_100k, after_500k, accepted, overflow = map(int, result.stdout.split())
+    peak_first, peak_next, accepted, overflow = map(int, result.stdout.split())
     assert accepted == 500_000 and overflow > 400_000
-    assert after_500k - after_100k < 4 << 20, (after_100k, after_500k)
+    assert peak_next < 1.5 * peak_first, (peak_first, peak_next)
 
 
 FORK_SCRIPT = """
