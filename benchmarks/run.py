@@ -61,18 +61,32 @@ class Plan:
 FULL = Plan(
     runs={"cost": 5, "throughput": 5, "memory": 3, "latency": 5, "exit": 3},
     peer_runs={"cost": 5, "throughput": 2, "memory": 1, "latency": 1, "exit": 1},
-    cost_n=20_000, warm=2_000, throughput_n=200_000, memory_marks=(100_000, 500_000),
+    cost_n=20_000,
+    warm=2_000,
+    throughput_n=200_000,
+    memory_marks=(100_000, 500_000),
     peer_memory_marks=(20_000, 100_000),
-    latency_n=50_000, exit_n=100_000, peer_exit_n=20_000,
-    delivery_cap=30.0, slow_delivery=10.0, exit_cap=6.0,
+    latency_n=50_000,
+    exit_n=100_000,
+    peer_exit_n=20_000,
+    delivery_cap=30.0,
+    slow_delivery=10.0,
+    exit_cap=6.0,
 )
 QUICK = Plan(
     runs={"cost": 2, "throughput": 1, "memory": 1, "latency": 1, "exit": 1},
     peer_runs={"cost": 1, "throughput": 1, "memory": 0, "latency": 0, "exit": 0},
-    cost_n=5_000, warm=1_000, throughput_n=30_000, memory_marks=(60_000, 120_000),
+    cost_n=5_000,
+    warm=1_000,
+    throughput_n=30_000,
+    memory_marks=(60_000, 120_000),
     peer_memory_marks=(5_000, 20_000),
-    latency_n=10_000, exit_n=20_000, peer_exit_n=5_000,
-    delivery_cap=10.0, slow_delivery=5.0, exit_cap=5.0,
+    latency_n=10_000,
+    exit_n=20_000,
+    peer_exit_n=5_000,
+    delivery_cap=10.0,
+    slow_delivery=5.0,
+    exit_cap=5.0,
 )
 
 
@@ -89,7 +103,11 @@ class Far:
         else:
             cmd = [sys.executable, "-m", "benchmarks.sinks", kind]
         self.proc = subprocess.Popen(
-            cmd, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            cmd,
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
             text=True,
         )
         self.addr = self.stats = self.url = ""
@@ -147,8 +165,11 @@ def dead_target() -> dict[str, Any]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    return {"addr": f"127.0.0.1:{port}", "url": f"http://127.0.0.1:{port}",
-            "key": f"bench/{uuid.uuid4().hex[:12]}"}
+    return {
+        "addr": f"127.0.0.1:{port}",
+        "url": f"http://127.0.0.1:{port}",
+        "key": f"bench/{uuid.uuid4().hex[:12]}",
+    }
 
 
 class Fars:
@@ -178,7 +199,10 @@ def child(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
     try:
         done = subprocess.run(
             [sys.executable, "-m", "benchmarks.child", json.dumps(spec)],
-            cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
     except subprocess.TimeoutExpired:
         return {"error": f"no result within {timeout:g}s"}
@@ -196,12 +220,15 @@ def timed_exit(spec: dict[str, Any], cap: float) -> dict[str, Any]:
     """Run the exit scenario: seconds from the end of the logging loop to process exit."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "benchmarks.child", json.dumps(spec)],
-        cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
         text=True,
     )
     try:
         try:
-            (name, value), = _read_lines(proc, ("LOOP_END", "RESULT"), timeout=120, first=True)
+            ((name, value),) = _read_lines(proc, ("LOOP_END", "RESULT"), timeout=120, first=True)
         except (RuntimeError, ValueError) as exc:
             return {"error": str(exc)}
         if name == "RESULT":
@@ -286,7 +313,7 @@ class Bench:
         subjects = [s for s in subjects if runs[s]]
         rounds = []
         for r in range(max(runs.values(), default=0)):
-            order = subjects[r % len(subjects):] + subjects[: r % len(subjects)]
+            order = subjects[r % len(subjects) :] + subjects[: r % len(subjects)]
             rounds.append([s for s in order if r < runs[s]])
         return rounds
 
@@ -311,7 +338,9 @@ class Bench:
     def _skip(self, subject: str, gave_up: set[Any], key: Any) -> bool:
         return subject in self.skipped or key in gave_up
 
-    def _burst(self, row: str, subjects: tuple[str, ...], n: int, fields: dict[str, str], **options: Any) -> None:
+    def _burst(
+        self, row: str, subjects: tuple[str, ...], n: int, fields: dict[str, str], **options: Any
+    ) -> None:
         """Rows 1 and 2: a burst of ``n`` calls, then wait for the far end to have them all."""
         cap = self.plan.delivery_cap
         gave_up: set[str] = set()
@@ -319,18 +348,29 @@ class Bench:
             for s in rnd:
                 if self._skip(s, gave_up, s):
                     continue
-                spec = {"scenario": "burst", "subject": s, "n": n, "warm": self.plan.warm,
-                        "target": self.fars.up(s), "options": self._options(**options), "timeout": cap}
+                spec = {
+                    "scenario": "burst",
+                    "subject": s,
+                    "n": n,
+                    "warm": self.plan.warm,
+                    "target": self.fars.up(s),
+                    "options": self._options(**options),
+                    "timeout": cap,
+                }
                 result = child(spec, timeout=cap + 300)
                 if result.get("delivered", n) < n:
                     # Too slow to deliver within the cap: one such run is the answer.
-                    result["note"] = (f"> {cap:g} s: {result['delivered']:,} of {n:,} delivered "
-                                      f"(< {result['delivered'] / cap:,.0f}/s)")
+                    result["note"] = (
+                        f"> {cap:g} s: {result['delivered']:,} of {n:,} delivered "
+                        f"(< {result['delivered'] / cap:,.0f}/s)"
+                    )
                     gave_up.add(s)
                 elif result.get("delivery_s", 0) > self.plan.slow_delivery:
                     gave_up.add(s)  # its runs would eat the time budget; the first says it all
-                    self.remarks.append(f"{s} ran once on row {row}: delivering after the loop "
-                                        f"alone took {result['delivery_s']:.0f} s.")
+                    self.remarks.append(
+                        f"{s} ran once on row {row}: delivering after the loop "
+                        f"alone took {result['delivery_s']:.0f} s."
+                    )
                 self._record(row, s, result, fields)
                 _progress(f"{row:10s} {s:15s} {_brief(result)}")
 
@@ -339,13 +379,23 @@ class Bench:
 
     def cost(self) -> None:
         n = self.plan.cost_n
-        self._burst("cost", SUBJECTS, n, {"call_us": "call", "total_us": "total", "cpu_us": "cpu",
-                                          "dropped": "dropped"}, buffer_lines=n + self.plan.warm)
+        self._burst(
+            "cost",
+            SUBJECTS,
+            n,
+            {"call_us": "call", "total_us": "total", "cpu_us": "cpu", "dropped": "dropped"},
+            buffer_lines=n + self.plan.warm,
+        )
 
     def throughput(self) -> None:
         n = self.plan.throughput_n
-        self._burst("throughput", tuple(s for s in SUBJECTS if s != "floor"), n,
-                    {"rate": "rate", "dropped": "dropped", "call_us": "call"}, buffer_lines=n + self.plan.warm)
+        self._burst(
+            "throughput",
+            tuple(s for s in SUBJECTS if s != "floor"),
+            n,
+            {"rate": "rate", "dropped": "dropped", "call_us": "call"},
+            buffer_lines=n + self.plan.warm,
+        )
 
     def memory(self) -> None:
         for rnd in self._rounds("memory", ("lelog",) + PEERS):
@@ -353,12 +403,26 @@ class Bench:
                 if s in self.skipped:
                     continue
                 marks = self.plan.peer_memory_marks if s in PEERS else self.plan.memory_marks
-                spec = {"scenario": "memory", "subject": s, "marks": list(marks),
-                        "target": dead_target(), "options": self._options()}
+                spec = {
+                    "scenario": "memory",
+                    "subject": s,
+                    "marks": list(marks),
+                    "target": dead_target(),
+                    "options": self._options(),
+                }
                 result = child(spec, timeout=400)
                 lo, hi = (str(m) for m in marks)
-                self._record("memory", s, result, {f"growth_mib.{lo}": "lo", f"growth_mib.{hi}": "hi",
-                                                   "dropped": "dropped", "call_us": "call"})
+                self._record(
+                    "memory",
+                    s,
+                    result,
+                    {
+                        f"growth_mib.{lo}": "lo",
+                        f"growth_mib.{hi}": "hi",
+                        "dropped": "dropped",
+                        "call_us": "call",
+                    },
+                )
                 _progress(f"memory     {s:15s} {_brief(result)}")
 
     def latency(self) -> None:
@@ -371,15 +435,24 @@ class Bench:
                     far = Far("blackhole") if mode == "blackhole" else None
                     try:
                         target = far.target(s) if far else self.fars.up(s)
-                        spec = {"scenario": "latency", "subject": s, "n": p.latency_n,
-                                "warm": p.warm if mode == "up" else 0, "target": target,
-                                "options": self._options()}
+                        spec = {
+                            "scenario": "latency",
+                            "subject": s,
+                            "n": p.latency_n,
+                            "warm": p.warm if mode == "up" else 0,
+                            "target": target,
+                            "options": self._options(),
+                        }
                         result = child(spec, timeout=300)
                     finally:
                         if far:
                             far.stop()
-                    self._record("latency", s, result, {"p99_us": f"p99_{mode}", "max_ms": f"max_{mode}",
-                                                        "p50_us": f"p50_{mode}"})
+                    self._record(
+                        "latency",
+                        s,
+                        result,
+                        {"p99_us": f"p99_{mode}", "max_ms": f"max_{mode}", "p50_us": f"p50_{mode}"},
+                    )
                     _progress(f"latency    {s:15s} {mode:9s} {_brief(result)}")
 
     def exit(self) -> None:
@@ -398,8 +471,13 @@ class Bench:
                             target = self.fars.up(s) if mode == "up" else dead_target()
                         before = _received(target) if mode == "up" else 0
                         n = p.peer_exit_n if s in PEERS else p.exit_n
-                        spec = {"scenario": "exit", "subject": s, "n": n, "target": target,
-                                "options": self._options(lelog={"close_timeout": EXIT_DEADLINE})}
+                        spec = {
+                            "scenario": "exit",
+                            "subject": s,
+                            "n": n,
+                            "target": target,
+                            "options": self._options(lelog={"close_timeout": EXIT_DEADLINE}),
+                        }
                         result = timed_exit(spec, cap=p.exit_cap)
                         if mode == "up" and "exit_s" in result:
                             result["delivered"] = _received(target) - before
@@ -462,7 +540,9 @@ def report(b: Bench, command: str, elapsed: float) -> str:
     def ran(row: str) -> list[str]:
         return [s for s in SUBJECTS if s in b.results.get(row, {}) and s not in b.skipped]
 
-    def table(row: str, title: str, header: list[str], cells: Callable[[str], list[str]], notes: str = "") -> None:
+    def table(
+        row: str, title: str, header: list[str], cells: Callable[[str], list[str]], notes: str = ""
+    ) -> None:
         if not ran(row):
             return
         add(f"### {title}")
@@ -477,62 +557,108 @@ def report(b: Bench, command: str, elapsed: float) -> str:
             add("")
 
     rows = ", ".join(f"{row} {t:.0f} s" for row, t in b.row_seconds.items())
-    add(f"Command: `{command}` ({elapsed / 60:.1f} min: {rows}; {os.cpu_count()} cores, "
-        f"Python {platform.python_version()}, {platform.system()} {platform.release()}).")
+    add(
+        f"Command: `{command}` ({elapsed / 60:.1f} min: {rows}; {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}, {platform.system()} {platform.release()})."
+    )
     add("")
-    add("Each figure is the median of its runs, with (min–max); each ratio is between medians of "
+    add(
+        "Each figure is the median of its runs, with (min–max); each ratio is between medians of "
         "this same invocation. Every measurement ran in a fresh process; lelog's service "
         "(`tests/service.py --discard`) and each peer's sink ran in processes of their own, on "
         f"loopback. The stdlib-queue and lelog rows use `{_formatter_name(b.formatter)}`; each "
-        "peer uses its own formatter.")
+        "peer uses its own formatter."
+    )
     add("")
 
     c = lambda row, s, name, fmt="{:.1f}", spread=True: b.cell(row, s, name).show(fmt, spread)  # noqa: E731
     base = b.get("cost", "stdlib-queue", "total")
-    table("cost", f"1. Caller cost per `logger.info(\"…%d…\", i)`: {p.cost_n:,} calls ({_runs(b, 'cost')})",
-          ["call loop µs/call", "call + delivery µs/call", "CPU µs/call", "vs stdlib queue", "dropped"],
-          lambda s: [c("cost", s, "call"), c("cost", s, "total"), c("cost", s, "cpu", spread=False),
-                     show_ratio(ratio(b.get("cost", s, "total"), base)),
-                     c("cost", s, "dropped", "{:,.0f}", False)],
-          "*call loop*: the loop of calls alone, while the background works; *call + delivery*: "
-          "until the far end has every line (`flush()`, then polling it). *CPU*: the process's "
-          "CPU time (all its threads) over the same span. *vs stdlib queue*: call + delivery.")
+    table(
+        "cost",
+        f'1. Caller cost per `logger.info("…%d…", i)`: {p.cost_n:,} calls ({_runs(b, "cost")})',
+        ["call loop µs/call", "call + delivery µs/call", "CPU µs/call", "vs stdlib queue", "dropped"],
+        lambda s: [
+            c("cost", s, "call"),
+            c("cost", s, "total"),
+            c("cost", s, "cpu", spread=False),
+            show_ratio(ratio(b.get("cost", s, "total"), base)),
+            c("cost", s, "dropped", "{:,.0f}", False),
+        ],
+        "*call loop*: the loop of calls alone, while the background works; *call + delivery*: "
+        "until the far end has every line (`flush()`, then polling it). *CPU*: the process's "
+        "CPU time (all its threads) over the same span. *vs stdlib queue*: call + delivery.",
+    )
     base = b.get("throughput", "stdlib-queue", "rate")
     best = max((v for v in (b.get("throughput", s, "rate") for s in peers) if v), default=None)
-    table("throughput", f"2. Delivered throughput: {p.throughput_n:,} lines until the far end has "
-          f"them all ({_runs(b, 'throughput')})",
-          ["lines/s", "vs stdlib queue", "vs best peer", "dropped"],
-          lambda s: [c("throughput", s, "rate", "{:,.0f}"),
-                     show_ratio(ratio(b.get("throughput", s, "rate"), base)),
-                     show_ratio(ratio(b.get("throughput", s, "rate"), best)),
-                     c("throughput", s, "dropped", "{:,.0f}", False)],
-          "Each library's queue was sized to hold the whole burst where its default would drop "
-          "(OpenTelemetry `max_queue_size`, fluent `queue_maxsize`); lelog runs on its defaults. "
-          "The stdlib queue delivers to a discarding handler in the same process.")
+    table(
+        "throughput",
+        f"2. Delivered throughput: {p.throughput_n:,} lines until the far end has "
+        f"them all ({_runs(b, 'throughput')})",
+        ["lines/s", "vs stdlib queue", "vs best peer", "dropped"],
+        lambda s: [
+            c("throughput", s, "rate", "{:,.0f}"),
+            show_ratio(ratio(b.get("throughput", s, "rate"), base)),
+            show_ratio(ratio(b.get("throughput", s, "rate"), best)),
+            c("throughput", s, "dropped", "{:,.0f}", False),
+        ],
+        "Each library's queue was sized to hold the whole burst where its default would drop "
+        "(OpenTelemetry `max_queue_size`, fluent `queue_maxsize`); lelog runs on its defaults. "
+        "The stdlib queue delivers to a discarding handler in the same process.",
+    )
+
     def marks(s: str) -> str:
         return " → ".join(f"{m:,}" for m in (p.peer_memory_marks if s in PEERS else p.memory_marks))
 
-    table("memory", f"3. Peak RSS growth against a dead service ({_runs(b, 'memory')})",
-          ["lines", "MiB after the first", "MiB after the second", "dropped, counted", "µs/call"],
-          lambda s: [marks(s), c("memory", s, "lo"), c("memory", s, "hi"),
-                     c("memory", s, "dropped", "{:,.0f}", False), c("memory", s, "call", spread=False)],
-          f"Connection refused on every attempt; library defaults. lelog's configured buffers: "
-          f"2 × `max_pending_bytes` + `history_bytes` = {lelog_budget_mib():.0f} MiB.")
-    table("latency", f"4. One call's latency, {p.latency_n:,} calls each timed ({_runs(b, 'latency')})",
-          ["p50 up µs", "p99 up µs", "p99 blackhole µs", "blackhole / up, p99", "max up ms", "max blackhole ms"],
-          lambda s: [c("latency", s, "p50_up"), c("latency", s, "p99_up"), c("latency", s, "p99_blackhole"),
-                     show_ratio(ratio(b.get("latency", s, "p99_blackhole"), b.get("latency", s, "p99_up"))),
-                     c("latency", s, "max_up"), c("latency", s, "max_blackhole")],
-          "*blackhole*: a sink that accepts connections and never reads or answers.")
-    table("exit", f"5. Exit with {p.exit_n:,} lines just logged (peers {p.peer_exit_n:,}): seconds "
-          f"from the loop's end to process exit ({_runs(b, 'exit')})",
-          ["service up", "delivered (up)", "dead service", "blackhole service"],
-          lambda s: [c("exit", s, "up", "{:.2f}"),
-                     c("exit", s, "delivered", "{:,.0f}", False) + f" of {b.get('exit', s, 'lines') or 0:,.0f}",
-                     c("exit", s, "dead", "{:.2f}"), c("exit", s, "blackhole", "{:.2f}")],
-          f"The program just returns (atexit hooks, then `logging.shutdown()`). lelog's "
-          f"`close_timeout` here: {EXIT_DEADLINE:g} s. An exit taking over {p.exit_cap:g} s is "
-          "killed and not repeated.")
+    table(
+        "memory",
+        f"3. Peak RSS growth against a dead service ({_runs(b, 'memory')})",
+        ["lines", "MiB after the first", "MiB after the second", "dropped, counted", "µs/call"],
+        lambda s: [
+            marks(s),
+            c("memory", s, "lo"),
+            c("memory", s, "hi"),
+            c("memory", s, "dropped", "{:,.0f}", False),
+            c("memory", s, "call", spread=False),
+        ],
+        f"Connection refused on every attempt; library defaults. lelog's configured buffers: "
+        f"2 × `max_pending_bytes` + `history_bytes` = {lelog_budget_mib():.0f} MiB.",
+    )
+    table(
+        "latency",
+        f"4. One call's latency, {p.latency_n:,} calls each timed ({_runs(b, 'latency')})",
+        [
+            "p50 up µs",
+            "p99 up µs",
+            "p99 blackhole µs",
+            "blackhole / up, p99",
+            "max up ms",
+            "max blackhole ms",
+        ],
+        lambda s: [
+            c("latency", s, "p50_up"),
+            c("latency", s, "p99_up"),
+            c("latency", s, "p99_blackhole"),
+            show_ratio(ratio(b.get("latency", s, "p99_blackhole"), b.get("latency", s, "p99_up"))),
+            c("latency", s, "max_up"),
+            c("latency", s, "max_blackhole"),
+        ],
+        "*blackhole*: a sink that accepts connections and never reads or answers.",
+    )
+    table(
+        "exit",
+        f"5. Exit with {p.exit_n:,} lines just logged (peers {p.peer_exit_n:,}): seconds "
+        f"from the loop's end to process exit ({_runs(b, 'exit')})",
+        ["service up", "delivered (up)", "dead service", "blackhole service"],
+        lambda s: [
+            c("exit", s, "up", "{:.2f}"),
+            c("exit", s, "delivered", "{:,.0f}", False) + f" of {b.get('exit', s, 'lines') or 0:,.0f}",
+            c("exit", s, "dead", "{:.2f}"),
+            c("exit", s, "blackhole", "{:.2f}"),
+        ],
+        f"The program just returns (atexit hooks, then `logging.shutdown()`). lelog's "
+        f"`close_timeout` here: {EXIT_DEADLINE:g} s. An exit taking over {p.exit_cap:g} s is "
+        "killed and not repeated.",
+    )
 
     for remark in b.remarks:
         add(f"- {remark}")
@@ -549,8 +675,11 @@ def report(b: Bench, command: str, elapsed: float) -> str:
 
 
 def _formatter_name(name: str) -> str:
-    return ("lelog.LogfmtFormatter()" if name == "logfmt"
-            else 'logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s")')
+    return (
+        "lelog.LogfmtFormatter()"
+        if name == "logfmt"
+        else 'logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s")'
+    )
 
 
 def targets(b: Bench, peers: list[str]) -> list[tuple[Optional[bool], str]]:
@@ -569,28 +698,46 @@ def targets(b: Bench, peers: list[str]) -> list[tuple[Optional[bool], str]]:
     check(r, lambda v: v <= 0.7, "caller cost (call loop only) ≤ 0.7x stdlib queue: {v:.2f}x")
     for name, what in (("call", "call loop"), ("total", "call + delivery")):
         best = min((v for v in (b.get("cost", s, name) for s in peers) if v), default=None)
-        check(ratio(b.get("cost", "lelog", name), best), lambda v: v < 1,
-              f"caller cost ({what}) below every peer: {{v:.2f}}x the cheapest peer")
+        check(
+            ratio(b.get("cost", "lelog", name), best),
+            lambda v: v < 1,
+            f"caller cost ({what}) below every peer: {{v:.2f}}x the cheapest peer",
+        )
     r = ratio(b.get("throughput", "lelog", "rate"), b.get("throughput", "stdlib-queue", "rate"))
     check(r, lambda v: v >= 1.5, "throughput ≥ 1.5x stdlib queue: {v:.2f}x")
     best = max((v for v in (b.get("throughput", s, "rate") for s in peers) if v), default=None)
-    check(ratio(b.get("throughput", "lelog", "rate"), best), lambda v: v >= 2,
-          "throughput ≥ 2x the best peer: {v:.2f}x")
+    check(
+        ratio(b.get("throughput", "lelog", "rate"), best),
+        lambda v: v >= 2,
+        "throughput ≥ 2x the best peer: {v:.2f}x",
+    )
     hi = b.get("memory", "lelog", "hi")
-    check(hi, lambda v: v <= lelog_budget_mib() * 1.1,
-          "memory within the buffer budget +10 %: {v:.1f} MiB of " + f"{lelog_budget_mib() * 1.1:.0f}")
+    check(
+        hi,
+        lambda v: v <= lelog_budget_mib() * 1.1,
+        "memory within the buffer budget +10 %: {v:.1f} MiB of " + f"{lelog_budget_mib() * 1.1:.0f}",
+    )
     lo = b.get("memory", "lelog", "lo")
     # "No more than" with room for the allocator's noise: 5 % or 1 MiB.
-    check(ratio(hi, lo), lambda v: hi <= max(lo * 1.05, lo + 1),  # type: ignore[operator]
-          f"memory flat: {b.plan.memory_marks[1]:,} lines cost {{v:.2f}}x {b.plan.memory_marks[0]:,}")
+    check(
+        ratio(hi, lo),
+        lambda v: hi <= max(lo * 1.05, lo + 1),  # type: ignore[operator]
+        f"memory flat: {b.plan.memory_marks[1]:,} lines cost {{v:.2f}}x {b.plan.memory_marks[0]:,}",
+    )
     r = ratio(b.get("latency", "lelog", "p99_blackhole"), b.get("latency", "lelog", "p99_up"))
     check(r, lambda v: v <= 1.5, "blackhole p99 ≤ 1.5x p99 with the service up: {v:.2f}x")
     check(b.get("latency", "lelog", "max_blackhole"), lambda v: v < 20, "blackhole max < 20 ms: {v:.1f} ms")
     for mode in ("dead", "blackhole"):
-        check(b.get("exit", "lelog", mode), lambda v: v <= EXIT_DEADLINE + 0.5,
-              f"exit against a {mode} service ≤ {EXIT_DEADLINE + 0.5:g} s: {{v:.2f}} s")
-    check(b.get("exit", "lelog", "delivered"), lambda v: v >= b.plan.exit_n,
-          f"exit with the service up delivers all {b.plan.exit_n:,} lines: {{v:,.0f}}")
+        check(
+            b.get("exit", "lelog", mode),
+            lambda v: v <= EXIT_DEADLINE + 0.5,
+            f"exit against a {mode} service ≤ {EXIT_DEADLINE + 0.5:g} s: {{v:.2f}} s",
+        )
+    check(
+        b.get("exit", "lelog", "delivered"),
+        lambda v: v >= b.plan.exit_n,
+        f"exit with the service up delivers all {b.plan.exit_n:,} lines: {{v:,.0f}}",
+    )
     return checks
 
 
@@ -599,8 +746,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a 1-2 minute smoke run")
     parser.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated subset of {','.join(ROWS)}")
     parser.add_argument("--subjects", default=",".join(SUBJECTS), help="comma-separated subset")
-    parser.add_argument("--formatter", choices=FORMATTERS, default="logfmt",
-                        help="for the stdlib-queue and lelog rows (default: lelog's LogfmtFormatter)")
+    parser.add_argument(
+        "--formatter",
+        choices=FORMATTERS,
+        default="logfmt",
+        help="for the stdlib-queue and lelog rows (default: lelog's LogfmtFormatter)",
+    )
     parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results.md"))
     args = parser.parse_args(argv)
     rows = [r for r in args.rows.split(",") if r]

@@ -139,7 +139,7 @@ def _otlp_server(port: int, counter: Counter) -> ThreadingHTTPServer:
             super().setup()
             counter.connected()
 
-        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+        def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             encoding = (self.headers.get("Content-Encoding") or "").lower()
             if encoding == "gzip":
@@ -153,9 +153,7 @@ def _otlp_server(port: int, counter: Counter) -> ThreadingHTTPServer:
                 return
             request = ExportLogsServiceRequest()
             request.ParseFromString(body)
-            events = sum(
-                len(scope.log_records) for rl in request.resource_logs for scope in rl.scope_logs
-            )
+            events = sum(len(scope.log_records) for rl in request.resource_logs for scope in rl.scope_logs)
             counter.add(events, len(body))
             self.send_response(200)
             self.send_header("Content-Type", "application/x-protobuf")
@@ -163,7 +161,7 @@ def _otlp_server(port: int, counter: Counter) -> ThreadingHTTPServer:
             self.end_headers()
             self.wfile.write(empty)
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: Any) -> None:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
@@ -175,7 +173,7 @@ def _stats_server(counter: Counter) -> ThreadingHTTPServer:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             body = json.dumps(counter.snapshot()).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
@@ -183,7 +181,7 @@ def _stats_server(counter: Counter) -> ThreadingHTTPServer:
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: Any) -> None:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)

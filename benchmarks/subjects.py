@@ -121,8 +121,7 @@ def _stdlib_queue(target: dict[str, Any], options: dict[str, Any]) -> Subject:
     sink = _Discard()
     listener = QueueListener(q, sink)
     listener.start()
-    return Subject(handler, received=lambda: sink.count, close=listener.stop,
-                   info={"queue": "SimpleQueue"})
+    return Subject(handler, received=lambda: sink.count, close=listener.stop, info={"queue": "SimpleQueue"})
 
 
 def _lelog(target: dict[str, Any], options: dict[str, Any]) -> Subject:
@@ -159,7 +158,8 @@ def _logstash(target: dict[str, Any], options: dict[str, Any]) -> Subject:
 
 
 def _fluent(target: dict[str, Any], options: dict[str, Any]) -> Subject:
-    from fluent import asynchandler, handler as fluent_handler
+    from fluent import asynchandler
+    from fluent import handler as fluent_handler
 
     host, port = _host_port(target)
     kwargs: dict[str, Any] = {}
@@ -168,8 +168,12 @@ def _fluent(target: dict[str, Any], options: dict[str, Any]) -> Subject:
     handler = asynchandler.FluentHandler("bench.app", host=host, port=port, **kwargs)
     handler.setFormatter(fluent_handler.FluentRecordFormatter())
     poller = StatsPoller(target["stats"]) if target.get("stats") else None
-    return Subject(handler, received=poller.received if poller else None, close=handler.close,
-                   info={"queue_maxsize": kwargs.get("queue_maxsize", 100)})
+    return Subject(
+        handler,
+        received=poller.received if poller else None,
+        close=handler.close,
+        info={"queue_maxsize": kwargs.get("queue_maxsize", 100)},
+    )
 
 
 def _otel(target: dict[str, Any], options: dict[str, Any]) -> Subject:
@@ -187,8 +191,12 @@ def _otel(target: dict[str, Any], options: dict[str, Any]) -> Subject:
     provider.add_log_record_processor(processor)
     handler = LoggingHandler(level=logging.NOTSET, logger_provider=provider)
     poller = StatsPoller(target["stats"]) if target.get("stats") else None
-    return Subject(handler, received=poller.received if poller else None, close=provider.shutdown,
-                   info={"max_queue_size": kwargs.get("max_queue_size", 2048)})
+    return Subject(
+        handler,
+        received=poller.received if poller else None,
+        close=provider.shutdown,
+        info={"max_queue_size": kwargs.get("max_queue_size", 2048)},
+    )
 
 
 _BUILDERS: dict[str, Callable[[dict[str, Any], dict[str, Any]], Subject]] = {

@@ -3,6 +3,8 @@
 Never blocking the program, never hanging its exit, never losing a line without counting it.
 """
 
+from . import testing  # a submodule: lelog.testing.capture_stream(), MemoryBackend
+from ._client import LogServiceClient
 from ._config import LogConfig
 from ._exceptions import (
     AuthError,
@@ -15,16 +17,14 @@ from ._exceptions import (
     TransportError,
     UploadLinkUnsupported,
 )
-from ._line import Line
-from ._client import LogServiceClient
 from ._filestore import FileStore
-from ._retry import RetryPolicy
-from ._writer import Stats, StreamWriter, WriterOptions
 from ._handler import StreamHandler
 from ._job import LogStream, log_stream
+from ._line import Line
 from ._logfmt import LogfmtFormatter
+from ._retry import RetryPolicy
 from ._version import __version__
-from . import testing  # a submodule: lelog.testing.capture_stream(), MemoryBackend
+from ._writer import Stats, StreamWriter, WriterOptions
 
 __all__ = [
     "AuthError",

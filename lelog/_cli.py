@@ -44,9 +44,7 @@ _DRAIN_GRACE = 2.0
 _POLL = 0.1
 #: A source far ahead of the writer waits this long at most for it to catch up.
 _PATIENCE = 3.0
-_FORWARDED = tuple(
-    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
-)
+_FORWARDED = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 
 class _Failure(Exception):
@@ -137,9 +135,7 @@ def _build_parser() -> _Parser:
     group.add_argument("--key", help="the stream key, e.g. stage-1/build")
     group.add_argument("--url", help="the log service, e.g. http://log-service:8080")
     group.add_argument("--account-id", help="the account of the stream")
-    group.add_argument(
-        "--token", help="the service token (visible in ps: prefer LELOG_TOKEN or --config)"
-    )
+    group.add_argument("--token", help="the service token (visible in ps: prefer LELOG_TOKEN or --config)")
     group.add_argument(
         "--config", metavar="FILE", help="a setup-request JSON file (log_config, le_log_key, ...)"
     )
@@ -148,16 +144,22 @@ def _build_parser() -> _Parser:
 
     writing = _Parser(add_help=False)
     writing.add_argument(
-        "--flush-interval", type=_seconds, metavar="SECONDS",
+        "--flush-interval",
+        type=_seconds,
+        metavar="SECONDS",
         help="send new lines at least this often (default 1)",
     )
     writing.add_argument(
-        "--close-timeout", type=_seconds, metavar="SECONDS",
+        "--close-timeout",
+        type=_seconds,
+        metavar="SECONDS",
         help="the time allowed to send what is left, store the log and close (default 5)",
     )
     reading = _Parser(add_help=False)
     reading.add_argument(
-        "--timeout", type=_seconds, metavar="SECONDS",
+        "--timeout",
+        type=_seconds,
+        metavar="SECONDS",
         help="how long to keep trying to reach the service (default: LELOG_CALL_DEADLINE or 15)",
     )
 
@@ -171,11 +173,15 @@ def _build_parser() -> _Parser:
     parser.set_defaults(handler=None)
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
 
-    def add(name: str, handler: Callable[[argparse.Namespace], int], summary: str,
-            text: str, options: _Parser) -> _Parser:
+    def add(
+        name: str, handler: Callable[[argparse.Namespace], int], summary: str, text: str, options: _Parser
+    ) -> _Parser:
         description, examples = text.split("\n\n", 1)
         sub = commands.add_parser(
-            name, help=summary, description=description, epilog=examples + _CONFIG_HELP,
+            name,
+            help=summary,
+            description=description,
+            epilog=examples + _CONFIG_HELP,
             parents=[common, options],
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
@@ -317,8 +323,12 @@ class _Pump:
     writer.  One splitter per pipe: a partial stdout line never merges with stderr's text."""
 
     def __init__(
-        self, pipe: IO[bytes], echo: Optional[IO[bytes]], writer: StreamWriter,
-        backpressure: _Backpressure, stop: threading.Event,
+        self,
+        pipe: IO[bytes],
+        echo: Optional[IO[bytes]],
+        writer: StreamWriter,
+        backpressure: _Backpressure,
+        stop: threading.Event,
     ) -> None:
         self._fd = pipe.fileno()
         self._echo = echo
@@ -327,9 +337,7 @@ class _Pump:
         self._stop = stop
         #: The last line, without its newline, once the pipe has ended.
         self.partial: Optional[str] = None
-        self.thread = threading.Thread(
-            target=self._run, name=f"lelog-run-pipe[{self._fd}]", daemon=True
-        )
+        self.thread = threading.Thread(target=self._run, name=f"lelog-run-pipe[{self._fd}]", daemon=True)
 
     def _run(self) -> None:
         splitter = LineSplitter()
@@ -435,7 +443,9 @@ def _run(args: argparse.Namespace) -> int:
     with contextlib.closing(backend):
         try:
             child = subprocess.Popen(
-                command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                command,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
                 env=dict(os.environ, PYTHONUNBUFFERED="1"),  # Python commands stream too
             )
         except OSError as exc:
@@ -517,8 +527,10 @@ def _tail(args: argparse.Namespace) -> int:
             out.flush()  # live: each line as it comes
             shown += 1
     if not shown and not args.quiet:
-        _stderr(f"lelog: no lines: the stream {key!r} is not open (or closed empty); "
-                f"'lelog cat --key {shlex.quote(key)}' prints a stored log")
+        _stderr(
+            f"lelog: no lines: the stream {key!r} is not open (or closed empty); "
+            f"'lelog cat --key {shlex.quote(key)}' prints a stored log"
+        )
     return 0
 
 
@@ -581,8 +593,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.handler is None:
         parser.error("choose a command: run, push, tail or cat")
     if args.token:
-        _stderr("lelog: warning: --token is visible to other users (ps, shell history); "
-                "prefer LELOG_TOKEN or --config")
+        _stderr(
+            "lelog: warning: --token is visible to other users (ps, shell history); "
+            "prefer LELOG_TOKEN or --config"
+        )
     try:
         return int(args.handler(args))
     except _Failure as exc:

@@ -16,7 +16,6 @@ from typing import Any, Callable, Iterator, Optional, Sequence, Union
 
 import httpx
 
-from ._version import __version__
 from ._config import LogConfig
 from ._exceptions import (
     AuthError,
@@ -29,6 +28,7 @@ from ._exceptions import (
 )
 from ._line import Line, json_array, ndjson, parse_line
 from ._retry import OnRetry, RetryPolicy, parse_retry_after
+from ._version import __version__
 
 __all__ = ["LogServiceClient", "LineLike"]
 
@@ -48,8 +48,9 @@ def _error_msg(response: httpx.Response) -> str:
         body = response.json()
     except (ValueError, UnicodeDecodeError):
         return response.text[:200].strip()
-    if isinstance(body, dict) and isinstance(body.get("error_msg"), str):
-        return body["error_msg"]
+    message = body.get("error_msg") if isinstance(body, dict) else None
+    if isinstance(message, str):
+        return message
     return response.text[:200].strip()
 
 
@@ -110,9 +111,7 @@ class LogServiceClient:
         if not config.url:
             raise ConfigError("LogServiceClient needs a url; without one use lelog.FileStore")
         self.config = config
-        self.retry = retry or RetryPolicy(
-            max_attempts=config.max_attempts, max_wait=config.max_retry_wait
-        )
+        self.retry = retry or RetryPolicy(max_attempts=config.max_attempts, max_wait=config.max_retry_wait)
         self._verify = _ssl_context(config)
         self._transport = transport
         self._timeout = httpx.Timeout(
@@ -168,8 +167,13 @@ class LogServiceClient:
         """``PUT /stream`` with one JSON array of lines; raises ``StreamNotFound`` if closed."""
         body = json_array(_encoded(lines))
         self._call(
-            "write", "PUT", "/stream", key, content=body,
-            headers={"Content-Type": "application/json"}, **opts,
+            "write",
+            "PUT",
+            "/stream",
+            key,
+            content=body,
+            headers={"Content-Type": "application/json"},
+            **opts,
         )
 
     def upload(self, key: str, lines: Union[Sequence[LineLike], bytes], **opts: Any) -> None:
@@ -192,16 +196,18 @@ class LogServiceClient:
             except UploadLinkUnsupported:
                 pass
         self._call(
-            "upload", "POST", "/blob", key, content=body,
-            headers={"Content-Type": "application/x-ndjson"}, deadline=left(), **opts,
+            "upload",
+            "POST",
+            "/blob",
+            key,
+            content=body,
+            headers={"Content-Type": "application/x-ndjson"},
+            deadline=left(),
+            **opts,
         )
 
-    def _upload_via_link(
-        self, key: str, body: bytes, left: Callable[[], float], **opts: Any
-    ) -> None:
-        answer = self._call(
-            "upload link", "POST", "/blob/link/upload", key, deadline=left(), **opts
-        ).json()
+    def _upload_via_link(self, key: str, body: bytes, left: Callable[[], float], **opts: Any) -> None:
+        answer = self._call("upload link", "POST", "/blob/link/upload", key, deadline=left(), **opts).json()
         link = answer.get("link") if isinstance(answer, dict) else None
         if not isinstance(link, str) or not link.startswith(("http://", "https://")):
             raise LogServiceError(f"upload link {key!r}: the service answered no usable link")
@@ -209,9 +215,12 @@ class LogServiceClient:
         def put(timeout: float) -> httpx.Response:
             # No token here: the link is object storage, not the log service.
             return self._send(
-                "upload to link", key,
+                "upload to link",
+                key,
                 self.http.build_request(
-                    "PUT", link, content=body,
+                    "PUT",
+                    link,
+                    content=body,
                     headers={"Content-Type": "application/octet-stream"},
                     timeout=self._within(timeout),
                 ),
@@ -237,9 +246,12 @@ class LogServiceClient:
         Ends at the service's end marker (``event: error`` / ``data: eof``, which the service
         sends without the blank line a strict SSE parser waits for) or when the body ends.
         """
+
         def connect(timeout: float) -> httpx.Response:
             request = self.http.build_request(
-                "GET", self.config.url + "/stream", params=self._params(key),
+                "GET",
+                self.config.url + "/stream",
+                params=self._params(key),
                 headers=self._auth_headers(),
                 timeout=self._within(timeout, read=_TAIL_READ_TIMEOUT),
             )
@@ -325,7 +337,11 @@ class LogServiceClient:
             # The body is bytes, so every attempt re-sends all of it (the Go client re-sent a
             # drained reader, storing an empty log as a success).
             request = self.http.build_request(
-                method, url, params=query, content=content, headers=all_headers,
+                method,
+                url,
+                params=query,
+                content=content,
+                headers=all_headers,
                 timeout=self._within(remaining),
             )
             return self._send(call, key, request)
@@ -362,7 +378,8 @@ def _error_for(what: str, call: str, response: httpx.Response) -> LogServiceErro
     if response.is_redirect:
         return LogServiceError(
             f"{what}: the service answered a {status} redirect, which lelog does not follow; "
-            "check the url's scheme, host and path prefix", **kwargs,
+            "check the url's scheme, host and path prefix",
+            **kwargs,
         )
     if "stream: not found" in msg and call in ("write", "close"):
         return StreamNotFound(text, **kwargs)

@@ -77,9 +77,7 @@ def _check_url(_inst: object, _attr: object, value: object) -> None:
     if not value:
         return  # no log service: the file store is used
     if "://" not in value:
-        raise ConfigError(
-            f"url {value!r} has no scheme: write it as 'http://{value}' or 'https://{value}'"
-        )
+        raise ConfigError(f"url {value!r} has no scheme: write it as 'http://{value}' or 'https://{value}'")
     scheme, _, rest = value.partition("://")
     if scheme.lower() not in ("http", "https"):
         raise ConfigError(f"url {value!r} must start with http:// or https://, not {scheme}://")
@@ -126,7 +124,7 @@ def _to_secrets(value: object) -> tuple[str, ...]:
     if value is None:
         return ()
     if isinstance(value, str):
-        raise ConfigError("secrets must be a list of strings, not one string; wrap it: [\"...\"]")
+        raise ConfigError('secrets must be a list of strings, not one string; wrap it: ["..."]')
     if isinstance(value, Mapping):
         raise ConfigError("secrets must be a list of strings, not an object")
     if not isinstance(value, Iterable):
@@ -142,9 +140,7 @@ def _check_sanitize(_inst: object, _attr: object, value: object) -> None:
     if value is None:
         return
     if not isinstance(value, Mapping):
-        raise ConfigError(
-            "sanitize_config must be an object like {\"sanitize_patterns_content\": \"<base64>\"}"
-        )
+        raise ConfigError('sanitize_config must be an object like {"sanitize_patterns_content": "<base64>"}')
     unknown = set(value) - {"sanitize_patterns_content"}
     if unknown:
         raise ConfigError(
@@ -258,9 +254,7 @@ class LogConfig:
         return cls(**setup_request_values(obj))
 
     @classmethod
-    def from_env(
-        cls, environ: Optional[Mapping[str, str]] = None, **overrides: Any
-    ) -> LogConfig:
+    def from_env(cls, environ: Optional[Mapping[str, str]] = None, **overrides: Any) -> LogConfig:
         """Read ``LELOG_<FIELD>`` variables (``LELOG_URL``, ``LELOG_TOKEN``, ...).
 
         ``overrides`` win over the environment; a value of ``None`` there means "not given".
@@ -363,6 +357,7 @@ _BOOL_FIELDS = frozenset(
     f.name for f in attrs.fields(LogConfig) if isinstance(f.default, bool) and f.name != "verify"
 )
 _FLOAT_FIELDS = frozenset(
-    f.name for f in attrs.fields(LogConfig)
+    f.name
+    for f in attrs.fields(LogConfig)
     if f.name.endswith(("_timeout", "_deadline")) or f.name == "max_retry_wait"
 )

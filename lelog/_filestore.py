@@ -87,7 +87,8 @@ def _store_errors(call: str, key: str) -> Iterator[None]:
         raise _StoreError(
             f"{call} {key!r}: file store: {exc.strerror or exc}"
             + (f": {exc.filename}" if exc.filename else ""),
-            call=call, errno_=exc.errno,
+            call=call,
+            errno_=exc.errno,
         ) from exc
 
 
@@ -101,7 +102,7 @@ def _check_opts(opts: dict[str, Any]) -> None:
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view):]
+        view = view[os.write(fd, view) :]
 
 
 def _replace(path: str, fill: Callable[[IO[bytes]], None]) -> None:
@@ -237,7 +238,9 @@ class FileStore:
             except FileNotFoundError:
                 raise StreamNotFound(
                     f"write {key!r}: stream: not found (not open in {self.directory})",
-                    status=400, error_msg="stream: not found", call="write",
+                    status=400,
+                    error_msg="stream: not found",
+                    call="write",
                 ) from None
             try:
                 _write_all(fd, body)  # one write per batch: O_APPEND keeps rows whole
@@ -252,8 +255,10 @@ class FileStore:
         whole (the service cannot do this; it keeps only the last 5,000 live lines).
         """
         _check_opts(opts)
-        body = lines if isinstance(lines, bytes) else ndjson(
-            [line if isinstance(line, bytes) else line.encode() for line in lines]
+        body = (
+            lines
+            if isinstance(lines, bytes)
+            else ndjson([line if isinstance(line, bytes) else line.encode() for line in lines])
         )
         path = self.log_path(key)
         first = _first_pos(body) if body else None
@@ -303,7 +308,9 @@ class FileStore:
             except FileNotFoundError:
                 raise StreamNotFound(
                     f"close {key!r}: stream: not found (not open in {self.directory})",
-                    status=500, error_msg="stream: not found", call="close",
+                    status=500,
+                    error_msg="stream: not found",
+                    call="close",
                 ) from None
             if snapshot:
                 with open(claimed, "rb") as fh:

@@ -36,6 +36,7 @@ __all__ = ["StreamHandler"]
 _CONFIG_FIELDS = frozenset(f.name for f in attrs.fields(LogConfig))
 _WRITER_FIELDS = frozenset(f.name for f in attrs.fields(WriterOptions))
 
+
 class _GuardState(threading.local):
     # A class default, as _writer._WorkerState has: a getattr(..., False) miss costs an
     # AttributeError on every record (benchmarks/: caller-cost row).
@@ -95,9 +96,7 @@ def _split_options(options: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str
         for name in unknown:
             close = difflib.get_close_matches(name, known, n=1)
             hints.append(repr(name) + (f" (did you mean {close[0]!r}?)" if close else ""))
-        raise ConfigError(
-            f"StreamHandler: unknown option(s) {', '.join(hints)}; known: {', '.join(known)}"
-        )
+        raise ConfigError(f"StreamHandler: unknown option(s) {', '.join(hints)}; known: {', '.join(known)}")
     return config_values, writer_options
 
 
@@ -273,4 +272,3 @@ class StreamHandler(logging.Handler):
         # Bounded either way; under logging's module lock the worker may need that lock
         # (httpx logs), so the close is only started and the exit hook waits for it.
         self.writer.close(timeout, wait=not _holding_logging_lock())
-

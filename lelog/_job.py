@@ -38,9 +38,7 @@ __all__ = ["LogStream", "log_stream"]
 
 LoggerLike = Union[str, logging.Logger]
 
-_current: contextvars.ContextVar[Optional[LogStream]] = contextvars.ContextVar(
-    "lelog_job", default=None
-)
+_current: contextvars.ContextVar[Optional[LogStream]] = contextvars.ContextVar("lelog_job", default=None)
 # Jobs between enter and exit, and the logger levels they lowered.  _registry_lock guards
 # both; it is taken only on enter and exit, and inside it only Logger.setLevel is called
 # (which takes logging's module lock, never the other way round), so it cannot deadlock.
@@ -104,8 +102,10 @@ def _check_level(level: Union[int, str, None]) -> Optional[int]:
 
 
 def _check_loggers(logger: Union[LoggerLike, Sequence[LoggerLike], None]) -> tuple[logging.Logger, ...]:
-    items: Sequence[Any] = [None] if logger is None else (
-        [logger] if isinstance(logger, (str, logging.Logger)) else list(logger)
+    items: Sequence[Any] = (
+        [None]
+        if logger is None
+        else ([logger] if isinstance(logger, (str, logging.Logger)) else list(logger))
     )
     loggers = []
     for item in items:

@@ -12,6 +12,7 @@ import datetime as _dt
 import json
 import math
 import time as _time
+from json.encoder import encode_basestring
 from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 
 import attrs
@@ -34,7 +35,7 @@ MAX_LINE_BYTES = 71_680
 TRUNCATION_SUFFIX = "... (log line truncated)"
 
 # C-accelerated JSON string quoting; keeps non-ASCII as UTF-8 (smaller than \\u escapes).
-_quote = json.encoder.encode_basestring  # type: ignore[attr-defined]
+_quote = encode_basestring
 _compact = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 TimeLike = Union[float, int, str, _dt.datetime]
@@ -127,9 +128,7 @@ def _encode_args(args: Optional[Mapping[str, Any]]) -> str:
     return _compact(args)
 
 
-def encode_line(
-    level: str, pos: int, out: str, time: str, args: Optional[Mapping[str, Any]]
-) -> bytes:
+def encode_line(level: str, pos: int, out: str, time: str, args: Optional[Mapping[str, Any]]) -> bytes:
     """Compact JSON for one line, fields in wire order; ``out`` must already be truncated."""
     text = (
         f'{{"level":{_quote(level)},"pos":{pos},"out":{_quote(out)},'
@@ -161,8 +160,7 @@ class Line:
         return encode_line(self.level, self.pos, out, self.time, self.args)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"level": self.level, "pos": self.pos, "out": self.out, "time": self.time,
-                "args": self.args}
+        return {"level": self.level, "pos": self.pos, "out": self.out, "time": self.time, "args": self.args}
 
     @classmethod
     def from_dict(cls, obj: Mapping[str, Any]) -> Line:

@@ -31,8 +31,7 @@ _FRESH_RECORD_SIZE = len(logging.LogRecord("", 0, "", 0, "", (), None).__dict__)
 # Inside quotes: backslash, quote and every control character (Unicode Cc), JSON style, which is
 # what logfmt parsers (go-logfmt, logrus) read back.
 _ESCAPES = {c: f"\\u{c:04x}" for c in (*range(0x20), *range(0x7F, 0xA0))}
-_ESCAPES.update({ord("\\"): "\\\\", ord('"'): '\\"', ord("\n"): "\\n", ord("\r"): "\\r",
-                 ord("\t"): "\\t"})
+_ESCAPES.update({ord("\\"): "\\\\", ord('"'): '\\"', ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t"})
 
 # Extras named like the fixed fields are prefixed, as logrus does, so no key appears twice.
 _CLASHING = frozenset({"time", "level", "msg"})

@@ -61,9 +61,7 @@ class Masker:
         _reject_str("patterns", patterns)
         parts = _secret_parts(secrets)
         self._n_secrets = len(parts)
-        self._secrets: Pattern[str] | None = (
-            re.compile("|".join(map(re.escape, parts))) if parts else None
-        )
+        self._secrets: Pattern[str] | None = re.compile("|".join(map(re.escape, parts))) if parts else None
         self._patterns: tuple[Pattern[str], ...] = tuple(_compile(p) for p in patterns)
 
     def __bool__(self) -> bool:

@@ -93,7 +93,9 @@ class RetryPolicy:
                 if sleeper.wait(wait):
                     raise Cancelled(
                         f"cancelled while waiting to retry after: {exc}",
-                        status=exc.status, error_msg=exc.error_msg, call=exc.call,
+                        status=exc.status,
+                        error_msg=exc.error_msg,
+                        call=exc.call,
                         attempts=attempts.number,
                     ) from exc
 

@@ -59,11 +59,18 @@ __all__ = ["DROP_REASONS", "Stats", "StreamWriter", "WriterOptions", "in_worker_
 #: Why a line did not reach the live stream ("unencodable": lelog itself failed to encode
 #: it, which only a bug or an exhausted machine causes; counted rather than lost).
 DROP_REASONS = (
-    "overflow", "too_large", "rejected", "retries_exhausted", "after_close", "unencodable",
+    "overflow",
+    "too_large",
+    "rejected",
+    "retries_exhausted",
+    "after_close",
+    "unencodable",
 )
 
 _ONE_ATTEMPT = RetryPolicy(max_attempts=1)
 _MARKER_PREFIX = "[lelog] "
+
+
 class _WorkerState(threading.local):
     # A class default, not getattr(..., False): on every other thread the attribute is
     # missing, and getattr would raise and swallow an AttributeError for every record
@@ -168,8 +175,16 @@ class _Counters:
     """The writer's mutable counts; guarded by the writer's ``_lock``."""
 
     __slots__ = (
-        "accepted", "sent", "retries", "batches", "bytes_sent", "truncated",
-        "history_evicted", "uploaded", "last_error", "dropped",
+        "accepted",
+        "sent",
+        "retries",
+        "batches",
+        "bytes_sent",
+        "truncated",
+        "history_evicted",
+        "uploaded",
+        "last_error",
+        "dropped",
     )
 
     def __init__(self) -> None:
@@ -368,9 +383,7 @@ class StreamWriter:
             if self._worker is not None or self._closed or self._no_thread:
                 return
             self._used = True
-            worker = threading.Thread(
-                target=self._run, name=f"lelog-writer[{self.key}]", daemon=True
-            )
+            worker = threading.Thread(target=self._run, name=f"lelog-writer[{self.key}]", daemon=True)
             try:
                 if sys.is_finalizing():
                     raise RuntimeError("interpreter shutdown")
@@ -530,9 +543,12 @@ class StreamWriter:
         lines: list[bytes] = []
         if self._live_lost:
             where = "; they are in the uploaded log" if self._uploads else ""
-            lines.append(self._encode_marker(
-                f"{self._live_lost:,} lines not streamed live (service too slow or down){where}",
-                self._live_gap_pos))
+            lines.append(
+                self._encode_marker(
+                    f"{self._live_lost:,} lines not streamed live (service too slow or down){where}",
+                    self._live_gap_pos,
+                )
+            )
         count = taken = 0
         size = 1 + sum(len(line) + 1 for line in lines)  # the body: "[" line "," line ... "]"
         for data, n, _pos in self._unsent:
@@ -601,9 +617,7 @@ class StreamWriter:
         except Exception as exc:
             raise LogServiceError(f"{name} {self.key!r}: {exc!r}", call=name) from exc
 
-    def _one_attempt(
-        self, name: str, deadline: float, *args: Any
-    ) -> tuple[bool, Optional[LogServiceError]]:
+    def _one_attempt(self, name: str, deadline: float, *args: Any) -> tuple[bool, Optional[LogServiceError]]:
         """One attempt of a retried call; (True, None) on success, (False, None) when a retry
         is scheduled, (False, error) when the call gave up."""
         if self._attempts is None:
@@ -709,7 +723,9 @@ class StreamWriter:
                 self._counters.uploaded = uploaded
         try:
             self._call(
-                "close_stream", snapshot=self.config.skip_opening_stream, deadline=left(end),
+                "close_stream",
+                snapshot=self.config.skip_opening_stream,
+                deadline=left(end),
                 on_retry=self._count_retry,
             )
         except StreamNotFound:
@@ -829,11 +845,16 @@ class StreamWriter:
         with self._lock:
             counters = self._counters
             counters.dropped["retries_exhausted"] += counters.accepted - counters.settled()
-            counters.last_error = counters.last_error or "the service did not answer before the close deadline"
+            counters.last_error = (
+                counters.last_error or "the service did not answer before the close deadline"
+            )
             self._abandoned = True
             self._progress.notify_all()
-        self._warn("abandoned", f"closing {self.key!r}: the service did not answer in time; "
-                   "lines not yet sent are counted as dropped")
+        self._warn(
+            "abandoned",
+            f"closing {self.key!r}: the service did not answer in time; "
+            "lines not yet sent are counted as dropped",
+        )
 
     def __enter__(self) -> StreamWriter:
         return self.open()
@@ -858,10 +879,17 @@ class StreamWriter:
             c = self._counters
             pending = c.accepted - c.settled()
             return Stats(
-                accepted=c.accepted, sent=c.sent, pending=pending, dropped=dict(c.dropped),
-                retries=c.retries, batches=c.batches, bytes_sent=c.bytes_sent,
-                truncated=c.truncated, history_lines=len(self._history),
-                history_evicted=c.history_evicted, uploaded=c.uploaded,
+                accepted=c.accepted,
+                sent=c.sent,
+                pending=pending,
+                dropped=dict(c.dropped),
+                retries=c.retries,
+                batches=c.batches,
+                bytes_sent=c.bytes_sent,
+                truncated=c.truncated,
+                history_lines=len(self._history),
+                history_evicted=c.history_evicted,
+                uploaded=c.uploaded,
                 closed=self._closed and (self._finished.is_set() or self._abandoned),
                 last_error=c.last_error,
             )

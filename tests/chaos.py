@@ -57,15 +57,26 @@ _LINE = re.compile(r"([bhl])(\d+)-(\d+) ")
 
 #: Per-writer options: budgets small enough that overflow and eviction really happen.
 WRITER_OPTIONS: dict[str, Any] = dict(
-    max_pending_lines=5000, max_pending_bytes=1 << 20, history_bytes=512 << 10,
-    close_timeout=2.0, flush_interval=0.1, max_batch_lines=500, max_batch_bytes=64 << 10,
+    max_pending_lines=5000,
+    max_pending_bytes=1 << 20,
+    history_bytes=512 << 10,
+    close_timeout=2.0,
+    flush_interval=0.1,
+    max_batch_lines=500,
+    max_batch_bytes=64 << 10,
 )
 #: Short per-attempt timeouts so that a blackhole costs a fraction of an epoch.  The read
 #: timeout is shorter than the longest stall on purpose: a stalled PUT that the service
 #: applies after the client gave up is the at-least-once case the live invariant allows.
 TIMEOUTS: dict[str, float] = dict(
-    connect_timeout=1.0, read_timeout=0.6, write_timeout=1.0, pool_timeout=1.0,
-    open_deadline=3.0, call_deadline=3.0, upload_deadline=3.0, max_retry_wait=0.2,
+    connect_timeout=1.0,
+    read_timeout=0.6,
+    write_timeout=1.0,
+    pool_timeout=1.0,
+    open_deadline=3.0,
+    call_deadline=3.0,
+    upload_deadline=3.0,
+    max_retry_wait=0.2,
 )
 RETRY = RetryPolicy(first_wait=0.02, max_wait=0.2)
 #: A close may overrun its timeout by the join slack and the scheduling of this process.
@@ -76,26 +87,34 @@ THREAD_GRACE = max(TIMEOUTS[k] for k in ("connect_timeout", "read_timeout", "wri
 #: threads, so single calls of a few tens of milliseconds are normal).
 BLOCKING = 1.0
 #: Fault kinds and their weights; restart and expire end live streaming for good, so rarer.
-FAULTS = {"fail": 3.0, "throttle": 2.0, "reset": 2.0, "stall": 2.0, "blackhole": 1.0,
-          "redirect": 0.3, "expire": 0.3, "restart": 0.4}
+FAULTS = {
+    "fail": 3.0,
+    "throttle": 2.0,
+    "reset": 2.0,
+    "stall": 2.0,
+    "blackhole": 1.0,
+    "redirect": 0.3,
+    "expire": 0.3,
+    "restart": 0.4,
+}
 
 INVARIANTS = {
     "accounting": "accepted == sent + sum(dropped by reason), pending == 0, closed",
     "ground truth": "accepted == lines submitted, after_close == late writes, no too_large, "
-                    "sent == data lines of the PUTs the service answered 2xx",
+    "sent == data lines of the PUTs the service answered 2xx",
     "blob": "uploaded => stored; NDJSON; pos contiguous, no duplicate; starts at history_evicted; "
-            "within history_bytes and full when lines were evicted",
+    "within history_bytes and full when lines were evicted",
     "blob content": "each line is one its producer submitted, masked, in order, once; the "
-                    "buffer-full markers account for every missing line",
+    "buffer-full markers account for every missing line",
     "live": "a pos repeats only if a PUT carrying it got no answer (at-least-once), with the "
-            "same line; in order otherwise; lines as submitted and as in the blob; every gap "
-            "marked, with the exact count where the blob shows it",
+    "same line; in order otherwise; lines as submitted and as in the blob; every gap "
+    "marked, with the exact count where the blob shows it",
     "wire": "PUTs within max_batch_lines/bytes, contiguous pos; one request in flight per "
-            "stream; no token to a storage link; no secret",
+    "stream; no token to a storage link; no secret",
     "never blocks": "no write/emit call took >= %.1f s; producers switched writers promptly" % BLOCKING,
     "close deadline": "close() returned within close_timeout + %.1f s" % CLOSE_SLACK,
     "threads": "no thread started during the run alive %.1f s after the last close (an "
-               "abandoned worker ends within its request timeout)" % THREAD_GRACE,
+    "abandoned worker ends within its request timeout)" % THREAD_GRACE,
     "memory": "peak RSS growth within the budgets of the writers alive at once + 32 MiB",
     "no internal error": "lelog logged no internal failure (nor did the fake service)",
 }
@@ -148,11 +167,27 @@ class _Manager(BaseManager):
     pass
 
 
-_Manager.register("Service", callable=_serve, exposed=(
-    "base_url", "take_fault_counts", "internal_errors", "written_rows", "blob", "fail_next", "throttle_next",
-    "reset_next", "stall_next", "redirect_next", "blackhole", "restart", "expire_stream",
-    "clear_faults", "stop",
-))
+_Manager.register(
+    "Service",
+    callable=_serve,
+    exposed=(
+        "base_url",
+        "take_fault_counts",
+        "internal_errors",
+        "written_rows",
+        "blob",
+        "fail_next",
+        "throttle_next",
+        "reset_next",
+        "stall_next",
+        "redirect_next",
+        "blackhole",
+        "restart",
+        "expire_stream",
+        "clear_faults",
+        "stop",
+    ),
+)
 
 
 # ---- what the client put on the wire ------------------------------------------------------------
@@ -175,7 +210,7 @@ class Put:
         gap = _NOT_LIVE.match(entries[0]["out"]) if entries else None
         if gap is not None:
             self.gap_marker, self.gap_count = entries[0]["pos"], _count(gap)
-            elements = elements[elements.index(b"}") + 2:]  # the marker and its comma
+            elements = elements[elements.index(b"}") + 2 :]  # the marker and its comma
             entries = entries[1:]
         pos = [e["pos"] for e in entries]
         self.lo, self.hi = (pos[0], pos[-1]) if pos else (0, -1)
@@ -427,8 +462,14 @@ class Chaos:
     # -- setup ------------------------------------------------------------------------------
 
     def _client(self, url: str, indirect_upload: bool) -> LogServiceClient:
-        config = LogConfig(url=url, account_id=ACCOUNT, token=TOKEN, secrets=[SECRET],
-                           indirect_upload=indirect_upload, **TIMEOUTS)
+        config = LogConfig(
+            url=url,
+            account_id=ACCOUNT,
+            token=TOKEN,
+            secrets=[SECRET],
+            indirect_upload=indirect_upload,
+            **TIMEOUTS,
+        )
         return LogServiceClient(config, transport=Tap(self.wire), retry=RETRY)
 
     def _new_epoch(self, number: int) -> Epoch:
@@ -456,8 +497,9 @@ class Chaos:
 
     def _produce(self, p: Producer) -> None:
         try:
-            write = {"bytes": self._write_bytes, "handler": self._write_record,
-                     "line": self._write_line}[p.kind]
+            write = {"bytes": self._write_bytes, "handler": self._write_record, "line": self._write_line}[
+                p.kind
+            ]
             while not self._stop_producing.is_set():
                 epoch = self.epoch
                 if epoch is not p.epoch:
@@ -498,7 +540,7 @@ class Chaos:
                 partial = data[:at].decode("utf-8", "replace")  # as the splitter's finish()
                 stream.partials[p.ident] = (p.seq, self.lines.masker.mask(partial))
                 break
-            chunk = data[at:at + p.rng.randint(1, 48)]
+            chunk = data[at : at + p.rng.randint(1, 48)]
             self._timed(p, lambda: writer.write(chunk))
             at += len(chunk)
         p.seq += 1
@@ -561,8 +603,10 @@ class Chaos:
 
     def _close_all(self, epoch: Epoch) -> None:
         """Close an epoch's writers in parallel, as the exit hook would."""
-        threads = [threading.Thread(target=self._close, args=(s,), name=f"chaos-close-{i}")
-                   for i, s in enumerate(epoch.streams.values())]
+        threads = [
+            threading.Thread(target=self._close, args=(s,), name=f"chaos-close-{i}")
+            for i, s in enumerate(epoch.streams.values())
+        ]
         for t in threads:
             t.start()
         for t in threads:
@@ -605,10 +649,14 @@ class Chaos:
         threads_before = set(threading.enumerate())
         baseline = _rss()
         self._peak_rss = baseline
-        helpers = [threading.Thread(target=self._inject_faults, name="chaos-faults"),
-                   threading.Thread(target=self._sample_memory, name="chaos-rss")]
-        workers = [threading.Thread(target=self._produce, args=(p,), name=f"chaos-producer-{p.ident}")
-                   for p in self.producers]
+        helpers = [
+            threading.Thread(target=self._inject_faults, name="chaos-faults"),
+            threading.Thread(target=self._sample_memory, name="chaos-rss"),
+        ]
+        workers = [
+            threading.Thread(target=self._produce, args=(p,), name=f"chaos-producer-{p.ident}")
+            for p in self.producers
+        ]
         started = time.monotonic()
         end = started + self.seconds
         self.epoch = epoch = self._new_epoch(0)
@@ -661,8 +709,11 @@ class Chaos:
     def _check_run(self, switches_ok: bool, lingering: list[str], rss_growth: int) -> None:
         result = self.result
         problems = [f"producer {p.ident} ({p.kind}) failed: {p.error!r}" for p in self.producers if p.error]
-        problems += [f"producer {p.ident} ({p.kind}): one call took {p.slowest:.3f} s"
-                     for p in self.producers if p.slowest >= BLOCKING]
+        problems += [
+            f"producer {p.ident} ({p.kind}): one call took {p.slowest:.3f} s"
+            for p in self.producers
+            if p.slowest >= BLOCKING
+        ]
         if not switches_ok:
             problems.append("a producer did not move to the next epoch's writer within 5 s")
         result.check("never blocks", problems)
@@ -672,10 +723,15 @@ class Chaos:
         at_once = 2 * (1 + sum(p.kind == "bytes" for p in self.producers))
         bound = at_once * writer_budget(WRITER_OPTIONS) + (32 << 20)
         result.figures["rss"] = (rss_growth, bound)
-        result.check("memory", [] if rss_growth <= bound else
-                     [f"RSS grew by {rss_growth / 2**20:.1f} MiB, budget {bound / 2**20:.1f} MiB"])
-        internal = [m for m in self.warnings.messages
-                    if re.search(r"(worker|write|write_line|closing) failed", m)]
+        result.check(
+            "memory",
+            []
+            if rss_growth <= bound
+            else [f"RSS grew by {rss_growth / 2**20:.1f} MiB, budget {bound / 2**20:.1f} MiB"],
+        )
+        internal = [
+            m for m in self.warnings.messages if re.search(r"(worker|write|write_line|closing) failed", m)
+        ]
         internal += [f"the fake service failed: {e}" for e in self.service.internal_errors()]
         result.check("no internal error", internal)
         with self.wire.lock:
@@ -711,7 +767,9 @@ class Chaos:
 class Checker:
     """Checks one closed stream against its stats, the taps' records and the service."""
 
-    def __init__(self, chaos: Chaos, stream: Stream, rows: list[tuple[int, str]], blob: Optional[bytes]) -> None:
+    def __init__(
+        self, chaos: Chaos, stream: Stream, rows: list[tuple[int, str]], blob: Optional[bytes]
+    ) -> None:
         self.chaos, self.stream, self.rows, self.blob_bytes = chaos, stream, rows, blob
         self.stats = stream.stats
         self.puts = chaos.wire.puts.get(stream.key, [])
@@ -818,7 +876,7 @@ class Checker:
         pos = [row["pos"] for row in rows]
         if pos and pos != list(range(pos[0], pos[0] + len(pos))):
             bad = next(i for i in range(1, len(pos)) if pos[i] != pos[i - 1] + 1)
-            problems.append(f"pos not contiguous: ... {pos[max(bad - 2, 0):bad + 2]} ...")
+            problems.append(f"pos not contiguous: ... {pos[max(bad - 2, 0) : bad + 2]} ...")
         if st.uploaded and not s.abandoned:
             if pos and pos[0] != st.history_evicted:
                 problems.append(f"blob starts at pos {pos[0]}, but {st.history_evicted} lines were evicted")
@@ -829,8 +887,10 @@ class Checker:
             problems.append(f"blob of {len(self.blob_bytes)} bytes > history_bytes {budget}")
         # Eviction stops as soon as the history fits: what is left is within one line of full.
         if pos and pos[0] > 0 and budget - len(self.blob_bytes) > self.chaos.lines.longest:
-            problems.append(f"lines were evicted, yet the blob ({len(self.blob_bytes)} bytes) is "
-                            f"not full (budget {budget})")
+            problems.append(
+                f"lines were evicted, yet the blob ({len(self.blob_bytes)} bytes) is "
+                f"not full (budget {budget})"
+            )
         self.blob = {row["pos"]: row["out"] for row in rows}
         return problems
 
@@ -866,15 +926,19 @@ class Checker:
                 if s2 <= s1:
                     problems.append(f"producer {producer}: seq {s2} after {s1} (pos {p1}, {p2})")
                 elif s2 > s1 + 1 and not any(p1 < mp < p2 for mp, _ in markers):
-                    problems.append(f"producer {producer}: seq {s1 + 1}..{s2 - 1} missing between "
-                                    f"pos {p1} and {p2} with no buffer-full marker between")
+                    problems.append(
+                        f"producer {producer}: seq {s1 + 1}..{s2 - 1} missing between "
+                        f"pos {p1} and {p2} with no buffer-full marker between"
+                    )
                 certain += max(s2 - s1 - 1, 0)
             if got:
                 certain += end - 1 - got[-1][1]
         marked = sum(n for _, n in markers)
         if not certain <= marked <= certain + maybe:
-            problems.append(f"buffer-full markers count {marked} dropped lines; the blob shows "
-                            f"{certain}" + (f" to {certain + maybe}" if evicted else "") + " missing")
+            problems.append(
+                f"buffer-full markers count {marked} dropped lines; the blob shows "
+                f"{certain}" + (f" to {certain + maybe}" if evicted else "") + " missing"
+            )
         return problems
 
     def _live(self) -> list[str]:
@@ -937,11 +1001,14 @@ class Checker:
                 if all(p in self.blob for p in span):
                     lost = sum(1 for p in span if not self.blob[p].startswith(MARKER))
                     if put.gap_count != lost:
-                        problems.append(f"marker at pos {put.gap_marker} says {put.gap_count} "
-                                        f"lines not streamed, {lost} were")
+                        problems.append(
+                            f"marker at pos {put.gap_marker} says {put.gap_count} "
+                            f"lines not streamed, {lost} were"
+                        )
                 elif not 1 <= put.gap_count <= len(span):
-                    problems.append(f"marker at pos {put.gap_marker} says {put.gap_count} "
-                                    f"lines, its gap is {len(span)}")
+                    problems.append(
+                        f"marker at pos {put.gap_marker} says {put.gap_count} lines, its gap is {len(span)}"
+                    )
         run: list[int] = []
         for pos in range(max(by_pos, default=-1) + 1):
             if pos not in by_pos and pos not in covered:
@@ -992,7 +1059,8 @@ def summary(result: ChaosResult) -> str:
             f"  slowest write/emit call {f['slowest_call'] * 1000:.0f} ms; "
             f"peak RSS growth {f['rss'][0] / 2**20:.1f} MiB (budget {f['rss'][1] / 2**20:.1f} MiB); "
             f"{f['warnings']} lelog warnings",
-            "  answers seen by the client: " + ", ".join(f"{k} {_n(v)}" for k, v in sorted(f["statuses"].items())),
+            "  answers seen by the client: "
+            + ", ".join(f"{k} {_n(v)}" for k, v in sorted(f["statuses"].items())),
         ]
     out += ["", "faults              injected   requests hit"]
     for kind in FAULTS:
@@ -1006,8 +1074,10 @@ def summary(result: ChaosResult) -> str:
         out.append(f"\nFAILED {name}:")
         out += [f"  - {p}" for p in problems[:20]]
     out.append("")
-    out.append(f"reproduce: python -m tests.chaos --seed {result.seed} --seconds {result.seconds:g} "
-               f"--producers {result.producers}")
+    out.append(
+        f"reproduce: python -m tests.chaos --seed {result.seed} --seconds {result.seconds:g} "
+        f"--producers {result.producers}"
+    )
     return "\n".join(out)
 
 

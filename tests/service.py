@@ -209,7 +209,7 @@ def _check_time(value: str) -> Optional[str]:
     if _TIME_RE.match(value) is None:
         base = _TIME_NO_ZONE_RE.match(value)
         if base is not None and _TIME_RE.match(value[: base.end()] + "Z") is not None:
-            rest = value[base.end():]  # the date and clock are fine: the zone is missing or bad
+            rest = value[base.end() :]  # the date and clock are fine: the zone is missing or bad
             return f'parsing time "{value}" as "{_GO_RFC3339}": cannot parse "{rest}" as "Z07:00"'
         return f'parsing time "{value}" as "{_GO_RFC3339}": month, day or clock out of range or malformed'
     if value[8:10] > "28":  # only these days can be past the end of their month
@@ -396,7 +396,7 @@ class _Handler(BaseHTTPRequestHandler):
         except (OSError, ValueError):
             pass
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:
         """Silence per-request logging."""
 
     # ---- I/O helpers used by the service -------------------------------------------------
@@ -709,9 +709,7 @@ class FakeLogService:
         """Storage-link requests that carried the X-Harness-Token header (must be empty)."""
         with self._lock:  # short critical section: no I/O, no waiting, no other lock taken
             recs = list(self.requests)
-        return [
-            r for r in recs if r.raw_path.startswith(_STORAGE_PREFIX) and "x-harness-token" in r.headers
-        ]
+        return [r for r in recs if r.raw_path.startswith(_STORAGE_PREFIX) and "x-harness-token" in r.headers]
 
     def live_lines(self, key: str, *, account: Optional[str] = None) -> List[dict]:
         """Lines the live stream holds now (after retention); [] when it is not open."""
@@ -785,7 +783,9 @@ class FakeLogService:
 
     # ---- faults -------------------------------------------------------------------------------
 
-    def _add_fault(self, kind: str, n: int, method: Optional[str], path: Optional[str], **params: Any) -> None:
+    def _add_fault(
+        self, kind: str, n: int, method: Optional[str], path: Optional[str], **params: Any
+    ) -> None:
         with self._lock:  # short critical section: no I/O, no waiting, no other lock taken
             self._faults.append(_Fault(kind, n, method, path, params))
 
@@ -801,10 +801,17 @@ class FakeLogService:
         headers: Optional[Dict[str, str]] = None,
     ) -> None:
         """Answer the next n matching requests with ``status`` (JSON error, or a raw ``body``)."""
-        self._add_fault("fail", n, method, path, status=status, error_msg=error_msg, body=body, headers=headers)
+        self._add_fault(
+            "fail", n, method, path, status=status, error_msg=error_msg, body=body, headers=headers
+        )
 
     def throttle_next(
-        self, n: int = 1, retry_after: float | str = 1, *, method: Optional[str] = None, path: Optional[str] = None
+        self,
+        n: int = 1,
+        retry_after: float | str = 1,
+        *,
+        method: Optional[str] = None,
+        path: Optional[str] = None,
     ) -> None:
         """Answer the next n matching requests 429 with a Retry-After header."""
         self._add_fault("throttle", n, method, path, retry_after=_format_retry_after(retry_after))
@@ -892,7 +899,7 @@ class FakeLogService:
         if not self.prefix:
             return path_only, True
         if path_only == self.prefix or path_only.startswith(self.prefix + "/"):
-            return path_only[len(self.prefix):] or "/", True
+            return path_only[len(self.prefix) :] or "/", True
         return path_only, False
 
     def _handle(self, h: _Handler) -> None:
@@ -970,7 +977,9 @@ class FakeLogService:
             h.respond(p["status"], payload, ctype, p["headers"])
             return True
         if fault.kind == "throttle":
-            h.respond(429, _error_body("too many requests"), "application/json", {"Retry-After": p["retry_after"]})
+            h.respond(
+                429, _error_body("too many requests"), "application/json", {"Retry-After": p["retry_after"]}
+            )
             return True
         if fault.kind == "reset":
             h.reset()
@@ -1002,7 +1011,9 @@ class FakeLogService:
             return
         if path_only == _STATS_PATH:
             key = query.get("key", "")
-            h.respond(200, json.dumps(self.stats(key, account=query.get("accountID"))).encode(), "application/json")
+            h.respond(
+                200, json.dumps(self.stats(key, account=query.get("accountID"))).encode(), "application/json"
+            )
             return
         methods = _ROUTES.get(route) if under_prefix else None
         if methods is None:
@@ -1152,7 +1163,13 @@ class FakeLogService:
         h.respond(200, body.encode("utf-8"), "application/json")
 
     def _storage_put(
-        self, h: _Handler, method: str, path_only: str, query: Dict[str, str], headers: Dict[str, str], body: bytes
+        self,
+        h: _Handler,
+        method: str,
+        path_only: str,
+        query: Dict[str, str],
+        headers: Dict[str, str],
+        body: bytes,
     ) -> None:
         """PUT <link>: object storage; a leaked token is refused loudly, expiry is 403."""
         if "x-harness-token" in headers:
@@ -1161,7 +1178,7 @@ class FakeLogService:
         if method != "PUT":
             h.respond(405, b"<Error><Code>MethodNotAllowed</Code></Error>", "application/xml")
             return
-        token = path_only[len(_STORAGE_PREFIX):].split("/", 1)[0]
+        token = path_only[len(_STORAGE_PREFIX) :].split("/", 1)[0]
         with self._lock:  # short critical section: no I/O, no waiting, no other lock taken
             link = self._links.get(token)
             expired = self._links_expired or (link is not None and time.monotonic() > link.deadline)
@@ -1267,7 +1284,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--retention", type=int, default=5000)
     parser.add_argument("--keepalive", type=float, default=30.0)
     parser.add_argument("--no-object-storage", action="store_true")
-    parser.add_argument("--discard", action="store_true", help="validate and count PUT lines, keep only counters")
+    parser.add_argument(
+        "--discard", action="store_true", help="validate and count PUT lines, keep only counters"
+    )
     parser.add_argument("--ignore-stdin", action="store_true", help="do not stop when stdin closes")
     args = parser.parse_args(argv)
 

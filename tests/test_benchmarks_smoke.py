@@ -35,8 +35,15 @@ def test_a_sink_counts_what_it_receives() -> None:
 def test_a_burst_is_timed_until_the_service_has_every_line(service) -> None:
     key = "bench/smoke"
     target = {"url": service.url, "key": key, "stats": f"{service.url}/_stats?key={key}&accountID=acct"}
-    spec = {"scenario": "burst", "subject": "lelog", "n": 300, "warm": 50, "target": target,
-            "options": {"formatter": "logfmt"}, "timeout": 10}
+    spec = {
+        "scenario": "burst",
+        "subject": "lelog",
+        "n": 300,
+        "warm": 50,
+        "target": target,
+        "options": {"formatter": "logfmt"},
+        "timeout": 10,
+    }
     result = run.child(spec, timeout=60)
     assert result["delivered"] == 300 and result["dropped"] == 0, result
     assert 0 < result["call_us"] <= result["total_us"]
@@ -52,8 +59,13 @@ def test_the_baselines_need_no_far_end() -> None:
 
 def test_exit_is_timed_from_the_end_of_the_loop() -> None:
     target = {"url": dead_url(), "key": "bench/exit"}
-    spec = {"scenario": "exit", "subject": "lelog", "n": 200, "target": target,
-            "options": {"lelog": {"close_timeout": 0.5}}}
+    spec = {
+        "scenario": "exit",
+        "subject": "lelog",
+        "n": 200,
+        "target": target,
+        "options": {"lelog": {"close_timeout": 0.5}},
+    }
     result = run.timed_exit(spec, cap=10)
     assert result["code"] == 0 and 0 < result["exit_s"] < 3, result
 

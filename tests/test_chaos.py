@@ -32,7 +32,10 @@ def test_a_short_seeded_run_keeps_every_invariant() -> None:
 def test_the_command_line_run_exits_cleanly() -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "tests.chaos", "--seed", "3", "--seconds", "3", "--producers", "3"],
-        capture_output=True, text=True, timeout=60, cwd=str(ROOT),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=str(ROOT),
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr and "Logging error" not in proc.stderr, proc.stderr

@@ -88,8 +88,9 @@ class Target:
 class ServiceTarget(Target):
     def __init__(self, service: FakeLogService, env: Dict[str, str]) -> None:
         # The token comes from the environment: on the command line ps would show it.
-        super().__init__(["--url", service.url, "--account-id", service.account_id],
-                         dict(env, LELOG_TOKEN=service.token))
+        super().__init__(
+            ["--url", service.url, "--account-id", service.account_id], dict(env, LELOG_TOKEN=service.token)
+        )
         self.service = service
 
     def live(self, key: str) -> List[str]:
@@ -114,7 +115,7 @@ class FilesTarget(Target):
                 data = fh.read()
         except FileNotFoundError:
             return []
-        return outs_of(data[:data.rfind(b"\n") + 1])  # not a row still being appended
+        return outs_of(data[: data.rfind(b"\n") + 1])  # not a row still being appended
 
     def stored(self, key: str) -> Optional[List[str]]:
         try:
@@ -153,21 +154,36 @@ def script(tmp_path: Path) -> Callable[[str], str]:
 
 
 def start(args: List[str], env: Dict[str, str], cwd: Path, **kwargs: object) -> subprocess.Popen:
-    return subprocess.Popen(args, env=env, cwd=str(cwd), stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            **kwargs)  # type: ignore[call-overload]
+    return subprocess.Popen(
+        args,
+        env=env,
+        cwd=str(cwd),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        **kwargs,
+    )  # type: ignore[call-overload]
 
 
-def run(args: List[str], env: Dict[str, str], cwd: Path, *, input: bytes = b"",
-        timeout: float = 30) -> subprocess.CompletedProcess:
-    return subprocess.run(args, env=env, cwd=str(cwd), input=input, capture_output=True,
-                          timeout=timeout)
+def run(
+    args: List[str], env: Dict[str, str], cwd: Path, *, input: bytes = b"", timeout: float = 30
+) -> subprocess.CompletedProcess:
+    return subprocess.run(args, env=env, cwd=str(cwd), input=input, capture_output=True, timeout=timeout)
 
 
 def run_all(cases: List[List[str]], env: Dict[str, str], cwd: Path) -> List[subprocess.CompletedProcess]:
     """``lelog`` with each argument list, all at once (small outputs: no pipe can fill)."""
-    procs = [subprocess.Popen(lelog(*args), env=env, cwd=str(cwd), stdin=subprocess.DEVNULL,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for args in cases]
+    procs = [
+        subprocess.Popen(
+            lelog(*args),
+            env=env,
+            cwd=str(cwd),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for args in cases
+    ]
     results = []
     for proc in procs:
         out, err = proc.communicate(timeout=30)
@@ -191,8 +207,11 @@ def test_run_streams_lines_while_the_command_runs_and_keeps_its_exit_status(
     target: Target, script: Callable[[str], str], tmp_path: Path
 ) -> None:
     gate = tmp_path / "gate"
-    proc = start(lelog("run", "--key", KEY, *target.flags, *FAST, "--", sys.executable,
-                       script(GATED), str(gate)), target.env, tmp_path)
+    proc = start(
+        lelog("run", "--key", KEY, *target.flags, *FAST, "--", sys.executable, script(GATED), str(gate)),
+        target.env,
+        tmp_path,
+    )
     try:
         assert wait_until(lambda: "first line\n" in target.live(KEY)), "no live line"
         assert proc.poll() is None  # the line arrived while the command was still running
@@ -213,13 +232,16 @@ def test_run_streams_lines_while_the_command_runs_and_keeps_its_exit_status(
     assert not target.is_open(KEY)
 
 
-@pytest.mark.parametrize("target, to", [("service", "lelog"), ("files", "group")],
-                         indirect=["target"])
+@pytest.mark.parametrize("target, to", [("service", "lelog"), ("files", "group")], indirect=["target"])
 def test_ctrl_c_goes_to_the_command_and_the_stream_is_still_closed(
     to: str, target: Target, script: Callable[[str], str], tmp_path: Path
 ) -> None:
-    proc = start(lelog("run", "--key", KEY, *target.flags, *FAST, "--", sys.executable,
-                       script(INTERRUPTIBLE)), target.env, tmp_path, start_new_session=True)
+    proc = start(
+        lelog("run", "--key", KEY, *target.flags, *FAST, "--", sys.executable, script(INTERRUPTIBLE)),
+        target.env,
+        tmp_path,
+        start_new_session=True,
+    )
     try:
         assert wait_until(lambda: "ready\n" in target.live(KEY))
         if to == "lelog":
@@ -239,9 +261,21 @@ def test_ctrl_c_goes_to_the_command_and_the_stream_is_still_closed(
 def test_a_command_killed_by_a_signal_exits_128_plus_the_signal(
     env: Dict[str, str], script: Callable[[str], str], tmp_path: Path
 ) -> None:
-    proc = start(lelog("run", "--key", "k", "--home", str(tmp_path), *FAST, "--", sys.executable,
-                       script("import time\nprint('ready', flush=True)\ntime.sleep(30)\n")),
-                 env, tmp_path)
+    proc = start(
+        lelog(
+            "run",
+            "--key",
+            "k",
+            "--home",
+            str(tmp_path),
+            *FAST,
+            "--",
+            sys.executable,
+            script("import time\nprint('ready', flush=True)\ntime.sleep(30)\n"),
+        ),
+        env,
+        tmp_path,
+    )
     try:
         assert wait_until(lambda: os.path.exists(FileStore(tmp_path).live_path("k")))
         assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"
@@ -259,8 +293,9 @@ def test_a_command_printing_faster_than_the_store_takes_loses_nothing(
 ) -> None:
     # 120,000 lines at once: more than the writer's live queue and history hold.
     code = "import sys; sys.stdout.write(''.join(f'{i}\\n' for i in range(120000)))"
-    result = run(lelog("run", "--key", "k", "--home", str(tmp_path), "--", sys.executable, "-c",
-                       code), env, tmp_path)
+    result = run(
+        lelog("run", "--key", "k", "--home", str(tmp_path), "--", sys.executable, "-c", code), env, tmp_path
+    )
     assert result.returncode == 0
     assert result.stderr.decode().startswith("lelog: 120,000 lines sent → ")
     assert outs_of(FileStore(tmp_path).download("k")) == [f"{i}\n" for i in range(120_000)]
@@ -269,12 +304,15 @@ def test_a_command_printing_faster_than_the_store_takes_loses_nothing(
 def test_a_partial_stdout_line_never_merges_with_stderr(
     env: Dict[str, str], script: Callable[[str], str], tmp_path: Path
 ) -> None:
-    code = ("import sys, time\n"
-            "sys.stdout.write('abc'); sys.stdout.flush(); time.sleep(0.2)\n"
-            "sys.stderr.write('err\\n'); sys.stderr.flush(); time.sleep(0.2)\n"
-            "sys.stdout.write('def\\n')\n")
-    result = run(lelog("run", "--key", "k", "--home", str(tmp_path), "--", sys.executable,
-                       script(code)), env, tmp_path)
+    code = (
+        "import sys, time\n"
+        "sys.stdout.write('abc'); sys.stdout.flush(); time.sleep(0.2)\n"
+        "sys.stderr.write('err\\n'); sys.stderr.flush(); time.sleep(0.2)\n"
+        "sys.stdout.write('def\\n')\n"
+    )
+    result = run(
+        lelog("run", "--key", "k", "--home", str(tmp_path), "--", sys.executable, script(code)), env, tmp_path
+    )
     assert result.returncode == 0
     assert outs_of(FileStore(tmp_path).download("k")) == ["err\n", "abcdef\n"]
 
@@ -282,23 +320,27 @@ def test_a_partial_stdout_line_never_merges_with_stderr(
 def test_a_background_process_holding_the_pipes_does_not_hang_run(
     env: Dict[str, str], script: Callable[[str], str], tmp_path: Path
 ) -> None:
-    code = ("import subprocess, sys\n"
-            "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)'])\n"
-            "print(child.pid)\n")
+    code = (
+        "import subprocess, sys\n"
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)'])\n"
+        "print(child.pid)\n"
+    )
     started = time.monotonic()
-    result = run(lelog("run", "--key", "k", "--home", str(tmp_path), "--", sys.executable,
-                       script(code)), env, tmp_path)
+    result = run(
+        lelog("run", "--key", "k", "--home", str(tmp_path), "--", sys.executable, script(code)), env, tmp_path
+    )
     os.kill(int(result.stdout), signal.SIGKILL)
     assert result.returncode == 0 and time.monotonic() - started < 10
     assert outs_of(FileStore(tmp_path).download("k")) == [result.stdout.decode()]
 
 
-def test_run_without_a_service_stores_in_dot_lelog_for_cat(
-    env: Dict[str, str], tmp_path: Path
-) -> None:
+def test_run_without_a_service_stores_in_dot_lelog_for_cat(env: Dict[str, str], tmp_path: Path) -> None:
     """The README's quick start: no configuration at all."""
-    result = run(lelog("run", "--key", "main-job", "--", sys.executable, "-c",
-                       "print('building'); print('done')"), env, tmp_path)
+    result = run(
+        lelog("run", "--key", "main-job", "--", sys.executable, "-c", "print('building'); print('done')"),
+        env,
+        tmp_path,
+    )
     assert result.returncode == 0 and result.stdout == b"building\ndone\n"
     assert result.stderr.decode() == "lelog: 2 lines sent → .lelog/main-job.ndjson (0 dropped)\n"
     shown = run(lelog("cat", "--key", "main-job"), env, tmp_path)
@@ -307,11 +349,8 @@ def test_run_without_a_service_stores_in_dot_lelog_for_cat(
     assert [json.loads(row)["pos"] for row in raw.stdout.splitlines()] == [0, 1]
 
 
-def test_run_names_the_stream_after_the_program_by_default(
-    env: Dict[str, str], tmp_path: Path
-) -> None:
-    result = run(lelog("run", "--home", str(tmp_path), "-q", sys.executable, "-c", "print(1)"),
-                 env, tmp_path)
+def test_run_names_the_stream_after_the_program_by_default(env: Dict[str, str], tmp_path: Path) -> None:
+    result = run(lelog("run", "--home", str(tmp_path), "-q", sys.executable, "-c", "print(1)"), env, tmp_path)
     assert result.returncode == 0 and result.stderr == b""
     assert FileStore(tmp_path).download(os.path.basename(sys.executable)).count(b'"out":"1\\n"') == 1
 
@@ -320,9 +359,25 @@ def test_run_against_a_missing_service_still_runs_the_command_and_says_so(
     env: Dict[str, str], tmp_path: Path
 ) -> None:
     started = time.monotonic()
-    result = run(lelog("run", "--key", "k", "--url", dead_url(), "--account-id", "acct",
-                       "--close-timeout", "1", "--", sys.executable, "-c", "print('hi')"),
-                 dict(env, LELOG_TOKEN="t"), tmp_path)
+    result = run(
+        lelog(
+            "run",
+            "--key",
+            "k",
+            "--url",
+            dead_url(),
+            "--account-id",
+            "acct",
+            "--close-timeout",
+            "1",
+            "--",
+            sys.executable,
+            "-c",
+            "print('hi')",
+        ),
+        dict(env, LELOG_TOKEN="t"),
+        tmp_path,
+    )
     assert time.monotonic() - started < 15
     assert result.returncode == 0 and result.stdout == b"hi\n"
     err = result.stderr.decode()
@@ -340,8 +395,7 @@ def test_push_streams_a_100k_line_file(target: Target, tmp_path: Path) -> None:
     source = tmp_path / "build.log"
     source.write_bytes(text)
     started = time.monotonic()
-    result = run(lelog("push", "--key", "big", *target.flags, *FAST, str(source)), target.env,
-                 tmp_path)
+    result = run(lelog("push", "--key", "big", *target.flags, *FAST, str(source)), target.env, tmp_path)
     assert time.monotonic() - started < 20
     assert result.returncode == 0, result.stderr
     assert "lelog: 100,000 lines sent → " in result.stderr.decode()
@@ -363,16 +417,18 @@ def test_tail_prints_lines_live_and_ends_when_the_stream_closes(
     target: Target, script: Callable[[str], str], tmp_path: Path
 ) -> None:
     gate = tmp_path / "gate"
-    runner = start(lelog("run", "--key", KEY, *target.flags, *FAST, "--", sys.executable,
-                         script(GATED), str(gate)), target.env, tmp_path)
+    runner = start(
+        lelog("run", "--key", KEY, *target.flags, *FAST, "--", sys.executable, script(GATED), str(gate)),
+        target.env,
+        tmp_path,
+    )
     tail: Optional[subprocess.Popen] = None
     reader: Optional[threading.Thread] = None
     seen: "queue.Queue[bytes]" = queue.Queue()
     try:
         assert wait_until(lambda: "first line\n" in target.live(KEY))
         tail = start(lelog("tail", "--key", KEY, *target.flags), target.env, tmp_path)
-        reader = threading.Thread(target=lambda out: [seen.put(row) for row in out],
-                                  args=(tail.stdout,))
+        reader = threading.Thread(target=lambda out: [seen.put(row) for row in out], args=(tail.stdout,))
         reader.start()
         first = {seen.get(timeout=10), seen.get(timeout=10)}
         assert first == {b"first line\n", b"to stderr\n"}
@@ -394,18 +450,19 @@ def test_tail_prints_lines_live_and_ends_when_the_stream_closes(
                     pipe.close()
 
 
-def test_push_reads_standard_input_and_cat_prints_the_stored_log(
-    target: Target, tmp_path: Path
-) -> None:
-    pushed = run(lelog("push", "--key", KEY, *target.flags), target.env, tmp_path,
-                 input=b"one\r\ntwo\nno newline")
+def test_push_reads_standard_input_and_cat_prints_the_stored_log(target: Target, tmp_path: Path) -> None:
+    pushed = run(
+        lelog("push", "--key", KEY, *target.flags), target.env, tmp_path, input=b"one\r\ntwo\nno newline"
+    )
     assert pushed.returncode == 0, pushed.stderr
     assert target.stored(KEY) == ["one\n", "two\n", "no newline"]
-    shown, raw = run_all([["cat", "--key", KEY, *target.flags],
-                          ["cat", "--key", KEY, *target.flags, "--json"]], target.env, tmp_path)
+    shown, raw = run_all(
+        [["cat", "--key", KEY, *target.flags], ["cat", "--key", KEY, *target.flags, "--json"]],
+        target.env,
+        tmp_path,
+    )
     assert shown.returncode == 0 and shown.stdout == b"one\ntwo\nno newline\n"
-    assert [json.loads(row)["out"] for row in raw.stdout.splitlines()] == [
-        "one\n", "two\n", "no newline"]
+    assert [json.loads(row)["out"] for row in raw.stdout.splitlines()] == ["one\n", "two\n", "no newline"]
 
 
 def test_cat_of_a_log_the_service_does_not_have_is_one_error_line(
@@ -424,32 +481,46 @@ def test_a_setup_request_file_configures_service_and_key(
     service: FakeLogService, env: Dict[str, str], tmp_path: Path
 ) -> None:
     setup = tmp_path / "setup.json"
-    setup.write_text(json.dumps({
-        "le_log_key": "stage-123/lite-engine-logs",
-        "log_config": {"url": service.url, "account_id": service.account_id,
-                       "indirect_upload": True, "skip_opening_stream": False},
-        "mtls_config": {"client_cert": "", "client_cert_key": ""},
-        "secrets": ["hunter2"],
-    }))
+    setup.write_text(
+        json.dumps(
+            {
+                "le_log_key": "stage-123/lite-engine-logs",
+                "log_config": {
+                    "url": service.url,
+                    "account_id": service.account_id,
+                    "indirect_upload": True,
+                    "skip_opening_stream": False,
+                },
+                "mtls_config": {"client_cert": "", "client_cert_key": ""},
+                "secrets": ["hunter2"],
+            }
+        )
+    )
     # The file wins over LELOG_URL; the token, missing from the file, comes from the env.
-    env = dict(env, LELOG_URL=dead_url(), LELOG_ACCOUNT_ID="other",
-               LELOG_TOKEN=service.token)
-    result = run(lelog("run", "--config", str(setup), "--", sys.executable, "-c",
-                       "print('password hunter2')"), env, tmp_path)
+    env = dict(env, LELOG_URL=dead_url(), LELOG_ACCOUNT_ID="other", LELOG_TOKEN=service.token)
+    result = run(
+        lelog("run", "--config", str(setup), "--", sys.executable, "-c", "print('password hunter2')"),
+        env,
+        tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     stored = service.blob_lines("stage-123/lite-engine-logs") or []
     assert [line["out"] for line in stored] == ["password **************\n"]  # secrets masked
     # A flag wins over the file.
-    result = run(lelog("push", "--config", str(setup), "--key", "from-flag"), env, tmp_path,
-                 input=b"x\n")
+    result = run(lelog("push", "--config", str(setup), "--key", "from-flag"), env, tmp_path, input=b"x\n")
     assert result.returncode == 0 and service.blob_lines("from-flag") is not None
 
 
 def test_the_environment_alone_configures_everything(
     service: FakeLogService, env: Dict[str, str], tmp_path: Path
 ) -> None:
-    env = dict(env, LELOG_URL=service.url, LELOG_ACCOUNT_ID=service.account_id,
-               LELOG_TOKEN=service.token, LELOG_KEY="env-key")
+    env = dict(
+        env,
+        LELOG_URL=service.url,
+        LELOG_ACCOUNT_ID=service.account_id,
+        LELOG_TOKEN=service.token,
+        LELOG_KEY="env-key",
+    )
     result = run(lelog("push"), env, tmp_path, input=b"from env\n")
     assert result.returncode == 0, result.stderr
     assert [line["out"] for line in service.blob_lines("env-key") or []] == ["from env\n"]
@@ -458,8 +529,22 @@ def test_the_environment_alone_configures_everything(
 def test_a_token_on_the_command_line_is_warned_about(
     service: FakeLogService, env: Dict[str, str], tmp_path: Path
 ) -> None:
-    result = run(lelog("push", "--key", "k", "--url", service.url, "--account-id",
-                       service.account_id, "--token", service.token), env, tmp_path, input=b"x\n")
+    result = run(
+        lelog(
+            "push",
+            "--key",
+            "k",
+            "--url",
+            service.url,
+            "--account-id",
+            service.account_id,
+            "--token",
+            service.token,
+        ),
+        env,
+        tmp_path,
+        input=b"x\n",
+    )
     assert result.returncode == 0
     assert "--token is visible to other users" in result.stderr.decode().splitlines()[0]
 
@@ -474,8 +559,7 @@ MISTAKES = [
     ([], 2, "choose a command"),
     (["cat"], 2, "no stream key"),
     (["tail", "--key", "k", "--url", "log-service:8080", "--account-id", "a"], 2, "no scheme"),
-    (["cat", "--key", "k", "--url", "http://log-service", "--account-id", "a"], 2,
-     "token is required"),
+    (["cat", "--key", "k", "--url", "http://log-service", "--account-id", "a"], 2, "token is required"),
     (["cat", "--key", "k", "--config", "missing.json"], 2, "--config missing.json"),
     (["cat", "--key", "k", "--config", "bad.json"], 2, "not valid JSON"),
     (["cat", "--key", "k", "--config", "typo.json"], 2, "did you mean 'url'?"),
@@ -494,8 +578,12 @@ def config_files(tmp_path: Path) -> Path:
 
 @pytest.mark.parametrize("args, status, says", MISTAKES)
 def test_mistakes_are_one_error_line_and_the_right_status(
-    args: List[str], status: int, says: str, config_files: Path,
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    args: List[str],
+    status: int,
+    says: str,
+    config_files: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """The whole matrix, in-process to keep the suite fast (the next test is end to end)."""
     monkeypatch.chdir(config_files)
@@ -511,12 +599,9 @@ def test_mistakes_are_one_error_line_and_the_right_status(
     assert says in error_line(result)
 
 
-def test_mistakes_in_a_real_process_are_one_error_line_too(
-    env: Dict[str, str], config_files: Path
-) -> None:
+def test_mistakes_in_a_real_process_are_one_error_line_too(env: Dict[str, str], config_files: Path) -> None:
     cases = [MISTAKES[0], MISTAKES[4], MISTAKES[9], MISTAKES[10]]
-    for (args, status, says), result in zip(cases, run_all([c[0] for c in cases], env,
-                                                           config_files)):
+    for (args, status, says), result in zip(cases, run_all([c[0] for c in cases], env, config_files)):
         assert (result.returncode, says in error_line(result)) == (status, True), (args, result)
 
 
@@ -528,9 +613,7 @@ def test_a_missing_service_is_one_error_line(env: Dict[str, str], tmp_path: Path
 
 
 @pytest.mark.parametrize("command", ["run", "push", "tail", "cat"])
-def test_every_command_has_help_with_examples(
-    command: str, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_every_command_has_help_with_examples(command: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_:
         main([command, "--help"])
     assert exit_.value.code == 0

@@ -82,7 +82,9 @@ def test_upload_via_link_never_sends_the_token(client: LogServiceClient, service
     assert len(link_puts) == 1
     assert "x-harness-token" not in link_puts[0].headers
     assert service.token_leaks() == []
-    assert service.blob("k") == b"".join(line.encode() + b"\n" for line in lines("a", "b")[:0]) or service.blob_lines("k")
+    assert service.blob("k") == b"".join(
+        line.encode() + b"\n" for line in lines("a", "b")[:0]
+    ) or service.blob_lines("k")
     assert [row["out"] for row in service.blob_lines("k")] == ["a\n", "b\n"]
 
 
@@ -106,7 +108,9 @@ def test_empty_history_uploads_an_empty_body(client: LogServiceClient, service: 
     assert service.blob("k") == b""
 
 
-def test_close_with_snapshot_stores_what_the_stream_holds(client: LogServiceClient, service: FakeLogService) -> None:
+def test_close_with_snapshot_stores_what_the_stream_holds(
+    client: LogServiceClient, service: FakeLogService
+) -> None:
     client.open_stream("k")
     client.write("k", lines("a", "b"))
     client.close_stream("k", snapshot=True)
@@ -125,7 +129,9 @@ def test_any_key_round_trips(client: LogServiceClient, service: FakeLogService, 
     assert json.loads(client.download(key).decode())["out"] == "x\n"
 
 
-def test_tail_follows_history_then_live_then_ends_at_close(client: LogServiceClient, service: FakeLogService) -> None:
+def test_tail_follows_history_then_live_then_ends_at_close(
+    client: LogServiceClient, service: FakeLogService
+) -> None:
     client.open_stream("k")
     client.write("k", lines("old"))
     seen: list[str] = []
@@ -219,7 +225,9 @@ def test_other_4xx_is_not_retried(client: LogServiceClient, service: FakeLogServ
 
 
 @pytest.mark.parametrize("status", [500, 502, 503, 504, 408])
-def test_transient_statuses_are_retried(client: LogServiceClient, service: FakeLogService, status: int) -> None:
+def test_transient_statuses_are_retried(
+    client: LogServiceClient, service: FakeLogService, status: int
+) -> None:
     client.open_stream("k")
     service.fail_next(3, status=status, method="PUT")
     retries: list[float] = []
@@ -239,7 +247,9 @@ def test_429_honours_retry_after(client: LogServiceClient, service: FakeLogServi
     assert puts[1].time - puts[0].time >= 0.38
 
 
-def test_retry_after_beyond_the_deadline_gives_up_at_once(client: LogServiceClient, service: FakeLogService) -> None:
+def test_retry_after_beyond_the_deadline_gives_up_at_once(
+    client: LogServiceClient, service: FakeLogService
+) -> None:
     service.throttle_next(1, retry_after=30, method="POST")
     start = time.monotonic()
     with pytest.raises(LogServiceError) as info:
@@ -272,7 +282,9 @@ def test_retried_link_upload_resends_the_full_body(client: LogServiceClient, ser
     assert service.token_leaks() == []
 
 
-def test_expired_link_is_an_error_not_a_silent_success(client: LogServiceClient, service: FakeLogService) -> None:
+def test_expired_link_is_an_error_not_a_silent_success(
+    client: LogServiceClient, service: FakeLogService
+) -> None:
     service.expire_links(True)
     with pytest.raises(LogServiceError) as info:
         client.upload("k", lines("a"))
@@ -348,8 +360,14 @@ def test_repr_hides_the_token(client: LogServiceClient) -> None:
 
 def test_policy_waits_grow_are_capped_and_stop_at_the_deadline() -> None:
     now = [0.0]
-    policy = RetryPolicy(first_wait=1.0, multiplier=2.0, max_wait=5.0, max_attempts=100,
-                         jitter=lambda v: v, clock=lambda: now[0])
+    policy = RetryPolicy(
+        first_wait=1.0,
+        multiplier=2.0,
+        max_wait=5.0,
+        max_attempts=100,
+        jitter=lambda v: v,
+        clock=lambda: now[0],
+    )
     attempts = policy.begin(deadline=20.0)
     waits = []
     while True:
@@ -411,7 +429,8 @@ def test_tls_with_a_client_certificate(service_factory, ca: trustme.CA, tmp_path
     ca.cert_pem.write_to_path(str(ca_path))
     client_cert = ca.issue_cert("lelog-client")
     with make_client(
-        svc, verify=str(ca_path),
+        svc,
+        verify=str(ca_path),
         client_cert=_b64(client_cert.cert_chain_pems[0].bytes()),
         client_cert_key=_b64(client_cert.private_key_pem.bytes()),
     ) as c:
@@ -425,7 +444,9 @@ def test_tls_with_a_client_certificate(service_factory, ca: trustme.CA, tmp_path
 def test_mismatched_client_key_is_a_config_error(ca: trustme.CA) -> None:
     one, other = ca.issue_cert("a"), ca.issue_cert("b")
     config = LogConfig(
-        url="https://127.0.0.1:1", account_id="a", token="t",
+        url="https://127.0.0.1:1",
+        account_id="a",
+        token="t",
         client_cert=_b64(one.cert_chain_pems[0].bytes()),
         client_cert_key=_b64(other.private_key_pem.bytes()),
     )

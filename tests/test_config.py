@@ -49,10 +49,13 @@ def test_only_log_config_is_accepted_too() -> None:
 def test_mtls_config_is_read_from_the_setup_request() -> None:
     ca = trustme.CA()
     cert = ca.issue_cert("client")
-    request = dict(SEED, mtls_config={
-        "client_cert": _b64(cert.cert_chain_pems[0].bytes()),
-        "client_cert_key": _b64(cert.private_key_pem.bytes()),
-    })
+    request = dict(
+        SEED,
+        mtls_config={
+            "client_cert": _b64(cert.cert_chain_pems[0].bytes()),
+            "client_cert_key": _b64(cert.private_key_pem.bytes()),
+        },
+    )
     config = LogConfig.from_setup_request(request)
     assert config.client_cert_pem == cert.cert_chain_pems[0].bytes()
     assert config.client_cert_key_pem == cert.private_key_pem.bytes()
@@ -68,8 +71,12 @@ def test_token_and_key_material_never_in_repr() -> None:
     cert = ca.issue_cert("client")
     key_b64 = _b64(cert.private_key_pem.bytes())
     config = LogConfig(
-        url="http://h", account_id="a", token="tok-SECRET-123", secrets=["pw-SECRET-456"],
-        client_cert=_b64(cert.cert_chain_pems[0].bytes()), client_cert_key=key_b64,
+        url="http://h",
+        account_id="a",
+        token="tok-SECRET-123",
+        secrets=["pw-SECRET-456"],
+        client_cert=_b64(cert.cert_chain_pems[0].bytes()),
+        client_cert_key=key_b64,
     )
     text = repr(config) + str(config)
     for secret in ("tok-SECRET-123", "pw-SECRET-456", key_b64[:40]):
@@ -80,7 +87,10 @@ def test_token_and_key_material_never_in_repr() -> None:
 @pytest.mark.parametrize(
     ("values", "message"),
     [
-        ({"url": "log-service:8080"}, "url 'log-service:8080' has no scheme: write it as 'http://log-service:8080'"),
+        (
+            {"url": "log-service:8080"},
+            "url 'log-service:8080' has no scheme: write it as 'http://log-service:8080'",
+        ),
         ({"url": "ftp://h"}, "must start with http:// or https://"),
         ({"url": "http://"}, "has no host"),
         ({"url": "http://h?x=1", "account_id": "a", "token": "t"}, "must not carry a query"),
@@ -91,15 +101,24 @@ def test_token_and_key_material_never_in_repr() -> None:
         ({"verify": "/no/such/ca.pem"}, "verify: CA bundle '/no/such/ca.pem' does not exist"),
         ({"verify": 3}, "verify must be true, false, or the path"),
         ({"client_cert": "!!notbase64", "client_cert_key": "x"}, "client_cert is not valid base64"),
-        ({"client_cert": _b64(b"hello"), "client_cert_key": _b64(b"hello")}, "decodes from base64 but is not PEM"),
-        ({"client_cert": _b64(b"-----BEGIN CERTIFICATE-----\n")}, "client_cert and client_cert_key go together"),
+        (
+            {"client_cert": _b64(b"hello"), "client_cert_key": _b64(b"hello")},
+            "decodes from base64 but is not PEM",
+        ),
+        (
+            {"client_cert": _b64(b"-----BEGIN CERTIFICATE-----\n")},
+            "client_cert and client_cert_key go together",
+        ),
         ({"secrets": "hunter2"}, "secrets must be a list of strings, not one string"),
         ({"secrets": ["ok", 3]}, "secrets must hold only strings"),
         ({"read_timeout": 0}, "read_timeout must be a positive, finite number of seconds"),
         ({"call_deadline": float("inf")}, "call_deadline must be a positive, finite number"),
         ({"secrets": {"pw": "x"}}, "secrets must be a list of strings, not an object"),
         ({"max_attempts": 0}, "max_attempts must be a whole number >= 1"),
-        ({"sanitize_config": {"sanitize_patterns_content": _b64(b"(unclosed")}}, "sanitize_config.sanitize_patterns_content"),
+        (
+            {"sanitize_config": {"sanitize_patterns_content": _b64(b"(unclosed")}},
+            "sanitize_config.sanitize_patterns_content",
+        ),
         ({"sanitize_config": {"patterns": "x"}}, "sanitize_config: unknown key(s) ['patterns']"),
     ],
 )

@@ -25,8 +25,24 @@ from lelog._writer import StreamWriter
 
 ROOT = Path(__file__).resolve().parent.parent
 ODD_KEYS = [
-    "stage-123/lite-engine-logs", "a&b#c+d%e;f g é/h", "../escape", "/absolute", "a//b", "a/",
-    ".", "..", "a/./b", "x\x00y", "a.live", "a", "A.b", "a%2Eb", "%", "", "~/.ssh/id", "日本/語",
+    "stage-123/lite-engine-logs",
+    "a&b#c+d%e;f g é/h",
+    "../escape",
+    "/absolute",
+    "a//b",
+    "a/",
+    ".",
+    "..",
+    "a/./b",
+    "x\x00y",
+    "a.live",
+    "a",
+    "A.b",
+    "a%2Eb",
+    "%",
+    "",
+    "~/.ssh/id",
+    "日本/語",
 ]
 
 
@@ -40,8 +56,9 @@ def outs(data: bytes) -> List[str]:
 
 def decode(relative: str) -> str:
     """The inverse of ``encode_key``, as the module docstring states it."""
-    return "/".join("" if name == "%" else unquote(name, errors="surrogatepass")
-                    for name in relative.split("/"))
+    return "/".join(
+        "" if name == "%" else unquote(name, errors="surrogatepass") for name in relative.split("/")
+    )
 
 
 @pytest.fixture

@@ -54,8 +54,7 @@ class _Chunks(httpx.SyncByteStream):
 
 def _consume(chunks: list[bytes], cut: bool) -> tuple[list[Any], BaseException | None]:
     """Run the parser to its end on a thread; fail the example if it does not end in time."""
-    response = httpx.Response(200, headers={"Content-Type": "text/event-stream"},
-                              stream=_Chunks(chunks, cut))
+    response = httpx.Response(200, headers={"Content-Type": "text/event-stream"}, stream=_Chunks(chunks, cut))
     got: list[Any] = []
     error: list[BaseException] = []
 
@@ -72,14 +71,37 @@ def _consume(chunks: list[bytes], cut: bool) -> tuple[list[Any], BaseException |
     return got, error[0] if error else None
 
 
-line_objects = st.fixed_dictionaries({}, optional={
-    "level": json_values, "pos": json_values, "out": json_values, "args": json_values,
-    "time": json_values | st.floats(-1e30, 1e30) | st.sampled_from(["2026-11-27T10:00:00Z", "2026-11-27T10:00:00"]),
-})
+line_objects = st.fixed_dictionaries(
+    {},
+    optional={
+        "level": json_values,
+        "pos": json_values,
+        "out": json_values,
+        "args": json_values,
+        "time": json_values
+        | st.floats(-1e30, 1e30)
+        | st.sampled_from(["2026-11-27T10:00:00Z", "2026-11-27T10:00:00"]),
+    },
+)
 fragments = st.one_of(
     st.binary(max_size=30),
-    st.sampled_from([b": ping\n", b"event: error\n", b"data: eof\n", b"\n", b"\r\n", b"\r", b"data: ",
-                     b"event:", b"data:", b"id: 1\n", b"retry: 5\n", b"data: {}\n\n", b"\xff\xfe"]),
+    st.sampled_from(
+        [
+            b": ping\n",
+            b"event: error\n",
+            b"data: eof\n",
+            b"\n",
+            b"\r\n",
+            b"\r",
+            b"data: ",
+            b"event:",
+            b"data:",
+            b"id: 1\n",
+            b"retry: 5\n",
+            b"data: {}\n\n",
+            b"\xff\xfe",
+        ]
+    ),
     json_values.map(lambda v: b"data: " + json.dumps(v).encode() + b"\n\n"),
     line_objects.map(lambda v: b"data: " + json.dumps(v).encode() + b"\n\n"),
     st.integers(1, 3000).map(lambda n: b"data: " + b"[" * n + b"\n\n"),
@@ -88,7 +110,9 @@ fragments = st.one_of(
 
 @FUZZ
 @given(parts=st.lists(fragments, max_size=12), cut=st.booleans(), data=st.data())
-def test_the_tail_parser_ends_or_raises_a_log_service_error(parts: list[bytes], cut: bool, data: st.DataObject) -> None:
+def test_the_tail_parser_ends_or_raises_a_log_service_error(
+    parts: list[bytes], cut: bool, data: st.DataObject
+) -> None:
     body = b"".join(parts)
     points = sorted(data.draw(st.lists(st.integers(0, len(body)), max_size=8)))
     chunks = [body[a:b] for a, b in zip([0] + points, points + [len(body)])]
@@ -100,10 +124,13 @@ def test_the_tail_parser_ends_or_raises_a_log_service_error(parts: list[bytes], 
 
 def test_the_tail_parser_reads_lines_and_stops_at_the_unterminated_eof() -> None:
     """The fuzz's positive control: well-formed events around the pieces it cuts."""
-    event = json.dumps({"level": "info", "pos": 3, "out": "é\n", "time": "2026-11-27T10:00:00Z",
-                        "args": None}).encode()
-    body = b": ping\n" + b"data: " + event + b"\n\n" + b"event: error\ndata: eof\n" + b"data: " + event + b"\n\n"
-    got, error = _consume([body[i:i + 3] for i in range(0, len(body), 3)], cut=False)
+    event = json.dumps(
+        {"level": "info", "pos": 3, "out": "é\n", "time": "2026-11-27T10:00:00Z", "args": None}
+    ).encode()
+    body = (
+        b": ping\n" + b"data: " + event + b"\n\n" + b"event: error\ndata: eof\n" + b"data: " + event + b"\n\n"
+    )
+    got, error = _consume([body[i : i + 3] for i in range(0, len(body), 3)], cut=False)
     assert error is None
     assert [(line.pos, line.out) for line in got] == [(3, "é\n")]
 
@@ -119,21 +146,41 @@ def _b64(raw: bytes) -> str:
 
 field_values = st.one_of(
     json_values,
-    st.sampled_from(["http://log-service:8080", "https://h/prefix/", "log-service:8080", "ftp://h", "http://",
-                     "http://h?x=1", "-----BEGIN CERTIFICATE-----\nx\n", ".", "/nonexistent", "true"]),
+    st.sampled_from(
+        [
+            "http://log-service:8080",
+            "https://h/prefix/",
+            "log-service:8080",
+            "ftp://h",
+            "http://",
+            "http://h?x=1",
+            "-----BEGIN CERTIFICATE-----\nx\n",
+            ".",
+            "/nonexistent",
+            "true",
+        ]
+    ),
     st.binary(max_size=20).map(_b64),
-    st.lists(st.text(max_size=6), max_size=3).map(lambda p: {"sanitize_patterns_content": _b64("\n".join(p).encode())}),
+    st.lists(st.text(max_size=6), max_size=3).map(
+        lambda p: {"sanitize_patterns_content": _b64("\n".join(p).encode())}
+    ),
 )
 log_configs = st.dictionaries(st.sampled_from(_FIELDS) | st.text(max_size=6), field_values, max_size=6)
 setup_requests = st.one_of(
     json_values,
     log_configs,
-    st.fixed_dictionaries({"log_config": log_configs | json_values}, optional={
-        "le_log_key": json_values, "secrets": json_values | st.lists(st.text(max_size=6), max_size=3),
-        "mtls_config": json_values | st.dictionaries(st.sampled_from(["client_cert", "client_cert_key", "x"]),
-                                                     field_values, max_size=3),
-        "engine": json_values,
-    }),
+    st.fixed_dictionaries(
+        {"log_config": log_configs | json_values},
+        optional={
+            "le_log_key": json_values,
+            "secrets": json_values | st.lists(st.text(max_size=6), max_size=3),
+            "mtls_config": json_values
+            | st.dictionaries(
+                st.sampled_from(["client_cert", "client_cert_key", "x"]), field_values, max_size=3
+            ),
+            "engine": json_values,
+        },
+    ),
 )
 
 
@@ -150,14 +197,25 @@ def test_a_setup_request_gives_a_config_or_a_config_error(request: Any) -> None:
 
 def test_the_seed_setup_request_is_accepted() -> None:
     """The fuzz's positive control: the seed's own request (protocol.md §7) gives a config."""
-    config = LogConfig.from_setup_request({
-        "le_log_key": "stage-123/lite-engine-logs",
-        "log_config": {"url": "http://log-service:8080", "account_id": "account-123", "token": "auth-token",
-                       "indirect_upload": True, "trim_new_line_suffix": False,
-                       "skip_opening_stream": False, "skip_closing_stream": False},
-    })
+    config = LogConfig.from_setup_request(
+        {
+            "le_log_key": "stage-123/lite-engine-logs",
+            "log_config": {
+                "url": "http://log-service:8080",
+                "account_id": "account-123",
+                "token": "auth-token",
+                "indirect_upload": True,
+                "trim_new_line_suffix": False,
+                "skip_opening_stream": False,
+                "skip_closing_stream": False,
+            },
+        }
+    )
     assert (config.url, config.le_log_key, config.indirect_upload) == (
-        "http://log-service:8080", "stage-123/lite-engine-logs", True)
+        "http://log-service:8080",
+        "stage-123/lite-engine-logs",
+        True,
+    )
 
 
 # ---- bugs found by fuzzing -----------------------------------------------------------------------

@@ -69,13 +69,15 @@ def on_root() -> Iterator[Any]:
 
 
 def dict_config(logger: logging.Logger, handler: dict[str, Any], **extra: Any) -> None:
-    logging.config.dictConfig({
-        "version": 1,
-        "disable_existing_loggers": False,
-        "handlers": {"stream": {"class": "lelog.StreamHandler", **handler}},
-        "loggers": {logger.name: {"level": "DEBUG", "handlers": ["stream"], "propagate": False}},
-        **extra,
-    })
+    logging.config.dictConfig(
+        {
+            "version": 1,
+            "disable_existing_loggers": False,
+            "handlers": {"stream": {"class": "lelog.StreamHandler", **handler}},
+            "loggers": {logger.name: {"level": "DEBUG", "handlers": ["stream"], "propagate": False}},
+            **extra,
+        }
+    )
 
 
 def only_handler(logger: logging.Logger) -> StreamHandler:
@@ -149,7 +151,8 @@ def test_dictconfig_from_a_yaml_or_json_document_with_a_setup_request(
 def test_fileconfig_builds_the_handler(service: FakeLogService, tmp_path: Path) -> None:
     name = "lelog_tests.fileconfig"
     ini = tmp_path / "logging.ini"
-    ini.write_text(textwrap.dedent(f"""
+    ini.write_text(
+        textwrap.dedent(f"""
         [loggers]
         keys=root,app
         [handlers]
@@ -167,7 +170,8 @@ def test_fileconfig_builds_the_handler(service: FakeLogService, tmp_path: Path) 
         class=lelog.StreamHandler
         args=("ini/k",)
         kwargs={{"url": "{service.url}", "account_id": "acct", "token": "secret-token", "flush_interval": 0.05}}
-    """))
+    """)
+    )
     root = logging.getLogger()
     saved = root.handlers[:], root.level
     logging.config.fileConfig(ini, disable_existing_loggers=False)
@@ -204,8 +208,14 @@ def test_missing_values_come_from_the_environment(
     [
         ({"url": "log-service:8080", "account_id": "a", "token": "t"}, "url"),
         ({"url": "http://log-service:8080", "account_id": "a"}, "token"),
-        ({"url": "http://log-service:8080", "account_id": "a", "token": "t", "flush_intervall": 1}, "flush_interval"),
-        ({"url": "http://log-service:8080", "account_id": "a", "token": "t", "flush_interval": -1}, "flush_interval"),
+        (
+            {"url": "http://log-service:8080", "account_id": "a", "token": "t", "flush_intervall": 1},
+            "flush_interval",
+        ),
+        (
+            {"url": "http://log-service:8080", "account_id": "a", "token": "t", "flush_interval": -1},
+            "flush_interval",
+        ),
         ({"config": {"log_config": {"url": "http://x", "acount_id": "a", "token": "t"}}}, "account_id"),
         ({"config": {"log_config": {}, "mtls_config": {"client_cert": "Zm9v"}}}, "client_cert"),
         ({"exclude": "request_id"}, "exclude"),
@@ -264,14 +274,17 @@ def test_extra_fields_arrive_as_string_args(service: FakeLogService, app_logger:
     app_logger.addHandler(handler)
     records: list[logging.LogRecord] = []
     app_logger.addFilter(lambda record: records.append(record) or True)
-    app_logger.info("with extras", extra={"n": 42, "ok": True, "who": "bob smith", "hidden": "x",
-                                            "bad": _Unprintable()})
+    app_logger.info(
+        "with extras", extra={"n": 42, "ok": True, "who": "bob smith", "hidden": "x", "bad": _Unprintable()}
+    )
     app_logger.info("no extras")
     handler.close()
 
     first, second = service.blob_lines("args/k")
     assert first["args"] == {"n": "42", "ok": "True", "who": "bob smith", "bad": "<unprintable _Unprintable>"}
-    assert first["out"].endswith('msg="with extras" n=42 ok=True who="bob smith" bad="<unprintable _Unprintable>"\n')
+    assert first["out"].endswith(
+        'msg="with extras" n=42 ok=True who="bob smith" bad="<unprintable _Unprintable>"\n'
+    )
     assert second["args"] is None
     assert first["time"] == format_time(records[0].created)
 
@@ -288,8 +301,11 @@ def test_extras_as_args_can_be_turned_off(service: FakeLogService, app_logger: l
 def test_dual_logging_prints_one_masked_flat_json_object_per_record(
     service: FakeLogService, app_logger: logging.Logger, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    handler = StreamHandler("dual/k", config={"log_config": {"dual_logging_enabled": True},
-                                                "secrets": ["hunter2"]}, **plain(service))
+    handler = StreamHandler(
+        "dual/k",
+        config={"log_config": {"dual_logging_enabled": True}, "secrets": ["hunter2"]},
+        **plain(service),
+    )
     app_logger.addHandler(handler)
     app_logger.warning("token hunter2", extra={"step": "build", "level": "clash"})
     handler.close()
@@ -300,7 +316,9 @@ def test_dual_logging_prints_one_masked_flat_json_object_per_record(
     assert obj["message"].endswith('msg="token **************" step=build fields.level=clash')
     assert isinstance(obj["timestamp"], float)
     assert all(not isinstance(v, (dict, list)) for v in obj.values())
-    assert outs(service.blob_lines("dual/k"))[0].endswith('msg="token **************" step=build fields.level=clash\n')
+    assert outs(service.blob_lines("dual/k"))[0].endswith(
+        'msg="token **************" step=build fields.level=clash\n'
+    )
 
 
 def test_a_filter_may_replace_the_record(service: FakeLogService, app_logger: logging.Logger) -> None:
@@ -417,7 +435,8 @@ def test_logging_shutdown_with_a_blackhole_service_returns_within_the_deadline(
     service: FakeLogService,
 ) -> None:
     service.blackhole()
-    result = run_child("""
+    result = run_child(
+        """
         handler = lelog.StreamHandler(KEY, **CONFIG)
         logging.getLogger().addHandler(handler)
         logging.getLogger().setLevel(logging.DEBUG)
@@ -430,7 +449,10 @@ def test_logging_shutdown_with_a_blackhole_service_returns_within_the_deadline(
         print("shutdown", time.monotonic() - started)
         logging.warning("after shutdown")
         print("exit", time.monotonic())
-    """, service, "blackhole/k")
+    """,
+        service,
+        "blackhole/k",
+    )
     ended = time.monotonic()
     assert result.returncode == 0, result.stderr
     values = dict(line.split() for line in result.stdout.splitlines())
@@ -443,14 +465,18 @@ def test_logging_shutdown_with_a_blackhole_service_returns_within_the_deadline(
 
 def test_exit_with_a_blackhole_service_takes_at_most_close_timeout(service: FakeLogService) -> None:
     service.blackhole()
-    result = run_child("""
+    result = run_child(
+        """
         import atexit
         handler = lelog.StreamHandler(KEY, **CONFIG)
         logging.getLogger().addHandler(handler)
         for i in range(3):
             logging.warning("line %d", i)
         print("exit", time.monotonic(), flush=True)
-    """, service, "exit/k")
+    """,
+        service,
+        "exit/k",
+    )
     ended = time.monotonic()
     assert result.returncode == 0, result.stderr
     started = float(result.stdout.split()[1])
@@ -463,7 +489,8 @@ def test_shutdown_as_on_python_312_starts_no_thread(service: FakeLogService) -> 
     # on any version (an atexit callback registered after lelog's runs before its exit hook),
     # and records who tried: flush and close must not, and lines logged only at exit still
     # reach the service, drained on the exiting thread.
-    result = run_child("""
+    result = run_child(
+        """
         import atexit, threading, traceback
         used = lelog.StreamHandler(KEY + "-used", **CONFIG)
         late = lelog.StreamHandler(KEY + "-late", **CONFIG)
@@ -490,11 +517,15 @@ def test_shutdown_as_on_python_312_starts_no_thread(service: FakeLogService) -> 
 
         atexit.register(report)   # runs last
         atexit.register(at_exit)  # runs first
-    """, service, "py312/k")
+    """,
+        service,
+        "py312/k",
+    )
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr and "RuntimeError" not in result.stderr
     # One refused start: the late writer's lazy worker, from emit; none from flush or close.
     assert result.stdout.split() == ["attempts", "1", "from-close-or-flush", "0"]
+
     def messages(key: str) -> list[str]:
         return [out.split("msg=")[1] for out in outs(service.blob_lines(key))]
 
@@ -507,7 +538,8 @@ def test_dictconfig_reconfiguration_does_not_stall_or_lose_lines(service: FakeLo
     # HTTP client needs that lock to log (isEnabledFor after a cache reset).  Waiting there
     # would stall for close_timeout and drop every pending line.  (With the default
     # disable_existing_loggers=True the httpx loggers are disabled and never take the lock.)
-    result = run_child("""
+    result = run_child(
+        """
         CONFIG.update(flush_interval=30.0, close_timeout=3.0)
         logging.config.dictConfig({"version": 1, "disable_existing_loggers": False,
             "handlers": {"s": {"class": "lelog.StreamHandler", "key": KEY, **CONFIG}},
@@ -518,7 +550,10 @@ def test_dictconfig_reconfiguration_does_not_stall_or_lose_lines(service: FakeLo
         started = time.monotonic()
         logging.config.dictConfig({"version": 1, "root": {"level": "DEBUG", "handlers": []}})
         print("reconfigured", time.monotonic() - started, flush=True)
-    """, service, "reconfig/k")
+    """,
+        service,
+        "reconfig/k",
+    )
     assert result.returncode == 0, result.stderr
     assert float(result.stdout.split()[1]) < 0.5
     rows = service.blob_lines("reconfig/k")

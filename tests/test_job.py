@@ -49,7 +49,11 @@ def test_a_job_streams_its_logging_and_output_then_closes(service: FakeLogServic
         assert len(service.all_written("job/k")) == 4
     assert messages(service, "job/k") == ["building", "compiler output", "progress 50% done", "summary"]
     rows = service.blob_lines("job/k")
-    assert rows[0]["args"] == {"target": "all"} and rows[3] == {**rows[3], "level": "warn", "args": {"tests": "3"}}
+    assert rows[0]["args"] == {"target": "all"} and rows[3] == {
+        **rows[3],
+        "level": "warn",
+        "args": {"tests": "3"},
+    }
     assert not service.is_open("job/k")
     assert stream.stats.closed and stream.stats.sent == 4 and stream.stats.uploaded is True
     # Detached and restored: nothing of the job is left on the root logger.
@@ -292,8 +296,7 @@ def test_a_job_that_lost_lines_says_so_at_the_end() -> None:
     try:
         with lelog.log_stream("ok-job", MemoryBackend(), logger="job-report") as stream:
             stream.write_line("fine")
-        with lelog.log_stream("lossy-job", MemoryBackend(), logger="job-report",
-                              close_timeout=1) as stream:
+        with lelog.log_stream("lossy-job", MemoryBackend(), logger="job-report", close_timeout=1) as stream:
             stream.writer.close()  # closed early: what follows is dropped after close
             stream.write_line("too late")
     finally:

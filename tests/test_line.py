@@ -26,8 +26,7 @@ def test_fields_in_wire_order_and_compact() -> None:
     line = Line("hello\n", 3, 1_795_000_000.25, level="warn", args={"n": 1})
     data = line.encode()
     assert data == (
-        b'{"level":"warn","pos":3,"out":"hello\\n","time":"2026-11-18T11:06:40.250000Z",'
-        b'"args":{"n":"1"}}'
+        b'{"level":"warn","pos":3,"out":"hello\\n","time":"2026-11-18T11:06:40.250000Z","args":{"n":"1"}}'
     )
     assert list(json.loads(data)) == ["level", "pos", "out", "time", "args"]
 

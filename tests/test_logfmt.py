@@ -166,14 +166,16 @@ def test_record_extras_ignore_what_other_formatters_add() -> None:
 
 
 def test_formatter_extras_options() -> None:
-    record = make_record(
-        "m", extra={"user": "bob smith", "secret": "x", "level": "custom", "a key=": "v"}
+    record = make_record("m", extra={"user": "bob smith", "secret": "x", "level": "custom", "a key=": "v"})
+    assert (
+        LogfmtFormatter()
+        .format(record)
+        .endswith(' msg="m" user="bob smith" secret=x fields.level=custom a_key_=v')
     )
-    assert LogfmtFormatter().format(record).endswith(
-        ' msg="m" user="bob smith" secret=x fields.level=custom a_key_=v'
-    )
-    assert LogfmtFormatter(exclude=["secret"]).format(record).endswith(
-        ' msg="m" user="bob smith" fields.level=custom a_key_=v'
+    assert (
+        LogfmtFormatter(exclude=["secret"])
+        .format(record)
+        .endswith(' msg="m" user="bob smith" fields.level=custom a_key_=v')
     )
     assert LogfmtFormatter(extras=False).format(record).endswith(' msg="m"')
     with pytest.raises(TypeError, match="exclude"):
@@ -193,7 +195,13 @@ def test_exception_and_stack_follow_on_new_lines() -> None:
     except ZeroDivisionError:
         exc_info = sys.exc_info()
     record = logging.getLogger("lelog.test").makeRecord(
-        "lelog.test", logging.ERROR, __file__, 1, "failed", (), exc_info,
+        "lelog.test",
+        logging.ERROR,
+        __file__,
+        1,
+        "failed",
+        (),
+        exc_info,
         sinfo="Stack (most recent call last):\n  here",
     )
     line = LogfmtFormatter().format(record)
@@ -226,13 +234,15 @@ class ListHandler(logging.Handler):
 )
 def test_dict_config(options: dict[str, object], suffix: str) -> None:
     name = "lelog.test.dictconfig"
-    logging.config.dictConfig({
-        "version": 1,
-        "disable_existing_loggers": False,
-        "formatters": {"logfmt": {"()": "lelog._logfmt.LogfmtFormatter", **options}},
-        "handlers": {"list": {"()": ListHandler, "formatter": "logfmt"}},
-        "loggers": {name: {"handlers": ["list"], "level": "INFO", "propagate": False}},
-    })
+    logging.config.dictConfig(
+        {
+            "version": 1,
+            "disable_existing_loggers": False,
+            "formatters": {"logfmt": {"()": "lelog._logfmt.LogfmtFormatter", **options}},
+            "handlers": {"list": {"()": ListHandler, "formatter": "logfmt"}},
+            "loggers": {name: {"handlers": ["list"], "level": "INFO", "propagate": False}},
+        }
+    )
     logger = logging.getLogger(name)
     try:
         logger.info("from dictConfig %d", 7, extra={"user": "ann"})

@@ -120,9 +120,7 @@ def test_matches_the_reference_semantics(secrets: list[str], text: str) -> None:
     patterns=st.lists(st.sampled_from(["a+", "b-", r"\*a", "a|b", "^-"]), max_size=3),
     text=st.text(ALPHABET + "*", max_size=40),
 )
-def test_patterns_match_the_reference_semantics(
-    secrets: list[str], patterns: list[str], text: str
-) -> None:
+def test_patterns_match_the_reference_semantics(secrets: list[str], patterns: list[str], text: str) -> None:
     assert Masker(secrets, patterns).mask(text) == reference_mask(secrets, patterns, text)
 
 
@@ -132,9 +130,7 @@ def test_patterns_match_the_reference_semantics(
     pieces=st.lists(st.text(st.characters(blacklist_characters="*")), min_size=1, max_size=5),
     data=st.data(),
 )
-def test_no_secret_part_survives(
-    secrets: list[str], pieces: list[str], data: st.DataObject
-) -> None:
+def test_no_secret_part_survives(secrets: list[str], pieces: list[str], data: st.DataObject) -> None:
     parts = [p.strip() for s in secrets for p in s.split("\n") if len(p.strip()) >= 2]
     glue = data.draw(st.sampled_from(parts)) if parts else ""
     text = glue.join(pieces)
@@ -150,9 +146,7 @@ def encode(text: str) -> str:
 
 
 def test_decode_patterns_skips_comments_and_blank_lines() -> None:
-    content = encode(
-        "# tokens\n\n  ghp_[A-Za-z0-9]{36}  \r\n   # indented comment\nAKIA[0-9A-Z]{16}\n"
-    )
+    content = encode("# tokens\n\n  ghp_[A-Za-z0-9]{36}  \r\n   # indented comment\nAKIA[0-9A-Z]{16}\n")
     assert decode_sanitize_patterns(content) == ["ghp_[A-Za-z0-9]{36}", "AKIA[0-9A-Z]{16}"]
 
 
@@ -177,9 +171,9 @@ def test_decode_patterns_rejects_non_utf8() -> None:
 @PROPERTY
 @given(
     patterns=st.lists(
-        st.text(st.characters(blacklist_categories=["Cs"]), min_size=1).map(str.strip).filter(
-            lambda p: p != "" and not p.startswith("#") and "\n" not in p and "\r" not in p
-        ),
+        st.text(st.characters(blacklist_categories=["Cs"]), min_size=1)
+        .map(str.strip)
+        .filter(lambda p: p != "" and not p.startswith("#") and "\n" not in p and "\r" not in p),
         max_size=5,
     ),
     comments=st.lists(st.sampled_from(["", "  ", "# note", "  #x", "\t"]), max_size=5),

@@ -76,19 +76,33 @@ def _write_and_close(backend: Recorder, chunks: list[bytes], **options: Any) -> 
 
 # Bytes that make splitting hard: multi-byte characters, CRLF, lone CR, invalid UTF-8.
 _pieces = st.sampled_from(
-    [b"a", b"b", b" ", b"\n", b"\r", b"\r\n", "é".encode(), "€".encode(), "😀".encode(),
-     b"\xff", "😀".encode()[:2]]
+    [
+        b"a",
+        b"b",
+        b" ",
+        b"\n",
+        b"\r",
+        b"\r\n",
+        "é".encode(),
+        "€".encode(),
+        "😀".encode(),
+        b"\xff",
+        "😀".encode()[:2],
+    ]
 )
 byte_streams = st.lists(_pieces, max_size=60).map(b"".join)
 
 
 @PROPERTY
 @given(whole=byte_streams, max_partial=st.sampled_from([3, 8, 1000]), data=st.data())
-def test_any_split_of_a_byte_stream_gives_the_same_lines(whole: bytes, max_partial: int, data: st.DataObject) -> None:
+def test_any_split_of_a_byte_stream_gives_the_same_lines(
+    whole: bytes, max_partial: int, data: st.DataObject
+) -> None:
     cuts = data.draw(st.lists(st.integers(0, len(whole)), max_size=12))
     backend = Recorder()
-    stats = _write_and_close(backend, _cut(whole, cuts), max_partial=max_partial,
-                             flush_interval=0.001, max_batch_lines=3)
+    stats = _write_and_close(
+        backend, _cut(whole, cuts), max_partial=max_partial, flush_interval=0.001, max_batch_lines=3
+    )
     expected = _reference(whole, max_partial)
     pushed = backend.pushed()
     assert _outs(pushed) == expected
@@ -107,7 +121,9 @@ _secret_chars = st.sampled_from("abcxyz0é😀-")
     fillers=st.lists(st.text(st.sampled_from("abcxyz é\n"), max_size=8), min_size=2, max_size=5),
     data=st.data(),
 )
-def test_a_secret_is_masked_wherever_the_chunks_cut_it(secret: str, fillers: list[str], data: st.DataObject) -> None:
+def test_a_secret_is_masked_wherever_the_chunks_cut_it(
+    secret: str, fillers: list[str], data: st.DataObject
+) -> None:
     whole = secret.join(fillers).encode()
     cuts = data.draw(st.lists(st.integers(0, len(whole)), max_size=12))
     backend = Recorder(LogConfig(secrets=[secret]))
@@ -131,8 +147,9 @@ def test_every_put_is_within_the_caps_and_the_batches_make_the_stream(
     sizes: list[int], max_lines: int, max_bytes: int
 ) -> None:
     backend = Recorder()
-    writer = StreamWriter("k", backend, max_batch_lines=max_lines, max_batch_bytes=max_bytes,
-                          close_timeout=5.0)
+    writer = StreamWriter(
+        "k", backend, max_batch_lines=max_lines, max_batch_bytes=max_bytes, close_timeout=5.0
+    )
     texts = [f"{i}:" + "é" * n for i, n in enumerate(sizes)]  # 2 bytes per é: bytes != chars
     for text in texts:
         writer.write_line(text)
@@ -188,15 +205,20 @@ def test_any_key_and_account_round_trip_through_the_query(key: str, account: str
         seen.append((f"{request.method} {request.url.path}", _as_the_service_decodes(request)))
         return httpx.Response(204)
 
-    config = LogConfig(url="http://log-service:8080/gateway", account_id=account, token="t",
-                       indirect_upload=True)
+    config = LogConfig(
+        url="http://log-service:8080/gateway", account_id=account, token="t", indirect_upload=True
+    )
     with LogServiceClient(config, transport=httpx.MockTransport(answer)) as client:
         client.open_stream(key)
         client.write(key, [Line(out="x\n", pos=0, time=0.0)])
         client.upload(key, b"")
         client.close_stream(key, snapshot=True)
     assert [call for call, _ in seen] == [
-        "POST /gateway/stream", "PUT /gateway/stream", "POST /gateway/blob", "DELETE /gateway/stream"]
+        "POST /gateway/stream",
+        "PUT /gateway/stream",
+        "POST /gateway/blob",
+        "DELETE /gateway/stream",
+    ]
     for _, query in seen:
         assert query["key"] == key and query["accountID"] == account
     assert seen[-1][1]["snapshot"] == "true"

@@ -36,7 +36,13 @@ def params(key: str = "k", **extra: str) -> Dict[str, str]:
 
 def make_line(pos: int, out: str = "hello\n", **over: Any) -> Dict[str, Any]:
     """A valid wire line."""
-    line: Dict[str, Any] = {"level": "info", "pos": pos, "out": out, "time": "2026-11-27T10:00:00.123456Z", "args": None}
+    line: Dict[str, Any] = {
+        "level": "info",
+        "pos": pos,
+        "out": out,
+        "time": "2026-11-27T10:00:00.123456Z",
+        "args": None,
+    }
     line.update(over)
     return line
 
@@ -144,13 +150,28 @@ def test_recorded_fields(service: FakeLogService, http: httpx.Client) -> None:
     [
         ({"key": "k"}, {"X-Harness-Token": TOKEN}, "no account ID in query params"),
         ({"accountID": ACCT, "key": "k"}, {}, "no token in header"),
-        ({"accountID": ACCT, "key": "k"}, {"X-Harness-Token": "wrong"}, f"operation not permitted for accountID: {ACCT}"),
-        ({"accountID": "other", "key": "k"}, {"X-Harness-Token": TOKEN}, "operation not permitted for accountID: other"),
+        (
+            {"accountID": ACCT, "key": "k"},
+            {"X-Harness-Token": "wrong"},
+            f"operation not permitted for accountID: {ACCT}",
+        ),
+        (
+            {"accountID": "other", "key": "k"},
+            {"X-Harness-Token": TOKEN},
+            "operation not permitted for accountID: other",
+        ),
     ],
 )
-@pytest.mark.parametrize("method,path", [("POST", "/stream"), ("PUT", "/stream"), ("GET", "/blob"), ("GET", "/stream/info")])
+@pytest.mark.parametrize(
+    "method,path", [("POST", "/stream"), ("PUT", "/stream"), ("GET", "/blob"), ("GET", "/stream/info")]
+)
 def test_auth_errors_are_400(
-    service: FakeLogService, query: Dict[str, str], headers: Dict[str, str], message: str, method: str, path: str
+    service: FakeLogService,
+    query: Dict[str, str],
+    headers: Dict[str, str],
+    message: str,
+    method: str,
+    path: str,
 ) -> None:
     body = [] if method == "PUT" else None
     resp = httpx.request(method, service.url + path, params=query, headers=headers, json=body, verify=TLS)
@@ -162,7 +183,10 @@ def test_form_content_type_is_consumed(http: httpx.Client) -> None:
     http.post("/stream", params=params())
     body = json.dumps(lines(0, 1))
     resp = http.put(
-        "/stream", params=params(), content=body, headers={"Content-Type": "application/x-www-form-urlencoded"}
+        "/stream",
+        params=params(),
+        content=body,
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
     )
     assert resp.status_code == 400 and error_msg(resp) == "EOF"
     resp = http.post("/blob", params=params(), data={"a": "b"})  # httpx's form encoding
@@ -260,9 +284,7 @@ def test_small_retention_and_snapshot(service_factory: Callable[..., FakeLogServ
         http.put("/stream", params=params(), json=lines(2, 3))
         assert [ln["pos"] for ln in svc.live_lines("k")] == [2, 3, 4]
         assert http.delete("/stream", params=params(snapshot="true")).status_code == 204
-        expected = b"".join(
-            json.dumps(ln, separators=(",", ":")).encode() + b"\n" for ln in lines(2, 3)
-        )
+        expected = b"".join(json.dumps(ln, separators=(",", ":")).encode() + b"\n" for ln in lines(2, 3))
         assert svc.blob("k") == expected
         assert svc.blob_lines("k") == lines(2, 3)
         resp = http.get("/blob", params=params())
@@ -411,7 +433,9 @@ def test_prefix_routing(service_factory: Callable[..., FakeLogService]) -> None:
     assert resp.status_code == 404
 
 
-def test_internal_bug_is_loud(service: FakeLogService, http: httpx.Client, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_internal_bug_is_loud(
+    service: FakeLogService, http: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def broken(*args: Any) -> None:
         raise KeyError("boom")
 
@@ -674,7 +698,10 @@ def test_cli_serves_until_stdin_closes() -> None:
         auth = {"X-Harness-Token": "T"}
         q = {"accountID": "A", "key": "bench"}
         assert httpx.post(url + "/stream", params=q, headers=auth, verify=TLS).status_code == 204
-        assert httpx.put(url + "/stream", params=q, headers=auth, json=lines(0, 3), verify=TLS).status_code == 204
+        assert (
+            httpx.put(url + "/stream", params=q, headers=auth, json=lines(0, 3), verify=TLS).status_code
+            == 204
+        )
         stats = httpx.get(url + "/_stats", params={"key": "bench", "accountID": "A"}, verify=TLS).json()
         assert stats["received"] == 3 and stats["last_pos"] == 2 and stats["blob_bytes"] == 0
         assert proc.stdin is not None
@@ -723,7 +750,9 @@ def test_discard_mode_counts_only(service_factory: Callable[..., FakeLogService]
 # ---- the thread-leak check itself -----------------------------------------------------------------
 
 
-def test_thread_leak_check_fails_leaky_tests(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_thread_leak_check_fails_leaky_tests(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
     monkeypatch.setenv("LELOG_TEST_THREAD_GRACE", "0.5")  # keeps the two expected failures quick
     pytester.makeconftest('pytest_plugins = ["tests.conftest"]\n')

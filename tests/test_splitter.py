@@ -34,8 +34,21 @@ def model(text: str, max_partial: int) -> list[str]:
 
 
 # Bytes rich in the hard cases: CR/LF pairs, multi-byte characters, truncated and invalid UTF-8.
-PIECES = [b"a", b"bc", b"\r", b"\n", b"\r\n", "é".encode(), "€".encode(), "😀".encode(),
-          b"\xff", b"\xc3", b"\xe2\x82", b"\xf0\x9f\x98", b"\x80"]
+PIECES = [
+    b"a",
+    b"bc",
+    b"\r",
+    b"\n",
+    b"\r\n",
+    "é".encode(),
+    "€".encode(),
+    "😀".encode(),
+    b"\xff",
+    b"\xc3",
+    b"\xe2\x82",
+    b"\xf0\x9f\x98",
+    b"\x80",
+]
 data_bytes = st.one_of(
     st.lists(st.sampled_from(PIECES), max_size=30).map(b"".join),
     st.binary(max_size=60),
@@ -80,8 +93,7 @@ def test_lines_match_the_model(whole: bytes, size: int, data: st.DataObject) -> 
 
 
 @PROPERTY
-@given(text=st.text(st.sampled_from("ab\r\né😀\x85\u2028"), max_size=40), size=sizes,
-       data=st.data())
+@given(text=st.text(st.sampled_from("ab\r\né😀\x85\u2028"), max_size=40), size=sizes, data=st.data())
 def test_str_chunks_match_bytes(text: str, size: int, data: st.DataObject) -> None:
     cuts = data.draw(st.lists(st.integers(0, len(text)), max_size=6).map(sorted))
     bounds = [0, *cuts, len(text)]

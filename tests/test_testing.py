@@ -69,13 +69,23 @@ def test_capture_stream_records_what_a_job_logged_without_network() -> None:
 def test_capture_stream_captures_a_dictconfig_handler_and_writers_built_in_threads() -> None:
     name = "lelog_tests.testing.dict"
     with capture_stream() as captured:
-        logging.config.dictConfig({
-            "version": 1,
-            "disable_existing_loggers": False,
-            "handlers": {"s": {"class": "lelog.StreamHandler", "key": "dict/k", "url": "http://log-service:8080",
-                               "account_id": "acct", "token": "t", **FAST}},
-            "loggers": {name: {"level": "INFO", "handlers": ["s"], "propagate": False}},
-        })
+        logging.config.dictConfig(
+            {
+                "version": 1,
+                "disable_existing_loggers": False,
+                "handlers": {
+                    "s": {
+                        "class": "lelog.StreamHandler",
+                        "key": "dict/k",
+                        "url": "http://log-service:8080",
+                        "account_id": "acct",
+                        "token": "t",
+                        **FAST,
+                    }
+                },
+                "loggers": {name: {"level": "INFO", "handlers": ["s"], "propagate": False}},
+            }
+        )
         logger = logging.getLogger(name)
         logger.warning("from dictConfig")
         (handler,) = logger.handlers
@@ -92,7 +102,9 @@ def test_capture_stream_captures_a_dictconfig_handler_and_writers_built_in_threa
     assert captured.outs("dict/k")[0].endswith('level=warning msg="from dictConfig"')
     assert captured.outs("thread/k") == ["from a thread"]
     assert captured.keys == ["dict/k", "thread/k"]
-    assert [line.out for line in captured.lines()] == [line.out for key in captured.keys for line in captured.lines(key)]
+    assert [line.out for line in captured.lines()] == [
+        line.out for key in captured.keys for line in captured.lines(key)
+    ]
 
 
 def test_the_configuration_still_applies_under_capture() -> None:

@@ -27,7 +27,9 @@ def make_writer(service: FakeLogService) -> Iterator[Any]:
     """Writers on a fast-retrying client; all closed (and their clients) at teardown."""
     made: list[tuple[StreamWriter, LogServiceClient]] = []
 
-    def make(key: str = "k", svc: FakeLogService | None = None, config: dict | None = None, **options: Any) -> StreamWriter:
+    def make(
+        key: str = "k", svc: FakeLogService | None = None, config: dict | None = None, **options: Any
+    ) -> StreamWriter:
         client = LogServiceClient(config_for(svc or service, **(config or {})), retry=FAST)
         options.setdefault("flush_interval", 0.05)
         options.setdefault("close_timeout", 3.0)
@@ -47,8 +49,13 @@ def calls(service: FakeLogService, key: str = "k") -> list[str]:
     for r in service.requests:
         if r.key != key and not r.path.startswith("/_storage"):
             continue
-        name = {("POST", "/stream"): "open", ("PUT", "/stream"): "PUT*", ("DELETE", "/stream"): "close",
-                ("POST", "/blob"): "upload", ("POST", "/blob/link/upload"): "link"}.get((r.method, r.path))
+        name = {
+            ("POST", "/stream"): "open",
+            ("PUT", "/stream"): "PUT*",
+            ("DELETE", "/stream"): "close",
+            ("POST", "/blob"): "upload",
+            ("POST", "/blob/link/upload"): "link",
+        }.get((r.method, r.path))
         if name is None and r.path.startswith("/_storage"):
             name = "PUT link"
         if name == "close" and r.query.get("snapshot") == "true":
@@ -117,8 +124,13 @@ def test_write_line_adds_newline_level_args_and_time(service: FakeLogService, ma
     writer.write_line("boom", level="error", args={"n": 1}, time=0.5)
     writer.close()
     [row] = service.all_written("k")
-    assert row == {"level": "error", "pos": 0, "out": "boom\n", "time": "1970-01-01T00:00:00.500000Z",
-                   "args": {"n": "1"}}
+    assert row == {
+        "level": "error",
+        "pos": 0,
+        "out": "boom\n",
+        "time": "1970-01-01T00:00:00.500000Z",
+        "args": {"n": "1"},
+    }
 
 
 def test_trim_new_line_suffix(service: FakeLogService, make_writer: Any) -> None:
@@ -128,7 +140,9 @@ def test_trim_new_line_suffix(service: FakeLogService, make_writer: Any) -> None
     assert outs(service.all_written("k")) == ["a", "b"]
 
 
-def test_secrets_are_masked_on_whole_lines_even_split_across_writes(service: FakeLogService, make_writer: Any) -> None:
+def test_secrets_are_masked_on_whole_lines_even_split_across_writes(
+    service: FakeLogService, make_writer: Any
+) -> None:
     writer = make_writer(config={"secrets": ["hunter2"]})
     writer.write("password=hun")
     writer.write("ter2 ok\n")
@@ -268,7 +282,9 @@ def test_permanent_400_is_not_retried_and_counted(service: FakeLogService, make_
     assert outs(service.blob_lines("k")) == ["bad batch\n", "good\n"]  # history is complete
 
 
-def test_stream_not_found_stops_the_live_push_but_keeps_history(service: FakeLogService, make_writer: Any) -> None:
+def test_stream_not_found_stops_the_live_push_but_keeps_history(
+    service: FakeLogService, make_writer: Any
+) -> None:
     writer = make_writer()
     writer.write_line("one")
     assert writer.flush(3)
@@ -327,7 +343,9 @@ def test_ingress_overflow_marker_reaches_the_stream(service: FakeLogService, mak
     assert stats.sent + stats.dropped_total == stats.accepted
 
 
-def test_live_queue_overflow_keeps_lines_in_history_and_marks_the_live_view(service: FakeLogService, make_writer: Any) -> None:
+def test_live_queue_overflow_keeps_lines_in_history_and_marks_the_live_view(
+    service: FakeLogService, make_writer: Any
+) -> None:
     writer = make_writer(max_pending_lines=20, config={"indirect_upload": True})
     writer.open()
     assert service.wait_for(lambda: service.is_open("k"))
@@ -500,10 +518,14 @@ def test_fork_child_starts_clean_and_nothing_is_sent_twice(service: FakeLogServi
     child_code, parent_sent = map(int, result.stdout.split())
     assert child_code == 0 and parent_sent == 3
     live = outs(service.all_written("k"))
-    assert sorted(live) == sorted(["parent before fork\n", "parent pending at fork\n", "child line\n",
-                                   "parent after fork\n"])
-    assert outs(service.blob_lines("k")) == ["parent before fork\n", "parent pending at fork\n",
-                                             "parent after fork\n"]
+    assert sorted(live) == sorted(
+        ["parent before fork\n", "parent pending at fork\n", "child line\n", "parent after fork\n"]
+    )
+    assert outs(service.blob_lines("k")) == [
+        "parent before fork\n",
+        "parent pending at fork\n",
+        "parent after fork\n",
+    ]
 
 
 class FlakyBackend:
@@ -581,7 +603,9 @@ def test_close_without_waiting_finishes_in_the_background(service: FakeLogServic
     assert writer.stats.dropped["after_close"] == 1
 
 
-def test_a_full_batch_wakes_the_worker_before_the_flush_interval(service: FakeLogService, make_writer: Any) -> None:
+def test_a_full_batch_wakes_the_worker_before_the_flush_interval(
+    service: FakeLogService, make_writer: Any
+) -> None:
     """pitfalls.md 15: a full batch goes out at once, not when the interval ends."""
     writer = make_writer(flush_interval=30, max_batch_lines=50)
     writer.open()
