@@ -49,15 +49,16 @@ def _encoded(lines: Sequence[LineLike]) -> list[bytes]:
     return [line if isinstance(line, bytes) else line.encode() for line in lines]
 
 
-def _error_msg(response: httpx.Response) -> str:
+def _error_msg(response: httpx.Response, scrub: Callable[[str], str]) -> str:
+    """The service's error text, scrubbed before it is cut short (a cut could keep half a token)."""
     try:
         body = response.json()
     except (ValueError, UnicodeDecodeError):
-        return response.text[:200].strip()
+        return scrub(response.text)[:200].strip()
     message = body.get("error_msg") if isinstance(body, dict) else None
     if isinstance(message, str):
-        return message
-    return response.text[:200].strip()
+        return scrub(message)
+    return scrub(response.text)[:200].strip()
 
 
 def _untrusted_certificate(exc: BaseException) -> Optional[str]:
@@ -380,7 +381,7 @@ def _error_for(
     what: str, call: str, response: httpx.Response, scrub: Callable[[str], str]
 ) -> LogServiceError:
     status = response.status_code
-    msg = scrub(_error_msg(response))
+    msg = _error_msg(response, scrub)
     what = scrub(what)
     kwargs: dict[str, Any] = {"status": status, "error_msg": msg, "call": call}
     text = f"{what}: {status} {msg}".rstrip()

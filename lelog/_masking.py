@@ -30,10 +30,17 @@ SHORT_CREDENTIAL = 8
 _MIN_PART = 2
 
 
+def _as_logfmt_key(text: str) -> str:
+    # How LogfmtFormatter writes an extra's name that would need quoting (keys cannot be quoted).
+    return "".join([c if c.isprintable() and c not in ' ="\\' else "_" for c in text])
+
+
 def quoted_forms(text: str) -> list[str]:
-    """``text`` and the ways a ``repr``, a JSON dump or a URL quote it, without duplicates."""
+    """``text`` and the ways a ``repr``, a JSON dump, a URL or a logfmt key quote it, once and
+    then inside a logfmt or JSON string (the JSON of a token in a logged message), without
+    duplicates."""
     raw = text.encode("utf-8", "surrogatepass")  # a lone surrogate is text too
-    forms = [
+    once = [
         text,
         repr(text)[1:-1],
         repr(raw)[2:-1],
@@ -41,8 +48,10 @@ def quoted_forms(text: str) -> list[str]:
         json.dumps(text, ensure_ascii=False)[1:-1],
         quote(raw, safe=""),
         quote_plus(raw, safe=""),
+        _as_logfmt_key(text),
     ]
-    return list(dict.fromkeys(forms))
+    twice = [json.dumps(form, ensure_ascii=False)[1:-1] for form in once]
+    return list(dict.fromkeys(once + twice))
 
 
 def _credential_regexes(credentials: Iterable[str]) -> list[str]:

@@ -673,12 +673,12 @@ class StreamWriter:
 
     def _record_error(self, exc: LogServiceError) -> None:
         with self._lock:
-            self._counters.last_error = str(exc)
+            self._counters.last_error = self.config.scrub(exc)
         self._warn(f"{exc.call}:{exc.status}:{type(exc).__name__}", str(exc))
 
     def _warn(self, kind: str, message: str) -> None:
         try:
-            self._warnings.warn(kind, message)
+            self._warnings.warn(kind, self.config.scrub(message))
         except Exception:  # a broken stderr must not break the writer
             pass
 
