@@ -161,8 +161,8 @@ def _check_url(_inst: object, _attr: object, value: object) -> None:
         raise ConfigError(f"url {value!r} has no host: e.g. 'http://log-service:8080'")
     if "?" in rest or "#" in rest:
         raise ConfigError(f"url {value!r} must not carry a query or fragment; lelog adds its own")
-    if "@" in host:
-        raise ConfigError(f"url {value!r} must not carry a user or password; the token authenticates")
+    if "@" in host:  # the url is not shown: what precedes the '@' may be a password
+        raise ConfigError("url must not carry a user or password ('user:pw@host'); the token authenticates")
     try:
         urllib.parse.urlsplit(value).port  # noqa: B018  # a ValueError for a bad port
     except ValueError:
