@@ -17,6 +17,7 @@ import os
 import ssl
 import threading
 import time
+import weakref
 from typing import Any, Callable, Iterator, Optional, Sequence, Union
 
 import httpx
@@ -110,6 +111,7 @@ class LogServiceClient:
         self._pid = os.getpid()
         self._http: Optional[httpx.Client] = None
         self._closed = False
+        _clients.add(self)  # for a new _lock in a forked child
 
     def __repr__(self) -> str:
         return f"<LogServiceClient url={self.config.url!r} account_id={self.config.account_id!r}>"
@@ -375,6 +377,19 @@ class LogServiceClient:
         return TransportError(
             self._scrub(f"{what}: no answer from the log service ({type(exc).__name__}: {exc})"), call=call
         )
+
+
+_clients: weakref.WeakSet[LogServiceClient] = weakref.WeakSet()
+
+
+def _renew_locks_in_child() -> None:
+    # A parent thread may have held a client's lock at the fork; the child needs free ones.
+    for client in list(_clients):
+        client._lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_renew_locks_in_child)
 
 
 def _error_for(

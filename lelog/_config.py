@@ -227,11 +227,7 @@ def _check_sanitize(_inst: object, _attr: object, value: object) -> None:
         return
     if not isinstance(value, Mapping):
         raise ConfigError('sanitize_config must be an object like {"sanitize_patterns_content": "<base64>"}')
-    unknown = set(value) - {"sanitize_patterns_content"}
-    if unknown:
-        raise ConfigError(
-            f"sanitize_config: unknown key(s) {sorted(unknown)}; the only key is sanitize_patterns_content"
-        )
+    reject_unknown(value, ("sanitize_patterns_content",), "sanitize_config")
     content = value.get("sanitize_patterns_content", "")
     if not isinstance(content, str):
         raise ConfigError("sanitize_config.sanitize_patterns_content must be a base64 string")
@@ -419,11 +415,7 @@ def setup_request_values(obj: object, *, where: str = "the setup request") -> di
     if mtls:
         if not isinstance(mtls, Mapping):
             raise ConfigError(f"{where}: mtls_config must be an object with client_cert and client_cert_key")
-        unknown = set(mtls) - {"client_cert", "client_cert_key"}
-        if unknown:
-            raise ConfigError(
-                f"mtls_config: unknown key(s) {sorted(unknown)}; expected client_cert, client_cert_key"
-            )
+        reject_unknown(mtls, ("client_cert", "client_cert_key"), "mtls_config")
         values["client_cert"] = mtls.get("client_cert") or None
         values["client_cert_key"] = mtls.get("client_cert_key") or None
     return values

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import socket
 import ssl
 import threading
@@ -28,6 +29,7 @@ from lelog import (
     TLSError,
     TransportError,
 )
+from tests.helpers import run_python
 from tests.service import FakeLogService
 
 FAST = RetryPolicy(first_wait=0.02, max_wait=0.05, max_attempts=10)
@@ -458,3 +460,32 @@ def test_mismatched_client_key_is_a_config_error(ca: trustme.CA) -> None:
             client_cert_key=_b64(other.private_key_pem.bytes()),
         )
     assert "KEY_VALUES_MISMATCH" in str(info.value)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_makes_its_own_pool_even_if_the_lock_was_held_at_the_fork() -> None:
+    code = """
+        import os
+        import signal
+        import lelog
+        from tests.service import FakeLogService
+
+        svc = FakeLogService().start()
+        client = lelog.LogServiceClient(
+            lelog.LogConfig(url=svc.url, account_id="acct", token="secret-token")
+        )
+        client._lock.acquire()  # as if another thread were making the pool at the fork
+        pid = os.fork()
+        if pid == 0:
+            signal.alarm(30)  # a hung child ends itself: nothing outlives the test
+            client.open_stream("child")  # would wait forever on the inherited, held lock
+            os._exit(0)
+        _, status = os.waitpid(pid, 0)
+        client._lock.release()
+        assert svc.is_open("child")
+        svc.stop()
+        print("exit", os.waitstatus_to_exitcode(status))
+    """
+    done = run_python(code, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["exit", "0"]

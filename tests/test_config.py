@@ -119,7 +119,7 @@ def test_token_and_key_material_never_in_repr() -> None:
             {"sanitize_config": {"sanitize_patterns_content": _b64(b"(unclosed")}},
             "sanitize_config.sanitize_patterns_content",
         ),
-        ({"sanitize_config": {"patterns": "x"}}, "sanitize_config: unknown key(s) ['patterns']"),
+        ({"sanitize_config": {"patterns": "x"}}, "sanitize_config: unknown option(s) 'patterns'"),
     ],
 )
 def test_bad_values_name_the_field_and_the_fix(values: dict, message: str) -> None:
@@ -133,7 +133,7 @@ def test_unknown_keys_are_reported_with_a_suggestion() -> None:
         LogConfig.from_setup_request({"log_config": {"url": "", "acount_id": "a"}})
     with pytest.raises(ConfigError, match="unknown option"):
         LogConfig.from_setup_request({"urll": "http://h"})
-    with pytest.raises(ConfigError, match="mtls_config: unknown key"):
+    with pytest.raises(ConfigError, match="mtls_config: unknown option"):
         LogConfig.from_setup_request({"log_config": {}, "mtls_config": {"cert": "x"}})
 
 
