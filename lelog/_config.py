@@ -182,7 +182,10 @@ def _check_verify(_inst: object, _attr: object, value: object) -> None:
             "an empty value never turns verification off (LELOG_VERIFY=false does)"
         )
     if not os.path.exists(value):
-        raise ConfigError(f"verify: CA bundle {value!r} does not exist; give an existing file or directory")
+        raise ConfigError(
+            f"verify: CA bundle {value!r} does not exist; give an existing file or directory, "
+            "or true/false (LELOG_VERIFY: true, false, 1, 0, yes, no)"
+        )
 
 
 def _pem(name: str, value: Optional[str]) -> Optional[bytes]:

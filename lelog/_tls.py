@@ -81,8 +81,13 @@ def _build(
         else:
             context = httpx.create_ssl_context(verify=verify, trust_env=trust_env)
     except (ssl.SSLError, OSError) as exc:
+        what = (
+            repr(verify)
+            if isinstance(verify, str)
+            else "the default CA bundle (SSL_CERT_FILE, SSL_CERT_DIR?)"
+        )
         raise ConfigError(
-            f"verify: {verify!r} could not be loaded as a CA bundle ({_reason(exc)}); "
+            f"verify: {what} could not be loaded as a CA bundle ({_reason(exc)}); "
             "give a PEM file or a directory of hashed PEM certificates"
         ) from None
     if client_cert is not None and client_key is not None:

@@ -272,8 +272,9 @@ def test_the_stored_log_masks_extra_names_as_well_as_values() -> None:
     assert_no_leak(stored.decode(), token)
 
 
+@pytest.mark.parametrize("given_in", ["LELOG_TOKEN", "--config"])
 def test_cli_push_with_a_token_from_a_file_masks_it_in_the_log_and_in_its_output(
-    service_factory: Any, tmp_path: Path
+    service_factory: Any, tmp_path: Path, given_in: str
 ) -> None:
     token = random_token()
     svc = service_factory(token=token)
@@ -282,8 +283,13 @@ def test_cli_push_with_a_token_from_a_file_masks_it_in_the_log_and_in_its_output
         1, status=403, error_msg=f"operation not permitted for token {token}", method="POST", path="/stream"
     )
     setup = tmp_path / "setup.json"
-    setup.write_text(json.dumps({"le_log_key": "k", "log_config": {"url": svc.url, "account_id": "acct"}}))
-    env = _env_without_lelog(LELOG_TOKEN=token + "\r\n", LELOG_CLOSE_TIMEOUT="10")
+    log_config = {"url": svc.url, "account_id": "acct"}
+    env = _env_without_lelog()
+    if given_in == "--config":
+        log_config["token"] = token + "\n"
+    else:
+        env["LELOG_TOKEN"] = token + "\r\n"
+    setup.write_text(json.dumps({"le_log_key": "k", "log_config": log_config}))
     text = f"the token is {token}\nquoted {json.dumps(token)}\n".encode()
     done = run_cli("push", "--config", str(setup), env=env, stdin=text, cwd=tmp_path)
     output = done.stdout.decode("utf-8", "replace") + done.stderr.decode("utf-8", "replace")
