@@ -301,6 +301,18 @@ def test_cli_push_with_a_token_from_a_file_masks_it_in_the_log_and_in_its_output
     assert not svc.token_leaks()
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="lelog run needs POSIX")
+def test_lelog_run_env_stores_no_piece_of_the_token(tmp_path: Path) -> None:
+    token = random_token()
+    env = _env_without_lelog(LELOG_TOKEN=token + "\n", LELOG_HOME=str(tmp_path / "store"))
+    # Whether or not the command gets LELOG_TOKEN, no piece of it may reach the stored log.
+    done = run_cli("run", "--key", "k", "--", "env", env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    stored = (tmp_path / "store" / "k.ndjson").read_text()
+    assert "PATH=" in stored
+    assert_no_leak(stored + done.stderr.decode("utf-8", "replace"), token)
+
+
 def test_the_token_is_a_secret_of_every_stream_and_line() -> None:
     token = random_token()
     config = LogConfig(url="http://h", account_id="a", token=token)
