@@ -15,6 +15,7 @@ import logging
 import math
 import os
 import re
+import ssl
 import urllib.parse
 from typing import Any, Callable, Collection, Iterable, Mapping, Optional, Union
 
@@ -107,12 +108,12 @@ def _seconds_field(name: str, default: float) -> Any:
     return attrs.field(default=default, validator=check)
 
 
-def _str_field(name: str, *, secret: bool = False) -> Any:
+def _str_field(name: str) -> Any:
     def check(_inst: object, _attr: object, value: object) -> None:
         if not isinstance(value, str):
             raise ConfigError(f"{name} must be a string, got {type(value).__name__}")
 
-    return attrs.field(default="", validator=check, repr=_hidden if secret else True)
+    return attrs.field(default="", validator=check)
 
 
 def _strip_token(value: object) -> object:
@@ -164,13 +165,13 @@ def _check_url(_inst: object, _attr: object, value: object) -> None:
     if "@" in host:  # the url is not shown: what precedes the '@' may be a password
         raise ConfigError("url must not carry a user or password ('user:pw@host'); the token authenticates")
     try:
-        urllib.parse.urlsplit(value).port  # noqa: B018  # a ValueError for a bad port
+        port = urllib.parse.urlsplit(value).port  # a ValueError for a port out of range or not a number
     except ValueError:
+        port = 0
+    if port == 0 or host.endswith(":"):
         raise ConfigError(
             f"url {value!r} has a bad port: give a number from 1 to 65535, e.g. 'http://log-service:8080'"
-        ) from None
-    if host.rsplit(":", 1)[-1] == "0" or host.endswith(":"):
-        raise ConfigError(f"url {value!r} has a bad port: give a number from 1 to 65535")
+        )
 
 
 def _check_verify(_inst: object, _attr: object, value: object) -> None:
@@ -318,7 +319,7 @@ class LogConfig:
             ]
         return found
 
-    def tls_context(self) -> Any:
+    def tls_context(self) -> ssl.SSLContext:
         """The shared ``ssl.SSLContext`` for this config's TLS settings (built on first use)."""
         return tls_context(
             self.verify, self.client_cert_pem, self.client_cert_key_pem, trust_env=self.trust_env
