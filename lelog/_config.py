@@ -265,6 +265,10 @@ class LogConfig:
     #: Client certificate and key for mTLS: base64 PEM as in ``mtls_config``, or PEM text.
     client_cert: Optional[str] = attrs.field(default=None, validator=_check_cert, repr=_hidden)
     client_cert_key: Optional[str] = attrs.field(default=None, validator=_check_cert, repr=_hidden)
+    #: The password of an encrypted ``client_cert_key``; a credential, masked like the token.
+    client_cert_key_password: Optional[str] = attrs.field(
+        default=None, validator=attrs.validators.optional(attrs.validators.instance_of(str)), repr=_hidden
+    )
     #: TLS verification: True (system/certifi CAs), False, or a CA bundle path.
     verify: Union[bool, str] = attrs.field(default=True, validator=_check_verify)
     #: Honour HTTP(S)_PROXY / NO_PROXY / SSL_CERT_FILE from the environment, as httpx does.
@@ -296,6 +300,10 @@ class LogConfig:
             raise ConfigError("token is required when url is set (sent as X-Harness-Token)")
         if bool(self.client_cert) != bool(self.client_cert_key):
             raise ConfigError("client_cert and client_cert_key go together: give both or neither")
+        if self.client_cert_key_password and not self.client_cert_key:
+            raise ConfigError(
+                "client_cert_key_password is for an encrypted client_cert_key: give the key too"
+            )
         object.__setattr__(
             self, "_masker", Masker(self.secrets, self.sanitize_patterns, credentials=self.credentials)
         )
@@ -306,9 +314,9 @@ class LogConfig:
 
     @property
     def credentials(self) -> list[str]:
-        """The configuration's own secrets: the token and the client key (as given and as the
-        base64 lines of its PEM body).  Masked in every line and error text."""
-        found = [self.token] if self.token else []
+        """The configuration's own secrets: the token, the client key (as given and as the
+        base64 lines of its PEM body) and its password.  Masked in every line and error text."""
+        found = [value for value in (self.token, self.client_cert_key_password) if value]
         if self.client_cert_key:
             found.append(self.client_cert_key)
             pem = self.client_cert_key_pem or b""
@@ -322,7 +330,11 @@ class LogConfig:
     def tls_context(self) -> ssl.SSLContext:
         """The shared ``ssl.SSLContext`` for this config's TLS settings (built on first use)."""
         return tls_context(
-            self.verify, self.client_cert_pem, self.client_cert_key_pem, trust_env=self.trust_env
+            self.verify,
+            self.client_cert_pem,
+            self.client_cert_key_pem,
+            self.client_cert_key_password,
+            trust_env=self.trust_env,
         )
 
     @property

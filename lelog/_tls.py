@@ -26,7 +26,9 @@ __all__ = ["tls_context"]
 #: Distinct TLS configurations kept; a client keeps its own context alive past eviction.
 _CACHE_SIZE = 16
 
-_CacheKey = tuple[Union[bool, str], Optional[bytes], Optional[bytes], Optional[str], Optional[str]]
+_CacheKey = tuple[
+    Union[bool, str], Optional[bytes], Optional[bytes], Optional[str], Optional[str], Optional[str]
+]
 
 # Guards _cache.  Held while a context is built (no I/O but reading the CA and key files, no
 # logging, no other lock), so two threads never build the same context and it cannot deadlock.
@@ -43,6 +45,7 @@ def tls_context(
     verify: Union[bool, str],
     client_cert: Optional[bytes] = None,
     client_key: Optional[bytes] = None,
+    key_password: Optional[str] = None,
     *,
     trust_env: bool = True,
 ) -> ssl.SSLContext:
@@ -53,13 +56,13 @@ def tls_context(
     verification off warns (a ``UserWarning`` and a ``lelog`` logger record).
     """
     env = (os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR")) if trust_env else (None, None)
-    key: _CacheKey = (verify, client_cert, client_key, *env)
+    key: _CacheKey = (verify, client_cert, client_key, key_password, *env)
     with _lock:
         context = _cache.get(key)
         if context is not None:
             _cache.move_to_end(key)
             return context
-        context = _build(verify, client_cert, client_key, trust_env)
+        context = _build(verify, client_cert, client_key, key_password, trust_env)
         _cache[key] = context
         while len(_cache) > _CACHE_SIZE:
             _cache.popitem(last=False)
@@ -70,7 +73,11 @@ def tls_context(
 
 
 def _build(
-    verify: Union[bool, str], client_cert: Optional[bytes], client_key: Optional[bytes], trust_env: bool
+    verify: Union[bool, str],
+    client_cert: Optional[bytes],
+    client_key: Optional[bytes],
+    key_password: Optional[str],
+    trust_env: bool,
 ) -> ssl.SSLContext:
     try:
         if isinstance(verify, str):
@@ -91,7 +98,7 @@ def _build(
             "give a PEM file or a directory of hashed PEM certificates"
         ) from None
     if client_cert is not None and client_key is not None:
-        _load_client_cert(context, client_cert, client_key)
+        _load_client_cert(context, client_cert, client_key, key_password)
     return context
 
 
@@ -100,7 +107,7 @@ def _reason(exc: BaseException) -> str:
     return str(reason or type(exc).__name__)
 
 
-def _load_client_cert(context: ssl.SSLContext, cert: bytes, key: bytes) -> None:
+def _load_client_cert(context: ssl.SSLContext, cert: bytes, key: bytes, password: Optional[str]) -> None:
     # ssl loads certificates only from files: write them to private files, load, remove.
     paths = []
     try:
@@ -109,8 +116,14 @@ def _load_client_cert(context: ssl.SSLContext, cert: bytes, key: bytes) -> None:
             paths.append(path)
             with os.fdopen(fd, "wb") as fh:
                 fh.write(pem)
-        context.load_cert_chain(certfile=paths[0], keyfile=paths[1])
+        # A password of "" (not None) makes an encrypted key fail at once instead of prompting.
+        context.load_cert_chain(certfile=paths[0], keyfile=paths[1], password=password or "")
     except ssl.SSLError as exc:
+        if b"ENCRYPTED" in key:  # "BEGIN ENCRYPTED PRIVATE KEY" or "Proc-Type: 4,ENCRYPTED"
+            raise ConfigError(
+                "client_cert_key is encrypted and could not be decrypted: give its password as "
+                "client_cert_key_password (LELOG_CLIENT_CERT_KEY_PASSWORD), or check it"
+            ) from None
         # The reason only ("KEY_VALUES_MISMATCH"), never the text: it could quote the key.
         raise ConfigError(
             f"client_cert/client_cert_key could not be loaded ({exc.reason or 'not PEM'}); "

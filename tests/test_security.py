@@ -344,6 +344,53 @@ def test_the_client_key_is_masked_in_lines_too(tls_ca: Any) -> None:
     assert masked == "key ************** and a PEM line **************"
 
 
+def _encrypted_client_key(tls_ca: Any, password: str) -> tuple[str, str]:
+    """A client certificate and its key encrypted with ``password``, both base64 PEM."""
+    from cryptography.hazmat.primitives import serialization
+
+    cert = tls_ca.issue_cert("lelog-client")
+    key = serialization.load_pem_private_key(cert.private_key_pem.bytes(), None)
+    encrypted = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(password.encode()),
+    )
+    return (
+        base64.b64encode(cert.cert_chain_pems[0].bytes()).decode(),
+        base64.b64encode(encrypted).decode(),
+    )
+
+
+def test_an_encrypted_client_key_with_its_password_and_the_password_masked(
+    service_factory: Any, tls_ca: Any, tmp_path: Path
+) -> None:
+    password = random_token(24)
+    client_cert, client_key = _encrypted_client_key(tls_ca, password)
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls_ca.issue_cert("127.0.0.1").configure_cert(server_ctx)
+    tls_ca.configure_trust(server_ctx)
+    server_ctx.verify_mode = ssl.CERT_REQUIRED
+    svc = service_factory(ssl_context=server_ctx)
+    ca_path = tmp_path / "ca.pem"
+    tls_ca.cert_pem.write_to_path(str(ca_path))
+    mtls = dict(url=svc.url, account_id="acct", token=svc.token, verify=str(ca_path), client_cert=client_cert)
+    for wrong in (None, password[:-1]):
+        with pytest.raises(
+            ConfigError, match="client_cert_key is encrypted.*client_cert_key_password"
+        ) as info:
+            LogConfig(client_cert_key=client_key, client_cert_key_password=wrong, **mtls)
+        assert_no_leak(str(info.value), password)
+    config = LogConfig(client_cert_key=client_key, client_cert_key_password=password, **mtls)
+    assert_no_leak(repr(config), password)
+    writer = StreamWriter("k", config)
+    writer.write_line(f"the key's password is {password}")
+    stats = writer.close(20)
+    assert stats.sent == 1 and stats.uploaded, stats
+    stored = svc.blob("k")
+    assert stored is not None and b"the key's password is **************" in stored
+    assert_no_leak(stored.decode(), password)
+
+
 # -- TLS ----------------------------------------------------------------------------------------
 
 
