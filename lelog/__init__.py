@@ -14,6 +14,7 @@ from ._exceptions import (
     LelogError,
     LogServiceError,
     StreamNotFound,
+    TLSError,
     TransportError,
     UploadLinkUnsupported,
 )
@@ -43,6 +44,7 @@ __all__ = [
     "Stats",
     "StreamHandler",
     "StreamNotFound",
+    "TLSError",
     "StreamWriter",
     "TransportError",
     "UploadLinkUnsupported",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Callable, Mapping, Optional, Protocol, Sequence, Union, runtime_checkable
 
 from ._client import LineLike, LogServiceClient
-from ._config import LogConfig
+from ._config import LogConfig, resolve_config
 from ._exceptions import ConfigError
 
 __all__ = ["Backend", "make_backend"]
@@ -41,12 +41,8 @@ def make_backend(target: object) -> tuple[Backend, bool, LogConfig]:
     if isinstance(target, Backend):
         config = getattr(target, "config", None)
         return target, False, config if isinstance(config, LogConfig) else LogConfig()
-    if target is None:
-        config = LogConfig.from_env()
-    elif isinstance(target, LogConfig):
-        config = target
-    elif isinstance(target, Mapping):
-        config = LogConfig.from_setup_request(target)
+    if target is None or isinstance(target, (LogConfig, Mapping)):
+        config = resolve_config(target)  # the same resolution as the handler's and the CLI's
     else:
         raise ConfigError(
             f"expected a LogConfig, a setup-request dict, a backend or None, got {type(target).__name__}"

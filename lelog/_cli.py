@@ -25,7 +25,7 @@ import time
 from typing import IO, Any, Callable, Iterator, NoReturn, Optional, Sequence, Union
 
 from ._client import LogServiceClient
-from ._config import LogConfig, setup_request_values
+from ._config import MAX_SECONDS, LogConfig, check_positive, resolve_config, setup_request_values
 from ._exceptions import BlobNotFound, ConfigError, LogServiceError
 from ._filestore import FileStore
 from ._splitter import LineSplitter
@@ -68,10 +68,11 @@ class _Parser(argparse.ArgumentParser):
 def _seconds(text: str) -> float:
     try:
         value = float(text)
-    except ValueError:
-        value = 0.0
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+        check_positive("the value", value, maximum=MAX_SECONDS)
+    except ValueError:  # ConfigError is one
+        raise argparse.ArgumentTypeError(
+            f"expected a positive number of seconds, at most {MAX_SECONDS:g}, got {text!r}"
+        ) from None
     return value
 
 
@@ -227,11 +228,12 @@ def _config(args: argparse.Namespace) -> LogConfig:
     values = _read_setup(args.config) if args.config else {}
     flags = {"url": args.url, "account_id": args.account_id, "token": args.token}
     values.update({name: value for name, value in flags.items() if value is not None})
-    return LogConfig.from_env(os.environ, **values)
+    return resolve_config(None, environ=os.environ, **values)
 
 
 def _key(args: argparse.Namespace, config: LogConfig, default: str = "") -> str:
-    key = args.key or config.le_log_key or os.environ.get("LELOG_KEY") or default
+    # config.le_log_key: --config's le_log_key, else LELOG_KEY (or LELOG_LE_LOG_KEY).
+    key = args.key or config.le_log_key or default
     if not key:
         raise _Failure("no stream key: give --key K (or set LELOG_KEY, or le_log_key in --config)", 2)
     return key

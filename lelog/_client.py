@@ -3,15 +3,21 @@
 Every call is bounded: explicit connect/read/write/pool timeouts per attempt, and a total
 deadline over all attempts (``RetryPolicy``).  The token goes only to the log service, as a
 per-request header, so the upload-link ``PUT`` to object storage never carries it.
+
+Building a client is cheap: the ``httpx.Client`` (its connection pool) is made on the first
+call, with the TLS context shared by every client of the same TLS settings (``_tls``).  Every
+error text it raises is scrubbed of the token and the secrets (``LogConfig.scrub``), also
+the text of errors raised inside httpx, httpcore or ssl, which are not chained (a traceback
+would print them).
 """
 
 from __future__ import annotations
 
 import os
 import ssl
-import tempfile
 import threading
 import time
+import weakref
 from typing import Any, Callable, Iterator, Optional, Sequence, Union
 
 import httpx
@@ -23,6 +29,7 @@ from ._exceptions import (
     ConfigError,
     LogServiceError,
     StreamNotFound,
+    TLSError,
     TransportError,
     UploadLinkUnsupported,
 )
@@ -43,52 +50,28 @@ def _encoded(lines: Sequence[LineLike]) -> list[bytes]:
     return [line if isinstance(line, bytes) else line.encode() for line in lines]
 
 
-def _error_msg(response: httpx.Response) -> str:
+def _error_msg(response: httpx.Response, scrub: Callable[[str], str]) -> str:
+    """The service's error text, scrubbed before it is cut short (a cut could keep half a token)."""
     try:
         body = response.json()
     except (ValueError, UnicodeDecodeError):
-        return response.text[:200].strip()
+        return scrub(response.text)[:200].strip()
     message = body.get("error_msg") if isinstance(body, dict) else None
     if isinstance(message, str):
-        return message
-    return response.text[:200].strip()
+        return scrub(message)
+    return scrub(response.text)[:200].strip()
 
 
-def _ssl_context(config: LogConfig) -> Union[bool, ssl.SSLContext]:
-    """The TLS settings for httpx; a context only when a CA path or client cert needs one."""
-    cert, key = config.client_cert_pem, config.client_cert_key_pem
-    if isinstance(config.verify, bool) and cert is None:
-        return config.verify
-    if isinstance(config.verify, str):
-        if os.path.isdir(config.verify):
-            ctx = ssl.create_default_context(capath=config.verify)
-        else:
-            ctx = ssl.create_default_context(cafile=config.verify)
-    else:
-        ctx = httpx.create_ssl_context(verify=config.verify)
-    if cert is not None and key is not None:
-        _load_client_cert(ctx, cert, key)
-    return ctx
-
-
-def _load_client_cert(ctx: ssl.SSLContext, cert: bytes, key: bytes) -> None:
-    # ssl loads certificates only from files: write them to private files, load, remove.
-    paths = []
-    try:
-        for pem in (cert, key):
-            fd, path = tempfile.mkstemp(prefix="lelog-", suffix=".pem")  # mode 0600
-            paths.append(path)
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(pem)
-        ctx.load_cert_chain(certfile=paths[0], keyfile=paths[1])
-    except ssl.SSLError as exc:
-        raise ConfigError(
-            f"client_cert/client_cert_key could not be loaded ({exc.reason or exc}); "
-            "check that the key matches the certificate and both are PEM"
-        ) from None
-    finally:
-        for path in paths:
-            os.unlink(path)
+def _untrusted_certificate(exc: BaseException) -> Optional[str]:
+    """Why the service's certificate was refused, if that is what ``exc`` comes from."""
+    seen: set[int] = set()
+    cause: Optional[BaseException] = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return str(cause.verify_message or cause.reason or "certificate verify failed")
+        cause = cause.__cause__ or cause.__context__
+    return None
 
 
 class LogServiceClient:
@@ -112,7 +95,7 @@ class LogServiceClient:
             raise ConfigError("LogServiceClient needs a url; without one use lelog.FileStore")
         self.config = config
         self.retry = retry or RetryPolicy(max_attempts=config.max_attempts, max_wait=config.max_retry_wait)
-        self._verify = _ssl_context(config)
+        self._scrub = config.scrub
         self._transport = transport
         self._timeout = httpx.Timeout(
             connect=config.connect_timeout,
@@ -120,16 +103,24 @@ class LogServiceClient:
             write=config.write_timeout,
             pool=config.pool_timeout,
         )
-        self._lock = threading.Lock()  # guards replacing the pool after a fork; never held across I/O
+        # Guards making the pool (on first use, and anew in a forked child).  Held only while
+        # httpx.Client() is built: no I/O, no other lock of ours, and a record httpx might log
+        # meanwhile goes to handlers that never call this client on the logging thread (the
+        # writer's worker does its I/O on its own thread), so it cannot deadlock.
+        self._lock = threading.Lock()
         self._pid = os.getpid()
-        self._http = self._new_http()
+        self._http: Optional[httpx.Client] = None
+        self._closed = False
+        _clients.add(self)  # for a new _lock in a forked child
 
     def __repr__(self) -> str:
         return f"<LogServiceClient url={self.config.url!r} account_id={self.config.account_id!r}>"
 
     def _new_http(self) -> httpx.Client:
+        # A context even for http://: an upload link may be https (object storage).  Shared
+        # by every client with these TLS settings, so this costs one build per process.
         return httpx.Client(
-            verify=self._verify,
+            verify=self.config.tls_context(),
             transport=self._transport,
             timeout=self._timeout,
             follow_redirects=False,
@@ -139,17 +130,26 @@ class LogServiceClient:
 
     @property
     def http(self) -> httpx.Client:
-        """The connection pool of this process (a forked child gets its own)."""
-        if self._pid != os.getpid():
+        """The connection pool of this process, made on first use (a forked child gets its
+        own; the parent's sockets are left alone).  After ``close()`` calls fail as httpx's do."""
+        http = self._http
+        if http is None or self._pid != os.getpid():
             with self._lock:
-                if self._pid != os.getpid():
+                if self._http is None or self._pid != os.getpid():
                     self._http = self._new_http()
                     self._pid = os.getpid()
-        return self._http
+                    if self._closed:
+                        self._http.close()
+                http = self._http
+        return http
 
     def close(self) -> None:
-        """Close the connection pool."""
-        self._http.close()
+        """Close the connection pool (if one was ever made)."""
+        with self._lock:
+            self._closed = True
+            http = self._http
+        if http is not None:
+            http.close()
 
     def __enter__(self) -> LogServiceClient:
         return self
@@ -210,7 +210,7 @@ class LogServiceClient:
         answer = self._call("upload link", "POST", "/blob/link/upload", key, deadline=left(), **opts).json()
         link = answer.get("link") if isinstance(answer, dict) else None
         if not isinstance(link, str) or not link.startswith(("http://", "https://")):
-            raise LogServiceError(f"upload link {key!r}: the service answered no usable link")
+            raise LogServiceError(self._scrub(f"upload link {key!r}: the service answered no usable link"))
 
         def put(timeout: float) -> httpx.Response:
             # No token here: the link is object storage, not the log service.
@@ -269,7 +269,7 @@ class LogServiceClient:
         """``GET /healthz`` once, no retry: True when the service answers 200."""
         try:
             response = self.http.get(self.config.url + "/healthz", timeout=self._within(timeout))
-        except httpx.HTTPError:
+        except (httpx.HTTPError, ssl.SSLError, OSError, ValueError):
             return False
         return response.status_code == 200
 
@@ -358,21 +358,46 @@ class LogServiceClient:
         what = f"{call} {key!r}" if key is not None else call
         try:
             response = self.http.send(request, stream=stream)
-        except httpx.TransportError as exc:
-            raise TransportError(
-                f"{what}: no answer from the log service ({type(exc).__name__}: {exc})", call=call
-            ) from exc
+        except (httpx.TransportError, ssl.SSLError, OSError, ValueError) as exc:
+            # Not chained (``from None``): the cause's text and traceback are httpx's, unscrubbed.
+            raise self._transport_error(what, call, exc) from None
         if response.is_success:
             return response
         if stream:
             response.read()
             response.close()
-        raise _error_for(what, call, response)
+        raise _error_for(what, call, response, self._scrub)
+
+    def _transport_error(self, what: str, call: str, exc: BaseException) -> TransportError:
+        reason = _untrusted_certificate(exc)
+        if reason is not None:
+            return TLSError(
+                self._scrub(f"{what}: the log service's certificate was not trusted: {reason}"), call=call
+            )
+        return TransportError(
+            self._scrub(f"{what}: no answer from the log service ({type(exc).__name__}: {exc})"), call=call
+        )
 
 
-def _error_for(what: str, call: str, response: httpx.Response) -> LogServiceError:
+_clients: weakref.WeakSet[LogServiceClient] = weakref.WeakSet()
+
+
+def _renew_locks_in_child() -> None:
+    # A parent thread may have held a client's lock at the fork; the child needs free ones.
+    for client in list(_clients):
+        client._lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_renew_locks_in_child)
+
+
+def _error_for(
+    what: str, call: str, response: httpx.Response, scrub: Callable[[str], str]
+) -> LogServiceError:
     status = response.status_code
-    msg = _error_msg(response)
+    msg = _error_msg(response, scrub)
+    what = scrub(what)
     kwargs: dict[str, Any] = {"status": status, "error_msg": msg, "call": call}
     text = f"{what}: {status} {msg}".rstrip()
     if response.is_redirect:

@@ -11,19 +11,43 @@ from __future__ import annotations
 import base64
 import binascii
 import difflib
+import logging
 import math
 import os
-from typing import Any, Callable, Iterable, Mapping, Optional, Union
+import re
+import ssl
+import urllib.parse
+from typing import Any, Callable, Collection, Iterable, Mapping, Optional, Union
 
 import attrs
 
 from ._exceptions import ConfigError
 from ._masking import Masker, decode_sanitize_patterns
+from ._tls import tls_context
 
-__all__ = ["LogConfig", "setup_request_values"]
+__all__ = [
+    "CONFIG_FIELDS",
+    "MAX_SECONDS",
+    "LogConfig",
+    "check_level",
+    "check_positive",
+    "reject_unknown",
+    "resolve_config",
+    "setup_request_values",
+]
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off", ""})
+#: Only these words turn TLS verification off: an empty or blank value is a mistake.
+_VERIFY_TRUE = frozenset({"1", "true", "yes"})
+_VERIFY_FALSE = frozenset({"0", "false", "no"})
+
+#: The longest timeout or deadline: one week.  Far below what ``threading`` waits can hold
+#: (``threading.TIMEOUT_MAX``), so no exit hook meets an ``OverflowError``.
+MAX_SECONDS = 7 * 24 * 3600.0
+
+#: Control characters and whitespace, which no url may hold (a ``\n`` would end a header).
+_URL_FORBIDDEN = re.compile(r"[\x00-\x20\x7f-\x9f]")
 
 #: Keys of a whole setup request that are ours; everything else belongs to the engine.
 _SETUP_KEYS = ("le_log_key", "log_config", "secrets", "mtls_config")
@@ -48,20 +72,66 @@ def _bool_field(name: str) -> Any:
     return attrs.field(default=False, validator=_bool_check(name))
 
 
+def check_positive(name: str, value: object, *, whole: bool = False, maximum: float = math.inf) -> None:
+    """The one check of a positive number (``whole``: an int) for every option that takes one.
+
+    Seconds get ``maximum=MAX_SECONDS``; a ``ConfigError`` names the field and what fits.
+    """
+    ok = isinstance(value, int) if whole else isinstance(value, (int, float))
+    if isinstance(value, bool) or not ok or not 0 < value <= maximum:  # type: ignore[operator]
+        what = "a whole number > 0" if whole else "a positive number"
+        if maximum == MAX_SECONDS:
+            what = f"a positive number of seconds, at most {MAX_SECONDS:g} (one week)"
+        elif maximum < math.inf:
+            what += f", at most {maximum:g}"
+        raise ConfigError(f"{name} must be {what}, got {value!r}")
+
+
+def check_level(value: object, name: str = "level") -> int:
+    """A logging level from a name (any case) or a number; ``ConfigError`` otherwise."""
+    if isinstance(value, str):
+        number = logging.getLevelName(value.strip().upper())
+        if isinstance(number, int):
+            return number
+    elif isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    raise ConfigError(
+        f"{name} must be a level name or number (DEBUG, INFO, WARNING, ERROR, CRITICAL, or e.g. 20), "
+        f"got {value!r}"
+    )
+
+
 def _seconds_field(name: str, default: float) -> Any:
     def check(_inst: object, _attr: object, value: object) -> None:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
-            raise ConfigError(f"{name} must be a positive, finite number of seconds, got {value!r}")
+        check_positive(name, value, maximum=MAX_SECONDS)
 
     return attrs.field(default=default, validator=check)
 
 
-def _str_field(name: str, *, secret: bool = False) -> Any:
+def _str_field(name: str) -> Any:
     def check(_inst: object, _attr: object, value: object) -> None:
         if not isinstance(value, str):
             raise ConfigError(f"{name} must be a string, got {type(value).__name__}")
 
-    return attrs.field(default="", validator=check, repr=_hidden if secret else True)
+    return attrs.field(default="", validator=check)
+
+
+def _strip_token(value: object) -> object:
+    """Surrounding whitespace and a final newline (a token read from a file) are not the token."""
+    return value.strip() if isinstance(value, str) else value
+
+
+def _check_token(_inst: object, _attr: object, value: object) -> None:
+    # Never show the token, nor the offending character: say where and what kind it is.
+    if not isinstance(value, str):
+        raise ConfigError(f"token must be a string, got {type(value).__name__}")
+    for i, char in enumerate(value):
+        if not 0x21 <= ord(char) <= 0x7E:
+            kind = "a non-ASCII character" if ord(char) > 0x7E else "whitespace or a control character"
+            raise ConfigError(
+                f"token: character {i + 1} of {len(value)} is {kind}; a token is visible ASCII "
+                "(no spaces, line breaks or accents): check how it was copied or read"
+            )
 
 
 def _normalise_url(value: object) -> object:
@@ -76,6 +146,12 @@ def _check_url(_inst: object, _attr: object, value: object) -> None:
         raise ConfigError(f"url must be a string, got {type(value).__name__}")
     if not value:
         return  # no log service: the file store is used
+    bad = _URL_FORBIDDEN.search(value)
+    if bad:
+        raise ConfigError(
+            f"url {value!r} holds a space or control character (at {bad.start() + 1}); "
+            "check how it was set (a trailing newline from a file?)"
+        )
     if "://" not in value:
         raise ConfigError(f"url {value!r} has no scheme: write it as 'http://{value}' or 'https://{value}'")
     scheme, _, rest = value.partition("://")
@@ -86,17 +162,31 @@ def _check_url(_inst: object, _attr: object, value: object) -> None:
         raise ConfigError(f"url {value!r} has no host: e.g. 'http://log-service:8080'")
     if "?" in rest or "#" in rest:
         raise ConfigError(f"url {value!r} must not carry a query or fragment; lelog adds its own")
+    if "@" in host:  # the url is not shown: what precedes the '@' may be a password
+        raise ConfigError("url must not carry a user or password ('user:pw@host'); the token authenticates")
+    try:
+        port = urllib.parse.urlsplit(value).port  # a ValueError for a port out of range or not a number
+    except ValueError:
+        port = 0
+    if port == 0 or host.endswith(":"):
+        raise ConfigError(
+            f"url {value!r} has a bad port: give a number from 1 to 65535, e.g. 'http://log-service:8080'"
+        )
 
 
 def _check_verify(_inst: object, _attr: object, value: object) -> None:
     if isinstance(value, bool):
         return
-    if not isinstance(value, str) or not value:
+    if not isinstance(value, str) or not value.strip():
         raise ConfigError(
-            f"verify must be true, false, or the path of a CA bundle file or directory, got {value!r}"
+            f"verify must be true, false, or the path of a CA bundle file or directory, got {value!r}; "
+            "an empty value never turns verification off (LELOG_VERIFY=false does)"
         )
     if not os.path.exists(value):
-        raise ConfigError(f"verify: CA bundle {value!r} does not exist; give an existing file or directory")
+        raise ConfigError(
+            f"verify: CA bundle {value!r} does not exist; give an existing file or directory, "
+            "or true/false (LELOG_VERIFY: true, false, 1, 0, yes, no)"
+        )
 
 
 def _pem(name: str, value: Optional[str]) -> Optional[bytes]:
@@ -141,11 +231,7 @@ def _check_sanitize(_inst: object, _attr: object, value: object) -> None:
         return
     if not isinstance(value, Mapping):
         raise ConfigError('sanitize_config must be an object like {"sanitize_patterns_content": "<base64>"}')
-    unknown = set(value) - {"sanitize_patterns_content"}
-    if unknown:
-        raise ConfigError(
-            f"sanitize_config: unknown key(s) {sorted(unknown)}; the only key is sanitize_patterns_content"
-        )
+    reject_unknown(value, ("sanitize_patterns_content",), "sanitize_config")
     content = value.get("sanitize_patterns_content", "")
     if not isinstance(content, str):
         raise ConfigError("sanitize_config.sanitize_patterns_content must be a base64 string")
@@ -164,7 +250,8 @@ class LogConfig:
 
     url: str = attrs.field(default="", converter=_normalise_url, validator=_check_url)
     account_id: str = _str_field("account_id")
-    token: str = _str_field("token", secret=True)
+    #: Stripped of surrounding whitespace; a secret of every stream, masked in every line.
+    token: str = attrs.field(default="", converter=_strip_token, validator=_check_token, repr=_hidden)
     indirect_upload: bool = _bool_field("indirect_upload")
     trim_new_line_suffix: bool = _bool_field("trim_new_line_suffix")
     skip_opening_stream: bool = _bool_field("skip_opening_stream")
@@ -178,6 +265,10 @@ class LogConfig:
     #: Client certificate and key for mTLS: base64 PEM as in ``mtls_config``, or PEM text.
     client_cert: Optional[str] = attrs.field(default=None, validator=_check_cert, repr=_hidden)
     client_cert_key: Optional[str] = attrs.field(default=None, validator=_check_cert, repr=_hidden)
+    #: The password of an encrypted ``client_cert_key``; a credential, masked like the token.
+    client_cert_key_password: Optional[str] = attrs.field(
+        default=None, validator=attrs.validators.optional(attrs.validators.instance_of(str)), repr=_hidden
+    )
     #: TLS verification: True (system/certifi CAs), False, or a CA bundle path.
     verify: Union[bool, str] = attrs.field(default=True, validator=_check_verify)
     #: Honour HTTP(S)_PROXY / NO_PROXY / SSL_CERT_FILE from the environment, as httpx does.
@@ -195,11 +286,12 @@ class LogConfig:
     #: The longest single wait between two attempts.
     max_retry_wait: float = _seconds_field("max_retry_wait", 30.0)
     max_attempts: int = attrs.field(default=10)
+    #: Built once with the config: masks the credentials, secrets and patterns.
+    _masker: Masker = attrs.field(init=False, repr=False, eq=False)
 
     @max_attempts.validator
     def _check_attempts(self, _attr: object, value: object) -> None:
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(f"max_attempts must be a whole number >= 1, got {value!r}")
+        check_positive("max_attempts", value, whole=True, maximum=1_000_000)
 
     def __attrs_post_init__(self) -> None:
         if self.url and not self.account_id:
@@ -208,8 +300,42 @@ class LogConfig:
             raise ConfigError("token is required when url is set (sent as X-Harness-Token)")
         if bool(self.client_cert) != bool(self.client_cert_key):
             raise ConfigError("client_cert and client_cert_key go together: give both or neither")
+        if self.client_cert_key_password and not self.client_cert_key:
+            raise ConfigError(
+                "client_cert_key_password is for an encrypted client_cert_key: give the key too"
+            )
+        object.__setattr__(
+            self, "_masker", Masker(self.secrets, self.sanitize_patterns, credentials=self.credentials)
+        )
+        if self.url.lower().startswith("https://"):
+            self.tls_context()  # bad TLS material fails here; the context is cached for clients
 
     # -- derived values ---------------------------------------------------------------------
+
+    @property
+    def credentials(self) -> list[str]:
+        """The configuration's own secrets: the token, the client key (as given and as the
+        base64 lines of its PEM body) and its password.  Masked in every line and error text."""
+        found = [value for value in (self.token, self.client_cert_key_password) if value]
+        if self.client_cert_key:
+            found.append(self.client_cert_key)
+            pem = self.client_cert_key_pem or b""
+            found += [
+                line
+                for line in pem.decode("ascii", "replace").splitlines()
+                if line.strip() and not line.startswith("-----")
+            ]
+        return found
+
+    def tls_context(self) -> ssl.SSLContext:
+        """The shared ``ssl.SSLContext`` for this config's TLS settings (built on first use)."""
+        return tls_context(
+            self.verify,
+            self.client_cert_pem,
+            self.client_cert_key_pem,
+            self.client_cert_key_password,
+            trust_env=self.trust_env,
+        )
 
     @property
     def client_cert_pem(self) -> Optional[bytes]:
@@ -226,12 +352,16 @@ class LogConfig:
         return decode_sanitize_patterns(self.sanitize_config.get("sanitize_patterns_content", ""))
 
     def masker(self) -> Masker:
-        """The masker for this config's secrets and sanitize patterns."""
-        return Masker(self.secrets, self.sanitize_patterns)
+        """The masker for this config's credentials, secrets and sanitize patterns (shared)."""
+        return self._masker
+
+    def scrub(self, error: object) -> str:
+        """The text of ``error`` with every credential and secret masked: see ``Masker.scrub``."""
+        return self._masker.scrub(error)
 
     def evolve(self, **changes: Any) -> LogConfig:
         """A copy with ``changes`` applied and validated (unknown names are reported)."""
-        _reject_unknown(changes, "LogConfig")
+        reject_unknown(changes, CONFIG_FIELDS, "LogConfig")
         return attrs.evolve(self, **changes)
 
     # -- constructors -----------------------------------------------------------------------
@@ -241,7 +371,7 @@ class LogConfig:
         """Build from a plain mapping, reporting unknown keys with a suggestion."""
         if not isinstance(values, Mapping):
             raise ConfigError(f"{where} must be an object, got {type(values).__name__}")
-        _reject_unknown(values, where)
+        reject_unknown(values, CONFIG_FIELDS, where)
         return cls(**values)
 
     @classmethod
@@ -258,15 +388,21 @@ class LogConfig:
         """Read ``LELOG_<FIELD>`` variables (``LELOG_URL``, ``LELOG_TOKEN``, ...).
 
         ``overrides`` win over the environment; a value of ``None`` there means "not given".
-        ``LELOG_SECRETS`` holds one secret per line; booleans take 1/0, true/false, yes/no.
+        ``LELOG_SECRETS`` holds one secret per line; booleans take 1/0, true/false, yes/no;
+        ``LELOG_VERIFY`` takes true/false (1/0, yes/no) or a CA bundle path, never blank.
+        The stream key is ``LELOG_KEY`` (``LELOG_LE_LOG_KEY`` is accepted too; both set
+        and different is a ``ConfigError``).
         """
         env = os.environ if environ is None else environ
-        _reject_unknown(overrides, "LogConfig")
+        reject_unknown(overrides, CONFIG_FIELDS, "LogConfig")
         values: dict[str, Any] = {}
-        for field in attrs.fields(cls):
-            raw = env.get("LELOG_" + field.name.upper())
+        for name in sorted(CONFIG_FIELDS - {"le_log_key"}):  # the key: _env_key below
+            raw = env.get("LELOG_" + name.upper())
             if raw is not None:
-                values[field.name] = _parse_env(field.name, raw)
+                values[name] = _parse_env(name, raw)
+        key = _env_key(env)
+        if key is not None:
+            values["le_log_key"] = key
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
@@ -281,12 +417,12 @@ def setup_request_values(obj: object, *, where: str = "the setup request") -> di
     if not isinstance(obj, Mapping):
         raise ConfigError(f"{where} must be a JSON object, got {type(obj).__name__}")
     if "log_config" not in obj:
-        _reject_unknown(obj, where)
+        reject_unknown(obj, CONFIG_FIELDS, where)
         return dict(obj)
     log_config = obj["log_config"] if obj["log_config"] is not None else {}
     if not isinstance(log_config, Mapping):
         raise ConfigError(f"{where}: log_config must be an object")
-    _reject_unknown(log_config, "log_config")
+    reject_unknown(log_config, CONFIG_FIELDS, "log_config")
     values: dict[str, Any] = dict(log_config)
     for name in ("le_log_key", "secrets"):
         if obj.get(name) is not None:
@@ -295,28 +431,55 @@ def setup_request_values(obj: object, *, where: str = "the setup request") -> di
     if mtls:
         if not isinstance(mtls, Mapping):
             raise ConfigError(f"{where}: mtls_config must be an object with client_cert and client_cert_key")
-        unknown = set(mtls) - {"client_cert", "client_cert_key"}
-        if unknown:
-            raise ConfigError(
-                f"mtls_config: unknown key(s) {sorted(unknown)}; expected client_cert, client_cert_key"
-            )
+        reject_unknown(mtls, ("client_cert", "client_cert_key"), "mtls_config")
         values["client_cert"] = mtls.get("client_cert") or None
         values["client_cert_key"] = mtls.get("client_cert_key") or None
     return values
 
 
-def _reject_unknown(values: Mapping[str, Any], where: str) -> None:
-    known = _FIELD_NAMES
+def resolve_config(
+    config: Union[LogConfig, Mapping[str, Any], None] = None,
+    *,
+    environ: Optional[Mapping[str, str]] = None,
+    **values: Any,
+) -> LogConfig:
+    """The one configuration resolver of the CLI, ``StreamHandler`` and ``log_stream``.
+
+    ``values`` (flags, keyword arguments; None means not given) win over ``config`` (a setup
+    request or its ``log_config``), which wins over the ``LELOG_*`` environment.  A
+    ``LogConfig`` is complete as it is: ``values`` are applied to it, the environment is not read.
+    """
+    given = {k: v for k, v in values.items() if v is not None}
+    if isinstance(config, LogConfig):
+        return config.evolve(**given) if given else config
+    if config is None or isinstance(config, Mapping):
+        from_request = setup_request_values(config) if config is not None else {}
+        return LogConfig.from_env(environ, **{**from_request, **given})
+    raise ConfigError(
+        f"config must be a LogConfig, a setup request or its log_config (an object), got {type(config).__name__}"
+    )
+
+
+def reject_unknown(values: Mapping[str, Any], known: Collection[str], where: str) -> None:
+    """The one unknown-option check: a ``ConfigError`` naming each unknown key, with the
+    closest known one as a suggestion, and listing what is known."""
     unknown = [k for k in values if k not in known]
     if not unknown:
         return
+    names = sorted(known)
     hints = []
     for name in unknown:
-        close = difflib.get_close_matches(str(name), sorted(known), n=1)
+        close = difflib.get_close_matches(str(name), names, n=1)
         hints.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-    raise ConfigError(
-        f"{where}: unknown key(s) {', '.join(hints)}; known keys are {', '.join(sorted(known))}"
-    )
+    raise ConfigError(f"{where}: unknown option(s) {', '.join(hints)}; known: {', '.join(names)}")
+
+
+def _env_key(env: Mapping[str, str]) -> Optional[str]:
+    """The stream key from ``LELOG_KEY`` or ``LELOG_LE_LOG_KEY``; both and different fail."""
+    short, long = env.get("LELOG_KEY"), env.get("LELOG_LE_LOG_KEY")
+    if short is not None and long is not None and short != long:
+        raise ConfigError("LELOG_KEY and LELOG_LE_LOG_KEY are both set and differ; set only LELOG_KEY")
+    return short if short is not None else long
 
 
 def _parse_bool(name: str, raw: str) -> bool:
@@ -340,7 +503,13 @@ def _parse_env(name: str, raw: str) -> Any:
         return _parse_bool(name, raw)
     if name == "verify":
         text = raw.strip().lower()
-        return _parse_bool(name, raw) if text in _TRUE | _FALSE else raw
+        if not text:
+            raise ConfigError(
+                f"LELOG_VERIFY is {'empty' if not raw else 'blank'}: set it to true, false or a CA "
+                "bundle path (an unset variable in LELOG_VERIFY=$CA_BUNDLE does this); "
+                "verification is never turned off by an empty value"
+            )
+        return text in _VERIFY_TRUE if text in _VERIFY_TRUE | _VERIFY_FALSE else raw
     if name == "max_attempts":
         return _parse_number(int, name, raw)
     if name in _FLOAT_FIELDS:
@@ -352,7 +521,8 @@ def _parse_env(name: str, raw: str) -> Any:
     return raw
 
 
-_FIELD_NAMES = frozenset(f.name for f in attrs.fields(LogConfig))
+#: The names ``LogConfig`` takes (its internal fields are not options).
+CONFIG_FIELDS = frozenset(f.name for f in attrs.fields(LogConfig) if f.init)
 _BOOL_FIELDS = frozenset(
     f.name for f in attrs.fields(LogConfig) if isinstance(f.default, bool) and f.name != "verify"
 )

@@ -6,6 +6,7 @@
     ├── ConfigError              bad configuration, raised when it is built (also a ValueError)
     └── LogServiceError          the service (or the way to it) failed a call
         ├── TransportError       no HTTP answer: refused, reset, timed out (status is None)
+        │   └── TLSError         the service's certificate was not trusted (never retried)
         ├── AuthError            the service refused the account or token (it answers 400)
         ├── StreamNotFound       the stream was never opened, is closed, or expired
         ├── BlobNotFound         no stored log under that key
@@ -28,6 +29,7 @@ __all__ = [
     "LelogError",
     "LogServiceError",
     "StreamNotFound",
+    "TLSError",
     "TransportError",
     "UploadLinkUnsupported",
 ]
@@ -82,6 +84,14 @@ class LogServiceError(LelogError):
 
 class TransportError(LogServiceError):
     """No HTTP answer: the connection failed, was reset, or timed out."""
+
+
+class TLSError(TransportError):
+    """The log service's certificate was not trusted: permanent until someone fixes the
+    certificate or the CA bundle, so it is never retried and stops the live stream as an
+    ``AuthError`` does."""
+
+    permanent = True
 
 
 class AuthError(LogServiceError):

@@ -17,7 +17,6 @@ client logs, and ``Logger.isEnabledFor`` takes that lock on a cache miss, so wai
 
 from __future__ import annotations
 
-import difflib
 import json
 import logging
 import sys
@@ -26,14 +25,13 @@ from typing import Any, Collection, Mapping, Optional, Union
 
 import attrs
 
-from ._config import LogConfig, setup_request_values
+from ._config import CONFIG_FIELDS, LogConfig, check_level, reject_unknown, resolve_config
 from ._exceptions import ConfigError
 from ._logfmt import LogfmtFormatter, record_extras, safe_str
 from ._writer import Stats, StreamWriter, WriterOptions, in_worker_thread
 
 __all__ = ["StreamHandler"]
 
-_CONFIG_FIELDS = frozenset(f.name for f in attrs.fields(LogConfig))
 _WRITER_FIELDS = frozenset(f.name for f in attrs.fields(WriterOptions))
 
 
@@ -80,23 +78,9 @@ def _lines(text: str) -> list[str]:
 
 def _split_options(options: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Keyword options into ``LogConfig`` fields and writer options; unknown names fail."""
-    config_values: dict[str, Any] = {}
-    writer_options: dict[str, Any] = {}
-    unknown = []
-    for name, value in options.items():
-        if name in _WRITER_FIELDS:
-            writer_options[name] = value
-        elif name in _CONFIG_FIELDS:
-            config_values[name] = value
-        else:
-            unknown.append(name)
-    if unknown:
-        known = sorted(_CONFIG_FIELDS | _WRITER_FIELDS)
-        hints = []
-        for name in unknown:
-            close = difflib.get_close_matches(name, known, n=1)
-            hints.append(repr(name) + (f" (did you mean {close[0]!r}?)" if close else ""))
-        raise ConfigError(f"StreamHandler: unknown option(s) {', '.join(hints)}; known: {', '.join(known)}")
+    reject_unknown(options, CONFIG_FIELDS | _WRITER_FIELDS, "StreamHandler")
+    config_values = {k: v for k, v in options.items() if k in CONFIG_FIELDS}
+    writer_options = {k: v for k, v in options.items() if k in _WRITER_FIELDS}
     return config_values, writer_options
 
 
@@ -107,20 +91,12 @@ def _build_writer(
     writer_options: dict[str, Any],
 ) -> StreamWriter:
     """The writer for plain values: explicit values, then ``config``, then ``LELOG_*``."""
-    if isinstance(config, LogConfig):
-        log_config = config.evolve(**config_values) if config_values else config
-    elif config is None or isinstance(config, Mapping):
-        given = setup_request_values(config) if config is not None else {}
-        log_config = LogConfig.from_env(**{**given, **config_values})
-    else:
-        raise ConfigError(
-            f"config must be a setup request or its log_config (an object), got {type(config).__name__}"
-        )
+    log_config = resolve_config(config, **config_values)
     key = key or log_config.le_log_key
     if not isinstance(key, str) or not key:
         raise ConfigError(
             "key: give the stream key (e.g. 'stage-1/step-2'), or le_log_key in the setup "
-            "request, or LELOG_LE_LOG_KEY in the environment"
+            "request, or LELOG_KEY in the environment"
         )
     return StreamWriter(key, log_config, **writer_options)
 
@@ -155,6 +131,7 @@ class StreamHandler(logging.Handler):
         exclude: Collection[str] = (),
         **options: Any,
     ) -> None:
+        level = check_level(level)
         if isinstance(exclude, str):
             raise ConfigError("exclude must be a list of attribute names, not one string")
         if not isinstance(extras_as_args, bool):
@@ -226,7 +203,8 @@ class StreamHandler(logging.Handler):
         return {safe_str(k): safe_str(v) for k, v in extras.items()} if extras else None
 
     def _dual_log(self, text: str, record: logging.LogRecord, args: Optional[dict[str, str]]) -> None:
-        """The record as one flat JSON object on stdout, masked like the stream's lines."""
+        """The record as one flat JSON object on stdout, masked like the stream's lines (the
+        extras' names too: a secret can be a key as well as a value)."""
         mask = self._dual_masker.mask  # type: ignore[union-attr]
         payload: dict[str, Any] = {
             "timestamp": record.created,
@@ -235,7 +213,7 @@ class StreamHandler(logging.Handler):
             "key": self.writer.key,
         }
         for name, value in (args or {}).items():
-            payload.setdefault(name, mask(value))  # the fixed fields win over extras
+            payload.setdefault(mask(name), mask(value))  # the fixed fields win over extras
         stream = sys.stdout
         if stream is not None:  # pythonw and some daemons have no stdout
             stream.write(json.dumps(payload, ensure_ascii=False) + "\n")

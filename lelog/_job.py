@@ -27,7 +27,7 @@ from typing import Any, Collection, Mapping, Optional, Sequence, Union
 import attrs
 
 from ._backend import Backend
-from ._config import LogConfig
+from ._config import LogConfig, check_level
 from ._diagnostics import RateLimitedWarnings
 from ._diagnostics import logger as diagnostics
 from ._exceptions import ConfigError
@@ -90,15 +90,7 @@ def _restore_level(logger: logging.Logger, job: LogStream) -> None:
 
 
 def _check_level(level: Union[int, str, None]) -> Optional[int]:
-    if level is None:
-        return None
-    if isinstance(level, str):
-        number = logging.getLevelName(level.upper())
-        if isinstance(number, int):
-            return number
-    elif isinstance(level, int) and not isinstance(level, bool):
-        return level
-    raise ConfigError(f"level must be a level name or number (e.g. 'INFO', 20) or None, got {level!r}")
+    return None if level is None else check_level(level)
 
 
 def _check_loggers(logger: Union[LoggerLike, Sequence[LoggerLike], None]) -> tuple[logging.Logger, ...]:

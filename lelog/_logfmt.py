@@ -38,11 +38,19 @@ _CLASHING = frozenset({"time", "level", "msg"})
 
 
 def record_extras(record: logging.LogRecord, exclude: Collection[str] = ()) -> dict[str, object]:
-    """The ``extra=`` fields of ``record``, in insertion order, minus ``exclude``."""
+    """The ``extra=`` fields of ``record``, in insertion order, minus ``exclude``.
+
+    Names starting with ``_`` are private, not extras: structlog's ``ProcessorFormatter``
+    keeps its ``_logger`` and ``_name`` there.
+    """
     attrs = record.__dict__
     if len(attrs) <= _FRESH_RECORD_SIZE or attrs.keys() <= _RESERVED:  # the common cases
         return {}
-    return {k: v for k, v in attrs.items() if k not in _RESERVED and k not in exclude}
+    return {
+        k: v
+        for k, v in attrs.items()
+        if k not in _RESERVED and k not in exclude and not (isinstance(k, str) and k.startswith("_"))
+    }
 
 
 def _is_bare(text: str) -> bool:

@@ -1,26 +1,80 @@
-"""Secret and pattern masking of whole lines (protocol.md §8).
+"""Secret and pattern masking of whole lines (protocol.md §8), and of error texts.
 
 The Go writer masks each ``write`` call, so a secret split across two writes leaks; ``lelog``
 masks complete lines.  Masking runs on the worker thread for every line, so the secrets are
 compiled once into a single alternation and a line without secrets costs one regex scan.
+
+The configuration's credentials (the token, key material) are secrets of every stream without
+the user listing them.  A credential shorter than ``SHORT_CREDENTIAL`` characters would mask
+ordinary words, so it is masked only where it stands as a whole word (not inside a longer run
+of letters, digits and ``_``).  Every secret and credential is also masked in the forms an
+error text or a line quotes it in: ``repr``, JSON and percent-encoding.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import json
 import re
 from typing import Iterable, Pattern
+from urllib.parse import quote, quote_plus
 
-__all__ = ["MASK", "Masker", "decode_sanitize_patterns"]
+__all__ = ["MASK", "SHORT_CREDENTIAL", "Masker", "decode_sanitize_patterns", "quoted_forms"]
 
 MASK = "**************"
+
+#: Credentials shorter than this are masked only as whole words (see the module docstring).
+SHORT_CREDENTIAL = 8
 
 _MIN_PART = 2
 
 
+def _as_logfmt_key(text: str) -> str:
+    # How LogfmtFormatter writes an extra's name that would need quoting (keys cannot be quoted).
+    return "".join([c if c.isprintable() and c not in ' ="\\' else "_" for c in text])
+
+
+def quoted_forms(text: str) -> list[str]:
+    """``text`` and the ways a ``repr``, a JSON dump, a URL or a logfmt key quote it, once and
+    then inside a logfmt or JSON string (the JSON of a token in a logged message), without
+    duplicates."""
+    raw = text.encode("utf-8", "surrogatepass")  # a lone surrogate is text too
+    once = [
+        text,
+        repr(text)[1:-1],
+        repr(raw)[2:-1],
+        json.dumps(text)[1:-1],
+        json.dumps(text, ensure_ascii=False)[1:-1],
+        quote(raw, safe=""),
+        quote_plus(raw, safe=""),
+        _as_logfmt_key(text),
+    ]
+    twice = [json.dumps(form, ensure_ascii=False)[1:-1] for form in once]
+    return list(dict.fromkeys(once + twice))
+
+
+def _credential_regexes(credentials: Iterable[str]) -> list[str]:
+    """Regex alternatives for every form of every credential, longest first, so that no
+    shorter form can claim the start of a longer one and leave its rest in clear."""
+    forms: dict[str, None] = {}
+    for credential in credentials:
+        if not isinstance(credential, str):
+            raise TypeError(f"a credential must be a str, not {type(credential).__name__}")
+        for part in {credential.strip(), *(line.strip() for line in credential.split("\n"))}:
+            if len(part) >= _MIN_PART:
+                forms.update(dict.fromkeys(quoted_forms(part)))
+    alternatives = []
+    for form in sorted(forms, key=len, reverse=True):
+        escaped = re.escape(form)
+        short = len(form) < SHORT_CREDENTIAL
+        alternatives.append(rf"(?<!\w){escaped}(?!\w)" if short else escaped)
+    return alternatives
+
+
 def _secret_parts(secrets: Iterable[str]) -> list[str]:
-    """The stripped, distinct, long-enough parts of every secret, in listed order."""
+    """The stripped, distinct, long-enough parts of every secret, in listed order, then their
+    quoted forms (which only add matches: a part's own occurrences are masked as before)."""
     parts: dict[str, None] = {}
     for secret in secrets:
         if not isinstance(secret, str):
@@ -29,7 +83,8 @@ def _secret_parts(secrets: Iterable[str]) -> list[str]:
             part = part.strip()
             if len(part) >= _MIN_PART:
                 parts.setdefault(part)
-    return list(parts)
+    quoted = {form: None for part in parts for form in quoted_forms(part)}
+    return list({**parts, **quoted})
 
 
 def _compile(pattern: str) -> Pattern[str]:
@@ -46,22 +101,26 @@ def _reject_str(name: str, value: object) -> None:
 
 
 class Masker:
-    """Masks secrets and patterns in whole lines (protocol.md §8).
+    """Masks credentials, secrets and patterns in whole lines (protocol.md §8) and error texts.
 
-    Secrets go first, as one alternation of their parts in listed order: Python tries the
-    alternatives in order at each position and scans left to right without overlap, which is
-    exactly the reference rule "earliest-listed wins, matches do not overlap".  Then each
-    pattern replaces its matches, in order.  The repr shows counts, never the secrets.
+    Credentials and secrets go first, as one alternation: the credentials' forms (longest
+    first), then the secrets' parts in listed order.  Python tries the alternatives in order at
+    each position and scans left to right without overlap, which is exactly the reference
+    rule "earliest-listed wins, matches do not overlap".  Then each pattern replaces its
+    matches, in order.  The repr shows counts, never the secrets.
     """
 
     __slots__ = ("_secrets", "_patterns", "_n_secrets")
 
-    def __init__(self, secrets: Iterable[str] = (), patterns: Iterable[str] = ()) -> None:
+    def __init__(
+        self, secrets: Iterable[str] = (), patterns: Iterable[str] = (), *, credentials: Iterable[str] = ()
+    ) -> None:
         _reject_str("secrets", secrets)
         _reject_str("patterns", patterns)
-        parts = _secret_parts(secrets)
-        self._n_secrets = len(parts)
-        self._secrets: Pattern[str] | None = re.compile("|".join(map(re.escape, parts))) if parts else None
+        _reject_str("credentials", credentials)
+        alternatives = _credential_regexes(credentials) + list(map(re.escape, _secret_parts(secrets)))
+        self._n_secrets = len(alternatives)
+        self._secrets: Pattern[str] | None = re.compile("|".join(alternatives)) if alternatives else None
         self._patterns: tuple[Pattern[str], ...] = tuple(_compile(p) for p in patterns)
 
     def __bool__(self) -> bool:
@@ -77,6 +136,16 @@ class Masker:
         for pattern in self._patterns:
             text = pattern.sub(MASK, text)
         return text
+
+    def scrub(self, error: object) -> str:
+        """The text of ``error`` (an exception or a message) fit to show or store: every
+        credential, secret and pattern masked.  The one function for every error text lelog
+        shows or keeps (exceptions, warnings, ``Stats.last_error``, CLI output); never raises."""
+        try:
+            text = error if isinstance(error, str) else str(error)
+        except Exception:
+            text = f"<{type(error).__name__} with an unprintable message>"
+        return self.mask(text)
 
 
 def decode_sanitize_patterns(content_b64: str) -> list[str]:

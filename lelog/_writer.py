@@ -35,9 +35,9 @@ from typing import Any, Callable, Iterable, Mapping, Optional, Tuple, Union
 import attrs
 
 from ._backend import Backend, make_backend
-from ._config import LogConfig
+from ._config import MAX_SECONDS, LogConfig, check_positive
 from ._diagnostics import RateLimitedWarnings
-from ._exceptions import AuthError, Cancelled, ConfigError, LogServiceError, StreamNotFound
+from ._exceptions import AuthError, Cancelled, ConfigError, LogServiceError, StreamNotFound, TLSError
 from ._line import (
     _MAX_EPOCH,
     MAX_LINE_BYTES,
@@ -88,10 +88,10 @@ def in_worker_thread() -> bool:
 
 def _positive(kind: type) -> Callable[[Any, attrs.Attribute[Any], Any], None]:
     def check(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-        ok = isinstance(value, (int, float) if kind is float else int)
-        if isinstance(value, bool) or not ok or not 0 < value < math.inf:
-            what = "a positive number of seconds" if kind is float else "a whole number > 0"
-            raise ConfigError(f"{attribute.name} must be {what}, got {value!r}")
+        # The one positive-number check; seconds are bounded so no wait overflows at exit.
+        check_positive(
+            attribute.name, value, whole=kind is int, maximum=MAX_SECONDS if kind is float else math.inf
+        )
 
     return check
 
@@ -601,7 +601,7 @@ class StreamWriter:
     def _not_pushed(self, exc: LogServiceError, count: int, taken: int) -> None:
         self._pop_batch(taken, pushed=False)
         self._settle(count, 0, 0, drop="retries_exhausted" if exc.retryable else "rejected")
-        if isinstance(exc, (StreamNotFound, AuthError)):
+        if isinstance(exc, (StreamNotFound, AuthError, TLSError)):
             self._stop_live(exc)
 
     def _call(self, name: str, *args: Any, **opts: Any) -> None:
@@ -673,12 +673,12 @@ class StreamWriter:
 
     def _record_error(self, exc: LogServiceError) -> None:
         with self._lock:
-            self._counters.last_error = str(exc)
+            self._counters.last_error = self.config.scrub(exc)
         self._warn(f"{exc.call}:{exc.status}:{type(exc).__name__}", str(exc))
 
     def _warn(self, kind: str, message: str) -> None:
         try:
-            self._warnings.warn(kind, message)
+            self._warnings.warn(kind, self.config.scrub(message))
         except Exception:  # a broken stderr must not break the writer
             pass
 

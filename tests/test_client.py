@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import socket
 import ssl
 import threading
@@ -25,8 +26,10 @@ from lelog import (
     LogServiceError,
     RetryPolicy,
     StreamNotFound,
+    TLSError,
     TransportError,
 )
+from tests.helpers import run_python
 from tests.service import FakeLogService
 
 FAST = RetryPolicy(first_wait=0.02, max_wait=0.05, max_attempts=10)
@@ -414,9 +417,14 @@ def test_tls_with_a_custom_ca(service_factory, ca: trustme.CA, tmp_path: Path) -
     with make_client(svc, verify=str(ca_path)) as c:
         c.open_stream("k")
     assert svc.is_open("k")
-    # Verified by default: the system store does not know this CA.
-    with make_client(svc) as c, pytest.raises(TransportError, match="CERTIFICATE_VERIFY_FAILED"):
-        c.open_stream("k", deadline=0.5)
+    # Verified by default: the system store does not know this CA.  Permanent: one attempt,
+    # however long the deadline.
+    svc.clear_requests()
+    with make_client(svc) as c, pytest.raises(TLSError) as info:
+        c.open_stream("k2", deadline=30)
+    assert str(info.value).startswith("open 'k2': the log service's certificate was not trusted: ")
+    assert isinstance(info.value, TransportError) and not info.value.retryable
+    assert info.value.__cause__ is None and info.value.__suppress_context__
 
 
 def test_tls_with_a_client_certificate(service_factory, ca: trustme.CA, tmp_path: Path) -> None:
@@ -443,12 +451,41 @@ def test_tls_with_a_client_certificate(service_factory, ca: trustme.CA, tmp_path
 
 def test_mismatched_client_key_is_a_config_error(ca: trustme.CA) -> None:
     one, other = ca.issue_cert("a"), ca.issue_cert("b")
-    config = LogConfig(
-        url="https://127.0.0.1:1",
-        account_id="a",
-        token="t",
-        client_cert=_b64(one.cert_chain_pems[0].bytes()),
-        client_cert_key=_b64(other.private_key_pem.bytes()),
-    )
-    with pytest.raises(ConfigError, match="could not be loaded"):
-        LogServiceClient(config)
+    with pytest.raises(ConfigError, match="could not be loaded") as info:  # when the config is built
+        LogConfig(
+            url="https://127.0.0.1:1",
+            account_id="a",
+            token="t",
+            client_cert=_b64(one.cert_chain_pems[0].bytes()),
+            client_cert_key=_b64(other.private_key_pem.bytes()),
+        )
+    assert "KEY_VALUES_MISMATCH" in str(info.value)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_makes_its_own_pool_even_if_the_lock_was_held_at_the_fork() -> None:
+    code = """
+        import os
+        import signal
+        import lelog
+        from tests.service import FakeLogService
+
+        svc = FakeLogService().start()
+        client = lelog.LogServiceClient(
+            lelog.LogConfig(url=svc.url, account_id="acct", token="secret-token")
+        )
+        client._lock.acquire()  # as if another thread were making the pool at the fork
+        pid = os.fork()
+        if pid == 0:
+            signal.alarm(30)  # a hung child ends itself: nothing outlives the test
+            client.open_stream("child")  # would wait forever on the inherited, held lock
+            os._exit(0)
+        _, status = os.waitpid(pid, 0)
+        client._lock.release()
+        assert svc.is_open("child")
+        svc.stop()
+        print("exit", os.waitstatus_to_exitcode(status))
+    """
+    done = run_python(code, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["exit", "0"]

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import base64
+import json
 import re
+from urllib.parse import quote, quote_plus
 
 import pytest
 from hypothesis import given, settings
@@ -184,3 +186,57 @@ def test_decode_patterns_round_trip(patterns: list[str], comments: list[str]) ->
         mixed += [*comments[i : i + 1], pattern]
     mixed += comments[len(patterns) :]
     assert decode_sanitize_patterns(encode("\n".join(mixed))) == patterns
+
+
+# -- credentials and error texts ------------------------------------------------------------------
+
+VISIBLE = "".join(c for c in map(chr, range(0x21, 0x7F)) if c != "*")
+
+
+def _quotings(token: str) -> list[str]:
+    """What lelog's own paths make of a token: repr, JSON, percent-encoding, logfmt."""
+    return [
+        token,
+        repr(token),
+        repr(token.encode()),
+        json.dumps(token),
+        json.dumps(json.dumps(token)),  # the JSON of a token inside a logfmt or JSON string
+        json.dumps(repr(token)),
+        quote(token, safe=""),
+        quote_plus(token, safe=""),
+        "".join(c if c not in ' ="\\' else "_" for c in token),  # as a logfmt key
+    ]
+
+
+@PROPERTY
+@given(
+    token=st.text(VISIBLE, min_size=8, max_size=40),
+    around=st.lists(st.text(" é€\t,", max_size=5), min_size=10, max_size=10),
+)
+def test_no_piece_of_a_credential_survives_in_any_quoted_form(token: str, around: list[str]) -> None:
+    masker = Masker(credentials=[token])
+    forms = _quotings(token)
+    text = "".join(a + f for a, f in zip(around, forms)) + around[-1]
+    masked = masker.mask(text)
+    pieces = [token[i : i + 8] for i in range(len(token) - 7)]
+    assert not [p for p in pieces if p in masked], masked
+    assert masker.scrub(ValueError(text)) == masked
+
+
+def test_a_short_credential_is_masked_only_as_a_whole_word() -> None:
+    masker = Masker(credentials=["pw-1"])
+    assert masker.mask("pw-1 x=pw-1, pw-12 apw-1") == f"{MASK} x={MASK}, pw-12 apw-1"
+
+
+def test_credentials_go_before_secrets_so_a_listed_prefix_cannot_split_the_token() -> None:
+    token = "abcdefgh-12345678"
+    masker = Masker(["abc"], credentials=[token])
+    assert masker.mask(f"t={token}") == f"t={MASK}"
+
+
+def test_scrub_never_raises_on_an_unprintable_error() -> None:
+    class Broken(Exception):
+        def __str__(self) -> str:
+            raise RuntimeError("no")
+
+    assert Masker(credentials=["secret-token"]).scrub(Broken()) == "<Broken with an unprintable message>"
