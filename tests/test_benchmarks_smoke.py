@@ -4,6 +4,8 @@ tiny sizes, in seconds, with none of the peers needed."""
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import time
 
 import pytest
@@ -114,3 +116,25 @@ def test_the_report_judges_the_targets_on_medians() -> None:
     assert "- PASS delivered ≥ 0.55x the floor's rate (sustained row): 0.60x" in text
     assert "- FAIL stretch: delivered ≥ 0.7x the floor's rate (sustained row): 0.60x" in text
     assert "- n/a  a handler with an http:// URL costs ≤ 0.1 MiB RSS: not measured" in text
+
+
+def test_the_stage_breakdown_runs_and_its_prototype_writes_todays_bytes(tmp_path) -> None:
+    # stages.py raises if the one-pass prototype encoder's bytes differ from the formatter
+    # followed by the worker's encoder, so a clean exit is that check passing.
+    out = tmp_path / "stages.md"
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.stages", "--n", "500", "--reps", "1", "--output", str(out)],
+        cwd=run.ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    text = out.read_text()
+    for stage in (
+        "floor: `logger.info`",
+        "formatter: `LogfmtFormatter.format`",
+        "encode with masking",
+        "thread CPU: caller",
+    ):
+        assert stage in text, text
