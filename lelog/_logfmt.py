@@ -152,8 +152,8 @@ class LogfmtFormatter(logging.Formatter):
         msg = record.getMessage()
         if not msg.isprintable() or '"' in msg or "\\" in msg:
             msg = msg.translate(_ESCAPES)
-        # str(10**6 + micros)[1:] zero-pads micros (< 10**6) as format_time does.
-        text = f'{head}{str(1_000_000 + int((ts - first) * 1_000_000))[1:]}{level}"{msg}"'
+        # %d truncates the float as int() does: the microseconds, zero-padded (format_time).
+        text = f'{head}{"%06d" % ((ts - first) * 1_000_000)}{level}"{msg}"'
         if self.extras and len(record.__dict__) > _FRESH_RECORD_SIZE:  # record_extras' own test, inline
             extras = record_extras(record, self.exclude)
             if extras:
