@@ -107,7 +107,9 @@ def caller_stages(url: str, n: int, reps: int) -> list[tuple[str, float, str]]:
     ]
     handler.close()
     glue = rows[5][1] - rows[0][1] - rows[3][1] - rows[4][1]
-    rows.append(("  handler glue: the rest (`Handler.handle`, lock, `emit`, level, extras test)", glue))
+    rows.append(
+        ("  handler glue: the rest (`handle`'s recursion guard and filters, `emit`'s own code)", glue)
+    )
     return [(name, us, "caller") for name, us in rows]
 
 
