@@ -127,7 +127,7 @@ def test_the_stage_breakdown_runs_and_its_prototype_writes_todays_bytes(tmp_path
         cwd=run.ROOT,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=55,  # inside pytest's own 60 s
     )
     assert done.returncode == 0, done.stderr[-2000:]
     text = out.read_text()
