@@ -661,7 +661,8 @@ def report(b: Bench, command: str, elapsed: float) -> str:
         "this same invocation. Every measurement ran in a fresh process; lelog's service "
         "(`tests/service.py --discard`) and each peer's sink ran in processes of their own, on "
         f"loopback. The stdlib-queue and lelog rows use `{_formatter_name(b.formatter)}`; each "
-        "peer uses its own formatter."
+        "peer uses its own formatter; *stdlib-queue-stream*'s target formats with a time "
+        "(`%(asctime)s %(levelname)s %(name)s %(message)s`)."
     )
     add("")
 
