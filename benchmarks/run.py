@@ -37,14 +37,15 @@ PEERS = ("watchtower", "logstash-async", "fluent-async", "otel-batch")
 DEFAULT_SUBJECTS = ("floor", "stdlib-queue", "stdlib-queue-stream", "lelog", "watchtower")
 #: Peers that call their service when built (watchtower creates its log group), so a dead
 #: or hung service blocks the program before its first line: left out of those runs.
-BUILD_CALLS_SERVICE = frozenset({"watchtower"})
+BUILD_CALLS_SERVICE = frozenset({"watchtower", "prototype"})
 #: lelog's close_timeout in the exit row: the "configured deadline" its target is measured on.
 EXIT_DEADLINE = 2.0
 
 
 ROWS = ("cost", "throughput", "sustained", "construction", "memory", "latency", "exit")
-#: The rows' subjects: the sustained row is about lelog against the floor, over a long run.
-SUSTAINED_SUBJECTS = ("floor", "stdlib-queue-stream", "lelog")
+#: The rows' subjects: the sustained row is about lelog against the floor, over a long run
+#: (and the plan's prototype, benchmarks/prototype.py, when --subjects names it).
+SUSTAINED_SUBJECTS = ("floor", "stdlib-queue-stream", "lelog", "prototype")
 
 
 @dataclass(frozen=True)
@@ -956,7 +957,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results.md"))
     args = parser.parse_args(argv)
     rows = [r for r in args.rows.split(",") if r]
-    subjects = list(SUBJECTS) if args.subjects == "all" else args.subjects.split(",")
+    everything = [s for s in SUBJECTS if s != "prototype"]  # named explicitly, or not run
+    subjects = everything if args.subjects == "all" else args.subjects.split(",")
     unknown = set(rows) - set(ROWS) | set(subjects) - set(SUBJECTS)
     if unknown:
         parser.error(f"unknown row(s) or subject(s): {', '.join(sorted(unknown))}")

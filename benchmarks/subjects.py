@@ -30,11 +30,13 @@ SUBJECTS = (
     "logstash-async",
     "fluent-async",
     "otel-batch",
+    "prototype",
 )
 #: Who needs which far end (the stdlib rows deliver to an in-process handler).
 SINK_KIND = {
     "lelog": "service",
     "watchtower": "cloudwatch",
+    "prototype": "service",
     "logstash-async": "logstash",
     "fluent-async": "fluent",
     "otel-batch": "otlp",
@@ -181,6 +183,14 @@ def _lelog(target: dict[str, Any], options: dict[str, Any]) -> Subject:
     )
 
 
+def _prototype(target: dict[str, Any], options: dict[str, Any]) -> Subject:
+    from .prototype import PrototypeHandler
+
+    handler = PrototypeHandler(target["key"], target["url"], ACCOUNT, TOKEN)
+    poller = StatsPoller(target["stats"]) if target.get("stats") else None
+    return Subject(handler, received=poller.received if poller else None, close=handler.close)
+
+
 def _host_port(target: dict[str, Any]) -> tuple[str, int]:
     host, _, port = target["addr"].rpartition(":")
     return host, int(port)
@@ -266,6 +276,7 @@ _BUILDERS: dict[str, Callable[[dict[str, Any], dict[str, Any]], Subject]] = {
     "logstash-async": _logstash,
     "fluent-async": _fluent,
     "otel-batch": _otel,
+    "prototype": _prototype,
 }
 
 

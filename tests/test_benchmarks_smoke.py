@@ -54,6 +54,24 @@ def test_a_burst_is_timed_until_the_service_has_every_line(service) -> None:
     assert service.stats(key)["received"] == 350
 
 
+def test_the_plans_prototype_delivers_every_line_with_todays_bytes(service) -> None:
+    key = "bench/prototype"
+    target = {"url": service.url, "key": key, "stats": f"{service.url}/_stats?key={key}&accountID=acct"}
+    spec = {
+        "scenario": "burst",
+        "subject": "prototype",
+        "n": 300,
+        "warm": 20,
+        "target": target,
+        "timeout": 10,
+    }
+    result = run.child(spec, timeout=60)
+    assert result["delivered"] == 300, result
+    lines = service.all_written(key)
+    assert [line["pos"] for line in lines] == list(range(320))
+    assert lines[-1]["out"].endswith('msg="handled request 299: 200 OK in the benchmark loop"'), lines[-1]
+
+
 def test_the_baselines_need_no_far_end() -> None:
     for subject in ("floor", "stdlib-queue", "stdlib-queue-stream"):
         spec = {"scenario": "burst", "subject": subject, "n": 200, "warm": 10, "options": {}}
