@@ -30,6 +30,7 @@ class PrototypeHandler(logging.Handler):
         self._client.open_stream(key)
         self._key = key
         self._masker = config.masker() or None
+        self._trim = config.trim_new_line_suffix
         self._encode = fused_encoder()
         # deque.append and popleft are atomic under the GIL: the caller takes no lock.
         self._captured: collections.deque[Any] = collections.deque()
@@ -78,7 +79,7 @@ class PrototypeHandler(logging.Handler):
                 continue
             pop = captured.popleft
             batch = [pop() for _ in range(min(len(captured), BATCH))]
-            lines = self._encode(batch, self._pos, self._masker)
+            lines = self._encode(batch, self._pos, self._masker, self._trim)
             self._pos += len(lines)
             self._history.extend(lines)
             try:

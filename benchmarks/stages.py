@@ -127,7 +127,8 @@ def worker_stages(url: str, reps: int) -> list[tuple[str, float, str]]:
         logging.LogRecord("stages", logging.INFO, __file__, 1, MESSAGE, (k,), None) for k in range(BATCH)
     ]
     items = [(now + k * 1e-5, "info", formatter.format(r) + "\n", None) for k, r in enumerate(records)]
-    encoded, _ = _encode_items(items, 0, masker, True)
+    trim = config.trim_new_line_suffix  # the default: False, lines keep their "\n"
+    encoded, _ = _encode_items(items, 0, masker, trim)
 
     def per_line(fn: Callable[[], Any]) -> float:
         return per_call_us(fn, 1, reps * 3) / BATCH
@@ -140,11 +141,11 @@ def worker_stages(url: str, reps: int) -> list[tuple[str, float, str]]:
         ("mask one line (the token; `Masker.mask`)", per_line(lambda: [masker.mask(t[2]) for t in items])),
         (
             "encode, no masking (`_encode_items`: trim, truncate test, JSON)",
-            per_line(lambda: _encode_items(items, 0, None, True)),
+            per_line(lambda: _encode_items(items, 0, None, trim)),
         ),
         (
             "encode with masking (what the worker runs)",
-            per_line(lambda: _encode_items(items, 0, masker, True)),
+            per_line(lambda: _encode_items(items, 0, masker, trim)),
         ),
         ("PUT body (`json_array`)", per_line(lambda: json_array(encoded))),
         (
@@ -195,7 +196,7 @@ def fused_encoder() -> Callable[..., list[bytes]]:
     from lelog._line import second_text
     from lelog._logfmt import _ESCAPES, logfmt_value
 
-    def encode(captured: Any, pos: int, masker: Any) -> list[bytes]:
+    def encode(captured: Any, pos: int, masker: Any, trim: bool) -> list[bytes]:
         out: list[bytes] = []
         append = out.append
         first = past = 0
@@ -213,6 +214,8 @@ def fused_encoder() -> Callable[..., list[bytes]]:
                 msg = msg.translate(_ESCAPES)
             when = f"{date}.{str(1_000_000 + int((ts - first) * 1_000_000))[1:]}Z"
             text = f'time="{when}" level={head[1]} msg="{msg}"'
+            if not trim:
+                text += "\n"
             if masker is not None:
                 text = masker.mask(text)
             append(
@@ -232,7 +235,8 @@ def prototype_stages(n: int, reps: int) -> list[tuple[str, float, str]]:
     logger = _logger("stages.capture", capture)
     i = iter(range(10**9))
     call = per_call_us(lambda: logger.info(MESSAGE, next(i)), n, reps)
-    masker = LogConfig(url="http://127.0.0.1:1", account_id=ACCOUNT, token=TOKEN).masker()
+    config = LogConfig(url="http://127.0.0.1:1", account_id=ACCOUNT, token=TOKEN)
+    masker, trim = config.masker(), config.trim_new_line_suffix
     captured = list(capture.captured)[:BATCH]
     formatter = LogfmtFormatter()
 
@@ -242,16 +246,16 @@ def prototype_stages(n: int, reps: int) -> list[tuple[str, float, str]]:
             record = logging.LogRecord("stages", logging.INFO, __file__, 1, msg, (), None)
             record.created, record.levelname = ts, levelname
             items.append((ts, levelname.lower(), formatter.format(record) + "\n", None))
-        return _encode_items(items, 0, masker, True)[0]
+        return _encode_items(items, 0, masker, trim)[0]
 
     encode = fused_encoder()
-    if encode(captured, 0, masker) != today():
+    if encode(captured, 0, masker, trim) != today():
         raise AssertionError("the fused encoder's bytes differ from today's")
     items = [
         (ts, lv.lower(), formatter.format(_made(ts, lv, msg)) + "\n", None) for ts, lv, msg, _ in captured
     ]
-    fused = per_call_us(lambda: encode(captured, 0, masker), 1, reps * 3) / BATCH
-    split = per_call_us(lambda: _encode_items(items, 0, masker, True), 1, reps * 3) / BATCH
+    fused = per_call_us(lambda: encode(captured, 0, masker, trim), 1, reps * 3) / BATCH
+    split = per_call_us(lambda: _encode_items(items, 0, masker, trim), 1, reps * 3) / BATCH
     return [
         ("direction 1: the whole call, capture-only handler (caller thread)", call, "prototype"),
         ("direction 2: today's worker encode (format already done on the caller)", split, "prototype"),

@@ -69,7 +69,7 @@ def test_the_plans_prototype_delivers_every_line_with_todays_bytes(service) -> N
     assert result["delivered"] == 300, result
     lines = service.all_written(key)
     assert [line["pos"] for line in lines] == list(range(320))
-    assert lines[-1]["out"].endswith('msg="handled request 299: 200 OK in the benchmark loop"'), lines[-1]
+    assert lines[-1]["out"].endswith('msg="handled request 299: 200 OK in the benchmark loop"\n'), lines[-1]
 
 
 def test_the_baselines_need_no_far_end() -> None:
