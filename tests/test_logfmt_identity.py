@@ -110,13 +110,15 @@ def test_format_time_agrees_with_datetime(ts: float) -> None:
 def test_the_formatter_writes_the_reference_bytes(cases: list[tuple[Any, ...]], extras: bool) -> None:
     formatter = LogfmtFormatter(extras=extras, exclude={"skip"})
     for case in cases:  # one formatter through several seconds and levels: its caches change
+        # A message that does not take its argument ("%d" % "x", "%d" % inf) raises the same
+        # error either way (logging's handleError reports it).
         try:
             expected = reference_format(formatter, _record(*case))
-        except (TypeError, ValueError) as exc:  # a message that does not take its argument
+        except Exception as exc:
             expected = repr(type(exc))
         try:
             got = formatter.format(_record(*case))
-        except (TypeError, ValueError) as exc:
+        except Exception as exc:
             got = repr(type(exc))
         assert got == expected
 
