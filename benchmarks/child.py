@@ -12,6 +12,8 @@ Scenarios:
 - ``memory``: against a dead service, peak RSS growth after 100,000 and after ``n`` lines.
 - ``latency``: each of ``n`` calls timed on its own; percentiles and max.
 - ``exit``: log ``n`` lines, print ``LOOP_END`` and return: the parent times the exit.
+- ``construct``: build ``n`` handlers with the target's URL; time and RSS each, and the RSS
+  still held once they are all closed.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import sys
 import time
 from typing import Any, Callable
 
-from .subjects import Subject, Unavailable, build, wait_received
+from .subjects import ACCOUNT, TOKEN, Subject, Unavailable, build, wait_received
 
 MESSAGE = "handled request %d: 200 OK in the benchmark loop"
 
@@ -156,11 +158,46 @@ def exit_(subject: Subject, spec: dict[str, Any]) -> None:
     # logging.shutdown() (flush and close every handler).
 
 
+def construct(spec: dict[str, Any]) -> dict[str, Any]:
+    import lelog
+
+    n, url = spec["n"], spec["target"]["url"]
+
+    def handler(name: str) -> logging.Handler:
+        return lelog.StreamHandler(f"bench/{name}", url=url, account_id=ACCOUNT, token=TOKEN)
+
+    # The warm-up handler stays open: whatever the first one builds for the rest to share
+    # (an SSL context per TLS configuration) is built once, as in a real program.
+    first = handler("construct-warm")
+    gc.collect()
+    rss0 = _status_kib("VmRSS")
+    t0 = time.perf_counter()
+    handlers = [handler(f"construct-{i}") for i in range(n)]
+    t1 = time.perf_counter()
+    gc.collect()
+    rss1 = _status_kib("VmRSS")
+    for h in handlers:
+        h.close()
+    del handlers
+    gc.collect()
+    rss2 = _status_kib("VmRSS")
+    first.close()
+    return {
+        "build_ms": (t1 - t0) / n * 1e3,
+        "rss_mib_each": (rss1 - rss0) / 1024 / n,
+        "rss_mib_total": (rss1 - rss0) / 1024,
+        "held_after_close_mib": (rss2 - rss0) / 1024,
+    }
+
+
 SCENARIOS = {"burst": burst, "memory": memory, "latency": latency}
 
 
 def main() -> int:
     spec = json.loads(sys.argv[1])
+    if spec["scenario"] == "construct":
+        print("RESULT " + json.dumps(construct(spec)), flush=True)
+        os._exit(0)
     try:
         subject = build(spec["subject"], spec.get("target", {}), spec.get("options", {}))
     except Unavailable as exc:

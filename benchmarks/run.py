@@ -30,12 +30,22 @@ from typing import Any, Callable, Optional
 from .subjects import FORMATTERS, SINK_KIND, SUBJECTS
 
 ROOT = Path(__file__).resolve().parent.parent
-PEERS = ("logstash-async", "fluent-async", "otel-batch")
+PEERS = ("watchtower", "logstash-async", "fluent-async", "otel-batch")
+#: What runs unless --subjects says otherwise: the floor, the two stdlib asynchronous paths,
+#: lelog and the fastest peer.  The other peers are 3-45x slower (README's earlier tables)
+#: and would take the run past 10 minutes: ``--subjects all`` adds them.
+DEFAULT_SUBJECTS = ("floor", "stdlib-queue", "stdlib-queue-stream", "lelog", "watchtower")
+#: Peers that call their service when built (watchtower creates its log group), so a dead
+#: or hung service blocks the program before its first line: left out of those runs.
+BUILD_CALLS_SERVICE = frozenset({"watchtower", "prototype"})
 #: lelog's close_timeout in the exit row: the "configured deadline" its target is measured on.
 EXIT_DEADLINE = 2.0
 
 
-ROWS = ("cost", "throughput", "memory", "latency", "exit")
+ROWS = ("cost", "throughput", "sustained", "construction", "memory", "latency", "exit")
+#: The rows' subjects: the sustained row is about lelog against the floor, over a long run
+#: (and the plan's prototype, benchmarks/prototype.py, when --subjects names it).
+SUSTAINED_SUBJECTS = ("floor", "stdlib-queue-stream", "lelog", "prototype")
 
 
 @dataclass(frozen=True)
@@ -48,6 +58,8 @@ class Plan:
     cost_n: int
     warm: int
     throughput_n: int
+    sustained_n: int  # so long a run that no work can hide after the timed loop
+    construct_n: int  # handlers built in one process
     memory_marks: tuple[int, int]
     peer_memory_marks: tuple[int, int]  # the peers' calls cost 3-15x lelog's: smaller marks
     latency_n: int
@@ -59,11 +71,29 @@ class Plan:
 
 
 FULL = Plan(
-    runs={"cost": 5, "throughput": 5, "memory": 3, "latency": 5, "exit": 3},
-    peer_runs={"cost": 5, "throughput": 2, "memory": 1, "latency": 1, "exit": 1},
+    runs={
+        "cost": 5,
+        "throughput": 5,
+        "sustained": 3,
+        "construction": 2,
+        "memory": 3,
+        "latency": 5,
+        "exit": 3,
+    },
+    peer_runs={
+        "cost": 5,
+        "throughput": 2,
+        "sustained": 0,
+        "construction": 0,
+        "memory": 1,
+        "latency": 1,
+        "exit": 1,
+    },
     cost_n=20_000,
     warm=2_000,
     throughput_n=200_000,
+    sustained_n=1_000_000,
+    construct_n=300,
     memory_marks=(100_000, 500_000),
     peer_memory_marks=(20_000, 100_000),
     latency_n=50_000,
@@ -74,11 +104,29 @@ FULL = Plan(
     exit_cap=6.0,
 )
 QUICK = Plan(
-    runs={"cost": 2, "throughput": 1, "memory": 1, "latency": 1, "exit": 1},
-    peer_runs={"cost": 1, "throughput": 1, "memory": 0, "latency": 0, "exit": 0},
+    runs={
+        "cost": 2,
+        "throughput": 1,
+        "sustained": 1,
+        "construction": 1,
+        "memory": 1,
+        "latency": 1,
+        "exit": 1,
+    },
+    peer_runs={
+        "cost": 1,
+        "throughput": 1,
+        "sustained": 0,
+        "construction": 0,
+        "memory": 0,
+        "latency": 0,
+        "exit": 0,
+    },
     cost_n=5_000,
     warm=1_000,
     throughput_n=30_000,
+    sustained_n=100_000,
+    construct_n=40,
     memory_marks=(60_000, 120_000),
     peer_memory_marks=(5_000, 20_000),
     latency_n=10_000,
@@ -127,7 +175,8 @@ class Far:
             key = f"bench/{uuid.uuid4().hex[:12]}"
             stats = f"{self.url}/_stats?key={key}&accountID=acct"
             return {"url": self.url, "key": key, "stats": stats}
-        return {"addr": self.addr, "url": self.url, "stats": self.stats, "key": "bench/blackhole"}
+        key = f"bench-{uuid.uuid4().hex[:12]}"  # a stream of its own (watchtower)
+        return {"addr": self.addr, "url": self.url, "stats": self.stats, "key": key}
 
     def stop(self) -> None:
         try:
@@ -391,16 +440,60 @@ class Bench:
         n = self.plan.throughput_n
         self._burst(
             "throughput",
-            tuple(s for s in SUBJECTS if s != "floor"),
+            SUBJECTS,
             n,
             {"rate": "rate", "dropped": "dropped", "call_us": "call"},
             buffer_lines=n + self.plan.warm,
         )
 
+    def sustained(self) -> None:
+        n = self.plan.sustained_n
+        self._burst(
+            "sustained",
+            SUSTAINED_SUBJECTS,
+            n,
+            {
+                "call_us": "call",
+                "total_us": "total",
+                "cpu_us": "cpu",
+                "rate": "rate",
+                "dropped": "dropped",
+            },
+            buffer_lines=n + self.plan.warm,
+        )
+
+    def construction(self) -> None:
+        """Build many handlers with a URL in one process: time and RSS each, and what closing
+        them all gives back.  Nothing listens on the URL: building must not connect."""
+        for rnd in self._rounds("construction", ("lelog",)):
+            for s in rnd:
+                for scheme in ("http", "https"):
+                    target = dead_target()
+                    target["url"] = target["url"].replace("http://", f"{scheme}://")
+                    spec = {
+                        "scenario": "construct",
+                        "subject": s,
+                        "n": self.plan.construct_n,
+                        "target": target,
+                    }
+                    result = child(spec, timeout=300)
+                    self._record(
+                        "construction",
+                        s,
+                        result,
+                        {
+                            "build_ms": f"ms_{scheme}",
+                            "rss_mib_each": f"mib_{scheme}",
+                            "rss_mib_total": f"total_{scheme}",
+                            "held_after_close_mib": f"held_{scheme}",
+                        },
+                    )
+                    _progress(f"construct  {s:15s} {scheme:9s} {_brief(result)}")
+
     def memory(self) -> None:
         for rnd in self._rounds("memory", ("lelog",) + PEERS):
             for s in rnd:
-                if s in self.skipped:
+                if s in self.skipped or s in BUILD_CALLS_SERVICE:
                     continue
                 marks = self.plan.peer_memory_marks if s in PEERS else self.plan.memory_marks
                 spec = {
@@ -430,7 +523,9 @@ class Bench:
         for rnd in self._rounds("latency", SUBJECTS):
             for s in rnd:
                 for mode in ("up", "blackhole"):
-                    if s in self.skipped or (mode == "blackhole" and s not in SINK_KIND):
+                    if s in self.skipped or (
+                        mode == "blackhole" and (s not in SINK_KIND or s in BUILD_CALLS_SERVICE)
+                    ):
                         continue
                     far = Far("blackhole") if mode == "blackhole" else None
                     try:
@@ -461,7 +556,7 @@ class Bench:
         for rnd in self._rounds("exit", ("lelog",) + PEERS):
             for s in rnd:
                 for mode in ("up", "dead", "blackhole"):
-                    if self._skip(s, gave_up, (s, mode)):
+                    if self._skip(s, gave_up, (s, mode)) or (mode != "up" and s in BUILD_CALLS_SERVICE):
                         continue
                     far = Far("blackhole") if mode == "blackhole" else None
                     try:
@@ -567,26 +662,47 @@ def report(b: Bench, command: str, elapsed: float) -> str:
         "this same invocation. Every measurement ran in a fresh process; lelog's service "
         "(`tests/service.py --discard`) and each peer's sink ran in processes of their own, on "
         f"loopback. The stdlib-queue and lelog rows use `{_formatter_name(b.formatter)}`; each "
-        "peer uses its own formatter."
+        "peer uses its own formatter; *stdlib-queue-stream*'s target formats with a time "
+        "(`%(asctime)s %(levelname)s %(name)s %(message)s`)."
     )
     add("")
 
     c = lambda row, s, name, fmt="{:.1f}", spread=True: b.cell(row, s, name).show(fmt, spread)  # noqa: E731
+
+    def above_floor(row: str, s: str) -> str:
+        cpu, floor = b.get(row, s, "cpu"), b.get(row, "floor", "cpu")
+        return "n/a" if cpu is None or floor is None else f"{cpu - floor:.1f}"
+
     base = b.get("cost", "stdlib-queue", "total")
     table(
         "cost",
         f'1. Caller cost per `logger.info("…%d…", i)`: {p.cost_n:,} calls ({_runs(b, "cost")})',
-        ["call loop µs/call", "call + delivery µs/call", "CPU µs/call", "vs stdlib queue", "dropped"],
+        [
+            "call loop µs/call",
+            "call + delivery µs/call",
+            "CPU µs/call",
+            "CPU above floor µs",
+            "vs floor (loop)",
+            "vs floor (+ delivery)",
+            "CPU vs floor",
+            "vs stdlib queue",
+            "dropped",
+        ],
         lambda s: [
             c("cost", s, "call"),
             c("cost", s, "total"),
             c("cost", s, "cpu", spread=False),
+            above_floor("cost", s),
+            show_ratio(ratio(b.get("cost", s, "call"), b.get("cost", "floor", "call"))),
+            show_ratio(ratio(b.get("cost", s, "total"), b.get("cost", "floor", "total"))),
+            show_ratio(ratio(b.get("cost", s, "cpu"), b.get("cost", "floor", "cpu"))),
             show_ratio(ratio(b.get("cost", s, "total"), base)),
             c("cost", s, "dropped", "{:,.0f}", False),
         ],
-        "*call loop*: the loop of calls alone, while the background works; *call + delivery*: "
-        "until the far end has every line (`flush()`, then polling it). *CPU*: the process's "
-        "CPU time (all its threads) over the same span. *vs stdlib queue*: call + delivery.",
+        "*floor*: a handler whose `emit` does nothing, what `logging` itself costs. *call loop*: "
+        "the loop of calls alone, while the background works; *call + delivery*: until the far "
+        "end has every line (`flush()`, then polling it). *CPU*: the process's CPU time (all its "
+        "threads) over the same span. *vs stdlib queue*: call + delivery.",
     )
     base = b.get("throughput", "stdlib-queue", "rate")
     best = max((v for v in (b.get("throughput", s, "rate") for s in peers) if v), default=None)
@@ -594,16 +710,78 @@ def report(b: Bench, command: str, elapsed: float) -> str:
         "throughput",
         f"2. Delivered throughput: {p.throughput_n:,} lines until the far end has "
         f"them all ({_runs(b, 'throughput')})",
-        ["lines/s", "vs stdlib queue", "vs best peer", "dropped"],
+        ["lines/s", "vs floor", "vs stdlib queue", "vs best peer", "dropped"],
         lambda s: [
             c("throughput", s, "rate", "{:,.0f}"),
+            show_ratio(ratio(b.get("throughput", s, "rate"), b.get("throughput", "floor", "rate"))),
             show_ratio(ratio(b.get("throughput", s, "rate"), base)),
             show_ratio(ratio(b.get("throughput", s, "rate"), best)),
             c("throughput", s, "dropped", "{:,.0f}", False),
         ],
         "Each library's queue was sized to hold the whole burst where its default would drop "
         "(OpenTelemetry `max_queue_size`, fluent `queue_maxsize`); lelog runs on its defaults. "
-        "The stdlib queue delivers to a discarding handler in the same process.",
+        "*stdlib-queue* delivers to a discarding handler in the same process, *stdlib-queue-stream* "
+        "to a `StreamHandler` on `os.devnull` formatting with a time; watchtower to a moto "
+        "server (CloudWatch Logs) in its own process.",
+    )
+    table(
+        "sustained",
+        f"2b. Sustained: {p.sustained_n:,} calls in one loop, until the far end has them all "
+        f"({_runs(b, 'sustained')})",
+        [
+            "call loop µs/call",
+            "call + delivery µs/call",
+            "lines/s",
+            "CPU µs/call",
+            "CPU above floor µs",
+            "vs floor (loop)",
+            "vs floor (+ delivery)",
+            "CPU vs floor",
+            "rate vs floor",
+            "dropped",
+        ],
+        lambda s: [
+            c("sustained", s, "call"),
+            c("sustained", s, "total"),
+            c("sustained", s, "rate", "{:,.0f}"),
+            c("sustained", s, "cpu", spread=False),
+            above_floor("sustained", s),
+            show_ratio(ratio(b.get("sustained", s, "call"), b.get("sustained", "floor", "call"))),
+            show_ratio(ratio(b.get("sustained", s, "total"), b.get("sustained", "floor", "total"))),
+            show_ratio(ratio(b.get("sustained", s, "cpu"), b.get("sustained", "floor", "cpu"))),
+            show_ratio(ratio(b.get("sustained", s, "rate"), b.get("sustained", "floor", "rate"))),
+            c("sustained", s, "dropped", "{:,.0f}", False),
+        ],
+        "So long that whatever the background defers is paid inside the run: *call + delivery* "
+        "and the rate count every line until the far end has it. *CPU vs floor*: process CPU "
+        "(all threads) per call against the floor's, which a shared machine's other load "
+        "does not inflate as it does wall times.",
+    )
+    n_built = p.construct_n
+    table(
+        "construction",
+        f"2c. Building {n_built:,} handlers with a URL in one process ({_runs(b, 'construction')})",
+        [
+            "ms each, http://",
+            "MiB each, http://",
+            f"MiB for {n_built}, http://",
+            "MiB held after closing, http://",
+            "ms each, https://",
+            "MiB each, https://",
+            "MiB held after closing, https://",
+        ],
+        lambda s: [
+            c("construction", s, "ms_http", "{:.2f}"),
+            c("construction", s, "mib_http", "{:.3f}"),
+            c("construction", s, "total_http"),
+            c("construction", s, "held_http"),
+            c("construction", s, "ms_https", "{:.2f}"),
+            c("construction", s, "mib_https", "{:.3f}"),
+            c("construction", s, "held_https"),
+        ],
+        "RSS growth (`VmRSS`, after `gc.collect()`) over the handlers, one warm-up handler "
+        "built first; *held after closing*: the growth left once every handler is closed and "
+        "collected. Nothing listens on the URL: building one must not connect.",
     )
 
     def marks(s: str) -> str:
@@ -688,14 +866,36 @@ def targets(b: Bench, peers: list[str]) -> list[tuple[Optional[bool], str]]:
 
     def check(value: Optional[float], ok: Callable[[float], bool], text: str) -> None:
         if value is None:
-            checks.append((None, text.split(":")[0] + ": not measured"))
+            checks.append((None, text.rsplit(": ", 1)[0] + ": not measured"))
         else:
             checks.append((ok(value), text.format(v=value)))
 
-    r = ratio(b.get("cost", "lelog", "total"), b.get("cost", "stdlib-queue", "total"))
-    check(r, lambda v: v <= 0.7, "caller cost (call + delivery) ≤ 0.7x stdlib queue: {v:.2f}x")
-    r = ratio(b.get("cost", "lelog", "call"), b.get("cost", "stdlib-queue", "call"))
-    check(r, lambda v: v <= 0.7, "caller cost (call loop only) ≤ 0.7x stdlib queue: {v:.2f}x")
+    # Issue 14: toward logging's own floor, judged on the sustained row where it ran (no work
+    # can hide after its loop), else on rows 1 and 2.
+    row = "sustained" if b.get("sustained", "lelog", "call") else "cost"
+    wall = ratio(b.get(row, "lelog", "call"), b.get(row, "floor", "call"))
+    cpu = ratio(b.get(row, "lelog", "cpu"), b.get(row, "floor", "cpu"))
+    cpu_note = "" if cpu is None else f" (process CPU: {cpu:.2f}x)"
+    check(wall, lambda v: v <= 1.6, f"caller wall cost ≤ 1.6x the floor ({row} row){cpu_note}: {{v:.2f}}x")
+    check(
+        wall,
+        lambda v: v <= 1.3,
+        f"stretch: caller wall cost ≤ 1.3x the floor ({row} row){cpu_note}: {{v:.2f}}x",
+    )
+    row = "sustained" if b.get("sustained", "lelog", "rate") else "throughput"
+    rate = ratio(b.get(row, "lelog", "rate"), b.get(row, "floor", "rate"))
+    check(rate, lambda v: v >= 0.55, f"delivered ≥ 0.55x the floor's rate ({row} row): {{v:.2f}}x")
+    check(rate, lambda v: v >= 0.7, f"stretch: delivered ≥ 0.7x the floor's rate ({row} row): {{v:.2f}}x")
+    check(
+        b.get("construction", "lelog", "mib_http"),
+        lambda v: v <= 0.1,
+        "a handler with an http:// URL costs ≤ 0.1 MiB RSS: {v:.3f} MiB",
+    )
+    check(
+        b.get("construction", "lelog", "ms_http"),
+        lambda v: v <= 1.0,
+        "a handler with an http:// URL is built in ≤ 1 ms: {v:.2f} ms",
+    )
     for name, what in (("call", "call loop"), ("total", "call + delivery")):
         best = min((v for v in (b.get("cost", s, name) for s in peers) if v), default=None)
         check(
@@ -703,8 +903,6 @@ def targets(b: Bench, peers: list[str]) -> list[tuple[Optional[bool], str]]:
             lambda v: v < 1,
             f"caller cost ({what}) below every peer: {{v:.2f}}x the cheapest peer",
         )
-    r = ratio(b.get("throughput", "lelog", "rate"), b.get("throughput", "stdlib-queue", "rate"))
-    check(r, lambda v: v >= 1.5, "throughput ≥ 1.5x stdlib queue: {v:.2f}x")
     best = max((v for v in (b.get("throughput", s, "rate") for s in peers) if v), default=None)
     check(
         ratio(b.get("throughput", "lelog", "rate"), best),
@@ -745,7 +943,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a 1-2 minute smoke run")
     parser.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated subset of {','.join(ROWS)}")
-    parser.add_argument("--subjects", default=",".join(SUBJECTS), help="comma-separated subset")
+    parser.add_argument(
+        "--subjects",
+        default=",".join(DEFAULT_SUBJECTS),
+        help=f"comma-separated subset of {','.join(SUBJECTS)}, or 'all'",
+    )
     parser.add_argument(
         "--formatter",
         choices=FORMATTERS,
@@ -755,10 +957,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results.md"))
     args = parser.parse_args(argv)
     rows = [r for r in args.rows.split(",") if r]
-    unknown = set(rows) - set(ROWS) | set(args.subjects.split(",")) - set(SUBJECTS)
+    everything = [s for s in SUBJECTS if s != "prototype"]  # named explicitly, or not run
+    subjects = everything if args.subjects == "all" else args.subjects.split(",")
+    unknown = set(rows) - set(ROWS) | set(subjects) - set(SUBJECTS)
     if unknown:
         parser.error(f"unknown row(s) or subject(s): {', '.join(sorted(unknown))}")
-    bench = Bench(QUICK if args.quick else FULL, args.subjects.split(","), args.formatter)
+    bench = Bench(QUICK if args.quick else FULL, subjects, args.formatter)
     command = "python -m benchmarks" + "".join(f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
     start = time.monotonic()
     try:

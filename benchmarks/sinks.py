@@ -10,6 +10,8 @@ closes or SIGTERM.  Kinds:
   modes, with ``chunk`` acks), as fluent-logger speaks it.
 - ``otlp``: OTLP/HTTP, ``POST /v1/logs`` answered 200, records counted by decoding the
   protobuf with ``opentelemetry-proto``.
+- ``cloudwatch``: a moto server (CloudWatch Logs on loopback, as watchtower's tests use it),
+  events counted as ``PutLogEvents`` stores them, then let go so memory stays flat.
 - ``blackhole``: accepts every connection and never reads or answers (a hung service).
 
 Counting is the sink's only work, so a sink is never what limits a peer's throughput.
@@ -31,7 +33,7 @@ from typing import Any, Callable, List, Optional
 
 __all__ = ["Counter", "KINDS", "main"]
 
-KINDS = ("logstash", "fluent", "otlp", "blackhole")
+KINDS = ("logstash", "fluent", "otlp", "cloudwatch", "blackhole")
 
 
 class Counter:
@@ -169,6 +171,30 @@ def _otlp_server(port: int, counter: Counter) -> ThreadingHTTPServer:
     return server
 
 
+class _MotoServer:
+    """moto's threaded server on 127.0.0.1 with its ``PutLogEvents`` counting into ``counter``."""
+
+    def __init__(self, port: int, counter: Counter) -> None:
+        from moto.logs import models
+        from moto.moto_server.threaded_moto_server import ThreadedMotoServer
+
+        store = models.LogStream.put_log_events
+
+        def counted(stream: Any, log_events: list[dict[str, Any]]) -> str:
+            token = store(stream, log_events)
+            counter.add(len(stream.events), sum(len(e["message"]) for e in log_events))
+            stream.events.clear()  # counted: keep moto's memory flat over a long run
+            return token  # type: ignore[no-any-return]
+
+        models.LogStream.put_log_events = counted  # type: ignore[method-assign]
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+        self._server.start()
+        self.server_address = self._server.get_host_and_port()
+
+    def serve_forever(self) -> None:  # started by start(): nothing more to run
+        pass
+
+
 def _stats_server(counter: Counter) -> ThreadingHTTPServer:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -189,11 +215,13 @@ def _stats_server(counter: Counter) -> ThreadingHTTPServer:
     return server
 
 
-def serve(kind: str, port: int = 0) -> tuple[socketserver.BaseServer, socketserver.BaseServer, Counter]:
+def serve(kind: str, port: int = 0) -> tuple[Any, socketserver.BaseServer, Counter]:
     """Start a sink and its stats endpoint on background threads."""
     counter = Counter()
     if kind == "otlp":
-        server: socketserver.BaseServer = _otlp_server(port, counter)
+        server: Any = _otlp_server(port, counter)
+    elif kind == "cloudwatch":
+        server = _MotoServer(port, counter)
     else:
         consume = {
             "logstash": _consume_logstash,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import http.client
 import json
 import logging
+import os
 import queue
 import time
 import urllib.parse
@@ -19,17 +20,31 @@ from typing import Any, Callable, Optional
 
 __all__ = ["FORMATTERS", "SUBJECTS", "Subject", "Unavailable", "build", "formatter"]
 
-#: In the order of the tables: the floor, the stdlib baseline, lelog, then the peers.
-SUBJECTS = ("floor", "stdlib-queue", "lelog", "logstash-async", "fluent-async", "otel-batch")
-#: Who needs which far end (the stdlib rows deliver to an in-process discarding handler).
+#: In the order of the tables: the floor, the stdlib baselines, lelog, then the peers.
+SUBJECTS = (
+    "floor",
+    "stdlib-queue",
+    "stdlib-queue-stream",
+    "lelog",
+    "watchtower",
+    "logstash-async",
+    "fluent-async",
+    "otel-batch",
+    "prototype",
+)
+#: Who needs which far end (the stdlib rows deliver to an in-process handler).
 SINK_KIND = {
     "lelog": "service",
+    "watchtower": "cloudwatch",
+    "prototype": "service",
     "logstash-async": "logstash",
     "fluent-async": "fluent",
     "otel-batch": "otlp",
 }
 #: The formatter shared by the stdlib queue row and the lelog row.
 FORMATTERS = ("logfmt", "stdlib")
+#: What a stream or file handler is typically given: a time, the level, the logger, the message.
+STREAM_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 ACCOUNT, TOKEN = "acct", "secret-token"  # tests/service.py's defaults
 
 
@@ -42,7 +57,7 @@ def formatter(name: str) -> logging.Formatter:
         from lelog import LogfmtFormatter
 
         return LogfmtFormatter()
-    return logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s")
+    return logging.Formatter(STREAM_FORMAT)
 
 
 class StatsPoller:
@@ -73,6 +88,20 @@ class _Discard(logging.Handler):
         self.count = 0
 
     def emit(self, record: logging.LogRecord) -> None:
+        self.count += 1
+
+
+class _CountingStream(logging.StreamHandler):  # type: ignore[type-arg]
+    """The stdlib stream row's far end: formats each record with a time and writes it, as a
+    file or stream handler does, to ``os.devnull``, and counts it."""
+
+    def __init__(self) -> None:
+        super().__init__(open(os.devnull, "w"))  # closed with the process
+        self.setFormatter(logging.Formatter(STREAM_FORMAT))
+        self.count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        super().emit(record)
         self.count += 1
 
 
@@ -124,6 +153,18 @@ def _stdlib_queue(target: dict[str, Any], options: dict[str, Any]) -> Subject:
     return Subject(handler, received=lambda: sink.count, close=listener.stop, info={"queue": "SimpleQueue"})
 
 
+def _stdlib_queue_stream(target: dict[str, Any], options: dict[str, Any]) -> Subject:
+    # What a user of the standard library gets for "log without waiting": the queue pair,
+    # with the formatting (a time included) done by the listener's stream handler.  The
+    # QueueHandler keeps its default formatter: prepare() merges the message and arguments.
+    q: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    handler = QueueHandler(q)
+    sink = _CountingStream()
+    listener = QueueListener(q, sink)
+    listener.start()
+    return Subject(handler, received=lambda: sink.count, close=listener.stop, info={"queue": "SimpleQueue"})
+
+
 def _lelog(target: dict[str, Any], options: dict[str, Any]) -> Subject:
     import lelog
 
@@ -142,9 +183,36 @@ def _lelog(target: dict[str, Any], options: dict[str, Any]) -> Subject:
     )
 
 
+def _prototype(target: dict[str, Any], options: dict[str, Any]) -> Subject:
+    from .prototype import PrototypeHandler
+
+    handler = PrototypeHandler(target["key"], target["url"], ACCOUNT, TOKEN)
+    poller = StatsPoller(target["stats"]) if target.get("stats") else None
+    return Subject(handler, received=poller.received if poller else None, close=handler.close)
+
+
 def _host_port(target: dict[str, Any]) -> tuple[str, int]:
     host, _, port = target["addr"].rpartition(":")
     return host, int(port)
+
+
+def _watchtower(target: dict[str, Any], options: dict[str, Any]) -> Subject:
+    import boto3
+    import watchtower
+
+    # A local moto server (benchmarks.sinks cloudwatch) stands in for CloudWatch Logs.
+    client = boto3.client(
+        "logs",
+        endpoint_url=target["url"],
+        region_name="us-east-1",
+        aws_access_key_id="bench",
+        aws_secret_access_key="bench",
+    )
+    handler = watchtower.CloudWatchLogHandler(
+        log_group_name="bench", log_stream_name=target["key"], boto3_client=client
+    )
+    poller = StatsPoller(target["stats"]) if target.get("stats") else None
+    return Subject(handler, received=poller.received if poller else None, close=handler.close)
 
 
 def _logstash(target: dict[str, Any], options: dict[str, Any]) -> Subject:
@@ -202,10 +270,13 @@ def _otel(target: dict[str, Any], options: dict[str, Any]) -> Subject:
 _BUILDERS: dict[str, Callable[[dict[str, Any], dict[str, Any]], Subject]] = {
     "floor": _floor,
     "stdlib-queue": _stdlib_queue,
+    "stdlib-queue-stream": _stdlib_queue_stream,
     "lelog": _lelog,
+    "watchtower": _watchtower,
     "logstash-async": _logstash,
     "fluent-async": _fluent,
     "otel-batch": _otel,
+    "prototype": _prototype,
 }
 
 

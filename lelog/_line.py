@@ -27,6 +27,7 @@ __all__ = [
     "ndjson",
     "parse_line",
     "parse_ndjson",
+    "second_text",
     "truncate_out",
 ]
 
@@ -63,25 +64,32 @@ def truncate_out(out: str, limit: int = MAX_LINE_BYTES) -> tuple[str, bool]:
     return head + TRUNCATION_SUFFIX, True
 
 
-_second_cache: tuple[int, str] = (-1, "")
+def second_text(sec: int) -> str:
+    """``YYYY-MM-DDTHH:MM:SS`` in UTC for a whole epoch second: RFC 3339 up to the fraction."""
+    return _time.strftime("%Y-%m-%dT%H:%M:%S", _time.gmtime(sec))
+
+
+# The last second format_time saw, as [first, past) and its text up to the ".": one tuple
+# swapped whole, so concurrent callers read a consistent triple and at worst format it twice.
+_second_cache: tuple[int, int, str] = (0, 0, "")  # matches no time
 
 
 def format_time(ts: float) -> str:
     """RFC 3339 in UTC with microseconds and a ``Z`` zone, as the service requires.
 
-    The date part is cached per second: the worker formats many lines per second.  The cache
-    is one tuple swapped atomically, so concurrent callers at worst format it twice.
+    The date part is cached per second: many lines share a second.  The cached case is one
+    chained comparison (no ``int()``), false for nan, which then fails in ``int()`` as before.
     """
     global _second_cache
-    sec = int(ts // 1)
-    micros = int((ts - sec) * 1_000_000)
-    cached_sec, prefix = _second_cache
-    if cached_sec != sec:
-        prefix = _time.strftime("%Y-%m-%dT%H:%M:%S", _time.gmtime(sec))
-        _second_cache = (sec, prefix)
-    # str(10**6 + micros)[1:] is micros zero-padded to 6 digits (micros < 10**6), in half
-    # the time of a :06d format spec (benchmarks/: caller-cost row, via LogfmtFormatter).
-    return f"{prefix}.{str(1_000_000 + micros)[1:]}Z"
+    first, past, prefix = _second_cache
+    if not first <= ts < past:
+        first = int(ts // 1)
+        prefix = second_text(first) + "."
+        past = first + 1
+        _second_cache = (first, past, prefix)
+    # %d truncates the float as int() does: the microseconds, zero-padded, with no int()
+    # call (0.16 us against 0.2-0.3 us for str(10**6 + int(...))[1:], Python 3.9-3.13).
+    return f"{prefix}{'%06d' % ((ts - first) * 1_000_000)}Z"
 
 
 def _has_zone(text: str) -> bool:

@@ -4,7 +4,11 @@ tiny sizes, in seconds, with none of the peers needed."""
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import time
+
+import pytest
 
 from benchmarks import run, sinks
 from benchmarks.subjects import StatsPoller
@@ -50,8 +54,26 @@ def test_a_burst_is_timed_until_the_service_has_every_line(service) -> None:
     assert service.stats(key)["received"] == 350
 
 
+def test_the_plans_prototype_delivers_every_line_with_todays_bytes(service) -> None:
+    key = "bench/prototype"
+    target = {"url": service.url, "key": key, "stats": f"{service.url}/_stats?key={key}&accountID=acct"}
+    spec = {
+        "scenario": "burst",
+        "subject": "prototype",
+        "n": 300,
+        "warm": 20,
+        "target": target,
+        "timeout": 10,
+    }
+    result = run.child(spec, timeout=60)
+    assert result["delivered"] == 300, result
+    lines = service.all_written(key)
+    assert [line["pos"] for line in lines] == list(range(320))
+    assert lines[-1]["out"].endswith('msg="handled request 299: 200 OK in the benchmark loop"\n'), lines[-1]
+
+
 def test_the_baselines_need_no_far_end() -> None:
-    for subject in ("floor", "stdlib-queue"):
+    for subject in ("floor", "stdlib-queue", "stdlib-queue-stream"):
         spec = {"scenario": "burst", "subject": subject, "n": 200, "warm": 10, "options": {}}
         result = run.child(spec, timeout=60)
         assert result["delivered"] == 200 and result["total_us"] > 0, (subject, result)
@@ -70,12 +92,67 @@ def test_exit_is_timed_from_the_end_of_the_loop() -> None:
     assert result["code"] == 0 and 0 < result["exit_s"] < 3, result
 
 
+def test_construction_is_measured_without_a_service() -> None:
+    spec = {"scenario": "construct", "subject": "lelog", "n": 3, "target": {"url": dead_url()}}
+    result = run.child(spec, timeout=60)
+    assert set(result) == {"build_ms", "rss_mib_each", "rss_mib_total", "held_after_close_mib"}, result
+    assert result["build_ms"] > 0, result
+
+
+def test_a_moto_sink_counts_what_watchtower_sends() -> None:
+    pytest.importorskip("watchtower")
+    pytest.importorskip("moto")
+    far = run.Far("cloudwatch")
+    try:
+        spec = {
+            "scenario": "burst",
+            "subject": "watchtower",
+            "n": 200,
+            "warm": 10,
+            "target": far.target("watchtower"),
+            "options": {},
+            "timeout": 20,
+        }
+        result = run.child(spec, timeout=120)
+    finally:
+        far.stop()
+    assert result["delivered"] == 200, result
+
+
 def test_the_report_judges_the_targets_on_medians() -> None:
-    bench = run.Bench(run.QUICK, ["stdlib-queue", "lelog"], "logfmt")
+    bench = run.Bench(run.QUICK, ["floor", "stdlib-queue", "lelog"], "logfmt")
     for value in (20.0, 22.0, 21.0):
         bench.cell("cost", "stdlib-queue", "total").values.append(value)
         bench.cell("cost", "lelog", "total").values.append(value / 2)
+        bench.cell("cost", "floor", "call").values.append(value / 4)
+        bench.cell("cost", "lelog", "call").values.append(value / 2)
+        bench.cell("sustained", "floor", "rate").values.append(value * 1000)
+        bench.cell("sustained", "lelog", "rate").values.append(value * 600)
     text = run.report(bench, "python -m benchmarks --quick", 60.0)
-    assert "| lelog | n/a | 10.5 (10.0–11.0) |" in text
-    assert "- PASS caller cost (call + delivery) ≤ 0.7x stdlib queue: 0.50x" in text
-    assert "- n/a  throughput ≥ 1.5x stdlib queue: not measured" in text
+    assert "| lelog | 10.5 (10.0–11.0) | 10.5 (10.0–11.0) |" in text
+    assert "- FAIL caller wall cost ≤ 1.6x the floor (cost row): 2.00x" in text
+    assert "- PASS delivered ≥ 0.55x the floor's rate (sustained row): 0.60x" in text
+    assert "- FAIL stretch: delivered ≥ 0.7x the floor's rate (sustained row): 0.60x" in text
+    assert "- n/a  a handler with an http:// URL costs ≤ 0.1 MiB RSS: not measured" in text
+
+
+def test_the_stage_breakdown_runs_and_its_prototype_writes_todays_bytes(tmp_path) -> None:
+    # stages.py raises if the one-pass prototype encoder's bytes differ from the formatter
+    # followed by the worker's encoder, so a clean exit is that check passing.
+    out = tmp_path / "stages.md"
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.stages", "--n", "500", "--reps", "1", "--output", str(out)],
+        cwd=run.ROOT,
+        capture_output=True,
+        text=True,
+        timeout=55,  # inside pytest's own 60 s
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    text = out.read_text()
+    for stage in (
+        "floor: `logger.info`",
+        "formatter: `LogfmtFormatter.format`",
+        "encode with masking",
+        "thread CPU: caller",
+    ):
+        assert stage in text, text

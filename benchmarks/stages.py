@@ -1,0 +1,338 @@
+"""Where lelog's time goes, stage by stage: ``python -m benchmarks.stages [--n N]``.
+
+Prints one markdown table (also written to ``benchmarks/results-stages.md``, git-ignored):
+
+- **caller stages**, each timed alone with ``time.thread_time()`` (this thread's CPU only, so
+  a worker running meanwhile is not counted): logging's own work (the floor call, and of it
+  ``findCaller`` and the ``LogRecord``), the default formatter, the writer's enqueue, and the
+  whole call through ``lelog.StreamHandler``; the handler's remaining glue is the difference;
+- **worker stages**, per line, on batches of the default 5,000 lines: masking the token,
+  encoding (mask, trim, truncate, JSON), the PUT body, and the PUT itself through
+  ``LogServiceClient.write`` to the fake service (its CPU on this side only);
+- **per-thread CPU** over a real burst through the handler, read from
+  ``/proc/self/task/*/stat`` after the service has every line, per thread and per line.
+
+Every figure is the median of ``--reps`` runs.  The fake service runs in its own process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from .child import MESSAGE
+from .run import Far
+from .subjects import ACCOUNT, TOKEN, StatsPoller, _Floor, wait_received
+
+ROOT = Path(__file__).resolve().parent.parent
+BATCH = 5000  # WriterOptions.max_batch_lines' default: what one PUT carries in a burst
+
+
+def per_call_us(fn: Callable[[], Any], n: int, reps: int) -> float:
+    """Median over ``reps`` of this thread's CPU per call of ``fn``, in µs."""
+    runs = []
+    for _ in range(reps):
+        c0 = time.thread_time()
+        for _ in range(n):
+            fn()
+        runs.append((time.thread_time() - c0) / n * 1e6)
+    return statistics.median(runs)
+
+
+def _logger(name: str, handler: logging.Handler) -> logging.Logger:
+    logger = logging.getLogger(name)
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
+    return logger
+
+
+def _ticks() -> dict[int, int]:
+    """CPU clock ticks (user + system) of each of this process's threads, by native id."""
+    out = {}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:  # the thread ended meanwhile
+            continue
+        out[int(tid)] = int(fields[11]) + int(fields[12])  # utime, stime
+    return out
+
+
+def caller_stages(url: str, n: int, reps: int) -> list[tuple[str, float, str]]:
+    import lelog
+    from lelog import LogfmtFormatter
+
+    floor = _logger("stages.floor", _Floor())
+    record = floor.makeRecord("stages", logging.INFO, __file__, 1, MESSAGE, (7,), None)
+    formatter = LogfmtFormatter()
+    text = formatter.format(record)
+    handler = lelog.StreamHandler("stages/caller", url=url, account_id=ACCOUNT, token=TOKEN)
+    handler.setFormatter(LogfmtFormatter())
+    lelog_logger = _logger("stages.lelog", handler)
+    writer = handler.writer
+    created = record.created
+    i = iter(range(10**9))
+    rows = [
+        (
+            "floor: `logger.info` to a do-nothing handler",
+            per_call_us(lambda: floor.info(MESSAGE, 7), n, reps),
+        ),
+        ("  of it, `logger.findCaller()`", per_call_us(floor.findCaller, n, reps)),
+        (
+            "  of it, `LogRecord(...)`",
+            per_call_us(
+                lambda: logging.LogRecord("stages", logging.INFO, __file__, 1, MESSAGE, (7,), None, "f"),
+                n,
+                reps,
+            ),
+        ),
+        ("formatter: `LogfmtFormatter.format`", per_call_us(lambda: formatter.format(record), n, reps)),
+        (
+            "enqueue: `writer.write_line` (lock, counters, deque append, wake)",
+            per_call_us(lambda: writer.write_line(text, "info", None, time=created), n, reps),
+        ),
+        (
+            "the whole call through `lelog.StreamHandler` (caller thread only)",
+            per_call_us(lambda: lelog_logger.info(MESSAGE, next(i)), n, reps),
+        ),
+    ]
+    handler.close()
+    glue = rows[5][1] - rows[0][1] - rows[3][1] - rows[4][1]
+    rows.append(
+        ("  handler glue: the rest (`handle`'s recursion guard and filters, `emit`'s own code)", glue)
+    )
+    return [(name, us, "caller") for name, us in rows]
+
+
+def worker_stages(url: str, reps: int) -> list[tuple[str, float, str]]:
+    from lelog import LogConfig, LogfmtFormatter
+    from lelog._client import LogServiceClient
+    from lelog._line import json_array
+    from lelog._writer import _encode_items
+
+    config = LogConfig(url=url, account_id=ACCOUNT, token=TOKEN)
+    masker = config.masker()
+    formatter = LogfmtFormatter()
+    now = time.time()
+    records = [
+        logging.LogRecord("stages", logging.INFO, __file__, 1, MESSAGE, (k,), None) for k in range(BATCH)
+    ]
+    items = [(now + k * 1e-5, "info", formatter.format(r) + "\n", None) for k, r in enumerate(records)]
+    trim = config.trim_new_line_suffix  # the default: False, lines keep their "\n"
+    encoded, _ = _encode_items(items, 0, masker, trim)
+
+    def per_line(fn: Callable[[], Any]) -> float:
+        return per_call_us(fn, 1, reps * 3) / BATCH
+
+    client = LogServiceClient(config)
+    key = "stages/worker"
+    client.open_stream(key)
+    client.write(key, encoded)  # connect first: the burst keeps its connection
+    rows = [
+        ("mask one line (the token; `Masker.mask`)", per_line(lambda: [masker.mask(t[2]) for t in items])),
+        (
+            "encode, no masking (`_encode_items`: trim, truncate test, JSON)",
+            per_line(lambda: _encode_items(items, 0, None, trim)),
+        ),
+        (
+            "encode with masking (what the worker runs)",
+            per_line(lambda: _encode_items(items, 0, masker, trim)),
+        ),
+        ("PUT body (`json_array`)", per_line(lambda: json_array(encoded))),
+        (
+            f"PUT of {BATCH:,} lines (`LogServiceClient.write`, this side's CPU)",
+            per_line(lambda: client.write(key, encoded)),
+        ),
+    ]
+    client.close_stream(key)
+    client.close()
+    return [(name, us, "worker") for name, us in rows]
+
+
+# -- prototypes of the issue's directions (measured here, not library code) -------------------
+
+
+class CaptureHandler(logging.Handler):
+    """Direction 1: the caller captures only what must be fixed at call time (created, level
+    name, the message text, extras if any) and appends it to a deque; the worker does the
+    rest.  ``deque.append`` is atomic under the GIL, so no lock is taken; the worker is
+    woken only when it said it sleeps (one attribute test per call)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.captured: Any = __import__("collections").deque()
+        self.worker_sleeps = False
+        self._fresh = len(logging.LogRecord("", 0, "", 0, "", (), None).__dict__)
+
+    def handle(self, record: logging.LogRecord) -> Any:  # no handler lock: emit is lock-free
+        rv = self.filter(record)
+        if rv:
+            self.emit(record)
+        return rv
+
+    def emit(self, record: logging.LogRecord) -> None:
+        attrs = record.__dict__
+        extras = None if len(attrs) <= self._fresh else dict(attrs)
+        self.captured.append((record.created, record.levelname, record.getMessage(), extras))
+        if self.worker_sleeps:  # pragma: no cover - the prototype's worker never sleeps
+            pass
+
+
+def fused_encoder() -> Callable[..., list[bytes]]:
+    """Direction 2: the worker builds the logfmt text and the JSON line in one pass per batch,
+    the time text made once per second and the JSON head once per level.  Bytes identical
+    to ``LogfmtFormatter`` then ``_encode_items`` (checked in ``prototype_stages``)."""
+    from json.encoder import encode_basestring as quote
+
+    from lelog._line import second_text
+    from lelog._logfmt import _ESCAPES, logfmt_value
+
+    def encode(captured: Any, pos: int, masker: Any, trim: bool) -> list[bytes]:
+        out: list[bytes] = []
+        append = out.append
+        first = past = 0
+        date = ""
+        heads: dict[str, tuple[str, str]] = {}
+        for ts, levelname, msg, _extras in captured:
+            if not first <= ts < past:
+                first = int(ts // 1)
+                past, date = first + 1, second_text(first)
+            head = heads.get(levelname)
+            if head is None:
+                level = levelname.lower()
+                head = heads[levelname] = (quote(level), logfmt_value(level))
+            if not msg.isprintable() or '"' in msg or "\\" in msg:
+                msg = msg.translate(_ESCAPES)
+            when = f"{date}.{str(1_000_000 + int((ts - first) * 1_000_000))[1:]}Z"
+            text = f'time="{when}" level={head[1]} msg="{msg}"'
+            if not trim:
+                text += "\n"
+            if masker is not None:
+                text = masker.mask(text)
+            append(
+                f'{{"level":{head[0]},"pos":{pos},"out":{quote(text)},"time":"{when}","args":null}}'.encode()
+            )
+            pos += 1
+        return out
+
+    return encode
+
+
+def prototype_stages(n: int, reps: int) -> list[tuple[str, float, str]]:
+    from lelog import LogConfig, LogfmtFormatter
+    from lelog._writer import _encode_items
+
+    capture = CaptureHandler()
+    logger = _logger("stages.capture", capture)
+    i = iter(range(10**9))
+    call = per_call_us(lambda: logger.info(MESSAGE, next(i)), n, reps)
+    config = LogConfig(url="http://127.0.0.1:1", account_id=ACCOUNT, token=TOKEN)
+    masker, trim = config.masker(), config.trim_new_line_suffix
+    captured = list(capture.captured)[:BATCH]
+    formatter = LogfmtFormatter()
+
+    def today() -> list[bytes]:  # the formatter on the caller, then the worker's encoder
+        items = []
+        for ts, levelname, msg, _ in captured:
+            record = logging.LogRecord("stages", logging.INFO, __file__, 1, msg, (), None)
+            record.created, record.levelname = ts, levelname
+            items.append((ts, levelname.lower(), formatter.format(record) + "\n", None))
+        return _encode_items(items, 0, masker, trim)[0]
+
+    encode = fused_encoder()
+    if encode(captured, 0, masker, trim) != today():
+        raise AssertionError("the fused encoder's bytes differ from today's")
+    items = [
+        (ts, lv.lower(), formatter.format(_made(ts, lv, msg)) + "\n", None) for ts, lv, msg, _ in captured
+    ]
+    fused = per_call_us(lambda: encode(captured, 0, masker, trim), 1, reps * 3) / BATCH
+    split = per_call_us(lambda: _encode_items(items, 0, masker, trim), 1, reps * 3) / BATCH
+    return [
+        ("direction 1: the whole call, capture-only handler (caller thread)", call, "prototype"),
+        ("direction 2: today's worker encode (format already done on the caller)", split, "prototype"),
+        ("direction 2: one-pass logfmt + JSON per line, on the worker", fused, "prototype"),
+    ]
+
+
+def _made(ts: float, levelname: str, msg: str) -> logging.LogRecord:
+    record = logging.LogRecord("stages", logging.INFO, __file__, 1, msg, (), None)
+    record.created, record.levelname = ts, levelname
+    return record
+
+
+def thread_cpu(url: str, n: int) -> list[tuple[str, float, str]]:
+    """A burst through the handler: each thread's CPU per line until the service has them all."""
+    import lelog
+
+    key = "stages/burst"
+    handler = lelog.StreamHandler(key, url=url, account_id=ACCOUNT, token=TOKEN)
+    logger = _logger("stages.burst", handler)
+    for k in range(2000):  # start the worker, open the stream and the connection
+        logger.info(MESSAGE, k)
+    handler.flush()
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    main_id = threading.main_thread().native_id
+    before = _ticks()
+    w0, c0 = time.perf_counter(), time.process_time()
+    for k in range(n):
+        logger.info(MESSAGE, k)
+    handler.flush()
+    poller = StatsPoller(f"{url}/_stats?key={key}&accountID={ACCOUNT}")
+    from .subjects import Subject
+
+    wait_received(Subject(handler, received=poller.received), 2000 + n, 60)
+    wall, cpu = time.perf_counter() - w0, time.process_time() - c0
+    after = _ticks()
+    poller.close()
+    handler.close()
+    tick_us = 1e6 / os.sysconf("SC_CLK_TCK")
+    rows = []
+    for tid, ticks in sorted(after.items(), key=lambda kv: -(kv[1] - before.get(kv[0], 0))):
+        spent = (ticks - before.get(tid, 0)) * tick_us / n
+        if spent > 0.05 or tid == main_id:  # (ticks are 10 ms: a short run shows 0 for some)
+            name = "caller (main thread)" if tid == main_id else names.get(tid, f"thread {tid}")
+            rows.append((f"thread CPU: {name}", spent, "burst"))
+    rows.append(("process CPU, all threads", cpu / n * 1e6, "burst"))
+    rows.append(("wall, loop until the service has every line", wall / n * 1e6, "burst"))
+    return rows
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.stages", description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=100_000, help="calls per caller figure and in the burst")
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results-stages.md"))
+    args = parser.parse_args(argv)
+    far = Far("service")
+    try:
+        rows = caller_stages(far.url, args.n, args.reps)
+        rows += worker_stages(far.url, args.reps)
+        rows += prototype_stages(args.n, args.reps)
+        rows += thread_cpu(far.url, args.n)
+    finally:
+        far.stop()
+    lines = [
+        f"Command: `python -m benchmarks.stages --n {args.n} --reps {args.reps}` "
+        f"(Python {sys.version.split()[0]}, {os.cpu_count()} cores)",
+        "",
+        "| where | stage | µs per call or line |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {where} | {name} | {us:.2f} |" for name, us, where in rows]
+    text = "\n".join(lines) + "\n"
+    Path(args.output).write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
