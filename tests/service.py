@@ -885,6 +885,17 @@ class FakeLogService:
             self._streams.clear()
         self._bump()
 
+    def drop_tails(self, key: str, *, account: Optional[str] = None) -> int:
+        """Cut the tail connections of one live stream without an eof (a proxy timing out
+        idle connections); the stream lives on.  Returns how many were cut."""
+        with self._lock:  # pushes take only leaf subscriber locks
+            stream = self._streams.get(self._full(key, account))
+            subs = list(stream.subs) if stream is not None else []
+            for sub in subs:
+                sub.push(_DROP)
+        self._bump()
+        return len(subs)
+
     def expire_links(self, on: bool = True) -> None:
         """While on, PUTs to upload links answer 403 (an expired presigned URL)."""
         with self._lock:  # short critical section: no I/O, no waiting, no other lock taken
