@@ -456,6 +456,10 @@ class FileStore:
         # taking another lock.
         self._append_lock = threading.Lock()
         self._locks: dict[str, _KeyLock] = {}
+        # Keys another writer held when this store tried to open them: every later call on
+        # them is refused, so a refused writer never appends to, stores or closes the
+        # other's stream.
+        self._refused: dict[str, KeyInUse] = {}
         self._dropped: dict[str, int] = {}
 
     def __repr__(self) -> str:
@@ -489,8 +493,18 @@ class FileStore:
             os.makedirs(os.path.dirname(path), exist_ok=True)
             self._record_key(key)
             lock = _KeyLock(path + _LOCK_SUFFIX, key)
-            lock.acquire(id(self))
+            try:
+                lock.acquire(id(self))
+            except KeyInUse as exc:
+                self._refused[key] = exc
+                raise
+        self._refused.pop(key, None)
         self._locks[key] = lock
+
+    def _check_refused(self, key: str) -> None:
+        refused = self._refused.get(key)
+        if refused is not None:
+            raise KeyInUse(key, refused.pid)
 
     def _release(self, key: str) -> None:
         lock = self._locks.pop(key, None)
@@ -524,6 +538,7 @@ class FileStore:
     def write(self, key: str, lines: Sequence[LineLike], **opts: Any) -> None:
         """Append lines to the live stream; ``StreamNotFound`` when it is not open."""
         _check_opts(opts)
+        self._check_refused(key)
         body = ndjson([line if isinstance(line, bytes) else line.encode() for line in lines])
         path = self.live_path(key)
         with _store_errors("write", key):
@@ -603,6 +618,7 @@ class FileStore:
         whole (the service cannot do this; it keeps only the last 5,000 live lines).
         """
         _check_opts(opts)
+        self._check_refused(key)
         body = (
             lines
             if isinstance(lines, bytes)
@@ -638,6 +654,7 @@ class FileStore:
         The key's writer lock is released either way.
         """
         _check_opts(opts)
+        self._check_refused(key)
         live = self.live_path(key)
         claimed = os.path.join(os.path.dirname(live), f".{uuid.uuid4().hex}.closing")
         try:

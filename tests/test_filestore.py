@@ -396,6 +396,20 @@ def test_a_second_writer_on_a_key_is_refused_naming_the_holder_pid(store: FileSt
     other.close_stream("k")
 
 
+def test_a_refused_writer_never_touches_the_holders_stream(store: FileStore) -> None:
+    holder = StreamWriter("k", store, flush_interval=0.05).open()
+    holder.write("mine\n")
+    assert holder.flush(timeout=5)
+    intruder = StreamWriter("k", FileStore(store.directory), flush_interval=0.05).open()
+    intruder.write("not mine\n")
+    stats = intruder.close(timeout=5)
+    assert stats.sent == 0 and stats.uploaded is not True
+    assert "being written by process" in (stats.last_error or "")
+    holder.write("mine too\n")
+    assert holder.close(timeout=5).uploaded is True
+    assert outs(store.download("k")) == ["mine\n", "mine too\n"]
+
+
 def test_the_lock_holds_across_processes_and_names_the_holder(store: FileStore) -> None:
     code = textwrap.dedent(f"""
         import sys
