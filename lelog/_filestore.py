@@ -31,7 +31,9 @@ when they come again.
 
 Bound.  A key's live file and stored log stay under ``max_bytes`` (``LELOG_STORE_MAX_BYTES``,
 default 256 MiB): past it the oldest rows are dropped, counted, and replaced by one marker
-row (``args`` ``{"lelog": "dropped", "dropped": "<n>"}``) at the start of the file.
+row (``args`` ``{"lelog": "dropped", "dropped": "<n>"}``) at the start of the file.  When
+the disk is too full to write the stored log, the live file (every line streamed) is
+renamed into its place.
 
 Atomic files.  Every file that changes as a whole (open, upload, snapshot, a bounded live
 file) is built under a private name and moved into place with ``os.replace``, so a reader
@@ -644,7 +646,24 @@ class FileStore:
                         _copy(live, 0, head_end, fh)
                     fh.write(body)
 
-                _replace(path, fill)
+                try:
+                    _replace(path, fill)
+                except OSError as exc:
+                    if exc.errno not in _DISK_FULL or not self._store_live(key, path):
+                        raise
+
+    def _store_live(self, key: str, path: str) -> bool:
+        """On a disk too full for a second copy, the live file (every line streamed) becomes
+        the stored log: a rename needs no space.  An empty live file stays for the close."""
+        live = self.live_path(key)
+        with self._append_lock:  # no append can land in the file being moved
+            try:
+                os.replace(live, path)
+            except FileNotFoundError:
+                return False
+            with contextlib.suppress(OSError):
+                os.close(os.open(live, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+        return True
 
     def close_stream(self, key: str, *, snapshot: bool = False, **opts: Any) -> None:
         """End the live stream; with ``snapshot`` what it holds becomes the stored log.

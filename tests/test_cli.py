@@ -797,3 +797,61 @@ def test_strict_fails_a_successful_command_whose_log_lost_lines(env: Dict[str, s
     assert json.loads(rows[0])["args"]["lelog"] == "dropped" and json.loads(rows[-1])["out"] == "line 1999\n"
     ok = run([*base, "--strict", "--", sys.executable, "-c", "print(1)"], env, tmp_path)
     assert ok.returncode == 0
+
+
+def test_a_full_disk_mid_run_is_counted_and_a_tail_sees_whole_rows_once(
+    env: Dict[str, str], script: Callable[[str], str], tmp_path: Path
+) -> None:
+    home = tmp_path / "small"
+    if os.geteuid() != 0:
+        pytest.skip(
+            "mounting a 64 KiB tmpfs needs root; test_filestore's RLIMIT_FSIZE test covers the rollback"
+        )
+    home.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(home)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(
+            f"cannot mount a tmpfs here ({mounted.stderr.decode().strip()}); the RLIMIT_FSIZE test covers it"
+        )
+    gate = tmp_path / "gate"
+    code = (
+        "import os, sys, time\n"
+        "print('line 0', flush=True)\n"
+        "while not os.path.exists(sys.argv[1]): time.sleep(0.01)\n"
+        "for i in range(1, 3000):\n"
+        "    print('line', i, 'x' * 40, flush=True)\n"
+        "    if i % 20 == 0: time.sleep(0.02)  # many small batches: the disk fills between two\n"
+    )
+    try:
+        where = ["--key", "k", "--home", str(home)]
+        runner = start(
+            lelog(
+                "run", *where, *FAST, "--close-timeout", "1", "--", sys.executable, script(code), str(gate)
+            ),
+            env,
+            tmp_path,
+        )
+        assert wait_until(lambda: os.path.exists(FileStore(home).live_path("k")))
+        tail = start(lelog("tail", *where), env, tmp_path)
+        assert tail.stdout is not None
+        first = tail.stdout.readline()  # the tail follows: now fill the disk
+        gate.touch()
+        _, run_err = runner.communicate(timeout=60)
+        tail_out, tail_err = tail.communicate(timeout=60)
+        tail_out = first + tail_out
+    finally:
+        for proc in ("runner", "tail"):
+            if proc in locals():
+                locals()[proc].kill()
+        subprocess.run(["umount", str(home)], check=False)
+    assert runner.returncode == 0
+    summary = run_err.decode().splitlines()[-1]
+    assert "the disk is full" in summary and "dropped" in summary
+    assert tail.returncode == 0, tail_err
+    shown = tail_out.decode().splitlines()
+    assert shown[0] == "line 0" and len(shown) == len(set(shown))
+    assert all(row.startswith("line ") for row in shown)
+    numbers = [int(row.split()[1]) for row in shown]
+    assert numbers == sorted(numbers)

@@ -546,7 +546,10 @@ def test_a_full_disk_never_tears_or_duplicates_rows(tmp_path: Path) -> None:
                 errors.append(exc)
         assert "the disk is full" in str(errors[0]) and errors[0].retryable
         assert _whole_unique_rows(Path(store.live_path("k")).read_bytes()) == list(range(pos))
+        # No room for a second copy: what was streamed becomes the stored log, by a rename.
+        store.upload("k", ndjson(lines(0, pos + 7)))
         store.close_stream("k")
+        assert _whole_unique_rows(store.download("k")) == list(range(pos))
     finally:
         subprocess.run(["umount", str(home)], check=False)
 
