@@ -311,6 +311,8 @@ def _summary(stats: Stats, where: str, *, whole_log: bool, store_dropped: int = 
     notes = [dropped + (f": {', '.join(reasons)}" if reasons else "")]
     if stats.pending:
         notes.append(f"{stats.pending:,} not sent in time")
+    if stats.truncated:
+        notes.append(f"{stats.truncated:,} cut at the line limit (71,680 bytes)")
     if store_dropped:
         notes.append(f"the file store dropped the {store_dropped:,} oldest (LELOG_STORE_MAX_BYTES)")
     if stats.uploaded is False:

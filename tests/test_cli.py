@@ -855,3 +855,32 @@ def test_a_full_disk_mid_run_is_counted_and_a_tail_sees_whole_rows_once(
     assert all(row.startswith("line ") for row in shown)
     numbers = [int(row.split()[1]) for row in shown]
     assert numbers == sorted(numbers)
+
+
+def test_a_line_that_masking_makes_too_long_is_cut_and_counted_in_the_summary(
+    env: Dict[str, str], tmp_path: Path
+) -> None:
+    setup = tmp_path / "setup.json"
+    setup.write_text(json.dumps({"secrets": ["ab"]}))
+    code = "print('ab' * 30000)"  # 60 kB, but 420 kB once every "ab" is 14 asterisks
+    result = run(
+        lelog(
+            "run",
+            "--key",
+            "k",
+            "--home",
+            str(tmp_path),
+            "--config",
+            str(setup),
+            "--",
+            sys.executable,
+            "-c",
+            code,
+        ),
+        env,
+        tmp_path,
+    )
+    assert result.returncode == 0
+    assert "1 cut at the line limit (71,680 bytes)" in result.stderr.decode().splitlines()[-1]
+    (stored,) = outs_of(FileStore(tmp_path).download("k"))
+    assert len(stored.encode()) <= 71_680 + len("... (log line truncated)")
