@@ -546,6 +546,16 @@ class _Tail:
         yield line
 
 
+def _iter_sse(key: str, response: httpx.Response) -> Iterator[Line]:
+    """Lines of one event stream, with no reconnection and no probe: it ends at the end
+    marker, and a connection that ends otherwise raises ``LogServiceError``."""
+
+    def cannot_reconnect() -> httpx.Response:
+        raise LogServiceError("this tail does not reconnect", call="tail")
+
+    return _Tail(key, response, cannot_reconnect, lambda: None).lines()
+
+
 def _parse_event_data(key: str, data: str) -> Line:
     try:
         return parse_line(data)
