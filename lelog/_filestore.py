@@ -81,8 +81,8 @@ _KEY_SUFFIX = ".key"
 _SHORT_PREFIX = 120  # characters of the encoded segment kept readable in a shortened name
 _OPTS = frozenset({"deadline", "cancel", "on_retry", "retry"})
 # Failures that waiting can cure; any other file-system error is permanent for the writer.
-_TRANSIENT = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EAGAIN, errno.EINTR, errno.EBUSY, errno.EIO})
-_DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
+_DISK_FULL = frozenset({errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)})  # no EDQUOT on Windows
+_TRANSIENT = _DISK_FULL | {errno.EAGAIN, errno.EINTR, errno.EBUSY, errno.EIO}
 _MARKER_TAG = "dropped"
 _MARKER_ROOM = 400  # bytes kept free for the drop marker row
 
@@ -355,7 +355,7 @@ class _Rows:
         return [row for row in data[:end].split(b"\n") if row.strip()]
 
     def _row_start(self, offset: int) -> int:
-        """The start of the row holding byte ``offset - 1``... or ``offset`` if it is one."""
+        """The last row start at or before ``offset`` (``offset`` itself after a newline)."""
         fd = self.fh.fileno()
         while offset > 0:
             low = max(0, offset - _CHUNK)
@@ -457,6 +457,8 @@ class FileStore:
         # processes are kept off the key by its lock).  Held around file I/O but never while
         # taking another lock.
         self._append_lock = threading.Lock()
+        # The dicts below are changed by the thread that opens or closes a key (the CLI's
+        # main thread, a writer's worker); each change is one dict operation under the GIL.
         self._locks: dict[str, _KeyLock] = {}
         # Keys another writer held when this store tried to open them: every later call on
         # them is refused, so a refused writer never appends to, stores or closes the

@@ -686,7 +686,9 @@ def test_stderr_lines_are_told_apart_in_the_stored_log(env: Dict[str, str], tmp_
     assert rows["err\n"]["args"] == {"stream": "stderr"} and rows["err\n"]["level"] == "info"
 
 
-@pytest.mark.parametrize("text", ["é" * 100_000, "日本語" * 40_000, "x" * 200_000])
+@pytest.mark.parametrize(
+    "text", ["é" * 100_000, "日本語" * 40_000, "x" * 200_000], ids=["latin", "cjk", "ascii"]
+)
 def test_a_long_line_is_stored_whole_in_pieces_within_the_byte_limit(
     text: str, env: Dict[str, str], script: Callable[[str], str], tmp_path: Path
 ) -> None:

@@ -220,7 +220,11 @@ def test_max_partial_must_be_a_positive_int(bad: object) -> None:
         LineSplitter(bad)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("text", ["日本語" * 40000, "é" * 100000, "x" * 200000, "a€😀" * 30000])
+@pytest.mark.parametrize(
+    "text",
+    ["日本語" * 40000, "é" * 100000, "x" * 200000, "a€😀" * 30000],
+    ids=["cjk", "latin", "ascii", "mixed"],
+)
 def test_long_lines_are_cut_in_bytes_on_character_boundaries_losing_nothing(text: str) -> None:
     splitter = LineSplitter()
     lines = splitter.feed(text.encode() + b"\n")
