@@ -645,7 +645,7 @@ def test_run_stops_reading_like_tee_when_its_output_is_closed(env: Dict[str, str
     assert "Traceback" not in err and "Exception ignored" not in err
     assert "lines sent →" in err.splitlines()[-1]
     stored = outs_of(FileStore(tmp_path).download("y"))
-    assert 0 < len(stored) < 1_000_000 and set(stored) == {"y\n"}  # bounded: it stopped reading
+    assert 0 < len(stored) < 1_000_000 and set(stored) <= {"y\n", "y"}  # bounded: it stopped reading
 
 
 def test_run_stops_in_a_shell_pipeline_with_head(env: Dict[str, str], tmp_path: Path) -> None:

@@ -436,18 +436,21 @@ def test_the_lock_holds_across_processes_and_names_the_holder(store: FileStore) 
 def test_the_lock_is_not_inherited_across_fork(tmp_path: Path) -> None:
     result = run_python(
         f"""
-        import os, sys, time
-        from lelog._filestore import FileStore, KeyInUse
+        import os
+        from lelog._filestore import FileStore
         store = FileStore({str(tmp_path)!r})
         store.claim("k")
+        wait, release = os.pipe()
         pid = os.fork()
-        if pid == 0:  # the child only waits; it must not keep the key held
-            time.sleep(3)
+        if pid == 0:  # the child lives until the parent has tried; it must not hold the key
+            os.close(release)
+            os.read(wait, 1)
             os._exit(0)
         store.close()
         again = FileStore({str(tmp_path)!r})
-        again.claim("k")  # the child is alive and holds nothing
+        again.claim("k")  # raises KeyInUse if the child had inherited the lock
         print("claimed while the child lives:", os.waitpid(pid, os.WNOHANG) == (0, 0))
+        os.close(release)
         os.waitpid(pid, 0)
         """,
         timeout=60,

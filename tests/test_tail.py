@@ -191,7 +191,7 @@ def test_lines_the_service_no_longer_keeps_after_a_reconnection_are_marked(
         put(client, line(0))
         follower = Follower(client)
         assert follower.wait_for(1)
-        svc.stall_next(seconds=1.0, method="GET", path="/stream")
+        svc.stall_next(seconds=3.0, method="GET", path="/stream")
         svc.drop_tails(KEY)
         assert wait_until(lambda: any(r.fault == "stall" for r in svc.requests))
         put(client, *[line(pos) for pos in range(1, 11)])  # the service keeps 8, 9 and 10
@@ -213,7 +213,7 @@ def test_a_stream_re_opened_while_reconnecting_is_marked(quick: FakeLogService) 
         put(client, line(0), line(1))
         follower = Follower(client)
         assert follower.wait_for(2)
-        quick.stall_next(seconds=1.0, method="GET", path="/stream")
+        quick.stall_next(seconds=3.0, method="GET", path="/stream")
         quick.drop_tails(KEY)
         assert wait_until(lambda: any(r.fault == "stall" for r in quick.requests))
         client.open_stream(KEY)  # pos starts again at 0
