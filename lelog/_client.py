@@ -507,16 +507,20 @@ class _Tail:
 
     def _events(self, response: httpx.Response) -> Generator[Line, None, _TailEnd]:
         event = ""
+        first = True
         for raw in response.iter_lines():
             if not raw:
                 event = ""  # a blank line ends an event
                 continue
             if raw.startswith(":"):
-                # A ping: the stream is quiet.  A service that sends no end marker (Redis)
-                # is asked whether the stream still lives.
-                if self._lives() is False:
+                # A ping after a quiet period, when every line written before it has come:
+                # a service that sends no end marker (Redis) is asked whether the stream
+                # still lives.  Not the ping that opens the answer: the history follows it.
+                if not first and self._lives() is False:
                     return _TailEnd.CLOSED
+                first = False
                 continue
+            first = False
             field, _, value = raw.partition(":")
             value = value[1:] if value.startswith(" ") else value
             if field == "event":

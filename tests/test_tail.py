@@ -233,3 +233,15 @@ def test_a_tail_that_cannot_reconnect_raises_from_the_iteration(quick: FakeLogSe
         quick.restart()  # the stream is forgotten, the connection cut without an eof
         with pytest.raises(LogServiceError, match="the stream has closed since"):
             next(lines)
+
+
+def test_the_history_is_shown_when_a_stream_without_eof_closes_as_the_tail_connects(
+    service_factory: Callable[..., FakeLogService],
+) -> None:
+    redis_like = service_factory(keepalive=0.2, eof_at_close=False)
+    with client_for(redis_like) as client:
+        client.open_stream(KEY)
+        put(client, line(0), line(1))
+        lines = client.tail(KEY)  # connected: the opening ping and the history are on their way
+        client.close_stream(KEY)
+        assert [seen.out for seen in lines] == ["line 0\n", "line 1\n"]
