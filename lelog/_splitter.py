@@ -115,10 +115,9 @@ class LineSplitter:
         return pieces + [last] if last else pieces
 
     def _split(self, text: str) -> list[str]:
-        size = _utf8_len(text)
         if "\n" not in text:
             self._partial += text
-            self._partial_bytes += size
+            self._partial_bytes += _utf8_len(text)
             if self._partial_bytes <= self._piece:
                 return []
             lines, self._partial = self._break(self._partial, final=False)
@@ -128,10 +127,13 @@ class LineSplitter:
         tail = parts.pop()
         if self._partial:
             parts[0] = self._partial + parts[0]
-        if self._partial_bytes + size <= self._max:  # the common case: no line can be too long
+        # The common case: no line can be too long (4 bytes a character at most: most
+        # writes are judged without encoding them).
+        room = self._max - self._partial_bytes
+        if 4 * len(text) <= room or _utf8_len(text) <= room:
             lines = [part + "\n" for part in parts]
             self._partial = tail
-            self._partial_bytes = _utf8_len(tail)
+            self._partial_bytes = _utf8_len(tail) if tail else 0
             return lines
         lines = []
         for part in parts:
