@@ -575,6 +575,9 @@ def test_a_key_is_bounded_oldest_lines_dropped_counted_and_marked(tmp_path: Path
     assert marker["args"]["lelog"] == "dropped" and f"{dropped:,} oldest lines" in marker["out"]
     kept = [json.loads(row)["pos"] for row in live[1:]]
     assert kept == list(range(dropped, 500)) and store.dropped("k") == dropped
+    late = store.tail("k")  # a tail that comes after the drop starts with the marker
+    assert next(late).out == marker["out"] and next(late).pos == dropped
+    late.close()
     store.upload("k", ndjson(lines(0, 500)))  # a writer's whole history: more than the bound
     store.close_stream("k")
     assert follower.ended()
