@@ -20,6 +20,7 @@ from lelog._cli import main
 from lelog._filestore import FileStore
 from tests.helpers import dead_url
 from tests.service import FakeLogService
+from tests.test_filestore import mount_tmpfs
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "stage-1/build step"
@@ -805,18 +806,7 @@ def test_a_full_disk_mid_run_is_counted_and_a_tail_sees_whole_rows_once(
     env: Dict[str, str], script: Callable[[str], str], tmp_path: Path
 ) -> None:
     home = tmp_path / "small"
-    if os.geteuid() != 0:
-        pytest.skip(
-            "mounting a 64 KiB tmpfs needs root; test_filestore's RLIMIT_FSIZE test covers the rollback"
-        )
-    home.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(home)], capture_output=True
-    )
-    if mounted.returncode != 0:
-        pytest.skip(
-            f"cannot mount a tmpfs here ({mounted.stderr.decode().strip()}); the RLIMIT_FSIZE test covers it"
-        )
+    mount_tmpfs(home, "64k")  # or skip, saying why
     gate = tmp_path / "gate"
     code = (
         "import os, sys, time\n"
@@ -826,8 +816,9 @@ def test_a_full_disk_mid_run_is_counted_and_a_tail_sees_whole_rows_once(
         "    print('line', i, 'x' * 40, flush=True)\n"
         "    if i % 20 == 0: time.sleep(0.02)  # many small batches: the disk fills between two\n"
     )
+    where = ["--key", "k", "--home", str(home)]
+    procs: List[subprocess.Popen] = []
     try:
-        where = ["--key", "k", "--home", str(home)]
         runner = start(
             lelog(
                 "run", *where, *FAST, "--close-timeout", "1", "--", sys.executable, script(code), str(gate)
@@ -835,8 +826,10 @@ def test_a_full_disk_mid_run_is_counted_and_a_tail_sees_whole_rows_once(
             env,
             tmp_path,
         )
+        procs.append(runner)
         assert wait_until(lambda: os.path.exists(FileStore(home).live_path("k")))
         tail = start(lelog("tail", *where), env, tmp_path)
+        procs.append(tail)
         assert tail.stdout is not None
         first = tail.stdout.readline()  # the tail follows: now fill the disk
         gate.touch()
@@ -844,9 +837,9 @@ def test_a_full_disk_mid_run_is_counted_and_a_tail_sees_whole_rows_once(
         tail_out, tail_err = tail.communicate(timeout=60)
         tail_out = first + tail_out
     finally:
-        for proc in ("runner", "tail"):
-            if proc in locals():
-                locals()[proc].kill()
+        for proc in procs:
+            proc.kill()
+            proc.communicate()
         subprocess.run(["umount", str(home)], check=False)
     assert runner.returncode == 0
     summary = run_err.decode().splitlines()[-1]

@@ -521,7 +521,8 @@ def test_a_tail_never_sees_a_rolled_back_row_and_each_line_once(store: FileStore
     assert follower.seen == [f"line {i}\n" for i in range(6)]
 
 
-def _mount_tmpfs(path: Path, size: str) -> None:
+def mount_tmpfs(path: Path, size: str) -> None:
+    """Mount a tmpfs of ``size`` on ``path`` (a new directory), or skip the test saying why."""
     if os.geteuid() != 0:
         pytest.skip("mounting a small tmpfs needs root; the RLIMIT_FSIZE test covers the same path")
     path.mkdir()
@@ -536,7 +537,7 @@ def _mount_tmpfs(path: Path, size: str) -> None:
 
 def test_a_full_disk_never_tears_or_duplicates_rows(tmp_path: Path) -> None:
     home = tmp_path / "small"
-    _mount_tmpfs(home, "64k")
+    mount_tmpfs(home, "64k")
     try:
         store = FileStore(home)
         store.open_stream("k")
