@@ -879,3 +879,16 @@ def test_a_line_that_masking_makes_too_long_is_cut_and_counted_in_the_summary(
     assert "1 cut at the line limit (71,680 bytes)" in result.stderr.decode().splitlines()[-1]
     (stored,) = outs_of(FileStore(tmp_path).download("k"))
     assert len(stored.encode()) <= 71_680 + len("... (log line truncated)")
+
+
+def test_strict_fails_a_successful_command_whose_log_was_not_stored(
+    env: Dict[str, str], tmp_path: Path
+) -> None:
+    where = ["--key", "k", "--url", dead_url(), "--account-id", "acct", "--close-timeout", "1"]
+    result = run(
+        lelog("run", *where, "--strict", "--", sys.executable, "-c", "print('hi')"),
+        dict(env, LELOG_TOKEN="t"),
+        tmp_path,
+    )
+    assert result.returncode == 74 and result.stdout == b"hi\n"
+    assert "storing the log FAILED" in result.stderr.decode().splitlines()[-1]
