@@ -18,6 +18,7 @@ import os
 import select
 import shlex
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -27,7 +28,7 @@ from typing import IO, Any, Callable, Iterator, NoReturn, Optional, Sequence, Un
 from ._client import LogServiceClient
 from ._config import MAX_SECONDS, LogConfig, check_positive, resolve_config, setup_request_values
 from ._exceptions import BlobNotFound, ConfigError, LogServiceError
-from ._filestore import FileStore
+from ._filestore import FileStore, KeyInUse
 from ._splitter import LineSplitter
 from ._version import __version__
 from ._writer import Stats, StreamWriter
@@ -44,6 +45,11 @@ _DRAIN_GRACE = 2.0
 _POLL = 0.1
 #: A source far ahead of the writer waits this long at most for it to catch up.
 _PATIENCE = 3.0
+#: ``lelog run --strict``: the command succeeded but its log is missing or lost lines
+#: (EX_IOERR of sysexits.h: "an error occurred while doing I/O on some file").
+STRICT_STATUS = 74
+#: ``args`` of a line the command wrote on its standard error.
+STDERR_ARGS = {"stream": "stderr"}
 _FORWARDED = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 
@@ -85,12 +91,16 @@ configuration (flags win over --config, which wins over the environment):
 """
 
 _RUN_HELP = """\
-Run CMD; its output shows as usual and streams line by line to the log stream (stdout and
-stderr both).  Exits with CMD's exit status (128+N when a signal N killed it).  Ctrl-C and
-SIGTERM go to CMD; the stream is still closed and stored.  A summary line goes to stderr.
-The key defaults to the program's name (`make` for `lelog run -- make test`).  When CMD
-prints faster than the log takes it, lelog reads more slowly (as tee would) rather than
-drop lines, unless the service is stalled.
+Run CMD; its output shows as usual, unchanged, and streams line by line to the log stream
+(stdout and stderr both; stderr lines carry args {"stream": "stderr"}).  Exits with CMD's
+exit status (128+N when a signal N killed it); with --strict, 74 when CMD succeeded but its
+log was not stored whole.  Ctrl-C and SIGTERM go to CMD; the stream is still closed and
+stored.  A summary line goes to stderr.  CMD gets no LELOG_* variable unless
+--pass-lelog-env.  When lelog's own output is closed (`lelog run -- yes | head -1`), it
+stops reading CMD's output as tee does: CMD gets SIGPIPE when it next writes.  The key
+defaults to the program's name (`make` for `lelog run -- make test`).  When CMD prints
+faster than the log takes it, lelog reads more slowly (as tee would) rather than drop
+lines, unless the service is stalled.
 
 examples:
   lelog run -- make test                         # stored in ./.lelog/make.ndjson
@@ -111,8 +121,10 @@ examples:
 """
 
 _TAIL_HELP = """\
-Follow a live stream: print its lines as they arrive; end when the stream is closed.
-A stream that is not open ends at once.
+Follow a live stream: print its lines as they arrive, however long it is quiet; exit 0 when
+the stream is closed (a stream that is not open ends at once).  A dropped connection is
+re-established within --timeout, with a marker line where lines may be missing; exit 1 with
+one line when it cannot be, or when the answer is not an event stream.
 
 examples:
   lelog tail --key stage-1/build
@@ -191,6 +203,17 @@ def _build_parser() -> _Parser:
 
     run = add("run", _run, "run a command, streaming its output", _RUN_HELP, writing)
     run.add_argument(
+        "--strict",
+        action="store_true",
+        help=f"exit {STRICT_STATUS} when CMD succeeded but its log is missing or lost lines",
+    )
+    run.add_argument(
+        "--pass-lelog-env",
+        action="store_true",
+        help="let CMD see the LELOG_* variables (by default they are removed: CMD would write "
+        "to this key, and LELOG_TOKEN is a secret)",
+    )
+    run.add_argument(
         "command", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]", help="the command to run"
     )
     push = add("push", _push, "stream a file or standard input", _PUSH_HELP, writing)
@@ -236,7 +259,21 @@ def _key(args: argparse.Namespace, config: LogConfig, default: str = "") -> str:
     key = args.key or config.le_log_key or default
     if not key:
         raise _Failure("no stream key: give --key K (or set LELOG_KEY, or le_log_key in --config)", 2)
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in key):
+        raise _Failure(f"the stream key {key!r} holds a control character; use printable text", 2)
     return key
+
+
+def _claim(backend: _Backend, key: str) -> None:
+    """Take the file store's key before anything is run or stored (one writer per key)."""
+    if not isinstance(backend, FileStore):
+        return
+    try:
+        backend.claim(key)
+    except KeyInUse as exc:
+        raise _Failure(str(exc)) from None
+    except LogServiceError as exc:
+        raise _Failure(f"cannot store the log of {key!r}: {exc}") from None
 
 
 def _backend(args: argparse.Namespace, config: LogConfig, *, writes: bool) -> _Backend:
@@ -267,7 +304,7 @@ def _open_writer(key: str, backend: _Backend, args: argparse.Namespace) -> Strea
     return StreamWriter(key, backend, **{k: v for k, v in options.items() if v is not None}).open()
 
 
-def _summary(stats: Stats, where: str, *, whole_log: bool) -> str:
+def _summary(stats: Stats, where: str, *, whole_log: bool, store_dropped: int = 0) -> str:
     """One line: where the log went, lines sent, lines dropped and anything that went wrong."""
     sent = f"{stats.sent:,}" if stats.sent == stats.accepted else f"{stats.sent:,} of {stats.accepted:,}"
     sent += " line" if stats.accepted == 1 else " lines"
@@ -276,11 +313,15 @@ def _summary(stats: Stats, where: str, *, whole_log: bool) -> str:
     notes = [dropped + (f": {', '.join(reasons)}" if reasons else "")]
     if stats.pending:
         notes.append(f"{stats.pending:,} not sent in time")
+    if stats.truncated:
+        notes.append(f"{stats.truncated:,} cut at the line limit (71,680 bytes)")
+    if store_dropped:
+        notes.append(f"the file store dropped the {store_dropped:,} oldest (LELOG_STORE_MAX_BYTES)")
     if stats.uploaded is False:
         notes.append("storing the log FAILED")
     elif stats.history_evicted and not whole_log:
         notes.append(f"the stored log keeps the last {stats.history_lines:,} lines")
-    trouble = stats.dropped_total or stats.pending or stats.uploaded is False
+    trouble = stats.dropped_total or stats.pending or stats.uploaded is False or store_dropped
     if trouble and stats.last_error:
         notes.append(f"last error: {stats.last_error}")
     return f"lelog: {sent} sent → {where} ({'; '.join(notes)})"
@@ -289,10 +330,15 @@ def _summary(stats: Stats, where: str, *, whole_log: bool) -> str:
 def _report(args: argparse.Namespace, stats: Stats, backend: _Backend, key: str) -> None:
     if not args.quiet:
         where = _where(backend, key)
-        _stderr(_summary(stats, where, whole_log=isinstance(backend, FileStore)))
+        files = isinstance(backend, FileStore)
+        dropped = backend.dropped(key) if isinstance(backend, FileStore) else 0
+        _stderr(_summary(stats, where, whole_log=files, store_dropped=dropped))
 
 
-def _delivered(stats: Stats) -> bool:
+def _delivered(stats: Stats, backend: _Backend, key: str) -> bool:
+    """Whether the whole log was stored: nothing dropped, pending or lost at upload."""
+    if isinstance(backend, FileStore) and backend.dropped(key):
+        return False
     return not stats.dropped_total and not stats.pending and stats.uploaded is not False
 
 
@@ -322,7 +368,12 @@ class _Backpressure:
 
 class _Pump:
     """Copies one pipe of the command to our terminal as it comes, and line by line to the
-    writer.  One splitter per pipe: a partial stdout line never merges with stderr's text."""
+    writer.  One splitter per pipe: a partial stdout line never merges with stderr's text.
+
+    When the copy to our stdout fails with EPIPE (``lelog run -- yes | head -1``), the pump
+    stops reading and closes the pipe, as tee would end: the command gets SIGPIPE on its next
+    write.  What it read is still logged.  A failed copy to stderr only stops the copy.
+    """
 
     def __init__(
         self,
@@ -331,18 +382,29 @@ class _Pump:
         writer: StreamWriter,
         backpressure: _Backpressure,
         stop: threading.Event,
+        *,
+        args: Optional[dict[str, str]] = None,
+        unbroken: Sequence[str] = (),
+        stop_on_epipe: bool = False,
     ) -> None:
+        self._pipe = pipe
         self._fd = pipe.fileno()
         self._echo = echo
         self._writer = writer
         self._backpressure = backpressure
         self._stop = stop
-        #: The last line, without its newline, once the pipe has ended.
-        self.partial: Optional[str] = None
+        self._args = args
+        self._stop_on_epipe = stop_on_epipe
+        # Forced pieces fit the line limit with the newline write_line adds, and a literal
+        # secret is never cut in two halves the masker could not recognise.
+        self._splitter = LineSplitter(unbroken=unbroken)
+        #: The pieces of the last line, without its newline, once the pipe has ended.
+        self.partial: list[str] = []
+        #: Our stdout was closed under us (EPIPE): the pump stopped reading.
+        self.broken = False
         self.thread = threading.Thread(target=self._run, name=f"lelog-run-pipe[{self._fd}]", daemon=True)
 
     def _run(self) -> None:
-        splitter = LineSplitter()
         while not self._stop.is_set():
             # select before read: a blocking read would never see the stop event if a
             # background process kept the pipe open after the command exited.
@@ -351,20 +413,50 @@ class _Pump:
             data = os.read(self._fd, _CHUNK)
             if not data:
                 break
-            self._show(data)
-            for line in splitter.feed(data):
-                self._writer.write_line(line)
+            shown = self._show(data)
+            for line in self._splitter.feed(data):
+                self._writer.write_line(line, args=self._args)
+            if not shown:
+                self.broken = True
+                self._pipe.close()  # the command's next write gets SIGPIPE, as with tee
+                break
             self._backpressure.wait_if_behind()
-        self.partial = splitter.finish()
+        self.partial = self._splitter.finish_lines()
 
-    def _show(self, data: bytes) -> None:
+    def _show(self, data: bytes) -> bool:
+        """Copy to the terminal; False when our stdout is gone and reading must stop."""
         if self._echo is None:
-            return
+            return True
         try:
             self._echo.write(data)
             self._echo.flush()
-        except (OSError, ValueError):  # the terminal or pipe went away: keep logging anyway
+        except BrokenPipeError:
             self._echo = None
+            if self._stop_on_epipe:
+                _silence_stdout()
+                return False
+        except (OSError, ValueError):  # the terminal went away: keep logging anyway
+            self._echo = None
+        return True
+
+    def log_partial(self, *, last: bool) -> None:
+        """Log the last line of the pipe; the ``last`` one of all is stored as written (no
+        newline added, it goes through ``write``; stderr's keeps its tag with a newline)."""
+        for piece in self.partial[:-1]:
+            self._writer.write_line(piece, args=self._args)
+        if self.partial:
+            if last and self._args is None:
+                self._writer.write(self.partial[-1])
+            else:
+                self._writer.write_line(self.partial[-1], args=self._args)
+
+
+def _silence_stdout() -> None:
+    """Point fd 1 at /dev/null, so flushing it at exit cannot fail (EPIPE) a second time."""
+    with contextlib.suppress(OSError):
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, sys.stdout.fileno())
+        os.close(null)
 
 
 def _in_terminal_foreground() -> bool:
@@ -404,15 +496,18 @@ def _binary(stream: Optional[IO[str]]) -> Optional[IO[bytes]]:
     return getattr(stream, "buffer", None)
 
 
-def _pump_until_exit(child: subprocess.Popen[bytes], writer: StreamWriter) -> None:
+def _pump_until_exit(child: subprocess.Popen[bytes], writer: StreamWriter, unbroken: Sequence[str]) -> None:
     """Stream the command's output until it exits and its pipes are drained."""
     assert child.stdout is not None and child.stderr is not None
     stop = threading.Event()
     backpressure = _Backpressure(writer)
-    pumps = [
-        _Pump(child.stdout, _binary(sys.stdout), writer, backpressure, stop),
-        _Pump(child.stderr, _binary(sys.stderr), writer, backpressure, stop),
-    ]
+    out = _Pump(
+        child.stdout, _binary(sys.stdout), writer, backpressure, stop, unbroken=unbroken, stop_on_epipe=True
+    )
+    err = _Pump(
+        child.stderr, _binary(sys.stderr), writer, backpressure, stop, args=STDERR_ARGS, unbroken=unbroken
+    )
+    pumps = [out, err]
     for pump in pumps:
         pump.thread.start()
     try:
@@ -426,13 +521,27 @@ def _pump_until_exit(child: subprocess.Popen[bytes], writer: StreamWriter) -> No
             pump.thread.join()
         child.stdout.close()
         child.stderr.close()
-    partials = [pump.partial for pump in pumps if pump.partial]
-    for text in partials[:-1]:
-        writer.write_line(text)
-    if partials:
-        # The writer's own partial-line buffer is still empty (whole lines went through
-        # write_line), so close() stores this one as the command wrote it: no newline added.
-        writer.write(partials[-1])
+    # The writer's own partial-line buffer is still empty (whole lines went through
+    # write_line), so close() stores stdout's last line as the command wrote it.
+    err.log_partial(last=False)
+    out.log_partial(last=True)
+
+
+def _child_env(pass_lelog_env: bool) -> dict[str, str]:
+    """The command's environment: ours without LELOG_* (the key, the token) unless asked."""
+    env = {k: v for k, v in os.environ.items() if pass_lelog_env or not k.startswith("LELOG_")}
+    env["PYTHONUNBUFFERED"] = "1"  # Python commands stream too
+    return env
+
+
+def _literals(config: LogConfig) -> list[str]:
+    """The literal secrets the masker will look for, which a forced break must not split.
+
+    A superset is harmless (a break only moves earlier), so this is every stripped line of
+    the secrets and the token.
+    """
+    texts = [*config.secrets, config.token or ""]
+    return [part.strip() for text in texts for part in text.split("\n") if len(part.strip()) >= 2]
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -443,12 +552,13 @@ def _run(args: argparse.Namespace) -> int:
     key = _key(args, config, default=os.path.basename(command[0]))
     backend = _backend(args, config, writes=True)
     with contextlib.closing(backend):
+        _claim(backend, key)  # before the command runs: a second writer is refused here
         try:
             child = subprocess.Popen(
                 command,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
-                env=dict(os.environ, PYTHONUNBUFFERED="1"),  # Python commands stream too
+                env=_child_env(args.pass_lelog_env),
             )
         except OSError as exc:
             status = 127 if isinstance(exc, FileNotFoundError) else 126  # as a shell says
@@ -456,11 +566,15 @@ def _run(args: argparse.Namespace) -> int:
         # Its output waits in the pipes until the readers start: nothing is lost meanwhile.
         writer = _open_writer(key, backend, args)
         with _forward_signals(child):  # until the stream is closed, not only the command
-            _pump_until_exit(child, writer)
+            _pump_until_exit(child, writer, _literals(config))
             stats = writer.close()
         _report(args, stats, backend, key)
+        delivered = _delivered(stats, backend, key)
     code = child.returncode
-    return 128 - code if code < 0 else code
+    status = 128 - code if code < 0 else code
+    if args.strict and status == 0 and not delivered:
+        return STRICT_STATUS
+    return status
 
 
 # -- lelog push --------------------------------------------------------------------------------
@@ -490,8 +604,12 @@ def _push(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise _Failure(f"cannot read {args.file}: {exc.strerror}") from None
     try:
+        if stat.S_ISDIR(os.fstat(fd).st_mode):  # before anything is stored
+            name = "standard input" if stdin else args.file
+            raise _Failure(f"cannot push {name}: it is a directory; give a file", 2)
         backend = _backend(args, config, writes=True)
         with contextlib.closing(backend):
+            _claim(backend, key)
             writer = _open_writer(key, backend, args)
             try:
                 _copy(fd, writer, "standard input" if stdin else args.file)
@@ -501,7 +619,7 @@ def _push(args: argparse.Namespace) -> int:
     finally:
         if not stdin:
             os.close(fd)
-    return 0 if _delivered(stats) else 1
+    return 0 if _delivered(stats, backend, key) else 1
 
 
 # -- lelog tail, lelog cat ---------------------------------------------------------------------

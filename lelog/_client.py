@@ -13,12 +13,13 @@ would print them).
 
 from __future__ import annotations
 
+import enum
 import os
 import ssl
 import threading
 import time
 import weakref
-from typing import Any, Callable, Iterator, Optional, Sequence, Union
+from typing import Any, Callable, Generator, Iterator, Optional, Sequence, Union
 
 import httpx
 
@@ -243,22 +244,71 @@ class LogServiceClient:
     def tail(self, key: str, **opts: Any) -> Iterator[Line]:
         """Follow a live stream (server-sent events): history first, then lines as they come.
 
-        Ends at the service's end marker (``event: error`` / ``data: eof``, which the service
-        sends without the blank line a strict SSE parser waits for) or when the body ends.
+        It ends cleanly at the service's end marker (``event: error`` / ``data: eof``, sent
+        without the blank line a strict SSE parser waits for), or, on a service that sends
+        none (the Redis backend), when an empty ``PUT /stream`` probe made on a quiet
+        period's ping answers ``stream: not found``.  Quiet periods of any length keep it
+        open: the call deadline bounds connecting, not the tail.  A dropped connection to a
+        stream that still lives is re-established within the deadline; lines already
+        yielded are skipped by ``pos``, and where lines may be missing a marker line is
+        yielded (``pos`` -1, ``args`` ``{"lelog": "gap"}``).  A connection that cannot be
+        re-established, or an answer that is not an event stream, raises
+        ``LogServiceError`` from the iteration (docs/protocol.md#5-tail-server-sent-events).
         """
+        budget = self._budget(opts, self.config.call_deadline)
+        policy = self._policy(opts)
 
-        def connect(timeout: float) -> httpx.Response:
-            request = self.http.build_request(
-                "GET",
-                self.config.url + "/stream",
-                params=self._params(key),
-                headers=self._auth_headers(),
-                timeout=self._within(timeout, read=_TAIL_READ_TIMEOUT),
+        def connect() -> httpx.Response:
+            return policy.run(lambda remaining: self._tail_attempt(key, remaining), **budget)
+
+        return _Tail(key, connect(), connect, lambda: self._stream_lives(key, budget["deadline"])).lines()
+
+    def _tail_attempt(self, key: str, remaining: float) -> httpx.Response:
+        t = self._timeout
+        request = self.http.build_request(
+            "GET",
+            self.config.url + "/stream",
+            params=self._params(key),
+            headers=self._auth_headers(),
+            # Connecting is bounded by the deadline; reading is not: the service pings a
+            # quiet tail every 30 s, and two missed pings mean a dead connection.
+            timeout=httpx.Timeout(
+                connect=min(t.connect or remaining, remaining),
+                read=_TAIL_READ_TIMEOUT,
+                write=min(t.write or remaining, remaining),
+                pool=min(t.pool or remaining, remaining),
+            ),
+        )
+        response = self._send("tail", key, request, stream=True)
+        kind = response.headers.get("content-type", "")
+        if not kind.startswith("text/event-stream"):
+            response.close()
+            raise LogServiceError(
+                f"tail {key!r}: the answer is not an event stream (Content-Type: {kind or 'none'}); "
+                "check that the url is the log service's",
+                status=response.status_code,
+                call="tail",
             )
-            return self._send("tail", key, request, stream=True)
+        return response
 
-        response = self._policy(opts).run(connect, **self._budget(opts, self.config.call_deadline))
-        return _iter_sse(key, response)
+    def _stream_lives(self, key: str, deadline: float) -> Optional[bool]:
+        """Whether the stream is open, by an empty ``PUT /stream`` (which changes nothing):
+        204 while it lives, ``400 stream: not found`` once it is gone; None: no answer."""
+        try:
+            self._call(
+                "write",
+                "PUT",
+                "/stream",
+                key,
+                content=b"[]",
+                headers={"Content-Type": "application/json"},
+                deadline=deadline,
+            )
+        except StreamNotFound:
+            return False
+        except LogServiceError:
+            return None
+        return True
 
     def info(self, **opts: Any) -> dict[str, Any]:
         """``GET /stream/info``: the account's open streams and their sizes."""
@@ -420,28 +470,119 @@ def _error_for(
     return LogServiceError(text, retry_after=retry_after, **kwargs)
 
 
-def _iter_sse(key: str, response: httpx.Response) -> Iterator[Line]:
-    """Lines from a tail's event stream; closes the response however the loop ends."""
-    event = ""
-    try:
+class _TailEnd(enum.Enum):
+    """How one connection of a tail ended."""
+
+    EOF = "the end marker"
+    CLOSED = "the stream was closed (an empty write answered 'stream: not found')"
+    DROPPED = "the connection dropped"
+
+
+def _gap(text: str) -> Line:
+    return Line(f"lelog: --- {text} ---\n", -1, time.time(), "warn", {"lelog": "gap"})
+
+
+class _Tail:
+    """One tail across reconnections: which lines were yielded, and how it ends.
+
+    Used by the one thread iterating the tail; it holds no lock.
+    """
+
+    def __init__(
+        self,
+        key: str,
+        response: httpx.Response,
+        reconnect: Callable[[], httpx.Response],
+        lives: Callable[[], Optional[bool]],
+    ) -> None:
+        self._key = key
+        self._response = response
+        self._reconnect = reconnect
+        self._lives = lives
+        self._last: Optional[Line] = None  # the last line yielded
+        self._resync = False  # after a reconnection: until the stream is found where it was
+
+    def lines(self) -> Iterator[Line]:
+        while True:
+            reason = ""
+            try:
+                end = yield from self._events(self._response)
+            except httpx.TransportError as exc:
+                end, reason = _TailEnd.DROPPED, f"{type(exc).__name__}: {exc}".rstrip(": ")
+            finally:
+                self._response.close()
+            if end is not _TailEnd.DROPPED:
+                return
+            self._resume(reason or "the service ended the event stream without its end marker")
+
+    def _resume(self, reason: str) -> None:
+        what = f"tail {self._key!r}: the connection to the log service dropped ({reason})"
+        lives = self._lives()
+        if lives is False:
+            raise LogServiceError(
+                f"{what} and the stream has closed since; its last lines may be missing "
+                "(the stored log has them all)",
+                call="tail",
+            )
+        try:
+            self._response = self._reconnect()
+        except LogServiceError as exc:
+            raise LogServiceError(f"{what} and could not be re-established: {exc}", call="tail") from None
+        self._resync = True
+
+    def _events(self, response: httpx.Response) -> Generator[Line, None, _TailEnd]:
+        event = ""
+        first = True
         for raw in response.iter_lines():
             if not raw:
                 event = ""  # a blank line ends an event
                 continue
             if raw.startswith(":"):
-                continue  # a comment: the service's keep-alive ping
+                # A ping after a quiet period, when every line written before it has come:
+                # a service that sends no end marker (Redis) is asked whether the stream
+                # still lives.  Not the ping that opens the answer: the history follows it.
+                if not first and self._lives() is False:
+                    return _TailEnd.CLOSED
+                first = False
+                continue
+            first = False
             field, _, value = raw.partition(":")
             value = value[1:] if value.startswith(" ") else value
             if field == "event":
                 event = value
             elif field == "data":
                 if event == "error":
-                    return  # the service's end marker: "event: error" then "data: eof"
-                yield _parse_event_data(key, value)
-    except httpx.TransportError:
-        return  # the connection ended: so did the stream
-    finally:
-        response.close()
+                    return _TailEnd.EOF  # the service's end marker: "event: error" then "data: eof"
+                line = _parse_event_data(self._key, value)
+                yield from self._checked(line)
+        return _TailEnd.DROPPED
+
+    def _checked(self, line: Line) -> Iterator[Line]:
+        """``line`` unless it was yielded before a reconnection, with a gap marker first
+        where lines may be missing."""
+        last = self._last
+        if self._resync and last is not None:
+            if line.pos < last.pos:
+                return  # history the tail has shown already
+            self._resync = False
+            if line.pos == last.pos:
+                if line.time == last.time:
+                    return  # found where it was: go on from the next line
+                yield _gap("the stream was re-opened; lines may be missing")
+            elif line.pos > last.pos + 1:
+                yield _gap(f"{line.pos - last.pos - 1:,} lines may be missing")
+        self._last = line
+        yield line
+
+
+def _iter_sse(key: str, response: httpx.Response) -> Iterator[Line]:
+    """Lines of one event stream, with no reconnection and no probe: it ends at the end
+    marker, and a connection that ends otherwise raises ``LogServiceError``."""
+
+    def cannot_reconnect() -> httpx.Response:
+        raise LogServiceError("this tail does not reconnect", call="tail")
+
+    return _Tail(key, response, cannot_reconnect, lambda: None).lines()
 
 
 def _parse_event_data(key: str, data: str) -> Line:

@@ -5,7 +5,9 @@ client under test goes through real sockets, keep-alive, chunked bodies, TLS and
 framing. It reproduces the service's odd answers (400 for auth failures, 500 for closing a
 missing stream, an unterminated SSE eof, the form-body "EOF" trap), records every request,
 and injects faults on demand (errors, 429, TCP resets, stalls, a blackhole, redirects,
-expired upload links).
+expired upload links).  Its timings are settable (``keepalive``: the ping interval;
+``answer_delay``; ``tail_tick``), so a quiet-tail test takes seconds, and
+``eof_at_close=False`` mimics the Redis backend, which sends no eof when a stream closes.
 
 Threads: one acceptor and one thread per TCP connection, all named ``fake-service-*``;
 ``stop()`` unblocks and joins every one of them.
@@ -520,6 +522,9 @@ class FakeLogService:
         retention: int = 5000,
         object_storage: bool = True,
         keepalive: float = 30.0,
+        eof_at_close: bool = True,
+        answer_delay: float = 0.0,
+        tail_tick: float = 0.2,
         ssl_context: Optional[ssl.SSLContext] = None,
         discard: bool = False,
         port: int = 0,
@@ -535,7 +540,15 @@ class FakeLogService:
         self.prefix = prefix
         self.retention = retention
         self.object_storage = object_storage
+        #: Seconds of quiet after which a tail gets a ``: ping`` (the service's 30 s).
         self.keepalive = keepalive
+        #: False mimics the Redis backend (protocol.md §5): closing or expiring a stream sends
+        #: its tails no eof, and their connections stay open, pinging, until the client leaves.
+        self.eof_at_close = eof_at_close
+        #: Seconds every log-service request waits before it is answered (a slow service).
+        self.answer_delay = answer_delay
+        #: How often a tail handler looks for new lines, pings and a departed client.
+        self.tail_tick = tail_tick
         self.ssl_context = ssl_context
         self.discard = discard
         self.port = port
@@ -551,6 +564,7 @@ class FakeLogService:
         self._cond = threading.Condition(self._lock)  # same lock: blackhole holds and wait_for
         self._stop_event = threading.Event()  # wakes stalled handlers at stop()
         self._streams: Dict[str, _Stream] = {}
+        self._orphans: set = set()  # tails of streams closed without an eof (eof_at_close=False)
         self._written: Dict[str, List[dict]] = {}
         self._received: Dict[str, int] = {}
         self._last_pos: Dict[str, int] = {}
@@ -620,6 +634,8 @@ class FakeLogService:
             for stream in self._streams.values():
                 for sub in stream.subs:
                     sub.push(_DROP)
+            for sub in self._orphans:
+                sub.push(_DROP)
             self._cond.notify_all()  # releases blackholed handlers
         self._stop_event.set()  # releases stalled handlers
         assert self._server is not None and self._acceptor is not None
@@ -864,8 +880,21 @@ class FakeLogService:
             for stream in self._streams.values():
                 for sub in stream.subs:
                     sub.push(_DROP)
+            for sub in self._orphans:
+                sub.push(_DROP)
             self._streams.clear()
         self._bump()
+
+    def drop_tails(self, key: str, *, account: Optional[str] = None) -> int:
+        """Cut the tail connections of one live stream without an eof (a proxy timing out
+        idle connections); the stream lives on.  Returns how many were cut."""
+        with self._lock:  # pushes take only leaf subscriber locks
+            stream = self._streams.get(self._full(key, account))
+            subs = list(stream.subs) if stream is not None else []
+            for sub in subs:
+                sub.push(_DROP)
+        self._bump()
+        return len(subs)
 
     def expire_links(self, on: bool = True) -> None:
         """While on, PUTs to upload links answer 403 (an expired presigned URL)."""
@@ -873,12 +902,12 @@ class FakeLogService:
             self._links_expired = on
 
     def expire_stream(self, key: str, *, account: Optional[str] = None) -> bool:
-        """Expire one live stream now (like its Redis TTL ran out); tails get the eof."""
+        """Expire one live stream now (like its Redis TTL ran out); tails get the eof unless
+        ``eof_at_close`` is off."""
         with self._lock:  # short critical section: no I/O, no waiting, no other lock taken
             stream = self._streams.pop(self._full(key, account), None)
             if stream is not None:
-                for sub in stream.subs:
-                    sub.push(_EOF)
+                self._end_tails(stream)
         self._bump()
         return stream is not None
 
@@ -889,10 +918,17 @@ class FakeLogService:
         stream = self._streams.get(full)
         if stream is not None and time.monotonic() - stream.opened >= self.ttl:
             del self._streams[full]
-            for sub in stream.subs:
-                sub.push(_EOF)
+            self._end_tails(stream)
             return None
         return stream
+
+    def _end_tails(self, stream: _Stream) -> None:
+        """A stream ended: its tails get the eof, or (Redis) nothing at all (lock held)."""
+        if self.eof_at_close:
+            for sub in stream.subs:
+                sub.push(_EOF)
+        else:
+            self._orphans.update(stream.subs)
 
     def _route(self, path_only: str) -> Tuple[str, bool]:
         """Strip the prefix; returns (path below it, whether the request was under it)."""
@@ -954,6 +990,8 @@ class FakeLogService:
                 raise _Abort("blackholed")
             if fault is not None and self._apply_fault(h, fault):
                 return
+            if self.answer_delay > 0 and not control and self._stop_event.wait(self.answer_delay):
+                raise _Abort("stopping")  # no lock held while waiting; stop() sets the event
             self._dispatch(h, method, route, under_prefix, path_only, query, headers, body)
         finally:
             self._bump()
@@ -1091,6 +1129,8 @@ class FakeLogService:
         if data is None and not body:
             h.error(400, "EOF")
             return
+        if data is None:
+            data = []  # Go decodes a JSON null into a nil slice: an empty write
         if not isinstance(data, list):
             h.error(400, f"json: cannot unmarshal {_json_type(data)} into Go value of type []*stream.Line")
             return
@@ -1125,8 +1165,7 @@ class FakeLogService:
                 if snapshot:
                     self._blobs[full] = b"".join(_compact(line) + b"\n" for line in stream.lines)
                 del self._streams[full]
-                for sub in stream.subs:
-                    sub.push(_EOF)
+                self._end_tails(stream)
         if stream is None:
             h.error(500, "stream: not found")
         else:
@@ -1219,7 +1258,7 @@ class FakeLogService:
             selector.register(h.connection, selectors.EVENT_READ)
             last = time.monotonic()
             while True:
-                wait = min(0.2, max(0.0, last + self.keepalive - time.monotonic()))
+                wait = min(self.tail_tick, max(0.0, last + self.keepalive - time.monotonic()))
                 out: List[bytes] = []
                 for item in sub.take(wait):  # leaf lock only, released before any I/O
                     if item is _EOF:
@@ -1243,6 +1282,7 @@ class FakeLogService:
             selector.close()
             with self._lock:  # short critical section: no I/O, no waiting, no other lock taken
                 stream.subs.discard(sub)
+                self._orphans.discard(sub)
             self._bump()
 
 
@@ -1282,7 +1322,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--account", default="acct")
     parser.add_argument("--prefix", default="")
     parser.add_argument("--retention", type=int, default=5000)
-    parser.add_argument("--keepalive", type=float, default=30.0)
+    parser.add_argument("--keepalive", type=float, default=30.0, help="seconds of quiet before a ping")
+    parser.add_argument("--no-eof", action="store_true", help="as the Redis backend: no eof at close")
+    parser.add_argument("--answer-delay", type=float, default=0.0, help="seconds before each answer")
     parser.add_argument("--no-object-storage", action="store_true")
     parser.add_argument(
         "--discard", action="store_true", help="validate and count PUT lines, keep only counters"
@@ -1297,6 +1339,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         retention=args.retention,
         object_storage=not args.no_object_storage,
         keepalive=args.keepalive,
+        eof_at_close=not args.no_eof,
+        answer_delay=args.answer_delay,
         discard=args.discard,
         port=args.port,
     ).start()

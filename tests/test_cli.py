@@ -20,6 +20,7 @@ from lelog._cli import main
 from lelog._filestore import FileStore
 from tests.helpers import dead_url
 from tests.service import FakeLogService
+from tests.test_filestore import mount_tmpfs
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "stage-1/build step"
@@ -626,3 +627,268 @@ def test_the_console_script_is_installed(env: Dict[str, str], tmp_path: Path) ->
         pytest.skip("lelog is not installed in this environment (pip install -e .)")
     result = run([str(script), "--version"], env, tmp_path)
     assert result.returncode == 0 and result.stdout.startswith(b"lelog ")
+
+
+# -- lelog run under pipes, long lines, secrets, concurrent runs ---------------------------------
+
+
+def test_run_stops_reading_like_tee_when_its_output_is_closed(env: Dict[str, str], tmp_path: Path) -> None:
+    """`lelog run -- yes | head -1`: yes gets SIGPIPE, the log is stored, lelog exits 141."""
+    proc = start(lelog("run", "--key", "y", "--home", str(tmp_path), "--", "yes"), env, tmp_path)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == b"y\n"
+        proc.stdout.close()  # as head does after its first line
+        assert proc.wait(timeout=30) == 128 + signal.SIGPIPE  # a hang fails here
+        err = proc.stderr.read().decode() if proc.stderr is not None else ""
+    finally:
+        proc.kill()
+        proc.wait()
+    assert "Traceback" not in err and "Exception ignored" not in err
+    assert "lines sent →" in err.splitlines()[-1]
+    stored = outs_of(FileStore(tmp_path).download("y"))
+    assert 0 < len(stored) < 1_000_000 and set(stored) <= {"y\n", "y"}  # bounded: it stopped reading
+
+
+def test_run_stops_in_a_shell_pipeline_with_head(env: Dict[str, str], tmp_path: Path) -> None:
+    shell = (
+        f"{' '.join(lelog('run', '--key', 'y', '-q', '--'))} yes | head -1; echo status ${{PIPESTATUS[0]}}"
+    )
+    result = run(["bash", "-c", shell], env, tmp_path, timeout=30)
+    assert result.stdout == b"y\nstatus 141\n"
+    assert FileStore(tmp_path / ".lelog").download("y").count(b"\n") < 1_000_000
+
+
+def test_the_command_gets_no_lelog_variables_unless_asked(
+    service: FakeLogService, env: Dict[str, str], tmp_path: Path
+) -> None:
+    target = ServiceTarget(service, dict(env, LELOG_KEY="from-env", LELOG_SECRETS='["s3cr3t-value"]'))
+    code = "import os; print(sorted(k for k in os.environ if k.startswith('LELOG_')))"
+    plain, passed = run_all(
+        [
+            ["run", *target.flags, "--", sys.executable, "-c", code],
+            ["run", "--key", "passed", *target.flags, "--pass-lelog-env", "--", sys.executable, "-c", code],
+        ],
+        target.env,
+        tmp_path,
+    )
+    assert plain.returncode == 0 and plain.stdout == b"[]\n"  # the terminal copy: the command's own
+    assert passed.stdout == b"['LELOG_KEY', 'LELOG_SECRETS', 'LELOG_TOKEN']\n"
+    assert target.stored("from-env") == ["[]\n"]
+
+
+def test_stderr_lines_are_told_apart_in_the_stored_log(env: Dict[str, str], tmp_path: Path) -> None:
+    code = "import sys; print('out'); sys.stdout.flush(); print('err', file=sys.stderr)"
+    result = run(
+        lelog("run", "--key", "k", "--home", str(tmp_path), "--", sys.executable, "-c", code), env, tmp_path
+    )
+    assert result.returncode == 0 and result.stdout == b"out\n"
+    rows = {row["out"]: row for row in map(json.loads, FileStore(tmp_path).download("k").splitlines())}
+    assert rows["out\n"]["args"] is None
+    assert rows["err\n"]["args"] == {"stream": "stderr"} and rows["err\n"]["level"] == "info"
+
+
+@pytest.mark.parametrize(
+    "text", ["é" * 100_000, "日本語" * 40_000, "x" * 200_000], ids=["latin", "cjk", "ascii"]
+)
+def test_a_long_line_is_stored_whole_in_pieces_within_the_byte_limit(
+    text: str, env: Dict[str, str], script: Callable[[str], str], tmp_path: Path
+) -> None:
+    path = tmp_path / "text"
+    path.write_text(text, encoding="utf-8")
+    code = f"import sys; sys.stdout.write(open({str(path)!r}, encoding='utf-8').read() + '\\n')"
+    result = run(
+        lelog("run", "--key", "k", "--home", str(tmp_path), "--", sys.executable, script(code)), env, tmp_path
+    )
+    assert result.returncode == 0 and result.stdout == (text + "\n").encode()  # unchanged on the terminal
+    summary = result.stderr.decode().splitlines()[-1]
+    assert "(0 dropped)" in summary and "truncated" not in summary
+    stored = outs_of(FileStore(tmp_path).download("k"))
+    assert "".join(piece[:-1] for piece in stored) == text  # every piece got a newline, nothing else
+    assert all(len(piece.encode()) <= 71_680 for piece in stored)
+    assert all(len(piece.encode()) > 71_680 - 4 for piece in stored[:-1])  # cut at the limit
+
+
+def test_a_secret_across_the_forced_break_of_a_long_line_is_masked(
+    env: Dict[str, str], script: Callable[[str], str], tmp_path: Path
+) -> None:
+    secret = "Sup3r-S3cret-Value"
+    setup = tmp_path / "setup.json"
+    setup.write_text(json.dumps({"secrets": [secret]}))
+    line = "x" * (71_679 - 7) + secret + "y" * 200_000  # the first break falls inside it
+    code = f"print({line!r})"
+    result = run(
+        lelog(
+            "run",
+            "--key",
+            "k",
+            "--home",
+            str(tmp_path),
+            "--config",
+            str(setup),
+            "--",
+            sys.executable,
+            script(code),
+        ),
+        env,
+        tmp_path,
+    )
+    assert result.returncode == 0
+    stored = FileStore(tmp_path).download("k").decode()
+    for part in (secret, secret[:7], secret[7:]):
+        assert part not in stored
+    assert "**************" in stored
+
+
+def test_a_second_run_on_a_key_is_refused_before_its_command_runs(
+    env: Dict[str, str], script: Callable[[str], str], tmp_path: Path
+) -> None:
+    gate, ran = tmp_path / "gate", tmp_path / "ran"
+    home = ["--home", str(tmp_path / "logs")]
+    first = start(
+        lelog("run", "--key", KEY, *home, *FAST, "--", sys.executable, script(GATED), str(gate)),
+        env,
+        tmp_path,
+    )
+    try:
+        assert wait_until(lambda: os.path.exists(FileStore(tmp_path / "logs").live_path(KEY)))
+        second = run(lelog("run", "--key", KEY, *home, "--", "touch", str(ran)), env, tmp_path)
+        gate.touch()
+        first.communicate(timeout=30)
+    finally:
+        first.kill()
+        first.wait()
+    assert second.returncode == 1 and not ran.exists()
+    message = error_line(second)
+    assert repr(KEY) in message and f"process {first.pid}" in message and "GATED" not in message
+    assert first.returncode == 3
+    assert "first line\n" in outs_of(FileStore(tmp_path / "logs").download(KEY))
+
+
+def test_a_key_with_long_non_ascii_segments_is_stored_and_found(env: Dict[str, str], tmp_path: Path) -> None:
+    key = "段階" * 15 + "/" + "構築" * 15 + "x" * 300
+    result = run(lelog("run", "--key", key, "--home", str(tmp_path), "--", "echo", "built"), env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    shown = run(lelog("cat", "--key", key, "--home", str(tmp_path)), env, tmp_path)
+    assert shown.returncode == 0 and shown.stdout == b"built\n"
+
+
+def test_push_of_a_directory_fails_before_anything_is_stored(env: Dict[str, str], tmp_path: Path) -> None:
+    result = run(lelog("push", "--key", "k", "--home", str(tmp_path / "logs"), str(tmp_path)), env, tmp_path)
+    assert result.returncode == 2 and "is a directory" in error_line(result)
+    assert not (tmp_path / "logs").exists()
+
+
+def test_a_bad_key_fails_before_the_command_runs(env: Dict[str, str], tmp_path: Path) -> None:
+    ran = tmp_path / "ran"
+    result = run(
+        lelog("run", "--key", "a\nb", "--home", str(tmp_path), "--", "touch", str(ran)), env, tmp_path
+    )
+    assert result.returncode == 2 and "control character" in error_line(result) and not ran.exists()
+
+
+def test_strict_fails_a_successful_command_whose_log_lost_lines(env: Dict[str, str], tmp_path: Path) -> None:
+    code = "for i in range(2000): print('line', i)"
+    small = dict(env, LELOG_STORE_MAX_BYTES="8192")
+    base = lelog("run", "--key", "k", "--home", str(tmp_path))
+    lax, strict = (
+        run([*base, *flag, "--", sys.executable, "-c", code], small, tmp_path) for flag in ([], ["--strict"])
+    )
+    assert lax.returncode == 0
+    assert strict.returncode == 74
+    assert "oldest (LELOG_STORE_MAX_BYTES)" in strict.stderr.decode().splitlines()[-1]
+    rows = FileStore(tmp_path).download("k").splitlines()
+    assert json.loads(rows[0])["args"]["lelog"] == "dropped" and json.loads(rows[-1])["out"] == "line 1999\n"
+    ok = run([*base, "--strict", "--", sys.executable, "-c", "print(1)"], env, tmp_path)
+    assert ok.returncode == 0
+
+
+def test_a_full_disk_mid_run_is_counted_and_a_tail_sees_whole_rows_once(
+    env: Dict[str, str], script: Callable[[str], str], tmp_path: Path
+) -> None:
+    home = tmp_path / "small"
+    mount_tmpfs(home, "64k")  # or skip, saying why
+    gate = tmp_path / "gate"
+    code = (
+        "import os, sys, time\n"
+        "print('line 0', flush=True)\n"
+        "while not os.path.exists(sys.argv[1]): time.sleep(0.01)\n"
+        "for i in range(1, 3000):\n"
+        "    print('line', i, 'x' * 40, flush=True)\n"
+        "    if i % 20 == 0: time.sleep(0.02)  # many small batches: the disk fills between two\n"
+    )
+    where = ["--key", "k", "--home", str(home)]
+    procs: List[subprocess.Popen] = []
+    try:
+        runner = start(
+            lelog(
+                "run", *where, *FAST, "--close-timeout", "1", "--", sys.executable, script(code), str(gate)
+            ),
+            env,
+            tmp_path,
+        )
+        procs.append(runner)
+        assert wait_until(lambda: os.path.exists(FileStore(home).live_path("k")))
+        tail = start(lelog("tail", *where), env, tmp_path)
+        procs.append(tail)
+        assert tail.stdout is not None
+        first = tail.stdout.readline()  # the tail follows: now fill the disk
+        gate.touch()
+        _, run_err = runner.communicate(timeout=60)
+        tail_out, tail_err = tail.communicate(timeout=60)
+        tail_out = first + tail_out
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.communicate()
+        subprocess.run(["umount", str(home)], check=False)
+    assert runner.returncode == 0
+    summary = run_err.decode().splitlines()[-1]
+    assert "the disk is full" in summary and "dropped" in summary
+    assert tail.returncode == 0, tail_err
+    shown = tail_out.decode().splitlines()
+    assert shown[0] == "line 0" and len(shown) == len(set(shown))
+    assert all(row.startswith("line ") for row in shown)
+    numbers = [int(row.split()[1]) for row in shown]
+    assert numbers == sorted(numbers)
+
+
+def test_a_line_that_masking_makes_too_long_is_cut_and_counted_in_the_summary(
+    env: Dict[str, str], tmp_path: Path
+) -> None:
+    setup = tmp_path / "setup.json"
+    setup.write_text(json.dumps({"secrets": ["ab"]}))
+    code = "print('ab' * 30000)"  # 60 kB, but 420 kB once every "ab" is 14 asterisks
+    result = run(
+        lelog(
+            "run",
+            "--key",
+            "k",
+            "--home",
+            str(tmp_path),
+            "--config",
+            str(setup),
+            "--",
+            sys.executable,
+            "-c",
+            code,
+        ),
+        env,
+        tmp_path,
+    )
+    assert result.returncode == 0
+    assert "1 cut at the line limit (71,680 bytes)" in result.stderr.decode().splitlines()[-1]
+    (stored,) = outs_of(FileStore(tmp_path).download("k"))
+    assert len(stored.encode()) <= 71_680 + len("... (log line truncated)")
+
+
+def test_strict_fails_a_successful_command_whose_log_was_not_stored(
+    env: Dict[str, str], tmp_path: Path
+) -> None:
+    where = ["--key", "k", "--url", dead_url(), "--account-id", "acct", "--close-timeout", "1"]
+    result = run(
+        lelog("run", *where, "--strict", "--", sys.executable, "-c", "print('hi')"),
+        dict(env, LELOG_TOKEN="t"),
+        tmp_path,
+    )
+    assert result.returncode == 74 and result.stdout == b"hi\n"
+    assert "storing the log FAILED" in result.stderr.decode().splitlines()[-1]

@@ -17,11 +17,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lelog import BlobNotFound, LogConfig, LogServiceError, StreamNotFound
+from lelog import BlobNotFound, ConfigError, LogConfig, LogServiceError, StreamNotFound
 from lelog._backend import make_backend
-from lelog._filestore import FileStore, _cut, encode_key
+from lelog._filestore import MAX_SEGMENT, FileStore, KeyInUse, _cut, encode_key
 from lelog._line import Line, ndjson
 from lelog._writer import StreamWriter
+from tests.helpers import run_python
 
 ROOT = Path(__file__).resolve().parent.parent
 ODD_KEYS = [
@@ -43,6 +44,9 @@ ODD_KEYS = [
     "",
     "~/.ssh/id",
     "日本/語",
+    "日本語" * 10 + "/" + "語" * 30,
+    "x" * 300,
+    "é" * 100 + "/a",
 ]
 
 
@@ -167,12 +171,14 @@ def _check_safe(store: FileStore, key: str) -> None:
     for name in relative.split("/"):
         assert name and name not in (".", "..") and not name.startswith(".")
         assert set(name) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-~%")
+        assert len(name) <= MAX_SEGMENT + 3 and len(name + ".live.ndjson") <= 255
     for path in (store.log_path(key), store.live_path(key)):
         assert os.path.commonpath([store.directory, path]) == store.directory
-    assert decode(relative) == key
+    if "%~" not in relative:  # a shortened name records its key in <name>.key instead
+        assert decode(relative) == key
 
 
-@given(st.text(st.characters(blacklist_categories=()), max_size=40))
+@given(st.text(st.characters(blacklist_categories=()), max_size=120))
 @settings(max_examples=300, deadline=None)
 def test_every_key_maps_to_a_safe_path_that_decodes_back(key: str) -> None:
     _check_safe(FileStore("/store"), key)
@@ -345,3 +351,250 @@ def test_the_head_before_any_pos_is_found_whatever_the_row_sizes(
         fh.write(data)
         fh.flush()
         assert _cut(fh, first) == len(b"".join(rows[:first]))
+
+
+# -- long keys ------------------------------------------------------------------------------------
+
+
+def test_a_segment_too_long_for_a_file_name_is_shortened_stably_and_its_key_recorded(
+    store: FileStore,
+) -> None:
+    key = "stage/" + "日本語" * 10 + "ビルド" * 10  # 60 CJK characters: 540 bytes encoded
+    other = "stage/" + "日本語" * 10 + "ビルド" * 9 + "ビルx"  # the same long prefix
+    name = encode_key(key).split("/")[1]
+    assert name.startswith("%E6%97%A5%E6%9C%AC") and "%~" in name and name == encode_key(key).split("/")[1]
+    assert encode_key(other) != encode_key(key)
+    for k in (key, other):
+        store.open_stream(k)
+        store.write(k, [Line(f"{k}\n", 0, 1.0)])
+        store.close_stream(k, snapshot=True)
+        assert outs(store.download(k)) == [f"{k}\n"]
+        recorded = Path(store.directory, encode_key(k) + ".key").read_text(encoding="utf-8")
+        assert recorded == k
+
+
+def test_no_key_is_mistaken_for_a_shortened_name() -> None:
+    long_key = "x" * 300
+    shortened = encode_key(long_key)
+    assert encode_key(shortened) != shortened  # its "%" is escaped: "%~" never comes out of encoding
+
+
+# -- one writer per key ------------------------------------------------------------------------------
+
+
+def test_a_second_writer_on_a_key_is_refused_naming_the_holder_pid(store: FileStore) -> None:
+    store.open_stream("k")
+    other = FileStore(store.directory)
+    with pytest.raises(KeyInUse) as err:
+        other.open_stream("k")
+    assert f"process {os.getpid()}" in str(err.value) and "'k'" in str(err.value)
+    assert not err.value.retryable
+    other.open_stream("another key")  # other keys are free
+    other.close_stream("another key")
+    store.close_stream("k")
+    other.open_stream("k")  # released at close
+    other.close_stream("k")
+
+
+def test_a_refused_writer_never_touches_the_holders_stream(store: FileStore) -> None:
+    holder = StreamWriter("k", store, flush_interval=0.05).open()
+    holder.write("mine\n")
+    assert holder.flush(timeout=5)
+    intruder = StreamWriter("k", FileStore(store.directory), flush_interval=0.05).open()
+    intruder.write("not mine\n")
+    stats = intruder.close(timeout=5)
+    assert stats.sent == 0 and stats.uploaded is not True
+    assert "being written by process" in (stats.last_error or "")
+    holder.write("mine too\n")
+    assert holder.close(timeout=5).uploaded is True
+    assert outs(store.download("k")) == ["mine\n", "mine too\n"]
+
+
+def test_the_lock_holds_across_processes_and_names_the_holder(store: FileStore) -> None:
+    code = textwrap.dedent(f"""
+        import sys
+        from lelog._filestore import FileStore
+        store = FileStore({store.directory!r})
+        store.claim("k")
+        print("held", flush=True)
+        sys.stdin.read()
+    """)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    holder = subprocess.Popen(
+        [sys.executable, "-c", code], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        with pytest.raises(KeyInUse, match=f"process {holder.pid}"):
+            store.open_stream("k")
+    finally:
+        holder.communicate("", timeout=30)
+    store.open_stream("k")  # the lock died with its holder
+    store.close_stream("k")
+
+
+def test_the_lock_is_not_inherited_across_fork(tmp_path: Path) -> None:
+    result = run_python(
+        f"""
+        import os
+        from lelog._filestore import FileStore
+        store = FileStore({str(tmp_path)!r})
+        store.claim("k")
+        wait, release = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child lives until the parent has tried; it must not hold the key
+            os.close(release)
+            os.read(wait, 1)
+            os._exit(0)
+        store.close()
+        again = FileStore({str(tmp_path)!r})
+        again.claim("k")  # raises KeyInUse if the child had inherited the lock
+        print("claimed while the child lives:", os.waitpid(pid, os.WNOHANG) == (0, 0))
+        os.close(release)
+        os.waitpid(pid, 0)
+        """,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "claimed while the child lives: True" in result.stdout
+
+
+# -- a full disk -----------------------------------------------------------------------------------
+
+
+def _whole_unique_rows(data: bytes) -> List[int]:
+    assert data == b"" or data.endswith(b"\n")
+    positions = [json.loads(row)["pos"] for row in data.splitlines()]
+    assert len(positions) == len(set(positions))
+    return positions
+
+
+def test_a_write_cut_short_by_the_file_size_limit_is_rolled_back_not_torn(tmp_path: Path) -> None:
+    # RLIMIT_FSIZE makes write() stop part-way, then fail, as a full disk does (SIGXFSZ ignored).
+    result = run_python(
+        f"""
+        import resource, signal
+        from lelog._filestore import FileStore
+        from lelog._line import Line
+        from lelog._exceptions import LogServiceError
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        store = FileStore({str(tmp_path)!r})
+        store.open_stream("k")
+        resource.setrlimit(resource.RLIMIT_FSIZE, (50_000, resource.RLIM_INFINITY))
+        pos, failures = 0, 0
+        while failures < 3:
+            batch = [Line("x" * 3000 + "\\n", pos + i, 1.0) for i in range(7)]
+            try:
+                store.write("k", batch)
+                pos += len(batch)
+            except LogServiceError as exc:
+                failures += 1  # the same batch is tried again, as the writer does
+                error = exc
+        print(pos, error.retryable, error)
+        """,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    written, *_ = result.stdout.split()
+    data = Path(FileStore(tmp_path).live_path("k")).read_bytes()
+    assert _whole_unique_rows(data) == list(range(int(written)))
+    assert "File too large" in result.stdout
+
+
+def test_a_tail_never_sees_a_rolled_back_row_and_each_line_once(store: FileStore) -> None:
+    store.open_stream("k")
+    store.write("k", lines(0, 2))
+    follower = Follower(store, "k")
+    assert follower.wait_for(2)
+    batch = ndjson(lines(2, 3))
+    path = store.live_path("k")
+    size = os.path.getsize(path)
+    with open(path, "ab") as fh:  # what a write cut short leaves: two whole rows and a torn one
+        fh.write(batch[: batch.index(b"\n", batch.index(b"\n") + 1) + 20])
+    assert follower.wait_for(4)
+    os.truncate(path, size)  # the rollback
+    store.write("k", lines(2, 3))  # the batch again
+    store.write("k", lines(5, 1))
+    assert follower.wait_for(6)
+    store.close_stream("k")
+    assert follower.ended()
+    assert follower.seen == [f"line {i}\n" for i in range(6)]
+
+
+def mount_tmpfs(path: Path, size: str) -> None:
+    """Mount a tmpfs of ``size`` on ``path`` (a new directory), or skip the test saying why."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root; the RLIMIT_FSIZE test covers the same path")
+    path.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True
+    )
+    if done.returncode != 0:
+        pytest.skip(
+            f"cannot mount a tmpfs here ({done.stderr.decode().strip()}); the RLIMIT_FSIZE test covers it"
+        )
+
+
+def test_a_full_disk_never_tears_or_duplicates_rows(tmp_path: Path) -> None:
+    home = tmp_path / "small"
+    mount_tmpfs(home, "64k")
+    try:
+        store = FileStore(home)
+        store.open_stream("k")
+        pos, errors = 0, []
+        while len(errors) < 3:
+            try:
+                store.write("k", lines(pos, 7))
+                pos += 7
+            except LogServiceError as exc:
+                errors.append(exc)
+        assert "the disk is full" in str(errors[0]) and errors[0].retryable
+        assert _whole_unique_rows(Path(store.live_path("k")).read_bytes()) == list(range(pos))
+        # No room for a second copy: what was streamed becomes the stored log, by a rename.
+        store.upload("k", ndjson(lines(0, pos + 7)))
+        store.close_stream("k")
+        assert _whole_unique_rows(store.download("k")) == list(range(pos))
+    finally:
+        subprocess.run(["umount", str(home)], check=False)
+
+
+# -- the bound -------------------------------------------------------------------------------------
+
+
+def test_a_key_is_bounded_oldest_lines_dropped_counted_and_marked(tmp_path: Path) -> None:
+    store = FileStore(tmp_path, max_bytes=8192, poll_interval=0.01)
+    store.open_stream("k")
+    follower = Follower(store, "k")
+    for start in range(0, 500, 5):
+        store.write("k", lines(start, 5))
+        assert os.path.getsize(store.live_path("k")) <= 8192
+        # The tail keeps up, and so follows the live file across its replacements.
+        assert follower.wait_for(start + 5)
+    live = Path(store.live_path("k")).read_bytes().splitlines()
+    marker = json.loads(live[0])
+    dropped = int(marker["args"]["dropped"])
+    assert marker["args"]["lelog"] == "dropped" and f"{dropped:,} oldest lines" in marker["out"]
+    kept = [json.loads(row)["pos"] for row in live[1:]]
+    assert kept == list(range(dropped, 500)) and store.dropped("k") == dropped
+    late = store.tail("k")  # a tail that comes after the drop starts with the marker
+    assert next(late).out == marker["out"] and next(late).pos == dropped
+    late.close()
+    store.upload("k", ndjson(lines(0, 500)))  # a writer's whole history: more than the bound
+    store.close_stream("k")
+    assert follower.ended()
+    assert follower.seen == [f"line {i}\n" for i in range(500)]
+    stored = store.download("k")
+    assert len(stored) <= 8192
+    rows = [json.loads(row) for row in stored.splitlines()]
+    assert int(rows[0]["args"]["dropped"]) + len(rows) - 1 == 500
+    assert [row["pos"] for row in rows[1:]] == list(range(500 - len(rows) + 1, 500))
+
+
+def test_the_bound_must_be_sensible(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LELOG_STORE_MAX_BYTES", "lots")
+    with pytest.raises(ConfigError, match="LELOG_STORE_MAX_BYTES"):
+        FileStore(tmp_path)
+    monkeypatch.setenv("LELOG_STORE_MAX_BYTES", "1000000")
+    assert FileStore(tmp_path).max_bytes == 1_000_000
+    with pytest.raises(ConfigError, match="max_bytes"):
+        FileStore(tmp_path, max_bytes=10)

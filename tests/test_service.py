@@ -783,3 +783,44 @@ def test_thread_leak_check_fails_leaky_tests(
     out = result.stdout.str()
     assert "leaky-thread" in out and "fake-service-accept" in out
     assert "brief-thread" not in out
+
+
+# -- settable timings and the Redis backend's missing eof ---------------------------------------
+
+
+def test_an_empty_put_tells_a_live_stream_from_a_closed_one(
+    service: FakeLogService, http: httpx.Client
+) -> None:
+    for body in (b"[]", b"null"):
+        empty = {"content": body, "headers": {"Content-Type": "application/json"}}
+        assert http.put("/stream", params=params("gone"), **empty).status_code == 400
+        http.post("/stream", params=params("gone"))
+        assert http.put("/stream", params=params("gone"), **empty).status_code == 204
+        http.delete("/stream", params=params("gone"))
+        answer = http.put("/stream", params=params("gone"), **empty)
+        assert (answer.status_code, answer.json()["error_msg"]) == (400, "stream: not found")
+    assert service.all_written("gone") == []
+
+
+def test_without_eof_at_close_a_tail_stays_open_pinging_after_the_close(
+    service_factory: Callable[..., FakeLogService],
+) -> None:
+    svc = service_factory(keepalive=0.2, eof_at_close=False)
+    with new_client(svc) as http:
+        http.post("/stream", params=params())
+        line = make_line(0, "only line\n")
+        http.put("/stream", params=params(), json=[line])
+        with http.stream("GET", "/stream", params=params()) as resp:
+            sse = SSE(resp)
+            assert sse_data(line) in sse.until(sse_data(line))
+            assert http.delete("/stream", params=params()).status_code == 204
+            after = sse.until(b": ping\n: ping\n")  # still open: pings, and never an eof
+            assert b"eof" not in after and not svc.is_open("k")
+
+
+def test_answers_can_be_delayed(service_factory: Callable[..., FakeLogService]) -> None:
+    svc = service_factory(answer_delay=0.3)
+    with new_client(svc) as http:
+        started = time.monotonic()
+        assert http.post("/stream", params=params()).status_code == 204
+        assert time.monotonic() - started >= 0.3  # a lower bound only: never a speed assertion

@@ -13,23 +13,38 @@ PROPERTY = settings(max_examples=200, deadline=None)
 Chunk = Union[str, bytes, bytearray, memoryview]
 
 
+def nbytes(text: str) -> int:
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
 def run(chunks: list[Chunk], max_partial: int) -> tuple[list[str], Optional[str]]:
     splitter = LineSplitter(max_partial)
     lines: list[str] = []
     for chunk in chunks:
         lines += splitter.feed(chunk)
-        assert splitter.pending <= max_partial + 1  # the bound, plus a held-back "\r"
+        assert splitter.pending <= max_partial  # a piece and a held-back "\r"
     return lines, splitter.finish()
 
 
+def pieces(content: str, size: int) -> list[str]:
+    """``content`` cut into the longest heads of at most ``size`` bytes (one char at least)."""
+    out = []
+    while nbytes(content) > size:
+        n = 1
+        while n < len(content) and nbytes(content[: n + 1]) <= size:
+            n += 1
+        out.append(content[:n])
+        content = content[n:]
+    return out + [content]
+
+
 def model(text: str, max_partial: int) -> list[str]:
-    """The expected lines of ``text`` ending in "\\n": fold CRLF, split, cut long lines."""
+    """The expected lines of ``text`` ending in "\\n": fold CRLF, split, cut long lines so that
+    each fits in ``max_partial`` bytes with a newline."""
     lines = []
     for content in text.replace("\r\n", "\n").split("\n")[:-1]:
-        while len(content) > max_partial:
-            lines.append(content[:max_partial])
-            content = content[max_partial:]
-        lines.append(content + "\n")
+        *forced, last = pieces(content, max_partial - 1)
+        lines += forced + [last + "\n"]
     return lines
 
 
@@ -78,9 +93,11 @@ def test_nothing_is_lost_or_added(whole: bytes, size: int) -> None:
     expected = whole.decode("utf-8", "replace").replace("\r\n", "\n")
     assert "".join(lines) + (rest or "") == expected
     for line in lines:
-        assert line.endswith("\n") or len(line) == size
+        assert nbytes(line) <= size or len(line) == 1 or line == line[0] + "\n"
         assert "\n" not in line[:-1]
-    assert rest is None or (rest != "" and "\n" not in rest and len(rest) <= size + 2)
+    assert rest is None or (
+        rest != "" and "\n" not in rest and nbytes(rest) <= size + 3
+    )  # a piece, "\r", U+FFFD
 
 
 @PROPERTY
@@ -143,7 +160,7 @@ def test_str_after_incomplete_bytes_flushes_the_decoder() -> None:
 
 
 def test_partial_is_bounded() -> None:
-    splitter = LineSplitter(4)
+    splitter = LineSplitter(5)  # pieces of 4 bytes: room for a newline
     assert splitter.feed("x" * 10) == ["xxxx", "xxxx"]
     assert splitter.pending == 2
     assert splitter.feed("yy") == []  # exactly the bound stays buffered
@@ -154,7 +171,7 @@ def test_partial_is_bounded() -> None:
 
 
 def test_forced_break_never_separates_cr_from_lf() -> None:
-    splitter = LineSplitter(3)
+    splitter = LineSplitter(4)
     assert splitter.feed("abc\r") == []  # the "\r" is held, not counted
     assert splitter.feed("\n") == ["abc\n"]
     assert splitter.feed("abc\r") == []
@@ -163,7 +180,7 @@ def test_forced_break_never_separates_cr_from_lf() -> None:
 
 
 def test_finish_settles_held_cr_and_incomplete_bytes() -> None:
-    splitter = LineSplitter(3)
+    splitter = LineSplitter(4)
     assert splitter.feed(b"abc\r\xe2\x82") == []
     assert splitter.finish() == "abc\r\ufffd"  # the bound plus two settled characters
 
@@ -192,11 +209,84 @@ def test_default_bound_is_the_service_line_limit() -> None:
     assert DEFAULT_MAX_PARTIAL == 71_680
     splitter = LineSplitter()
     lines = splitter.feed("z" * (DEFAULT_MAX_PARTIAL + 5))
-    assert lines == ["z" * DEFAULT_MAX_PARTIAL]
-    assert splitter.finish() == "z" * 5
+    assert lines == ["z" * (DEFAULT_MAX_PARTIAL - 1)]  # with a newline: the limit exactly
+    assert splitter.finish() == "z" * 6
+    assert splitter.feed("y" * (DEFAULT_MAX_PARTIAL - 1) + "\n") == ["y" * (DEFAULT_MAX_PARTIAL - 1) + "\n"]
 
 
 @pytest.mark.parametrize("bad", [0, -1, True, 1.5, "10"])
 def test_max_partial_must_be_a_positive_int(bad: object) -> None:
     with pytest.raises(ValueError, match="max_partial"):
         LineSplitter(bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["日本語" * 40000, "é" * 100000, "x" * 200000, "a€😀" * 30000],
+    ids=["cjk", "latin", "ascii", "mixed"],
+)
+def test_long_lines_are_cut_in_bytes_on_character_boundaries_losing_nothing(text: str) -> None:
+    splitter = LineSplitter()
+    lines = splitter.feed(text.encode() + b"\n")
+    assert "".join(lines) == text + "\n"
+    assert all(nbytes(line) <= DEFAULT_MAX_PARTIAL for line in lines)
+    # Every piece but the last is as long as the limit allows (no character would fit more).
+    for line in lines[:-1]:
+        assert DEFAULT_MAX_PARTIAL - 1 - 4 < nbytes(line) <= DEFAULT_MAX_PARTIAL - 1
+    assert splitter.finish() is None
+
+
+def test_a_secret_across_a_forced_break_stays_whole() -> None:
+    splitter = LineSplitter(11, unbroken=["SECRET"])
+    assert splitter.feed("xxxxxxxSECRETyyyy\n") == ["xxxxxxx", "SECRETyyyy\n"]
+
+
+def test_the_break_waits_until_it_can_see_a_secret_whole() -> None:
+    splitter = LineSplitter(11, unbroken=["SECRET"])
+    assert splitter.feed("xxxxxxxSE") == []
+    assert splitter.feed("CR") == []  # past the bound, but "SECR" may be the secret's start
+    assert splitter.feed("ETyy") == ["xxxxxxx"]
+    assert splitter.finish() == "SECRETyy"
+
+
+def test_a_secret_longer_than_a_piece_is_cut_anyway() -> None:
+    splitter = LineSplitter(4, unbroken=["LONGSECRET"])
+    assert splitter.feed("LONGSECRET\n") == ["LON", "GSE", "CRE", "T\n"]
+
+
+def test_finish_lines_keeps_the_last_partial_line_within_the_bound() -> None:
+    splitter = LineSplitter(4, unbroken=["abcdef"])
+    assert splitter.feed("xyabcdef") == ["xy"]  # "abcdef" waits: it may be the secret
+    assert splitter.finish_lines() == ["abc", "def"]  # cut anyway: longer than a piece
+    assert splitter.finish_lines() == []
+
+
+@PROPERTY
+@given(
+    parts=st.lists(st.sampled_from(["SECRET", "x", "é", "SEC", "\n", "😀", "tok3n"]), max_size=40),
+    size=st.integers(min_value=2, max_value=12),
+    data=st.data(),
+)
+def test_secrets_are_never_split_and_chunking_does_not_matter(
+    parts: list[str], size: int, data: st.DataObject
+) -> None:
+    whole = "".join(parts).encode()
+    secrets = ["SECRET", "tok3n"]
+
+    def split(chunks: list[bytes]) -> list[str]:
+        splitter = LineSplitter(size, unbroken=secrets)
+        out = [line for chunk in chunks for line in splitter.feed(chunk)]
+        return out + splitter.finish_lines()
+
+    lines = split([whole])
+    assert split(split_at(data, whole)) == lines
+    assert "".join(lines) == whole.decode()
+    text, offset = "".join(lines), 0
+    for line in lines[:-1]:
+        offset += len(line)
+        if line.endswith("\n"):
+            continue
+        for secret in secrets:
+            if len(secret) <= size - 1:  # a piece can hold it: the break must not split it
+                start = text.find(secret, max(0, offset - len(secret) + 1))
+                assert start == -1 or not start < offset < start + len(secret)

@@ -1,0 +1,247 @@
+"""Tails that follow a stream until it really ends and say how it ended (issue 12, item 8).
+
+Against the fake service with short timings: a ping every few tenths of a second stands for
+the service's 30 s, so quiet periods longer than the call deadline take seconds.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Dict, Iterator, List, Optional
+
+import pytest
+
+from lelog import LogConfig, LogServiceClient, LogServiceError
+from lelog._line import Line
+from tests.service import FakeLogService
+from tests.test_cli import ROOT, lelog, start, wait_until
+
+KEY = "tail/step"
+
+
+@pytest.fixture
+def env() -> Dict[str, str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("LELOG_")}
+    return dict(clean, PYTHONPATH=str(ROOT))
+
+
+def flags(svc: FakeLogService) -> List[str]:
+    return ["--key", KEY, "--url", svc.url, "--account-id", svc.account_id, "--timeout", "1"]
+
+
+def client_for(svc: FakeLogService, deadline: float = 1.0) -> LogServiceClient:
+    return LogServiceClient(
+        LogConfig(url=svc.url, account_id=svc.account_id, token=svc.token, call_deadline=deadline)
+    )
+
+
+def put(client: LogServiceClient, *lines: Line) -> None:
+    client.write(KEY, list(lines))
+
+
+def line(pos: int) -> Line:
+    return Line(f"line {pos}\n", pos, time.time())
+
+
+def probes(svc: FakeLogService) -> int:
+    """Empty writes: the tail asking whether the stream still lives."""
+    return sum(1 for r in svc.requests if r.method == "PUT" and r.body == b"[]")
+
+
+class Tail:
+    """``lelog tail`` in a subprocess; its stdout lines collected as they come."""
+
+    def __init__(self, svc: FakeLogService, env: Dict[str, str], tmp_path: Path) -> None:
+        self.proc = start(lelog("tail", *flags(svc)), dict(env, LELOG_TOKEN=svc.token), tmp_path)
+
+    def finish(self, timeout: float = 30) -> subprocess.CompletedProcess:
+        try:
+            out, err = self.proc.communicate(timeout=timeout)  # a tail that never ends fails here
+        finally:
+            self.proc.kill()
+            self.proc.wait()
+        return subprocess.CompletedProcess(self.proc.args, self.proc.returncode, out, err)
+
+
+@pytest.fixture
+def quick(service_factory: Callable[..., FakeLogService]) -> FakeLogService:
+    return service_factory(keepalive=0.2, tail_tick=0.05)
+
+
+def test_a_quiet_period_longer_than_the_deadline_keeps_the_tail_open(
+    quick: FakeLogService, env: Dict[str, str], tmp_path: Path
+) -> None:
+    with client_for(quick) as client:
+        client.open_stream(KEY)
+        put(client, line(0))
+        tail = Tail(quick, env, tmp_path)
+        # Quiet for many pings, well past the 1 s call deadline: the tail keeps probing.
+        assert wait_until(lambda: probes(quick) >= 12, timeout=30)
+        assert tail.proc.poll() is None
+        put(client, line(1))
+        client.close_stream(KEY)
+    result = tail.finish()
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == b"line 0\nline 1\n"
+
+
+def test_a_tail_ends_cleanly_when_a_service_without_eof_closes_the_stream(
+    service_factory: Callable[..., FakeLogService], env: Dict[str, str], tmp_path: Path
+) -> None:
+    redis_like = service_factory(keepalive=0.2, eof_at_close=False)
+    with client_for(redis_like) as client:
+        client.open_stream(KEY)
+        put(client, line(0), line(1))
+        tail = Tail(redis_like, env, tmp_path)
+        assert wait_until(lambda: redis_like.subscribers(KEY) == 1)
+        put(client, line(2))
+        client.close_stream(KEY)
+    result = tail.finish()
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == b"line 0\nline 1\nline 2\n"
+
+
+def test_a_tail_whose_service_dies_exits_non_zero_with_one_line(
+    quick: FakeLogService, env: Dict[str, str], tmp_path: Path
+) -> None:
+    with client_for(quick) as client:
+        client.open_stream(KEY)
+        put(client, line(0))
+    tail = Tail(quick, env, tmp_path)
+    assert wait_until(lambda: quick.subscribers(KEY) == 1)
+    quick.stop()
+    result = tail.finish()
+    assert result.returncode == 1
+    err = result.stderr.decode()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert "connection to the log service dropped" in err and "could not be re-established" in err
+    assert result.stdout == b"line 0\n"
+
+
+def test_an_answer_that_is_not_an_event_stream_is_an_error(
+    service: FakeLogService, env: Dict[str, str], tmp_path: Path
+) -> None:
+    service.fail_next(status=200, method="GET", path="/stream", body="<html>proxy login</html>")
+    result = Tail(service, env, tmp_path).finish()
+    assert result.returncode == 1
+    assert "not an event stream" in result.stderr.decode() and len(result.stderr.splitlines()) == 1
+
+
+def follow(client: LogServiceClient, into: List[str]) -> Iterator[None]:
+    for seen in client.tail(KEY):
+        into.append(seen.out)
+        yield
+
+
+def test_a_dropped_connection_to_a_live_stream_is_resumed_without_repeats(quick: FakeLogService) -> None:
+    with client_for(quick, deadline=10) as client:
+        client.open_stream(KEY)
+        put(client, line(0), line(1))
+        seen: List[str] = []
+        steps = follow(client, seen)
+        next(steps), next(steps)
+        assert quick.drop_tails(KEY) == 1
+        put(client, line(2))
+        next(steps)
+        client.close_stream(KEY)
+        assert list(steps) == []
+    assert seen == ["line 0\n", "line 1\n", "line 2\n"]
+    assert sum(1 for r in quick.requests if r.method == "GET" and r.path == "/stream") == 2
+
+
+class Follower:
+    """Iterates ``client.tail(KEY)`` on a thread (a reconnection happens while it runs)."""
+
+    def __init__(self, client: LogServiceClient) -> None:
+        self.seen: List[str] = []
+        self.error: Optional[BaseException] = None
+        self.grew = threading.Condition()
+        self.thread = threading.Thread(target=self._run, args=(client,))
+        self.thread.start()
+
+    def _run(self, client: LogServiceClient) -> None:
+        try:
+            for seen in client.tail(KEY):
+                with self.grew:
+                    self.seen.append(seen.out)
+                    self.grew.notify_all()
+        except BaseException as exc:  # reported by the test
+            self.error = exc
+
+    def wait_for(self, count: int) -> bool:
+        with self.grew:
+            return self.grew.wait_for(lambda: len(self.seen) >= count, timeout=30)
+
+    def ended(self) -> List[str]:
+        self.thread.join(30)
+        assert not self.thread.is_alive() and self.error is None, self.error
+        return self.seen
+
+
+def test_lines_the_service_no_longer_keeps_after_a_reconnection_are_marked(
+    service_factory: Callable[..., FakeLogService],
+) -> None:
+    svc = service_factory(keepalive=0.2, retention=3)
+    with client_for(svc, deadline=10) as client:
+        client.open_stream(KEY)
+        put(client, line(0))
+        follower = Follower(client)
+        assert follower.wait_for(1)
+        svc.stall_next(seconds=3.0, method="GET", path="/stream")
+        svc.drop_tails(KEY)
+        assert wait_until(lambda: any(r.fault == "stall" for r in svc.requests))
+        put(client, *[line(pos) for pos in range(1, 11)])  # the service keeps 8, 9 and 10
+        assert follower.wait_for(5)
+        client.close_stream(KEY)
+        seen = follower.ended()
+    assert seen == [
+        "line 0\n",
+        "lelog: --- 7 lines may be missing ---\n",
+        "line 8\n",
+        "line 9\n",
+        "line 10\n",
+    ]
+
+
+def test_a_stream_re_opened_while_reconnecting_is_marked(quick: FakeLogService) -> None:
+    with client_for(quick, deadline=10) as client:
+        client.open_stream(KEY)
+        put(client, line(0), line(1))
+        follower = Follower(client)
+        assert follower.wait_for(2)
+        quick.stall_next(seconds=3.0, method="GET", path="/stream")
+        quick.drop_tails(KEY)
+        assert wait_until(lambda: any(r.fault == "stall" for r in quick.requests))
+        client.open_stream(KEY)  # pos starts again at 0
+        put(client, Line("new 0\n", 0, time.time()), Line("new 1\n", 1, time.time() + 1))
+        assert follower.wait_for(4)
+        client.close_stream(KEY)
+        seen = follower.ended()
+    assert seen[2:] == ["lelog: --- the stream was re-opened; lines may be missing ---\n", "new 1\n"]
+
+
+def test_a_tail_that_cannot_reconnect_raises_from_the_iteration(quick: FakeLogService) -> None:
+    with client_for(quick, deadline=1) as client:
+        client.open_stream(KEY)
+        put(client, line(0))
+        lines = client.tail(KEY)
+        assert next(lines).out == "line 0\n"
+        quick.restart()  # the stream is forgotten, the connection cut without an eof
+        with pytest.raises(LogServiceError, match="the stream has closed since"):
+            next(lines)
+
+
+def test_the_history_is_shown_when_a_stream_without_eof_closes_as_the_tail_connects(
+    service_factory: Callable[..., FakeLogService],
+) -> None:
+    redis_like = service_factory(keepalive=0.2, eof_at_close=False)
+    with client_for(redis_like) as client:
+        client.open_stream(KEY)
+        put(client, line(0), line(1))
+        lines = client.tail(KEY)  # connected: the opening ping and the history are on their way
+        client.close_stream(KEY)
+        assert [seen.out for seen in lines] == ["line 0\n", "line 1\n"]
