@@ -166,6 +166,12 @@ def start(args: List[str], env: Dict[str, str], cwd: Path, **kwargs: object) -> 
     )  # type: ignore[call-overload]
 
 
+def sigint_as_a_terminal_gives_it() -> None:
+    """A non-interactive shell starts background jobs with SIGINT ignored, and children inherit
+    that; a terminal's foreground lelog has the default, which the Ctrl-C tests need."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def run(
     args: List[str], env: Dict[str, str], cwd: Path, *, input: bytes = b"", timeout: float = 30
 ) -> subprocess.CompletedProcess:
@@ -242,6 +248,7 @@ def test_ctrl_c_goes_to_the_command_and_the_stream_is_still_closed(
         target.env,
         tmp_path,
         start_new_session=True,
+        preexec_fn=sigint_as_a_terminal_gives_it,
     )
     try:
         assert wait_until(lambda: "ready\n" in target.live(KEY))
