@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from typing import Iterable, Pattern
+from typing import Any, Iterable, Mapping, Pattern
 
 __all__ = ["MASK", "Masker", "decode_sanitize_patterns"]
 
@@ -77,6 +77,14 @@ class Masker:
         for pattern in self._patterns:
             text = pattern.sub(MASK, text)
         return text
+
+    def mask_args(self, args: Mapping[Any, Any]) -> dict[str, str]:
+        """``args`` as strings with every key and value masked: a secret can be a key too."""
+        mask = self.mask
+        return {
+            mask(k if isinstance(k, str) else str(k)): mask(v if isinstance(v, str) else str(v))
+            for k, v in args.items()
+        }
 
 
 def decode_sanitize_patterns(content_b64: str) -> list[str]:
