@@ -295,9 +295,9 @@ class StreamWriter:
         self._closes = not (config.skip_closing_stream or self._forked_child)
         self._uploads = self._closes and not config.skip_opening_stream
         self._flush_upto = 0  # flush(): push without waiting for age until this many settle
-        # A flush that ran out of time while the service was failing: close() spends no
+        # A flush that ran out of time, with no call succeeding since: close() spends no
         # second budget on such a writer and ends by this deadline (docs/writer.md#one-deadline).
-        self._failing = False
+        # Set by flush() and cleared by the worker, both under _lock.
         self._spent: Optional[Deadline] = None
         self._close_deadline: Optional[Deadline] = None
         self._worker: Optional[threading.Thread] = None
@@ -613,12 +613,12 @@ class StreamWriter:
         try:
             request(deadline)
         except LogServiceError:
-            self._failing = True
             raise
         except Exception as exc:
-            self._failing = True
             raise LogServiceError(f"{name} {self.key!r}: {exc!r}", call=name) from exc
-        self._failing = False
+        if self._spent is not None:  # the service answers again: a close gets its own budget
+            with self._lock:
+                self._spent = None
 
     def _one_attempt(
         self, name: str, request: Callable[[Deadline], None], budget: float
@@ -727,8 +727,10 @@ class StreamWriter:
     def _finish(self, deadline: Deadline) -> None:
         """Final push, history upload and close, all by ``deadline``."""
         self._drain()
-        push_by = deadline.share(0.5)
-        upload_by = deadline.share(0.8)
+        # Shares of what is left: the push may not starve the upload that stores the log, and
+        # open + one PUT fit in the push's share on a slow service (0.5 s a request at 2 s).
+        push_by = deadline.share(0.6)
+        upload_by = deadline.share(0.85)
         if self._live_state is LiveState.UNOPENED:
             exc = self._retrying("open_stream", self._open_stream, push_by)
             if exc is None:
@@ -770,7 +772,8 @@ class StreamWriter:
 
         Waits on the worker without holding any lock the worker needs, so it is safe under
         ``logging``'s locks.  ``timeout`` defaults to ``close_timeout``.  A flush that runs
-        out of time while the service is failing leaves ``close()`` no second budget.
+        out of time leaves a later ``close()`` no second budget, unless the service has
+        accepted a call since.
         """
         timeout = self.options.close_timeout if timeout is None else timeout
         deadline = Deadline.after(timeout, self._clock.monotonic)
@@ -788,7 +791,7 @@ class StreamWriter:
         with self._lock:
             done = self._progress.wait_for(lambda: counters.settled() >= target, timeout)
             dropped_now = counters.settled() - counters.sent
-            if not done and self._failing:
+            if not done:
                 self._spent = deadline
         return done and dropped_now == dropped_before
 
@@ -807,7 +810,7 @@ class StreamWriter:
         timeout = self.options.close_timeout if timeout is None else timeout
         deadline = Deadline.after(timeout, self._clock.monotonic)
         with self._lock:
-            if self._spent is not None and self._failing:
+            if self._spent is not None:
                 deadline = deadline.earliest(self._spent)  # no second budget for a failing service
         self._begin_close(deadline)
         if wait:
@@ -829,11 +832,14 @@ class StreamWriter:
 
     def _await_close(self) -> None:
         worker = self._worker
-        deadline = self._close_deadline
         if worker is threading.current_thread():
             return  # closed from the worker itself (a handler closed in a callback): it ends by itself
+        # The grace for a worker to notice the deadline is part of the same deadline, so N
+        # writers finishing together wait 0.1 s past it in all, not 0.1 s each.
+        end = self._close_deadline or Deadline(0.0, self._clock.monotonic)
+        grace = Deadline(end.end + 0.1, end.now)
         if worker is not None:
-            worker.join((deadline.remaining() if deadline else 0.0) + 0.1)
+            worker.join(grace.remaining())
             if worker.is_alive():
                 self._abandon()
         else:
@@ -842,7 +848,7 @@ class StreamWriter:
             if mine:
                 self._finish_inline()
             else:
-                self._finished.wait((deadline.remaining() if deadline else 0.0) + 0.1)
+                self._finished.wait(grace.remaining())
         with self._lock:
             close_backend = self._owns_backend and self._finished.is_set() and not self._backend_closed
             self._backend_closed = self._backend_closed or close_backend
