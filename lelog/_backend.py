@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Mapping, Optional, Protocol, Sequence, Union, runtime_checkable
+from typing import Callable, Hashable, Mapping, Optional, Protocol, Sequence, Union, runtime_checkable
 
 from ._client import LineLike, LogServiceClient
 from ._clock import Deadline
@@ -10,7 +10,7 @@ from ._config import LogConfig
 from ._exceptions import ConfigError
 from ._retry import RetryPolicy
 
-__all__ = ["ONE_ATTEMPT", "Backend", "make_backend", "retry_policy"]
+__all__ = ["ONE_ATTEMPT", "Backend", "make_backend", "retry_policy", "stream_identity"]
 
 #: What the writer passes as ``retry``: it owns the retries, a backend makes one attempt.
 ONE_ATTEMPT = RetryPolicy(max_attempts=1)
@@ -57,6 +57,21 @@ class Backend(Protocol):
     ) -> None: ...
 
     def close(self) -> None: ...
+
+
+def stream_identity(backend: Backend, config: LogConfig, key: str) -> Hashable:
+    """What makes two writers write one stream: its far end, account and key.
+
+    The service's URL and account, or the file store's directory; any other backend object
+    (a ``MemoryBackend``) is a far end of its own.
+    """
+    if isinstance(backend, LogServiceClient):
+        return ("service", backend.config.url, backend.config.account_id, key)
+    from ._filestore import FileStore
+
+    if isinstance(backend, FileStore):
+        return ("files", backend.directory, key)
+    return ("object", id(backend), key)
 
 
 def retry_policy(backend: Backend, config: LogConfig) -> RetryPolicy:

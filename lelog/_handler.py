@@ -66,10 +66,7 @@ class _Guarded:
         _guard.active = self._was
 
 
-def _holding_logging_lock() -> bool:
-    """Whether this thread holds ``logging``'s module lock (``dictConfig``, ``fileConfig``)."""
-    is_owned = getattr(getattr(logging, "_lock", None), "_is_owned", None)
-    return bool(is_owned is not None and is_owned())
+_holding_logging_lock = _process.holding_logging_lock
 
 
 _SHUTDOWN_CODE = logging.shutdown.__code__
@@ -89,14 +86,17 @@ def _shutting_down(caller: Any) -> Optional[list[Any]]:
 
 
 def _finish_in_parallel(handlers: list[Any]) -> None:
-    writers = []
+    if _holding_logging_lock():
+        # dictConfig/fileConfig replacing its handlers: each close lets go of its stream for
+        # a replacement to take on (docs/writer.md#hand-off); nothing to wait for here.
+        return
+    streams = []
     for item in handlers:
         handler = item() if isinstance(item, weakref.ref) else item
         if isinstance(handler, StreamHandler) and handler._owns_writer and not handler.writer.closed:
-            writers.append(handler.writer)
-    # Under logging's module lock (dictConfig replacing its handlers) only start the closes:
-    # the workers may need that lock, and the exit hook waits for them.
-    _process.finish_together(writers, wait=not _holding_logging_lock())
+            if handler.writer._let_go():  # the last writer out finishes its stream
+                streams.append(handler.writer._engine)
+    _process.finish_together(streams)
 
 
 def _lines(text: str) -> list[str]:

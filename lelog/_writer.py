@@ -26,17 +26,19 @@ the live state and ``pos`` outright: no other thread touches them.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import functools
 import math
 import sys
 import threading
+import weakref
 from typing import Any, Callable, Mapping, Optional, Union
 
 import attrs
 
 from . import _process
-from ._backend import ONE_ATTEMPT, Backend, make_backend, retry_policy
+from ._backend import ONE_ATTEMPT, Backend, make_backend, retry_policy, stream_identity
 from ._buffers import Batch, HistoryRing, LiveQueue, PendingLines, item_size
 from ._clock import SYSTEM_CLOCK, Clock, Deadline
 from ._config import LogConfig
@@ -44,6 +46,7 @@ from ._diagnostics import RateLimitedWarnings
 from ._exceptions import AuthError, Cancelled, ConfigError, LogServiceError, StreamNotFound
 from ._line import _MAX_EPOCH, MAX_LINE_BYTES, encode_batch, encode_line, format_time, is_valid_epoch, ndjson
 from ._logfmt import safe_str
+from ._masking import Masker
 from ._retry import Attempts
 from ._splitter import LineSplitter
 
@@ -69,6 +72,17 @@ DROP_REASONS = (
 )
 
 _MARKER_PREFIX = "[lelog] "
+#: What the first writer on a stream decides for every writer on it.
+_STREAM_SETTINGS = (
+    "skip_opening_stream",
+    "skip_closing_stream",
+    "trim_new_line_suffix",
+    "indirect_upload",
+    "history_bytes",
+)
+#: How often a worker whose stream waits for a hand-off checks that the configuration call
+#: (which holds logging's module lock) has returned.
+_HANDOFF_POLL = 0.05
 
 
 class _WorkerState(threading.local):
@@ -151,6 +165,8 @@ class Stats:
     uploaded: Optional[bool] = None
     closed: bool = False
     last_error: Optional[str] = None
+    #: This writer let go of a stream other writers still use; the last one out uploads.
+    handed_on: bool = False
 
     @property
     def dropped_total(self) -> int:
@@ -164,7 +180,9 @@ class Stats:
             text += f", {self.dropped_total:,} dropped ({reasons})"
         if self.pending:
             text += f", {self.pending:,} pending"
-        if self.uploaded is not None:
+        if self.handed_on:
+            text += ", stream handed on to another writer"
+        elif self.uploaded is not None:
             text += ", log uploaded" if self.uploaded else ", upload FAILED"
         if self.last_error:
             text += f"; last error: {self.last_error}"
@@ -267,20 +285,70 @@ class StreamWriter:
         self._forked_child = False
         self._next_pos = 0
         self._reset_state()
+        # This writer is a handle on a stream: its own partial line, and whether it let go.
+        self._split_lock = threading.Lock()
+        self._splitter = LineSplitter(self.options.max_partial)
+        self._released = False
+        self._handed_on = False
+        # Writers on one stream whose lifetimes overlap share one engine: the first writer's
+        # buffers, worker and pos (docs/writer.md#one-stream-per-key).  _users and _handoff
+        # are the engine's, guarded by _process's lock.
+        self._users = 0
+        self._handoff = False
+        self._handles: weakref.WeakSet[StreamWriter] = weakref.WeakSet()
+        self._identity = stream_identity(self._backend, self.config, key)
+        self._engine = _process.share(self._identity, self)
+        # Lines of a writer sharing another's engine are masked with its own secrets here,
+        # on the caller's thread: the engine's encoder masks with the first writer's only.
+        self._premask: Optional[Masker] = None
+        if self._engine is not self:
+            self._join(self._engine)
+            return
         # Registered from the start, so the fork hook re-initialises even a writer that was
         # never used, and the exit hook delivers a writer that only holds a partial line.
         _process.register(self)
+
+    def _join(self, engine: StreamWriter) -> None:
+        conflicts = [
+            f"{name}={mine!r} (the first writer has {theirs!r})"
+            for name, mine, theirs in zip(
+                _STREAM_SETTINGS, self._stream_settings(), engine._stream_settings()
+            )
+            if mine != theirs
+        ]
+        if conflicts:
+            _process.leave(self._identity, engine, handoff=False)
+            if self._owns_backend:
+                self._backend.close()
+            raise ConfigError(
+                f"stream {self.key!r} is already written by another writer in this process, with "
+                f"other stream-level settings: {', '.join(conflicts)}; give the same values, or "
+                "use another key"
+            )
+        self._premask = self._masker
+        if self._owns_backend:  # the engine's backend does the talking
+            self._backend.close()
+        with engine._lock:
+            engine._handles.add(self)
+
+    def _stream_settings(self) -> tuple[object, ...]:
+        config = self.config
+        return (
+            config.skip_opening_stream,
+            config.skip_closing_stream,
+            config.trim_new_line_suffix,
+            config.indirect_upload,
+            self.options.history_bytes,
+        )
 
     def _reset_state(self) -> None:
         """Fresh locks, buffers and counters (at construction, and in a forked child)."""
         opts, config = self.options, self.config
         self._lock = threading.Lock()
         self._progress = threading.Condition(self._lock)  # notified as lines settle
-        self._split_lock = threading.Lock()
         self._wake = threading.Event()
         self._finished = threading.Event()
         self._state = WriterState.IDLE
-        self._splitter = LineSplitter(opts.max_partial)
         self._pending = PendingLines(opts.max_pending_lines, opts.max_pending_bytes)
         self._counters = _Counters()
         # The worker's (see the module docstring).
@@ -318,9 +386,15 @@ class StreamWriter:
             self._progress.notify_all()
         return True
 
+    def closed_engine(self) -> bool:
+        """Whether this engine's stream is finishing or finished (no writer may join it)."""
+        state = self._state
+        return state is not _RUNNING and state is not _IDLE
+
     @property
     def state(self) -> WriterState:
-        return self._state
+        """Where the stream this writer feeds is in its life."""
+        return self._engine._state
 
     # -- ingress (any thread) -----------------------------------------------------------------
 
@@ -331,9 +405,11 @@ class StreamWriter:
             # or all of this chunk's lines, in order.
             with self._split_lock:
                 lines = self._splitter.feed(data if isinstance(data, (str, bytes)) else str(data))
+                if self._released:  # after close: the partial line too is counted, not kept
+                    lines.extend(filter(None, [self._splitter.finish()]))
                 now = self._clock.time()
                 for line in lines:
-                    self._accept(now, "info", line, None)
+                    self._hand_over(now, "info", line, None)
             return len(data)
         except Exception as exc:  # the logging path never raises into the application
             self._warn("internal", f"write failed: {exc!r}")
@@ -368,9 +444,21 @@ class StreamWriter:
                 ts = time  # a handler's record.created: no float() and no call (caller-cost row)
             else:
                 ts = self._checked_time(time)
-            self._accept(ts, level, out, args)
+            if self._premask is None:
+                self._engine._accept(ts, level, out, args, self._released)
+            else:
+                self._hand_over(ts, level, out, args)
         except Exception as exc:
             self._warn("internal", f"write_line failed: {exc!r}")
+
+    def _hand_over(self, ts: float, level: str, out: str, args: Optional[Mapping[str, Any]]) -> None:
+        """Give one line to the engine, masked with this writer's secrets if it shares one."""
+        premask = self._premask
+        if premask is not None:
+            out = premask.mask(out)
+            if args:
+                args = premask.mask_args(args)
+        self._engine._accept(ts, level, out, args, self._released)
 
     def _accept(
         self,
@@ -378,14 +466,16 @@ class StreamWriter:
         level: str,
         out: str,
         args: Optional[Mapping[str, Any]],
+        released: bool = False,
         start: bool = True,
     ) -> None:
+        """The engine takes one line from any of its writers (``released``: that writer let go)."""
         size = len(out) if args is None else item_size(out, args)  # no call for most lines
         with self._lock:
             counters = self._counters
             counters.accepted += 1
             state = self._state
-            if state is not _RUNNING and state is not _IDLE:
+            if released or (state is not _RUNNING and state is not _IDLE):
                 counters.dropped["after_close"] += 1
                 return
             pending = self._pending
@@ -418,7 +508,7 @@ class StreamWriter:
 
     def open(self) -> StreamWriter:
         """Start streaming now: the worker opens the stream (unless skipped) in the background."""
-        self._start_worker()
+        self._engine._start_worker()
         return self
 
     def _start_worker(self) -> None:
@@ -441,11 +531,12 @@ class StreamWriter:
         """Run one round of the worker on this thread: take pending lines, open the stream or
         push a batch when due.  Returns the seconds until a round is due again, or None once
         ``close()`` was asked.  Only for a writer built with ``threaded=False``."""
-        if self._threaded:
+        engine = self._engine
+        if engine._threaded:
             raise RuntimeError("step() drives a writer built with threaded=False; this one has a worker")
         was, _worker_state.active = _worker_state.active, True
         try:
-            return self._round()
+            return engine._round()
         finally:
             _worker_state.active = was
 
@@ -468,6 +559,9 @@ class StreamWriter:
         self._finish_and_account()
 
     def _round(self) -> Optional[float]:
+        if self._handoff and _process.configuration_over() and _process.expire_handoff(self._identity, self):
+            # Nobody took the stream on while the configuration call ran: finish as usual.
+            self._begin_close(Deadline.after(self.options.close_timeout, self._clock.monotonic))
         self._drain()
         if self._state is not _RUNNING and self._state is not _IDLE:
             return None
@@ -489,6 +583,8 @@ class StreamWriter:
 
     def _sleep_time(self, now: float) -> float:
         waits = [max(self.options.flush_interval, 1.0)]
+        if self._handoff:
+            waits.append(_HANDOFF_POLL)
         if self._retry_at > now:
             waits.append(self._retry_at - now)
         elif self._live.entries and self._live_state is LiveState.OPEN:
@@ -770,11 +866,15 @@ class StreamWriter:
     def flush(self, timeout: Optional[float] = None) -> bool:
         """Push everything accepted so far; True when all of it was sent within ``timeout``.
 
+        On a stream shared with other writers that is every writer's lines.
+
         Waits on the worker without holding any lock the worker needs, so it is safe under
         ``logging``'s locks.  ``timeout`` defaults to ``close_timeout``.  A flush that runs
         out of time leaves a later ``close()`` no second budget, unless the service has
         accepted a call since.
         """
+        if self._engine is not self:
+            return self._engine.flush(timeout)
         timeout = self.options.close_timeout if timeout is None else timeout
         deadline = Deadline.after(timeout, self._clock.monotonic)
         with self._lock:
@@ -806,24 +906,58 @@ class StreamWriter:
         and the exit hook waits for it.  That is for callers holding a lock the worker may
         need, such as ``logging``'s module lock during ``dictConfig`` (httpx's logging calls
         take it).  The stats returned are then a snapshot, not the final ones.
+
+        On a stream that other writers still use, this writer only lets go: the last one out
+        finishes the stream, and this one reports ``handed_on``.  Under ``logging``'s module
+        lock (a ``dictConfig``/``fileConfig`` replacing this writer's handler), the stream
+        waits for that call to return, so a replacement on the same key takes it on.
         """
+        if not self._let_go():
+            return self.stats
+        engine = self._engine
         timeout = self.options.close_timeout if timeout is None else timeout
-        deadline = Deadline.after(timeout, self._clock.monotonic)
-        with self._lock:
-            if self._spent is not None:
-                deadline = deadline.earliest(self._spent)  # no second budget for a failing service
-        self._begin_close(deadline)
+        deadline = Deadline.after(timeout, engine._clock.monotonic)
+        with engine._lock:
+            if engine._spent is not None:
+                deadline = deadline.earliest(engine._spent)  # no second budget for a failing service
+        engine._begin_close(deadline)
         if wait:
-            self._await_close()
+            engine._await_close()
         return self.stats
 
-    def _begin_close(self, deadline: Deadline) -> None:
-        # Under _split_lock, so a concurrent write() lands wholly before the close or is
-        # wholly counted after it (lock order: _split_lock, then _lock).
+    def _let_go(self) -> bool:
+        """Release this writer's hold on its stream; True when the caller is to finish it."""
+        engine = self._engine
         with self._split_lock:
+            if self._released:
+                return not self._handed_on
             last = self._splitter.finish()
             if last:
-                self._accept(self._clock.time(), "info", last, None, start=False)
+                self._hand_over(self._clock.time(), "info", last, None)
+            self._released = True
+        worker = engine._worker
+        handoff = _process.holding_logging_lock() and worker is not None and worker.is_alive()
+        outcome = _process.leave(self._identity, engine, handoff=handoff)
+        self._handed_on = outcome is not _process.Outcome.LAST
+        if outcome is _process.Outcome.HANDOFF:
+            engine._wake.set()  # the worker watches for the configuration call's end
+        return not self._handed_on
+
+    def _begin_close(self, deadline: Deadline) -> None:
+        # Under the _split_lock of every writer on this stream (taken in one order: any two
+        # closers take them alike, and a writer holds only its own), so a concurrent write()
+        # lands wholly before the close or is wholly counted after it; lock order: a
+        # _split_lock, then the engine's _lock.  Their partial lines go in first.
+        with self._lock:
+            handles = sorted({self, *self._handles}, key=id)
+        with contextlib.ExitStack() as stack:
+            for handle in handles:
+                stack.enter_context(handle._split_lock)
+            for handle in handles:
+                last = handle._splitter.finish()
+                if last:
+                    out = handle._premask.mask(last) if handle._premask is not None else last
+                    self._accept(self._clock.time(), "info", out, None, start=False)
             with self._lock:
                 if not self._move(WriterState.CLOSING, allowed=(_IDLE, _RUNNING)):
                     return
@@ -858,6 +992,7 @@ class StreamWriter:
             except Exception:
                 pass
         _process.unregister(self)
+        _process.forget(self._identity, self)
 
     def _finish_inline(self) -> None:
         """No worker (interpreter shutdown, ``threaded=False``, or nothing but a partial line
@@ -901,18 +1036,25 @@ class StreamWriter:
     @property
     def closed(self) -> bool:
         """Whether ``close()`` was called (lines written now are counted, not sent)."""
-        state = self._state
-        return state is not _RUNNING and state is not _IDLE
+        state = self._engine._state
+        return self._released or (state is not _RUNNING and state is not _IDLE)
 
     @property
     def pending(self) -> int:
         """Lines accepted but not yet sent or dropped; cheap enough to poll for backpressure."""
-        with self._lock:
-            return self._counters.accepted - self._counters.settled()
+        engine = self._engine
+        with engine._lock:
+            return engine._counters.accepted - engine._counters.settled()
 
     @property
     def stats(self) -> Stats:
-        """A snapshot of the counters."""
+        """A snapshot of the counters: the stream's, shared by every writer on it.  A writer
+        that let go of a stream others still use reports ``handed_on`` and no upload."""
+        if self._handed_on:
+            return attrs.evolve(self._engine._stream_stats(), uploaded=None, handed_on=True)
+        return self._engine._stream_stats()
+
+    def _stream_stats(self) -> Stats:
         with self._lock:
             c = self._counters
             pending = c.accepted - c.settled()
@@ -942,6 +1084,8 @@ class StreamWriter:
         """
         self._forked_child = True
         self._reset_state()
+        for handle in (self, *self._handles):
+            handle._split_lock = threading.Lock()  # a parent thread may have held it
 
 
 def close_all(timeout: Optional[float] = None) -> None:
