@@ -843,7 +843,7 @@ class StreamWriter:
         if not self._closes:
             return
         if self._uploads:
-            body = ndjson(list(self._history.lines))
+            body = self._upload_body()
             exc = self._retrying("upload", lambda d: self._upload(body, d), upload_by)
             if exc is not None:
                 self._record_error(exc)
@@ -862,6 +862,20 @@ class StreamWriter:
                 self._not_pushed(exc, batch)
                 return  # what is left is counted as not sent by _finish
             self._pushed(batch)
+
+    def _upload_body(self) -> bytes:
+        """The stored log: the history, headed by a marker when its budget evicted lines.
+
+        The marker takes the ``pos`` of the last line left out, so ``pos`` stays contiguous;
+        it is not in ``history_lines``.
+        """
+        rows = list(self._history.lines)
+        evicted = self._history.evicted
+        if evicted:
+            first_kept = self._next_pos - len(rows)
+            text = f"{evicted:,} earlier lines left out of this log (history_bytes budget)"
+            rows.insert(0, self._marker(text, first_kept - 1))
+        return ndjson(rows)
 
     def flush(self, timeout: Optional[float] = None) -> bool:
         """Push everything accepted so far; True when all of it was sent within ``timeout``.

@@ -671,3 +671,21 @@ def test_constant_load_stays_batched() -> None:
     writer.close()
     assert 1.5 / 0.25 - 1 <= puts_live <= 1.5 / 0.25 + 1, f"{puts_live} PUTs for {lines} lines"
     assert backend.outs("k") == [f"{i}" for i in range(lines)]
+
+
+def test_a_history_that_evicted_lines_is_stored_headed_by_a_marker() -> None:
+    backend = MemoryBackend()
+    writer = StreamWriter("k", backend, history_bytes=2000, close_timeout=3)
+    for i in range(100):
+        writer.write_line(f"line {i:03d}")
+    stats = writer.close()
+    stored = backend.stream("k").uploaded or ()
+    assert stats.history_evicted > 0 and len(stored) == stats.history_lines + 1
+    head, first_kept = stored[0], stored[1]
+    assert (
+        head.out
+        == f"[lelog] {stats.history_evicted} earlier lines left out of this log (history_bytes budget)\n"
+    )
+    assert head.level == "warn" and head.pos == first_kept.pos - 1 == stats.history_evicted - 1
+    assert [line.out for line in stored[1:]] == [f"line {i:03d}\n" for i in range(stats.history_evicted, 100)]
+    assert [line.pos for line in stored] == list(range(head.pos, 100))
