@@ -14,10 +14,17 @@ parallel within one deadline, the largest ``close_timeout`` among them
 
 from __future__ import annotations
 
+import array
 import atexit
 import enum
+import fcntl
+import itertools
+import json
 import logging
 import os
+import select
+import socket
+import termios
 import threading
 import weakref
 from typing import TYPE_CHECKING, Any, Callable, Hashable, Iterable, Optional
@@ -28,6 +35,7 @@ if TYPE_CHECKING:
     from ._writer import StreamWriter
 
 __all__ = [
+    "Channel",
     "Outcome",
     "after_fork_in_child",
     "close_all",
@@ -51,6 +59,136 @@ _open: weakref.WeakSet[StreamWriter] = weakref.WeakSet()
 _streams: dict[Hashable, StreamWriter] = {}
 _lock = threading.Lock()
 _fork_steps: list[Callable[[], None]] = []
+
+
+#: Bytes the kernel may hold for the fork-child channel (asked for; Linux doubles it, capped by
+#: net.core.wmem_max): about 10,000 lines of 100 bytes, a datagram costing ~700 bytes more.
+CHANNEL_BUFFER = 4 << 20
+_MAX_DATAGRAM = 1 << 20
+#: How long a flush waits at most for the lines already in the channel to be delivered; a
+#: close waits up to a fifth of its budget.
+SETTLE_AT_FLUSH = 0.25
+_slot_numbers = itertools.count(1)
+# Engines by slot number, for the lines fork children send: the reader thread looks them up.
+_slots: weakref.WeakValueDictionary[int, StreamWriter] = weakref.WeakValueDictionary()
+
+
+class Channel:
+    """How fork children give their lines to the process that owns the stream
+    (docs/writer.md#fork-children).
+
+    One ``AF_UNIX`` datagram socket pair per owning process, made before its first fork.
+    A child sends each line as one datagram from inside ``emit``: a non-blocking ``send``,
+    atomic however many children write at once, never waiting on the parent (a full channel
+    is a counted drop).  Each datagram carries the child's pid and its sequence number on
+    that stream, so the owner counts and marks the lines a full channel cost.
+
+    The owner reads on a thread of its own, the channel's only reader (so sequence numbers
+    arrive in order), which takes no lock but the engines' leaf locks and ``_cond``, so
+    neither a stuck request nor a child can stop it, and it cannot deadlock.
+    """
+
+    def __init__(self) -> None:
+        self.receiver, self.sender = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        try:
+            self.sender.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, CHANNEL_BUFFER)
+        except OSError:
+            pass  # the system's default size then
+        self.sender.setblocking(False)
+        self._expected: dict[tuple[int, int], int] = {}  # (pid, slot) -> next sequence number
+        # _busy: the reader is taking datagrams out of the socket; guarded by _cond, which
+        # is notified when it is done, for settle().
+        self._cond = threading.Condition(threading.Lock())
+        self._busy = False
+        self._reader = threading.Thread(target=self._read, name="lelog-fork-channel", daemon=True)
+        self._reader.start()
+
+    def send(self, slot: int, seq: int, ts: float, level: str, out: str, args: Any) -> bool:
+        """In a child: hand one line over; False when the channel is full (never waits)."""
+        data = json.dumps([slot, _pid, seq, ts, level, out, args], default=str).encode()
+        try:
+            self.sender.send(data)
+        except OSError:  # full (EAGAIN), or a line too long for one datagram
+            return False
+        return True
+
+    def _read(self) -> None:
+        poller = select.poll()
+        poller.register(self.receiver, select.POLLIN)
+        while True:
+            poller.poll()  # waits with no lock held
+            with self._cond:
+                self._busy = True
+            try:
+                while True:
+                    try:
+                        data = self.receiver.recv(_MAX_DATAGRAM, socket.MSG_DONTWAIT)
+                    except BlockingIOError:
+                        break
+                    self._deliver(data)
+            except OSError:
+                return
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()
+
+    def settle(self, timeout: float) -> None:
+        """Wait at most ``timeout`` until every line already in the channel is delivered.
+
+        Correct without a race: the reader only takes datagrams out while ``_busy``, so
+        either the socket still holds them or ``_busy`` says they are being delivered.
+        """
+        deadline = Deadline.after(timeout)
+        with self._cond:
+            while self._busy or self._queued():
+                if deadline.expired():
+                    return
+                self._cond.wait(deadline.remaining())
+
+    def _queued(self) -> int:
+        size = array.array("i", [0])
+        fcntl.ioctl(self.receiver.fileno(), termios.FIONREAD, size)
+        return size[0]
+
+    def _deliver(self, data: bytes) -> None:
+        try:
+            slot, pid, seq, ts, level, out, args = json.loads(data)
+        except (ValueError, TypeError):
+            return  # not ours: nothing else writes here, so never expected
+        key = (pid, slot)
+        gap = max(seq - self._expected.get(key, 0), 0)
+        self._expected[key] = seq + 1
+        engine = _slots.get(slot)
+        if engine is not None:
+            engine._from_child(gap, ts, level, out, args)
+
+
+_channel: Optional[Channel] = None
+_pid = os.getpid()
+
+
+def slot_for(engine: StreamWriter) -> int:
+    """A number that names ``engine`` in the datagrams of fork children."""
+    number = next(_slot_numbers)
+    _slots[number] = engine
+    return number
+
+
+def _channel_before_fork() -> None:
+    """In a process about to fork: the channel its streams' children will write to."""
+    global _channel
+    with _lock:
+        engines = [e for e in _open if e._to_parent is None]
+    if not engines:
+        return
+    if _channel is None:
+        try:
+            _channel = Channel()
+        except (OSError, RuntimeError):  # no socket or no thread: children stream as before
+            return
+    for engine in engines:
+        engine._home = _channel
 
 
 class Outcome(enum.Enum):
@@ -162,7 +300,8 @@ def finish_together(
 
 
 def close_all(timeout: Optional[float] = None) -> None:
-    """Close every open writer within one shared deadline (the exit hook)."""
+    """Close every open writer within one shared deadline (the exit hook); each close takes
+    the lines fork children left in the channel first."""
     finish_together(open_writers(), timeout)
 
 
@@ -172,8 +311,10 @@ def after_fork_in_child(step: Callable[[], None]) -> None:
 
 
 def _run_fork_steps() -> None:
-    global _lock
+    global _lock, _channel, _pid
     _lock = threading.Lock()  # a parent thread may have held it at the fork
+    _channel = None  # the parent's; this process makes its own before its own first fork
+    _pid = os.getpid()
     for step in _fork_steps:
         step()
 
@@ -189,4 +330,4 @@ def _writers_after_fork() -> None:
 after_fork_in_child(_writers_after_fork)
 atexit.register(close_all)
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_run_fork_steps)
+    os.register_at_fork(before=_channel_before_fork, after_in_child=_run_fork_steps)

@@ -29,22 +29,33 @@ from __future__ import annotations
 import contextlib
 import enum
 import functools
+import heapq
 import math
 import sys
 import threading
 import weakref
+from collections import deque
 from typing import Any, Callable, Mapping, Optional, Union
 
 import attrs
 
 from . import _process
 from ._backend import ONE_ATTEMPT, Backend, make_backend, retry_policy, stream_identity
-from ._buffers import Batch, HistoryRing, LiveQueue, PendingLines, item_size
+from ._buffers import Batch, HistoryRing, Item, LiveQueue, PendingLines, item_size
 from ._clock import SYSTEM_CLOCK, Clock, Deadline
 from ._config import LogConfig
 from ._diagnostics import RateLimitedWarnings
 from ._exceptions import AuthError, Cancelled, ConfigError, LogServiceError, StreamNotFound
-from ._line import _MAX_EPOCH, MAX_LINE_BYTES, encode_batch, encode_line, format_time, is_valid_epoch, ndjson
+from ._line import (
+    _MAX_EPOCH,
+    MAX_LINE_BYTES,
+    encode_batch,
+    encode_line,
+    format_time,
+    is_valid_epoch,
+    ndjson,
+    truncate_out,
+)
 from ._logfmt import safe_str
 from ._masking import Masker
 from ._retry import Attempts
@@ -283,6 +294,13 @@ class StreamWriter:
         self._threaded = threaded
         self._warnings = RateLimitedWarnings()
         self._forked_child = False
+        # The fork-child channel (docs/writer.md#fork-children): _home is the channel of the
+        # process that owns this stream, set before that process forks; _to_parent is set in
+        # a fork child, whose lines then go there instead of to a worker of its own.
+        self._home: Optional[_process.Channel] = None
+        self._to_parent: Optional[_process.Channel] = None
+        self._slot = _process.slot_for(self)
+        self._up_seq = 0
         self._next_pos = 0
         self._reset_state()
         # This writer is a handle on a stream: its own partial line, and whether it let go.
@@ -350,6 +368,8 @@ class StreamWriter:
         self._finished = threading.Event()
         self._state = WriterState.IDLE
         self._pending = PendingLines(opts.max_pending_lines, opts.max_pending_bytes)
+        # Lines fork children sent, kept apart so the worker merges them in by time.
+        self._from_children = PendingLines(opts.max_pending_lines, opts.max_pending_bytes)
         self._counters = _Counters()
         # The worker's (see the module docstring).
         self._live = LiveQueue(opts.max_pending_lines, opts.max_pending_bytes)
@@ -478,6 +498,9 @@ class StreamWriter:
             if released or (state is not _RUNNING and state is not _IDLE):
                 counters.dropped["after_close"] += 1
                 return
+            if self._to_parent is not None:  # a fork child: the line goes to the owner now
+                self._send_up(ts, level, out, args)
+                return
             pending = self._pending
             if size > pending.max_bytes:
                 counters.dropped["too_large"] += 1
@@ -495,6 +518,50 @@ class StreamWriter:
         # the worker's deque is one atomic truthiness test under the GIL.
         if waiting == self.options.max_batch_lines or (waiting == 1 and not self._live.entries):
             self._wake.set()
+
+    def _send_up(self, ts: float, level: str, out: str, args: Optional[Mapping[str, Any]]) -> None:
+        """In a fork child, under ``_lock``: one datagram to the owner, in sequence order.
+
+        The send never blocks (a full channel is a counted drop the owner marks), so holding
+        this leaf lock across it cannot stall other threads for longer than a system call.
+        """
+        channel = self._to_parent
+        assert channel is not None
+        out, _ = truncate_out(out)
+        seq, self._up_seq = self._up_seq, self._up_seq + 1
+        if channel.send(self._slot, seq, ts, level, out, dict(args) if args else args):
+            self._counters.sent += 1
+        else:
+            self._counters.dropped["overflow"] += 1
+        self._progress.notify_all()
+
+    def _from_child(
+        self,
+        gap: int,
+        ts: float,
+        level: str,
+        out: str,
+        args: Optional[Mapping[str, Any]],
+    ) -> None:
+        """On the channel's reader thread (or a drain): a line a fork child wrote, after
+        ``gap`` lines the channel had no room for (counted as overflow, marked in place)."""
+        ts = float(ts)
+        size = item_size(out, args)
+        with self._lock:
+            counters = self._counters
+            counters.accepted += gap + 1
+            counters.dropped["overflow"] += gap
+            children = self._from_children
+            children.gap += gap
+            state = self._state
+            if state is not _RUNNING and state is not _IDLE:
+                counters.dropped["after_close"] += 1
+                return
+            if size > children.max_bytes:
+                counters.dropped["too_large"] += 1
+                return
+            counters.dropped["overflow"] += children.add((ts, str(level), str(out), args), size)
+        self._wake.set()
 
     def _checked_time(self, value: Any) -> float:
         """A caller's timestamp as a finite epoch float; anything else means now."""
@@ -516,7 +583,11 @@ class StreamWriter:
         # never sees a thread it cannot join.  Holding _lock here cannot deadlock: start()
         # waits only for the new thread's bootstrap, which takes no lelog lock.
         with self._lock:
-            if not self._move(_RUNNING, allowed=(_IDLE,)) or not self._threaded:
+            if (
+                not self._move(_RUNNING, allowed=(_IDLE,))
+                or not self._threaded
+                or self._to_parent is not None
+            ):
                 return
             worker = threading.Thread(target=self._run, name=f"lelog-writer[{self.key}]", daemon=True)
             try:
@@ -596,10 +667,20 @@ class StreamWriter:
     def _drain(self) -> None:
         """Take the pending lines, encode them once, keep them in the history and the queue."""
         now = self._clock.monotonic()  # before taking anything: a failure here loses nothing
+        if self._home is not None:
+            # What fork children sent before this round goes in with it, in time order; a
+            # short wait, so a flood from children cannot stall the worker.
+            self._home.settle(0.01)
         with self._lock:
-            if not self._pending.items:
+            if not self._pending.items and not self._from_children.items:
                 return
             items, gap = self._pending.take()
+            from_children, child_gap = self._from_children.take()
+        gap += child_gap
+        if from_children:
+            # In order of time with the owner's lines, as far as the processes' clocks allow;
+            # each side keeps its own order (merge is stable).
+            items = deque(heapq.merge(items, from_children, key=_time_of))
         overflow = rejected = evicted = 0
         if gap:
             marker = self._marker(f"{gap:,} lines dropped: buffer full", self._next_pos)
@@ -890,6 +971,8 @@ class StreamWriter:
         if self._engine is not self:
             return self._engine.flush(timeout)
         timeout = self.options.close_timeout if timeout is None else timeout
+        if self._home is not None:
+            self._home.settle(min(_process.SETTLE_AT_FLUSH, timeout))  # children's lines too
         deadline = Deadline.after(timeout, self._clock.monotonic)
         with self._lock:
             counters = self._counters
@@ -950,7 +1033,12 @@ class StreamWriter:
                 self._hand_over(self._clock.time(), "info", last, None)
             self._released = True
         worker = engine._worker
-        handoff = _process.holding_logging_lock() and worker is not None and worker.is_alive()
+        # A fork child's stream is its parent's: it stays there for any later writer of the
+        # child to join (nothing to finish here).  Otherwise a configuration call's hand-off
+        # needs the worker, which ends it once the call has returned.
+        handoff = engine._to_parent is not None or (
+            _process.holding_logging_lock() and worker is not None and worker.is_alive()
+        )
         outcome = _process.leave(self._identity, engine, handoff=handoff)
         self._handed_on = outcome is not _process.Outcome.LAST
         if outcome is _process.Outcome.HANDOFF:
@@ -962,6 +1050,8 @@ class StreamWriter:
         # closers take them alike, and a writer holds only its own), so a concurrent write()
         # lands wholly before the close or is wholly counted after it; lock order: a
         # _split_lock, then the engine's _lock.  Their partial lines go in first.
+        if self._home is not None:
+            self._home.settle(deadline.remaining() / 5)  # children's lines sent before the close
         with self._lock:
             handles = sorted({self, *self._handles}, key=id)
         with contextlib.ExitStack() as stack:
@@ -1097,9 +1187,16 @@ class StreamWriter:
         streams its own lines live and leaves opening, uploading and closing to the parent.
         """
         self._forked_child = True
+        self._to_parent = self._home
+        self._home = None
+        self._up_seq = 0
         self._reset_state()
         for handle in (self, *self._handles):
             handle._split_lock = threading.Lock()  # a parent thread may have held it
+
+
+def _time_of(item: Item) -> float:
+    return item[0]
 
 
 def close_all(timeout: Optional[float] = None) -> None:
