@@ -10,7 +10,7 @@ from ._config import LogConfig
 from ._exceptions import ConfigError
 from ._retry import RetryPolicy
 
-__all__ = ["ONE_ATTEMPT", "Backend", "make_backend", "retry_policy", "stream_identity"]
+__all__ = ["ONE_ATTEMPT", "Backend", "keeps_every_line", "make_backend", "retry_policy", "stream_identity"]
 
 #: What the writer passes as ``retry``: it owns the retries, a backend makes one attempt.
 ONE_ATTEMPT = RetryPolicy(max_attempts=1)
@@ -72,6 +72,14 @@ def stream_identity(backend: Backend, config: LogConfig, key: str) -> Hashable:
     if isinstance(backend, FileStore):
         return ("files", backend.directory, key)
     return ("object", id(backend), key)
+
+
+def keeps_every_line(backend: Backend) -> bool:
+    """Whether the far end fills a stored log's head from the live stream itself (the file
+    store keeps every live line), so lines the history evicted are not left out."""
+    from ._filestore import FileStore
+
+    return isinstance(backend, FileStore)
 
 
 def retry_policy(backend: Backend, config: LogConfig) -> RetryPolicy:

@@ -40,7 +40,7 @@ from typing import Any, Callable, Mapping, Optional, Union
 import attrs
 
 from . import _process
-from ._backend import ONE_ATTEMPT, Backend, make_backend, retry_policy, stream_identity
+from ._backend import ONE_ATTEMPT, Backend, keeps_every_line, make_backend, retry_policy, stream_identity
 from ._buffers import Batch, HistoryRing, Item, LiveQueue, PendingLines, item_size
 from ._clock import SYSTEM_CLOCK, Clock, Deadline
 from ._config import LogConfig
@@ -535,32 +535,25 @@ class StreamWriter:
             self._counters.dropped["overflow"] += 1
         self._progress.notify_all()
 
-    def _from_child(
-        self,
-        gap: int,
-        ts: float,
-        level: str,
-        out: str,
-        args: Optional[Mapping[str, Any]],
-    ) -> None:
-        """On the channel's reader thread (or a drain): a line a fork child wrote, after
-        ``gap`` lines the channel had no room for (counted as overflow, marked in place)."""
-        ts = float(ts)
-        size = item_size(out, args)
+    def _from_children_lines(self, lines: list[tuple[int, float, str, str, Any]]) -> None:
+        """On the channel's reader thread: lines fork children wrote, each as (gap, time,
+        level, out, args), ``gap`` being the lines before it that the channel had no room
+        for (counted as overflow, and marked in their place)."""
+        sized = [(gap, ts, level, out, args, item_size(out, args)) for gap, ts, level, out, args in lines]
         with self._lock:
             counters = self._counters
-            counters.accepted += gap + 1
-            counters.dropped["overflow"] += gap
             children = self._from_children
-            children.gap += gap
-            state = self._state
-            if state is not _RUNNING and state is not _IDLE:
-                counters.dropped["after_close"] += 1
-                return
-            if size > children.max_bytes:
-                counters.dropped["too_large"] += 1
-                return
-            counters.dropped["overflow"] += children.add((ts, str(level), str(out), args), size)
+            open_ = self._state is _RUNNING or self._state is _IDLE
+            for gap, ts, level, out, args, size in sized:
+                counters.accepted += gap + 1
+                counters.dropped["overflow"] += gap
+                children.gap += gap
+                if not open_:
+                    counters.dropped["after_close"] += 1
+                elif size > children.max_bytes:
+                    counters.dropped["too_large"] += 1
+                else:
+                    counters.dropped["overflow"] += children.add((ts, level, out, args), size)
         self._wake.set()
 
     def _checked_time(self, value: Any) -> float:
@@ -948,11 +941,12 @@ class StreamWriter:
         """The stored log: the history, headed by a marker when its budget evicted lines.
 
         The marker takes the ``pos`` of the last line left out, so ``pos`` stays contiguous;
-        it is not in ``history_lines``.
+        it is not in ``history_lines``.  The file store leaves nothing out: it fills the head
+        from the live lines it keeps.
         """
         rows = list(self._history.lines)
         evicted = self._history.evicted
-        if evicted:
+        if evicted and not keeps_every_line(self._backend):
             first_kept = self._next_pos - len(rows)
             text = f"{evicted:,} earlier lines left out of this log (history_bytes budget)"
             rows.insert(0, self._marker(text, first_kept - 1))
