@@ -12,7 +12,13 @@ Locks (pitfalls.md 2).  ``handle`` never takes the handler lock: the writer is t
 and so no thread ever waits on that lock for us.  ``flush`` and ``close`` wait on the writer's
 worker only when the calling thread does not hold ``logging``'s module lock: the worker's HTTP
 client logs, and ``Logger.isEnabledFor`` takes that lock on a cache miss, so waiting under it
-(``dictConfig`` closing old handlers does exactly that) would stall until the deadline.
+(``dictConfig`` closing old handlers does exactly that) would stall until the deadline.  Under
+it, ``close`` lets go of the stream for a replacement on the same key to take on
+(docs/writer.md#hand-off).
+
+Shutdown (docs/writer.md#one-deadline).  ``logging.shutdown()`` calls each handler's
+``flush`` and ``close`` in turn; the first lelog ``flush`` it calls finishes every lelog
+handler in its list in parallel, within one ``close_timeout``.
 """
 
 from __future__ import annotations

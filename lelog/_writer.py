@@ -1191,8 +1191,3 @@ class StreamWriter:
 
 def _time_of(item: Item) -> float:
     return item[0]
-
-
-def close_all(timeout: Optional[float] = None) -> None:
-    """Close every open writer within one shared deadline (the exit hook)."""
-    _process.close_all(timeout)
