@@ -52,11 +52,12 @@ __all__ = [
 ]
 
 # Engines that may still hold lines: finished at exit, re-initialised in a forked child;
-# and the engine of each live stream, by identity, with its writers' count (engine._users)
+# and the engine of each live stream, by identity (weakly, as _open: an engine nobody holds and
+# no worker runs for is gone, as before streams were shared), with its writers' count (engine._users)
 # and hand-off flag (engine._handoff).  _lock guards all of these; it is held for dict and
 # set operations only and nothing is called while it is held, so it cannot deadlock.
 _open: weakref.WeakSet[StreamWriter] = weakref.WeakSet()
-_streams: dict[Hashable, StreamWriter] = {}
+_streams: weakref.WeakValueDictionary[Hashable, StreamWriter] = weakref.WeakValueDictionary()
 _lock = threading.Lock()
 _fork_steps: list[Callable[[], None]] = []
 
