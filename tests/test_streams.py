@@ -189,3 +189,21 @@ def test_overlapping_handlers_on_one_key_keep_every_line(service: FakeLogService
     assert result.stdout.split() == ["True"]
     assert stored_messages(service) == ["a only 0", "b only 1", "b only 2"]
     assert len(service.requests_for(key="k", method="DELETE", path="/stream")) == 1
+
+
+def test_two_jobs_on_one_key_share_the_stream() -> None:
+    import logging
+
+    import lelog
+
+    backend = MemoryBackend()
+    log = logging.getLogger("test_streams.jobs")
+    with lelog.log_stream("k", backend, logger=log) as outer:
+        log.info("outer before")
+        with lelog.log_stream("k", backend, logger=log) as inner:
+            log.info("inner")
+        log.info("outer after")
+    assert inner.stats.handed_on and outer.stats.uploaded is True
+    stored = [line.out for line in backend.stream("k").uploaded or ()]
+    assert [out.split('msg="')[1].split('"')[0] for out in stored] == ["outer before", "inner", "outer after"]
+    assert [name for name, _ in backend.calls].count("close_stream") == 1
