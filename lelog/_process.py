@@ -17,13 +17,16 @@ from __future__ import annotations
 import array
 import atexit
 import enum
+import errno
 import fcntl
+import hashlib
 import itertools
 import json
 import logging
 import os
 import select
 import socket
+import sys
 import termios
 import threading
 import weakref
@@ -37,6 +40,10 @@ if TYPE_CHECKING:
 __all__ = [
     "Channel",
     "Outcome",
+    "REFUSAL",
+    "Refusal",
+    "beacon",
+    "parent_holds",
     "after_fork_in_child",
     "close_all",
     "configuration_over",
@@ -89,6 +96,9 @@ class Channel:
     arrive in order), which takes no lock but the engines' leaf locks and ``_cond``, so
     neither a stuck request nor a child can stop it, and it cannot deadlock.
     """
+
+    #: How a line the channel had no room for is counted.
+    drop_reason = "overflow"
 
     def __init__(self) -> None:
         self.receiver, self.sender = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -175,6 +185,60 @@ class Channel:
                 engine._from_children_lines(lines)
 
 
+class Refusal:
+    """Where the lines of a spawn or forkserver child go when its parent holds the stream:
+    nowhere, each counted as rejected (docs/writer.md#spawn-children)."""
+
+    drop_reason = "rejected"
+
+    def send(self, slot: int, seq: int, ts: float, level: str, out: str, args: Any) -> bool:
+        return False
+
+
+REFUSAL = Refusal()
+
+
+def _beacon_name(pid: int, identity: Hashable) -> Optional[bytes]:
+    if not isinstance(identity, tuple) or identity[0] == "object" or not sys.platform.startswith("linux"):
+        return None  # an object is a far end of this process only; abstract names are Linux's
+    digest = hashlib.sha256(repr(identity).encode()).hexdigest()[:32]
+    return f"\0lelog/{pid}/{digest}".encode()
+
+
+def beacon(identity: Hashable) -> Optional[socket.socket]:
+    """Say, while the returned socket is open, that this process holds the stream: an
+    abstract ``AF_UNIX`` name its spawn and forkserver children can probe (Linux)."""
+    name = _beacon_name(os.getpid(), identity)
+    if name is None:
+        return None
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        sock.bind(name)
+    except OSError:
+        sock.close()
+        return None
+    return sock
+
+
+def parent_holds(identity: Hashable) -> Optional[int]:
+    """In a multiprocessing spawn or forkserver child: the parent's pid if it holds the
+    stream (its beacon is bound), else None."""
+    mp = sys.modules.get("multiprocessing")
+    parent = mp.parent_process() if mp is not None else None
+    pid = parent.pid if parent is not None else None
+    name = _beacon_name(pid, identity) if pid is not None else None
+    if pid is None or name is None:
+        return None
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        probe.bind(name)
+    except OSError as exc:
+        return pid if exc.errno == errno.EADDRINUSE else None
+    finally:
+        probe.close()
+    return None
+
+
 _channel: Optional[Channel] = None
 _pid = os.getpid()
 
@@ -257,6 +321,9 @@ def forget(identity: Hashable, engine: StreamWriter) -> None:
     with _lock:
         if _streams.get(identity) is engine:
             del _streams[identity]
+        held, engine._beacon = engine._beacon, None
+    if held is not None:
+        held.close()
 
 
 def holding_logging_lock() -> bool:

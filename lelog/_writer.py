@@ -31,6 +31,7 @@ import enum
 import functools
 import heapq
 import math
+import socket
 import sys
 import threading
 import weakref
@@ -298,7 +299,8 @@ class StreamWriter:
         # process that owns this stream, set before that process forks; _to_parent is set in
         # a fork child, whose lines then go there instead of to a worker of its own.
         self._home: Optional[_process.Channel] = None
-        self._to_parent: Optional[_process.Channel] = None
+        self._to_parent: Union[_process.Channel, _process.Refusal, None] = None
+        self._beacon: Optional[socket.socket] = None
         self._slot = _process.slot_for(self)
         self._up_seq = 0
         self._next_pos = 0
@@ -322,9 +324,29 @@ class StreamWriter:
         if self._engine is not self:
             self._join(self._engine)
             return
+        parent = _process.parent_holds(self._identity)
+        if parent is not None:
+            self._refuse(parent)
+        else:
+            self._beacon = _process.beacon(self._identity)
         # Registered from the start, so the fork hook re-initialises even a writer that was
         # never used, and the exit hook delivers a writer that only holds a partial line.
         _process.register(self)
+
+    def _refuse(self, parent: int) -> None:
+        """A spawn or forkserver child on a stream its parent holds: re-opening would wipe
+        it, and this child has no channel to the parent, so its lines are counted as
+        rejected, with one warning (docs/writer.md#spawn-children)."""
+        self._forked_child = True  # never opens, uploads or closes the stream
+        self._to_parent = _process.REFUSAL
+        self._reset_state()
+        self._warn(
+            "refused",
+            f"stream {self.key!r} is held by the parent process (pid {parent}); a spawn or "
+            "forkserver child cannot join it and must not re-open it (that would wipe it), so "
+            "lines written here are dropped and counted as rejected; give this child its own key "
+            "or use the fork context",
+        )
 
     def _join(self, engine: StreamWriter) -> None:
         conflicts = [
@@ -532,7 +554,7 @@ class StreamWriter:
         if channel.send(self._slot, seq, ts, level, out, dict(args) if args else args):
             self._counters.sent += 1
         else:
-            self._counters.dropped["overflow"] += 1
+            self._counters.dropped[channel.drop_reason] += 1
         self._progress.notify_all()
 
     def _from_children_lines(self, lines: list[tuple[int, float, str, str, Any]]) -> None:

@@ -8,6 +8,8 @@ with one open and one close of the stream, all by the parent.
 from __future__ import annotations
 
 import os
+import sys
+from typing import Any
 
 import pytest
 
@@ -158,3 +160,50 @@ def test_a_full_channel_never_blocks_the_child_and_its_drops_are_counted_by_the_
     assert int(overflow) >= child_dropped and int(sent) + int(overflow) <= int(accepted)
     assert last == "last"
     assert child_dropped == 0 or int(markers) > 0  # the parent marked where lines are missing
+
+
+SPAWN_ON_A_HELD_KEY = """
+import logging, multiprocessing, sys, lelog
+CONFIG = dict(url={url!r}, account_id="acct", token="secret-token", close_timeout=5)
+
+def child(key):
+    handler = lelog.StreamHandler(key, **CONFIG)
+    logger = logging.getLogger("child")
+    logger.addHandler(handler)
+    for i in range(3):
+        logger.warning("child line %d", i)
+    handler.close()
+    stats = handler.stats
+    print("CHILD", key, stats.accepted, stats.sent, stats.dropped["rejected"], flush=True)
+
+if __name__ == "__main__":
+    root = logging.getLogger()
+    root.setLevel(logging.INFO)
+    handler = lelog.StreamHandler("k", **CONFIG)
+    root.addHandler(handler)
+    logging.info("parent before")
+    ctx = multiprocessing.get_context({method!r})
+    for key in ("k", "own"):
+        p = ctx.Process(target=child, args=(key,))
+        p.start()
+        p.join()
+    logging.info("parent after")
+"""
+
+
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="the guard uses Linux's abstract socket names"
+)
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+def test_a_spawn_child_on_a_held_key_is_refused_with_counted_drops(
+    service: FakeLogService, tmp_path: Any, method: str
+) -> None:
+    script = tmp_path / "spawning.py"
+    script.write_text(SPAWN_ON_A_HELD_KEY.format(url=service.url, method=method))
+    result = run_python(f"import runpy; runpy.run_path({str(script)!r}, run_name='__main__')", timeout=90)
+    assert result.returncode == 0, result.stderr
+    lines = sorted(line.split()[1:] for line in result.stdout.splitlines() if line.startswith("CHILD"))
+    assert lines == [["k", "3", "0", "3"], ["own", "3", "3", "0"]]  # its own key works as usual
+    assert result.stderr.count("is held by the parent process") == 1, result.stderr
+    assert messages(service) == ["parent before", "parent after"]  # not wiped, not re-opened
+    assert len(service.requests_for(key="k", method="POST", path="/stream")) == 1
