@@ -25,7 +25,7 @@ from ._line import Line
 from ._logfmt import LogfmtFormatter
 from ._retry import RetryPolicy
 from ._version import __version__
-from ._writer import Stats, StreamWriter, WriterOptions
+from ._writer import Stats, StreamWriter, WriterOptions, WriterState
 
 __all__ = [
     "AuthError",
@@ -49,6 +49,7 @@ __all__ = [
     "TransportError",
     "UploadLinkUnsupported",
     "WriterOptions",
+    "WriterState",
     "__version__",
     "log_stream",
     "testing",

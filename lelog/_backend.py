@@ -2,29 +2,91 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Optional, Protocol, Sequence, Union, runtime_checkable
+from typing import Callable, Hashable, Mapping, Optional, Protocol, Sequence, Union, runtime_checkable
 
 from ._client import LineLike, LogServiceClient
+from ._clock import Deadline
 from ._config import LogConfig, resolve_config
 from ._exceptions import ConfigError
+from ._retry import RetryPolicy
 
-__all__ = ["Backend", "make_backend"]
+__all__ = ["ONE_ATTEMPT", "Backend", "keeps_every_line", "make_backend", "retry_policy", "stream_identity"]
+
+#: What the writer passes as ``retry``: it owns the retries, a backend makes one attempt.
+ONE_ATTEMPT = RetryPolicy(max_attempts=1)
 
 
 @runtime_checkable
 class Backend(Protocol):
-    """The calls a writer needs.  ``opts`` are ``deadline``, ``cancel``, ``on_retry`` and
-    ``retry`` as ``LogServiceClient`` takes them; a backend without network may ignore them."""
+    """The calls a writer makes, as ordinary method calls (docs/writer.md#backend).
 
-    def open_stream(self, key: str, **opts: Any) -> None: ...
+    The writer passes ``deadline`` (a ``Deadline``: the attempt must be over by then; it
+    converts to the seconds left with ``float()``) and ``retry=ONE_ATTEMPT``: the writer owns
+    the retries, live and at close alike.  A backend without network may ignore both.
+    """
 
-    def write(self, key: str, lines: Sequence[LineLike], **opts: Any) -> None: ...
+    def open_stream(
+        self, key: str, *, deadline: Optional[Deadline] = None, retry: Optional[RetryPolicy] = None
+    ) -> None: ...
 
-    def upload(self, key: str, lines: Union[Sequence[LineLike], bytes], **opts: Any) -> None: ...
+    def write(
+        self,
+        key: str,
+        lines: Sequence[LineLike],
+        *,
+        deadline: Optional[Deadline] = None,
+        retry: Optional[RetryPolicy] = None,
+    ) -> None: ...
 
-    def close_stream(self, key: str, *, snapshot: bool = False, **opts: Any) -> None: ...
+    def upload(
+        self,
+        key: str,
+        lines: Union[Sequence[LineLike], bytes],
+        *,
+        deadline: Optional[Deadline] = None,
+        retry: Optional[RetryPolicy] = None,
+    ) -> None: ...
+
+    def close_stream(
+        self,
+        key: str,
+        *,
+        snapshot: bool = False,
+        deadline: Optional[Deadline] = None,
+        retry: Optional[RetryPolicy] = None,
+    ) -> None: ...
 
     def close(self) -> None: ...
+
+
+def stream_identity(backend: Backend, config: LogConfig, key: str) -> Hashable:
+    """What makes two writers write one stream: its far end, account and key.
+
+    The service's URL and account, or the file store's directory; any other backend object
+    (a ``MemoryBackend``) is a far end of its own.
+    """
+    if isinstance(backend, LogServiceClient):
+        return ("service", backend.config.url, backend.config.account_id, key)
+    from ._filestore import FileStore
+
+    if isinstance(backend, FileStore):
+        return ("files", backend.directory, key)
+    return ("object", id(backend), key)
+
+
+def keeps_every_line(backend: Backend) -> bool:
+    """Whether the far end fills a stored log's head from the live stream itself (the file
+    store keeps every live line), so lines the history evicted are not left out."""
+    from ._filestore import FileStore
+
+    return isinstance(backend, FileStore)
+
+
+def retry_policy(backend: Backend, config: LogConfig) -> RetryPolicy:
+    """How the writer retries calls to ``backend``: a client's own policy, else the config's."""
+    if isinstance(backend, LogServiceClient):
+        return backend.retry
+    return RetryPolicy(max_attempts=config.max_attempts, max_wait=config.max_retry_wait)
 
 
 #: While set (by ``lelog.testing.capture_stream``), it gives the backend of every writer built

@@ -23,6 +23,7 @@ from typing import Any, Callable, Generator, Iterator, Optional, Sequence, Union
 
 import httpx
 
+from ._clock import Deadline
 from ._config import LogConfig
 from ._exceptions import (
     AuthError,
@@ -185,14 +186,11 @@ class LogServiceClient:
         """
         body = lines if isinstance(lines, bytes) else ndjson(_encoded(lines))
         deadline = opts.pop("deadline", None)
-        end = time.monotonic() + (self.config.upload_deadline if deadline is None else deadline)
-
-        def left() -> float:  # one deadline over every request of the upload
-            return max(end - time.monotonic(), 0.001)
-
+        if not isinstance(deadline, Deadline):  # one deadline over every request of the upload
+            deadline = Deadline.after(self.config.upload_deadline if deadline is None else deadline)
         if not self.config.indirect_upload:
             try:
-                self._upload_via_link(key, body, left, **opts)
+                self._upload_via_link(key, body, deadline, **opts)
                 return
             except UploadLinkUnsupported:
                 pass
@@ -203,12 +201,12 @@ class LogServiceClient:
             key,
             content=body,
             headers={"Content-Type": "application/x-ndjson"},
-            deadline=left(),
+            deadline=deadline,
             **opts,
         )
 
-    def _upload_via_link(self, key: str, body: bytes, left: Callable[[], float], **opts: Any) -> None:
-        answer = self._call("upload link", "POST", "/blob/link/upload", key, deadline=left(), **opts).json()
+    def _upload_via_link(self, key: str, body: bytes, deadline: Deadline, **opts: Any) -> None:
+        answer = self._call("upload link", "POST", "/blob/link/upload", key, deadline=deadline, **opts).json()
         link = answer.get("link") if isinstance(answer, dict) else None
         if not isinstance(link, str) or not link.startswith(("http://", "https://")):
             raise LogServiceError(self._scrub(f"upload link {key!r}: the service answered no usable link"))
@@ -227,7 +225,7 @@ class LogServiceClient:
                 ),
             )
 
-        self._policy(opts).run(put, **self._budget(opts, left()))
+        self._policy(opts).run(put, **self._budget({**opts, "deadline": deadline}, 0.0))
 
     def close_stream(self, key: str, *, snapshot: bool = False, **opts: Any) -> None:
         """``DELETE /stream``; ``snapshot=True`` makes the service store what it still holds.
@@ -370,7 +368,7 @@ class LogServiceClient:
         headers: Optional[dict[str, str]] = None,
         params: Optional[dict[str, str]] = None,
         deadline_default: Optional[float] = None,
-        deadline: Optional[float] = None,
+        deadline: Union[float, Deadline, None] = None,
         cancel: Optional[threading.Event] = None,
         on_retry: Optional[OnRetry] = None,
         retry: Optional[RetryPolicy] = None,

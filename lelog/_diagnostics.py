@@ -9,11 +9,12 @@ per window, with a count of the repeats that were held back (pitfalls.md 14).
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 import weakref
 from typing import Callable
+
+from . import _process
 
 __all__ = ["RateLimitedWarnings", "logger"]
 
@@ -58,5 +59,4 @@ def _renew_locks_in_child() -> None:
         warnings._lock = threading.Lock()
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_renew_locks_in_child)
+_process.after_fork_in_child(_renew_locks_in_child)

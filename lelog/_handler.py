@@ -12,7 +12,13 @@ Locks (pitfalls.md 2).  ``handle`` never takes the handler lock: the writer is t
 and so no thread ever waits on that lock for us.  ``flush`` and ``close`` wait on the writer's
 worker only when the calling thread does not hold ``logging``'s module lock: the worker's HTTP
 client logs, and ``Logger.isEnabledFor`` takes that lock on a cache miss, so waiting under it
-(``dictConfig`` closing old handlers does exactly that) would stall until the deadline.
+(``dictConfig`` closing old handlers does exactly that) would stall until the deadline.  Under
+it, ``close`` lets go of the stream for a replacement on the same key to take on
+(docs/writer.md#hand-off).
+
+Shutdown (docs/writer.md#one-deadline).  ``logging.shutdown()`` calls each handler's
+``flush`` and ``close`` in turn; the first lelog ``flush`` it calls finishes every lelog
+handler in its list in parallel, within one ``close_timeout``.
 """
 
 from __future__ import annotations
@@ -21,11 +27,19 @@ import json
 import logging
 import sys
 import threading
+import weakref
 from typing import Any, Collection, Mapping, Optional, Union
 
 import attrs
 
-from ._config import CONFIG_FIELDS, LogConfig, check_level, reject_unknown, resolve_config
+from . import _process
+from ._config import (
+    CONFIG_FIELDS,
+    LogConfig,
+    check_level,
+    reject_unknown,
+    resolve_config,
+)
 from ._exceptions import ConfigError
 from ._logfmt import LogfmtFormatter, record_extras, safe_str
 from ._writer import Stats, StreamWriter, WriterOptions, in_worker_thread
@@ -62,10 +76,37 @@ class _Guarded:
         _guard.active = self._was
 
 
-def _holding_logging_lock() -> bool:
-    """Whether this thread holds ``logging``'s module lock (``dictConfig``, ``fileConfig``)."""
-    is_owned = getattr(getattr(logging, "_lock", None), "_is_owned", None)
-    return bool(is_owned is not None and is_owned())
+_holding_logging_lock = _process.holding_logging_lock
+
+
+_SHUTDOWN_CODE = logging.shutdown.__code__
+
+
+def _shutting_down(caller: Any) -> Optional[list[Any]]:
+    """The handlers ``logging.shutdown()`` is going through, when ``caller`` is its frame.
+
+    ``shutdown`` calls each handler's ``flush()`` then ``close()`` in turn; recognising its
+    code object (not patching ``logging``) lets the first lelog handler it reaches finish all
+    of them in parallel, so N handlers take one ``close_timeout``, not 2 x N.
+    """
+    if caller is None or caller.f_code is not _SHUTDOWN_CODE:
+        return None
+    handlers = caller.f_locals.get("handlerList")
+    return list(handlers) if isinstance(handlers, (list, tuple)) else None
+
+
+def _finish_in_parallel(handlers: list[Any]) -> None:
+    if _holding_logging_lock():
+        # dictConfig/fileConfig replacing its handlers: each close lets go of its stream for
+        # a replacement to take on (docs/writer.md#hand-off); nothing to wait for here.
+        return
+    streams = []
+    for item in handlers:
+        handler = item() if isinstance(item, weakref.ref) else item
+        if isinstance(handler, StreamHandler) and handler._owns_writer and not handler.writer.closed:
+            if handler.writer._let_go():  # the last writer out finishes its stream
+                streams.append(handler.writer._engine)
+    _process.finish_together(streams)
 
 
 def _lines(text: str) -> list[str]:
@@ -224,9 +265,14 @@ class StreamHandler(logging.Handler):
         (default: the writer's ``close_timeout``).
 
         Under ``logging``'s module lock it only asks for a push and returns (see the module
-        docstring); records logged by this thread meanwhile are dropped.
+        docstring); records logged by this thread meanwhile are dropped.  Called by
+        ``logging.shutdown()``, it finishes every lelog handler being shut down at once, in
+        parallel, within one deadline (docs/writer.md#one-deadline).
         """
         with _Guarded():
+            handlers = _shutting_down(sys._getframe(1))
+            if handlers is not None:
+                _finish_in_parallel(handlers)
             # The worker never takes this handler's lock (handle() does not), so waiting for
             # it here is safe even under logging.shutdown(), which holds that lock.
             return self.writer.flush(0.0 if _holding_logging_lock() else timeout)

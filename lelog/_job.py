@@ -19,13 +19,13 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
-import os
 import threading
 from types import TracebackType
 from typing import Any, Collection, Mapping, Optional, Sequence, Union
 
 import attrs
 
+from . import _process
 from ._backend import Backend
 from ._config import LogConfig, check_level
 from ._diagnostics import RateLimitedWarnings
@@ -316,5 +316,4 @@ def _renew_lock_in_child() -> None:
     _registry_lock = threading.Lock()
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_renew_lock_in_child)
+_process.after_fork_in_child(_renew_lock_in_child)

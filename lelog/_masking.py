@@ -17,7 +17,7 @@ import base64
 import binascii
 import json
 import re
-from typing import Iterable, Pattern
+from typing import Any, Iterable, Mapping, Pattern
 from urllib.parse import quote, quote_plus
 
 __all__ = ["MASK", "SHORT_CREDENTIAL", "Masker", "decode_sanitize_patterns", "quoted_forms"]
@@ -146,6 +146,14 @@ class Masker:
         except Exception:
             text = f"<{type(error).__name__} with an unprintable message>"
         return self.mask(text)
+
+    def mask_args(self, args: Mapping[Any, Any]) -> dict[str, str]:
+        """``args`` as strings with every key and value masked: a secret can be a key too."""
+        mask = self.mask
+        return {
+            mask(k if isinstance(k, str) else str(k)): mask(v if isinstance(v, str) else str(v))
+            for k, v in args.items()
+        }
 
 
 def decode_sanitize_patterns(content_b64: str) -> list[str]:

@@ -11,11 +11,12 @@ from __future__ import annotations
 import email.utils
 import threading
 import time
-from typing import Callable, Optional, TypeVar
+from typing import Callable, Optional, TypeVar, Union
 
 import attrs
 import backoff
 
+from ._clock import Deadline
 from ._exceptions import Cancelled, LogServiceError
 
 __all__ = ["Attempts", "RetryPolicy", "parse_retry_after"]
@@ -59,19 +60,22 @@ class RetryPolicy:
     jitter: Callable[[float], float] = backoff.full_jitter
     clock: Callable[[], float] = time.monotonic
 
-    def begin(self, deadline: float) -> Attempts:
-        """The retry state of one call that may take ``deadline`` seconds in all."""
-        return Attempts(self, self.clock() + deadline)
+    def begin(self, deadline: Union[float, Deadline]) -> Attempts:
+        """The retry state of one call that must end by ``deadline`` (a ``Deadline``, or
+        seconds from now on this policy's clock)."""
+        if not isinstance(deadline, Deadline):
+            deadline = Deadline.after(float(deadline), self.clock)
+        return Attempts(self, deadline)
 
     def run(
         self,
         attempt: Callable[[float], T],
         *,
-        deadline: float,
+        deadline: Union[float, Deadline],
         cancel: Optional[threading.Event] = None,
         on_retry: Optional[OnRetry] = None,
     ) -> T:
-        """Call ``attempt(remaining_seconds)`` until it returns, within ``deadline`` seconds.
+        """Call ``attempt(remaining_seconds)`` until it returns, within ``deadline``.
 
         ``attempt`` raises ``LogServiceError``; when ``Attempts.next_wait`` says to give up,
         the last error is re-raised.
@@ -107,11 +111,11 @@ class Attempts:
     can go on accepting lines between attempts rather than sleeping in a retry loop.
     """
 
-    __slots__ = ("_policy", "_end", "_waits", "number")
+    __slots__ = ("_policy", "deadline", "_waits", "number")
 
-    def __init__(self, policy: RetryPolicy, end: float) -> None:
+    def __init__(self, policy: RetryPolicy, deadline: Deadline) -> None:
         self._policy = policy
-        self._end = end
+        self.deadline = deadline
         self._waits = backoff.expo(
             base=policy.multiplier, factor=policy.first_wait, max_value=policy.max_wait
         )
@@ -120,7 +124,7 @@ class Attempts:
 
     def remaining(self) -> float:
         """Seconds left before the deadline (a small positive floor, so a last try is bounded)."""
-        return max(self._end - self._policy.clock(), 0.001)
+        return max(self.deadline.remaining(), 0.001)
 
     def next_wait(self, exc: LogServiceError) -> Optional[float]:
         """Record a failed attempt; the seconds to wait before the next, or None to give up.
@@ -137,6 +141,6 @@ class Attempts:
             wait = exc.retry_after  # never sooner than the service asked; the deadline caps it
         else:
             wait = policy.jitter(next(self._waits))
-        if policy.clock() + wait >= self._end:
+        if wait >= self.deadline.remaining():
             return None
         return wait

@@ -1,48 +1,56 @@
 """``StreamWriter``: the thread-backed batching writer.
 
-Data path (architecture.md)::
+How a line travels (docs/writer.md#a-line-from-emit-to-the-put)::
 
     caller threads                        the worker thread (one per writer, daemon, lazy)
-    write()/write_line(): append a        drain ingress: mask, trim, truncate, give each line
-    pending tuple to the bounded     ──►  its pos and encode it once; the bytes go to
-    ingress deque; never blocks on        ├─ history: a ring with a byte budget, the final upload
-    I/O, never raises; overflow drops     └─ unsent: the live queue (bounded); one PUT in flight,
-    the oldest, counted and marked           batched by count, bytes and age; a failed PUT is
-                                             retried from the worker loop, not a sleeping loop,
-                                             so lines keep being accepted meanwhile
+    write()/write_line(): append to       _drain(): mask, trim, truncate, give each line its
+    PendingLines (bounded); never    ──►  pos and encode it once (encode_batch); the bytes go to
+    blocks on I/O, never raises;          ├─ HistoryRing: the final upload's lines (byte budget)
+    overflow drops the oldest,            └─ LiveQueue: not yet pushed (bounded); one PUT in
+    counted and marked                       flight, batched by count, bytes and age; a failed
+                                             PUT is retried from the worker loop, not a sleeping
+                                             loop, so lines keep being accepted meanwhile
 
-Locks.  ``_lock`` guards the ingress deque, its byte count and the counters.  It is held
-only for a few list operations, never across I/O, and nothing is called while holding it, so
-a caller can wait on it for microseconds at most and it cannot take part in a deadlock.
-``_split_lock`` serialises ``write()`` callers over the partial-line buffer; it is taken
-before ``_lock`` and never the other way round.  The worker owns the unsent queue, the
-history ring and ``pos`` outright: no other thread touches them while it runs.
+The writer's life is one ``WriterState``, changed only by ``_move`` under ``_lock``
+(docs/writer.md#states).  Time comes from an injectable ``Clock``; ``threaded=False`` builds a
+writer without a worker, driven by ``step()``, so tests drive time instead of sleeping.
+
+Locks (docs/writer.md#locks).  ``_lock`` guards the pending lines, the counters and the
+state.  It is held only for a few list operations, never across I/O, and nothing is called
+while holding it, so a caller waits on it for microseconds at most and it cannot take part
+in a deadlock.  ``_split_lock`` serialises ``write()`` callers over the partial-line buffer;
+it is taken before ``_lock`` and never the other way round.  The thread that runs the worker's
+rounds (the worker, or a closer when there is none) owns the live queue, the history ring,
+the live state and ``pos`` outright: no other thread touches them.
 """
 
 from __future__ import annotations
 
-import atexit
+import contextlib
+import enum
+import functools
+import heapq
 import math
-import os
+import socket
 import sys
 import threading
-import time
 import weakref
 from collections import deque
-from itertools import repeat
-from typing import Any, Callable, Iterable, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Mapping, Optional, Union
 
 import attrs
 
-from ._backend import Backend, make_backend
+from . import _process
+from ._backend import ONE_ATTEMPT, Backend, keeps_every_line, make_backend, retry_policy, stream_identity
+from ._buffers import Batch, HistoryRing, Item, LiveQueue, PendingLines, item_size
+from ._clock import SYSTEM_CLOCK, Clock, Deadline
 from ._config import MAX_SECONDS, LogConfig, check_positive
 from ._diagnostics import RateLimitedWarnings
 from ._exceptions import AuthError, Cancelled, ConfigError, LogServiceError, StreamNotFound, TLSError
 from ._line import (
     _MAX_EPOCH,
     MAX_LINE_BYTES,
-    _encode_args,
-    _quote,
+    encode_batch,
     encode_line,
     format_time,
     is_valid_epoch,
@@ -51,10 +59,18 @@ from ._line import (
 )
 from ._logfmt import safe_str
 from ._masking import Masker
-from ._retry import Attempts, RetryPolicy
+from ._retry import Attempts
 from ._splitter import LineSplitter
 
-__all__ = ["DROP_REASONS", "Stats", "StreamWriter", "WriterOptions", "in_worker_thread"]
+__all__ = [
+    "DROP_REASONS",
+    "LiveState",
+    "Stats",
+    "StreamWriter",
+    "WriterOptions",
+    "WriterState",
+    "in_worker_thread",
+]
 
 #: Why a line did not reach the live stream ("unencodable": lelog itself failed to encode
 #: it, which only a bug or an exhausted machine causes; counted rather than lost).
@@ -67,8 +83,18 @@ DROP_REASONS = (
     "unencodable",
 )
 
-_ONE_ATTEMPT = RetryPolicy(max_attempts=1)
 _MARKER_PREFIX = "[lelog] "
+#: What the first writer on a stream decides for every writer on it.
+_STREAM_SETTINGS = (
+    "skip_opening_stream",
+    "skip_closing_stream",
+    "trim_new_line_suffix",
+    "indirect_upload",
+    "history_bytes",
+)
+#: How often a worker whose stream waits for a hand-off checks that the configuration call
+#: (which holds logging's module lock) has returned.
+_HANDOFF_POLL = 0.05
 
 
 class _WorkerState(threading.local):
@@ -151,6 +177,8 @@ class Stats:
     uploaded: Optional[bool] = None
     closed: bool = False
     last_error: Optional[str] = None
+    #: This writer let go of a stream other writers still use; the last one out uploads.
+    handed_on: bool = False
 
     @property
     def dropped_total(self) -> int:
@@ -164,7 +192,9 @@ class Stats:
             text += f", {self.dropped_total:,} dropped ({reasons})"
         if self.pending:
             text += f", {self.pending:,} pending"
-        if self.uploaded is not None:
+        if self.handed_on:
+            text += ", stream handed on to another writer"
+        elif self.uploaded is not None:
             text += ", log uploaded" if self.uploaded else ", upload FAILED"
         if self.last_error:
             text += f"; last error: {self.last_error}"
@@ -198,9 +228,39 @@ class _Counters:
         return self.sent + sum(self.dropped.values())
 
 
-# Writers that may still hold lines: drained at exit, re-initialised in a forked child.
-_open_writers: weakref.WeakSet[StreamWriter] = weakref.WeakSet()
-_registry_lock = threading.Lock()
+class WriterState(enum.Enum):
+    """Where a writer is in its life; changed only by ``StreamWriter._move``, under ``_lock``."""
+
+    #: Built; no worker yet and nothing sent.  The first line (or ``open()``) starts it.
+    IDLE = "idle"
+    #: Lines are accepted; the worker opens the stream (unless skipped) and pushes batches.
+    RUNNING = "running"
+    #: ``close()`` was called: no more lines are accepted; the final sequence is to run.
+    CLOSING = "closing"
+    #: One thread (the worker, or the closer when there is no worker) runs the final push,
+    #: the upload and the close, within the close deadline.
+    FINISHING = "finishing"
+    #: The final sequence ended: every accepted line is counted as sent or dropped.
+    FINISHED = "finished"
+    #: The close deadline passed with a request outstanding: what was not settled is counted
+    #: as dropped, and the worker makes no further request and changes no count.
+    ABANDONED = "abandoned"
+
+
+_IDLE, _RUNNING = WriterState.IDLE, WriterState.RUNNING
+_ENDED = (WriterState.FINISHED, WriterState.ABANDONED)
+
+
+class LiveState(enum.Enum):
+    """The live stream as the worker sees it (the worker's alone, no lock)."""
+
+    #: Still to be opened by the worker.
+    UNOPENED = "unopened"
+    #: Open (by the worker, or by someone else: ``skip_opening_stream``, a fork's parent).
+    OPEN = "open"
+    #: The service answered permanently (auth, stream not found, ...): nothing more goes
+    #: live; the history is still uploaded at close.
+    STOPPED = "stopped"
 
 
 class StreamWriter:
@@ -209,12 +269,19 @@ class StreamWriter:
     ``target`` is a ``LogConfig``, a setup request (or its ``log_config``) as a dict, a
     backend (``LogServiceClient``, ``FileStore``, or anything with the same calls), or None
     for ``LogConfig.from_env()``.  A config without ``url`` writes to the local file store.
+
+    ``clock`` replaces the system clock; ``threaded=False`` starts no worker thread: the
+    caller runs the worker's rounds with ``step()`` and ``close()`` runs the final sequence
+    on its own thread (for tests that drive time, see ``lelog.testing.ManualClock``).
     """
 
     def __init__(
         self,
         key: str,
         target: Union[LogConfig, Mapping[str, Any], Backend, None] = None,
+        *,
+        clock: Optional[Clock] = None,
+        threaded: bool = True,
         **options: Any,
     ) -> None:
         if not isinstance(key, str) or not key:
@@ -222,57 +289,154 @@ class StreamWriter:
         self.key = key
         self.options = WriterOptions.from_kwargs(options)
         self._backend, self._owns_backend, self.config = make_backend(target)
+        self._retry = retry_policy(self._backend, self.config)
         self._masker = self.config.masker() or None
+        self._clock: Clock = clock if clock is not None else SYSTEM_CLOCK
+        self._threaded = threaded
         self._warnings = RateLimitedWarnings()
         self._forked_child = False
+        # The fork-child channel (docs/writer.md#fork-children): _home is the channel of the
+        # process that owns this stream, set before that process forks; _to_parent is set in
+        # a fork child, whose lines then go there instead of to a worker of its own.
+        self._home: Optional[_process.Channel] = None
+        self._to_parent: Union[_process.Channel, _process.Refusal, None] = None
+        self._beacon: Optional[socket.socket] = None
+        self._slot = _process.slot_for(self)
+        self._up_seq = 0
         self._next_pos = 0
         self._reset_state()
+        # This writer is a handle on a stream: its own partial line, and whether it let go.
+        self._split_lock = threading.Lock()
+        self._splitter = LineSplitter(self.options.max_partial)
+        self._released = False
+        self._handed_on = False
+        # Writers on one stream whose lifetimes overlap share one engine: the first writer's
+        # buffers, worker and pos (docs/writer.md#one-stream-per-key).  _users and _handoff
+        # are the engine's, guarded by _process's lock.
+        self._users = 0
+        self._handoff = False
+        self._handles: weakref.WeakSet[StreamWriter] = weakref.WeakSet()
+        self._identity = stream_identity(self._backend, self.config, key)
+        self._engine = _process.share(self._identity, self)
+        # Lines of a writer sharing another's engine are masked with its own secrets here,
+        # on the caller's thread: the engine's encoder masks with the first writer's only.
+        self._premask: Optional[Masker] = None
+        if self._engine is not self:
+            self._join(self._engine)
+            return
+        parent = _process.parent_holds(self._identity)
+        if parent is not None:
+            self._refuse(parent)
+        else:
+            self._beacon = _process.beacon(self._identity)
         # Registered from the start, so the fork hook re-initialises even a writer that was
         # never used, and the exit hook delivers a writer that only holds a partial line.
-        _register(self)
+        _process.register(self)
+
+    def _refuse(self, parent: int) -> None:
+        """A spawn or forkserver child on a stream its parent holds: re-opening would wipe
+        it, and this child has no channel to the parent, so its lines are counted as
+        rejected, with one warning (docs/writer.md#spawn-children)."""
+        self._forked_child = True  # never opens, uploads or closes the stream
+        self._to_parent = _process.REFUSAL
+        self._reset_state()
+        self._warn(
+            "refused",
+            f"stream {self.key!r} is held by the parent process (pid {parent}); a spawn or "
+            "forkserver child cannot join it and must not re-open it (that would wipe it), so "
+            "lines written here are dropped and counted as rejected; give this child its own key "
+            "or use the fork context",
+        )
+
+    def _join(self, engine: StreamWriter) -> None:
+        conflicts = [
+            f"{name}={mine!r} (the first writer has {theirs!r})"
+            for name, mine, theirs in zip(
+                _STREAM_SETTINGS, self._stream_settings(), engine._stream_settings()
+            )
+            if mine != theirs
+        ]
+        if conflicts:
+            _process.leave(self._identity, engine, handoff=False)
+            if self._owns_backend:
+                self._backend.close()
+            raise ConfigError(
+                f"stream {self.key!r} is already written by another writer in this process, with "
+                f"other stream-level settings: {', '.join(conflicts)}; give the same values, or "
+                "use another key"
+            )
+        self._premask = self._masker
+        if self._owns_backend:  # the engine's backend does the talking
+            self._backend.close()
+        with engine._lock:
+            engine._handles.add(self)
+
+    def _stream_settings(self) -> tuple[object, ...]:
+        config = self.config
+        return (
+            config.skip_opening_stream,
+            config.skip_closing_stream,
+            config.trim_new_line_suffix,
+            config.indirect_upload,
+            self.options.history_bytes,
+        )
 
     def _reset_state(self) -> None:
         """Fresh locks, buffers and counters (at construction, and in a forked child)."""
+        opts, config = self.options, self.config
         self._lock = threading.Lock()
-        self._progress = threading.Condition(self._lock)  # the worker notifies as lines settle
-        self._split_lock = threading.Lock()
+        self._progress = threading.Condition(self._lock)  # notified as lines settle
         self._wake = threading.Event()
         self._finished = threading.Event()
-        self._splitter = LineSplitter(self.options.max_partial)
-        self._ingress: deque[tuple[float, str, str, Optional[Mapping[str, Any]]]] = deque()
-        self._ingress_bytes = 0
-        self._gap = 0  # lines lost from ingress since the last marker
+        self._state = WriterState.IDLE
+        self._pending = PendingLines(opts.max_pending_lines, opts.max_pending_bytes)
+        # Lines fork children sent, kept apart so the worker merges them in by time.
+        self._from_children = PendingLines(opts.max_pending_lines, opts.max_pending_bytes)
         self._counters = _Counters()
-        # Worker-owned state (see the module docstring).
-        # (encoded line, 1 or 0 for a marker, pos); lines in it are also in the history.
-        self._unsent: deque[tuple[bytes, int, int]] = deque()
-        self._unsent_bytes = 0
-        self._live_lost = 0  # lines lost from the live queue since the last pushed marker
-        self._live_gap_pos = 0  # the pos of the first of them: the marker takes it
-        self._unsent_since = 0.0
-        self._history: deque[bytes] = deque()
-        self._history_bytes = 0
+        # The worker's (see the module docstring).
+        self._live = LiveQueue(opts.max_pending_lines, opts.max_pending_bytes)
+        self._history = HistoryRing(opts.history_bytes)
+        self._live_state = (
+            LiveState.OPEN if config.skip_opening_stream or self._forked_child else LiveState.UNOPENED
+        )
         self._retry_at = 0.0
         self._attempts: Optional[Attempts] = None
-        self._opened = self.config.skip_opening_stream or self._forked_child
-        # Whether close() uploads the history (so lines missing live are not lost).
-        self._uploads = not (
-            self.config.skip_opening_stream or self.config.skip_closing_stream or self._forked_child
-        )
-        self._live = True
+        # What the final sequence does, fixed by the config and by being a forked child.
+        self._closes = not (config.skip_closing_stream or self._forked_child)
+        self._uploads = self._closes and not config.skip_opening_stream
         self._flush_upto = 0  # flush(): push without waiting for age until this many settle
-        self._closing = False
-        self._abandoned = False  # close() gave up waiting: the worker must not count any more
-        self._close_end = 0.0
+        # A flush that ran out of time, with no call succeeding since: close() spends no
+        # second budget on such a writer and ends by this deadline (docs/writer.md#one-deadline).
+        # Set by flush() and cleared by the worker, both under _lock.
+        self._spent: Optional[Deadline] = None
+        self._close_deadline: Optional[Deadline] = None
         self._worker: Optional[threading.Thread] = None
-        self._no_thread = False  # starting the worker failed: close() drains inline
-        self._inline_claimed = False  # one closer drains inline when there is no worker
         self._backend_closed = False
-        self._used = False
-        self._closed = False
 
     def __repr__(self) -> str:
         return f"<StreamWriter key={self.key!r} backend={self._backend!r}>"
+
+    # -- the state machine ------------------------------------------------------------------------
+
+    def _move(self, to: WriterState, *, allowed: tuple[WriterState, ...]) -> bool:
+        """Change state if it is one of ``allowed``; the one place the state changes.
+        Call with ``_lock`` held."""
+        if self._state not in allowed:
+            return False
+        self._state = to
+        if to in _ENDED:
+            self._progress.notify_all()
+        return True
+
+    def closed_engine(self) -> bool:
+        """Whether this engine's stream is finishing or finished (no writer may join it)."""
+        state = self._state
+        return state is not _RUNNING and state is not _IDLE
+
+    @property
+    def state(self) -> WriterState:
+        """Where the stream this writer feeds is in its life."""
+        return self._engine._state
 
     # -- ingress (any thread) -----------------------------------------------------------------
 
@@ -283,9 +447,11 @@ class StreamWriter:
             # or all of this chunk's lines, in order.
             with self._split_lock:
                 lines = self._splitter.feed(data if isinstance(data, (str, bytes)) else str(data))
-                now = time.time()
+                if self._released:  # after close: the partial line too is counted, not kept
+                    lines.extend(filter(None, [self._splitter.finish()]))
+                now = self._clock.time()
                 for line in lines:
-                    self._accept(now, "info", line, None)
+                    self._hand_over(now, "info", line, None)
             return len(data)
         except Exception as exc:  # the logging path never raises into the application
             self._warn("internal", f"write failed: {exc!r}")
@@ -315,14 +481,26 @@ class StreamWriter:
             if args is not None and type(args) is not dict and not isinstance(args, Mapping):
                 args = {"args": safe_str(args)}
             if time is None:
-                ts = _now()
+                ts = self._clock.time()
             elif type(time) is float and 0.0 <= time < _MAX_EPOCH:
                 ts = time  # a handler's record.created: no float() and no call (caller-cost row)
             else:
-                ts = _checked_time(time)
-            self._accept(ts, level, out, args)
+                ts = self._checked_time(time)
+            if self._premask is None:
+                self._engine._accept(ts, level, out, args, self._released)
+            else:
+                self._hand_over(ts, level, out, args)
         except Exception as exc:
             self._warn("internal", f"write_line failed: {exc!r}")
+
+    def _hand_over(self, ts: float, level: str, out: str, args: Optional[Mapping[str, Any]]) -> None:
+        """Give one line to the engine, masked with this writer's secrets if it shares one."""
+        premask = self._premask
+        if premask is not None:
+            out = premask.mask(out)
+            if args:
+                args = premask.mask_args(args)
+        self._engine._accept(ts, level, out, args, self._released)
 
     def _accept(
         self,
@@ -330,49 +508,89 @@ class StreamWriter:
         level: str,
         out: str,
         args: Optional[Mapping[str, Any]],
+        released: bool = False,
         start: bool = True,
     ) -> None:
-        size = len(out) if args is None else _size(out, args)  # no call for most lines
-        opts = self.options
+        """The engine takes one line from any of its writers (``released``: that writer let go)."""
+        size = len(out) if args is None else item_size(out, args)  # no call for most lines
         with self._lock:
             counters = self._counters
             counters.accepted += 1
-            if self._closed:
+            state = self._state
+            if released or (state is not _RUNNING and state is not _IDLE):
                 counters.dropped["after_close"] += 1
                 return
-            if size > opts.max_pending_bytes:
+            if self._to_parent is not None:  # a fork child: the line goes to the owner now
+                self._send_up(ts, level, out, args)
+                return
+            pending = self._pending
+            if size > pending.max_bytes:
                 counters.dropped["too_large"] += 1
                 return
-            ingress = self._ingress
-            ingress.append((ts, level, out, args))
-            self._ingress_bytes += size
-            pending = len(ingress)
-            if pending > opts.max_pending_lines or self._ingress_bytes > opts.max_pending_bytes:
-                self._drop_oldest_locked()
-                pending = len(ingress)
-        if self._worker is None and start:
+            dropped = pending.add((ts, level, out, args), size)
+            if dropped:
+                counters.dropped["overflow"] += dropped
+            waiting = len(pending.items)
+        if state is _IDLE and start:
             self._start_worker()
         # Wake the worker when a batch is full, and when the first line starts the age clock
         # of an empty live queue.  While lines wait there the worker wakes by itself when the
         # oldest is due and takes these along, so a tight loop wakes it once a batch instead
         # of at every drain (half the GIL hand-offs; benchmarks/: caller-cost row).  Reading
         # the worker's deque is one atomic truthiness test under the GIL.
-        if pending == opts.max_batch_lines or (pending == 1 and not self._unsent):
+        if waiting == self.options.max_batch_lines or (waiting == 1 and not self._live.entries):
             self._wake.set()
 
-    def _drop_oldest_locked(self) -> None:
-        opts, ingress = self.options, self._ingress
-        while len(ingress) > opts.max_pending_lines or self._ingress_bytes > opts.max_pending_bytes:
-            _ts, _level, out, args = ingress.popleft()
-            self._ingress_bytes -= _size(out, args)
-            self._counters.dropped["overflow"] += 1
-            self._gap += 1
+    def _send_up(self, ts: float, level: str, out: str, args: Optional[Mapping[str, Any]]) -> None:
+        """In a fork child, under ``_lock``: one datagram to the owner, in sequence order.
+
+        The send never blocks (a full channel is a counted drop the owner marks), so holding
+        this leaf lock across it cannot stall other threads for longer than a system call.
+        """
+        channel = self._to_parent
+        assert channel is not None
+        out, _ = truncate_out(out)
+        seq, self._up_seq = self._up_seq, self._up_seq + 1
+        if channel.send(self._slot, seq, ts, level, out, dict(args) if args else args):
+            self._counters.sent += 1
+        else:
+            self._counters.dropped[channel.drop_reason] += 1
+        self._progress.notify_all()
+
+    def _from_children_lines(self, lines: list[tuple[int, float, str, str, Any]]) -> None:
+        """On the channel's reader thread: lines fork children wrote, each as (gap, time,
+        level, out, args), ``gap`` being the lines before it that the channel had no room
+        for (counted as overflow, and marked in their place)."""
+        sized = [(gap, ts, level, out, args, item_size(out, args)) for gap, ts, level, out, args in lines]
+        with self._lock:
+            counters = self._counters
+            children = self._from_children
+            open_ = self._state is _RUNNING or self._state is _IDLE
+            for gap, ts, level, out, args, size in sized:
+                counters.accepted += gap + 1
+                counters.dropped["overflow"] += gap
+                children.gap += gap
+                if not open_:
+                    counters.dropped["after_close"] += 1
+                elif size > children.max_bytes:
+                    counters.dropped["too_large"] += 1
+                else:
+                    counters.dropped["overflow"] += children.add((ts, level, out, args), size)
+        self._wake.set()
+
+    def _checked_time(self, value: Any) -> float:
+        """A caller's timestamp as a finite epoch float; anything else means now."""
+        try:
+            ts = float(value)
+        except (TypeError, ValueError):
+            return self._clock.time()
+        return ts if is_valid_epoch(ts) else self._clock.time()
 
     # -- the worker's life ----------------------------------------------------------------------
 
     def open(self) -> StreamWriter:
         """Start streaming now: the worker opens the stream (unless skipped) in the background."""
-        self._start_worker()
+        self._engine._start_worker()
         return self
 
     def _start_worker(self) -> None:
@@ -380,279 +598,272 @@ class StreamWriter:
         # never sees a thread it cannot join.  Holding _lock here cannot deadlock: start()
         # waits only for the new thread's bootstrap, which takes no lelog lock.
         with self._lock:
-            if self._worker is not None or self._closed or self._no_thread:
+            if (
+                not self._move(_RUNNING, allowed=(_IDLE,))
+                or not self._threaded
+                or self._to_parent is not None
+            ):
                 return
-            self._used = True
             worker = threading.Thread(target=self._run, name=f"lelog-writer[{self.key}]", daemon=True)
             try:
                 if sys.is_finalizing():
                     raise RuntimeError("interpreter shutdown")
                 worker.start()
             except RuntimeError:  # "can't create new thread at interpreter shutdown"
-                self._no_thread = True  # pitfalls.md 3: close() drains on its own thread
-                return
+                return  # docs/hazards.md#no-thread-at-shutdown: close() drains on its own thread
             self._worker = worker
+
+    def step(self) -> Optional[float]:
+        """Run one round of the worker on this thread: take pending lines, open the stream or
+        push a batch when due.  Returns the seconds until a round is due again, or None once
+        ``close()`` was asked.  Only for a writer built with ``threaded=False``."""
+        engine = self._engine
+        if engine._threaded:
+            raise RuntimeError("step() drives a writer built with threaded=False; this one has a worker")
+        was, _worker_state.active = _worker_state.active, True
+        try:
+            return engine._round()
+        finally:
+            _worker_state.active = was
 
     def _run(self) -> None:
         _worker_state.active = True
         while True:
             try:
-                self._loop()
-                break
+                wait = self._round()
             except BaseException as exc:  # never die silently, and never before close:
                 self._warn("internal", f"the writer's worker failed: {exc!r}")
-                if self._closing:  # lines keep coming until then, and need a worker
+                if self._state is not _RUNNING:  # lines keep coming until then, and need a worker
                     break
-                self._wake.wait(1.0)  # no busy loop if the failure persists
-        self._finish_and_account()
-
-    def _finish_and_account(self) -> None:
-        """The final sequence, then every line still unsettled counted as not sent, so
-        accepted == sent + dropped holds even if something unexpected went wrong."""
-        try:
-            self._finish()
-        except BaseException as exc:
-            self._warn("internal", f"closing {self.key!r} failed: {exc!r}")
-        finally:
-            self._drop_unsettled("retries_exhausted")
-            self._finished.set()
-
-    def _drop_unsettled(self, reason: str) -> int:
-        with self._lock:
-            counters = self._counters
-            left = counters.accepted - counters.settled()
-            if left > 0 and not self._abandoned:
-                counters.dropped[reason] += left
-            self._progress.notify_all()
-            return left
-
-    def _loop(self) -> None:
-        while True:
-            self._drain_ingress()
-            if self._closing:
-                return
-            now = time.monotonic()
-            if now >= self._retry_at:
-                if not self._opened and self._live:
-                    self._try_open()
-                    continue
-                if self._unsent and self._live and self._due(now):
-                    self._try_push()
-                    continue
-            self._wake.wait(self._sleep_time(now))
+                wait = 1.0  # no busy loop if the failure persists; a new line wakes it
+            if wait is None:
+                break
+            if wait > 0:
+                self._wake.wait(wait)
             # Cleared before the next drain: a line appended after this sets it again.
             self._wake.clear()
+        self._finish_and_account()
+
+    def _round(self) -> Optional[float]:
+        if self._handoff and _process.configuration_over() and _process.expire_handoff(self._identity, self):
+            # Nobody took the stream on while the configuration call ran: finish as usual.
+            self._begin_close(Deadline.after(self.options.close_timeout, self._clock.monotonic))
+        self._drain()
+        if self._state is not _RUNNING and self._state is not _IDLE:
+            return None
+        now = self._clock.monotonic()
+        if now >= self._retry_at - 1e-6:  # as LiveQueue.due_at: immune to float rounding
+            if self._live_state is LiveState.UNOPENED:
+                self._try_open()
+                return 0.0
+            if self._live.entries and self._live_state is LiveState.OPEN and self._due(now):
+                self._try_push()
+                return 0.0
+        return self._sleep_time(now)
 
     def _due(self, now: float) -> bool:
         opts = self.options
-        return (
-            self._flush_upto > self._counters.settled()
-            or len(self._unsent) >= opts.max_batch_lines
-            or self._unsent_bytes >= opts.max_batch_bytes
-            or now - self._unsent_since >= opts.flush_interval
+        return self._flush_upto > self._counters.settled() or self._live.due(
+            now, opts.flush_interval, opts.max_batch_lines, opts.max_batch_bytes
         )
 
     def _sleep_time(self, now: float) -> float:
         waits = [max(self.options.flush_interval, 1.0)]
+        if self._handoff:
+            waits.append(_HANDOFF_POLL)
         if self._retry_at > now:
             waits.append(self._retry_at - now)
-        elif self._unsent and self._live:
-            waits.append(self._unsent_since + self.options.flush_interval - now)
+        elif self._live.entries and self._live_state is LiveState.OPEN:
+            waits.append(self._live.due_at(self.options.flush_interval) - now)
         return max(min(waits), 0.0)
 
     # -- the worker's work ----------------------------------------------------------------------
 
-    def _drain_ingress(self) -> None:
+    def _drain(self) -> None:
+        """Take the pending lines, encode them once, keep them in the history and the queue."""
+        now = self._clock.monotonic()  # before taking anything: a failure here loses nothing
+        if self._home is not None:
+            # What fork children sent before this round goes in with it, in time order; a
+            # short wait, so a flood from children cannot stall the worker.
+            self._home.settle(0.01)
         with self._lock:
-            if not self._ingress:
+            if not self._pending.items and not self._from_children.items:
                 return
-            items, self._ingress = self._ingress, deque()
-            self._ingress_bytes = 0
-            gap, self._gap = self._gap, 0
-        lost = [0, 0, 0]  # overflow, rejected, evicted
+            items, gap = self._pending.take()
+            from_children, child_gap = self._from_children.take()
+        gap += child_gap
+        if from_children:
+            # In order of time with the owner's lines, as far as the processes' clocks allow;
+            # each side keeps its own order (merge is stable).
+            items = deque(heapq.merge(items, from_children, key=_time_of))
+        overflow = rejected = evicted = 0
         if gap:
-            marker = self._encode_marker(f"{gap:,} lines dropped: buffer full", self._next_pos)
-            self._keep([marker], self._next_pos, 0, lost)
-            self._next_pos += 1
+            marker = self._marker(f"{gap:,} lines dropped: buffer full", self._next_pos)
+            evicted += self._keep([marker], 0, now)[2]
         unencodable = 0
         try:
-            encoded, truncated = _encode_items(
+            encoded, truncated = encode_batch(
                 items, self._next_pos, self._masker, self.config.trim_new_line_suffix
             )
         except Exception as exc:  # a bug or MemoryError: count the batch, keep the worker
             self._warn("internal", f"encoding lines for {self.key!r} failed: {exc!r}")
             encoded, truncated, unencodable = [], 0, len(items)
-        self._keep(encoded, self._next_pos, 1, lost)
-        self._next_pos += len(encoded)
-        overflow, rejected, evicted = lost
+        overflow, rejected, more_evicted = self._keep(encoded, 1, now)
         with self._lock:
-            if self._abandoned:
+            if self._state is WriterState.ABANDONED:
                 return
             counters = self._counters
             counters.dropped["unencodable"] += unencodable
             counters.truncated += truncated
             counters.dropped["overflow"] += overflow
             counters.dropped["rejected"] += rejected
-            counters.history_evicted += evicted
+            counters.history_evicted += evicted + more_evicted
             self._progress.notify_all()
 
-    def _encode_marker(self, text: str, pos: int) -> bytes:
+    def _marker(self, text: str, pos: int) -> bytes:
         out = _MARKER_PREFIX + text + ("" if self.config.trim_new_line_suffix else "\n")
-        return encode_line("warn", pos, out, format_time(_now()), None)
+        return encode_line("warn", pos, out, format_time(self._clock.time()), None)
 
-    def _keep(self, encoded: list[bytes], first_pos: int, count: int, lost: list[int]) -> None:
-        """Keep encoded lines in the history ring, and in the live queue while live.
+    def _keep(self, encoded: list[bytes], count: int, now: float) -> tuple[int, int, int]:
+        """Number ``encoded`` from the next ``pos`` and keep them in the history, and in the
+        live queue while live.  ``count`` is 1 for accepted lines and 0 for markers.
 
-        ``count`` is 1 for accepted lines and 0 for markers; ``lost`` accumulates the lines
-        that overflowed the live queue, were refused because the live push stopped, and
-        were evicted from the history.
+        Returns the accepted lines that overflowed the live queue, that were refused because
+        the live push stopped, and the lines evicted from the history.
         """
-        size = sum(map(len, encoded))
-        history = self._history
-        history.extend(encoded)
-        self._history_bytes += size + len(encoded)
-        budget = self.options.history_bytes
-        while self._history_bytes > budget and len(history) > 1:
-            self._history_bytes -= len(history.popleft()) + 1
-            lost[2] += 1
-        if not self._live:
-            lost[1] += count * len(encoded)
-            return
-        unsent = self._unsent
-        if not unsent:
-            self._unsent_since = time.monotonic()
-        unsent.extend(zip(encoded, repeat(count), range(first_pos, first_pos + len(encoded))))
-        self._unsent_bytes += size
+        first = self._next_pos
+        self._next_pos += len(encoded)
+        evicted = self._history.extend(encoded)
+        if self._live_state is LiveState.STOPPED:
+            return 0, count * len(encoded), evicted
+        return self._live.extend(encoded, count, first, now), 0, evicted
+
+    def _batch(self) -> Batch:
         opts = self.options
-        while len(unsent) > opts.max_pending_lines or self._unsent_bytes > opts.max_pending_bytes:
-            # Still in the history: the upload has these lines; the live view gets a marker.
-            old, old_count, old_pos = unsent.popleft()
-            self._unsent_bytes -= len(old)
-            if not self._live_lost:
-                self._live_gap_pos = old_pos
-            self._live_lost += old_count
-            lost[0] += old_count
-
-    def _batch(self) -> tuple[list[bytes], int, int]:
-        """The head of the live queue, up to one PUT's lines and bytes (at least one line).
-
-        Returns the encoded lines (a gap marker first, if lines were lost from the live
-        queue), how many accepted lines they carry, and how many queue entries they take.
-        """
-        opts = self.options
-        lines: list[bytes] = []
-        if self._live_lost:
-            where = "; they are in the uploaded log" if self._uploads else ""
-            lines.append(
-                self._encode_marker(
-                    f"{self._live_lost:,} lines not streamed live (service too slow or down){where}",
-                    self._live_gap_pos,
-                )
-            )
-        count = taken = 0
-        size = 1 + sum(len(line) + 1 for line in lines)  # the body: "[" line "," line ... "]"
-        for data, n, _pos in self._unsent:
-            if taken and (len(lines) >= opts.max_batch_lines or size + len(data) + 1 > opts.max_batch_bytes):
-                break
-            lines.append(data)
-            count += n
-            taken += 1
-            size += len(data) + 1
-        return lines, count, taken
-
-    def _pop_batch(self, taken: int, *, pushed: bool) -> None:
-        """Remove a batch from the live queue; one that was not pushed widens the live gap."""
-        if pushed:
-            self._live_lost = 0
-        for _ in range(taken):
-            data, count, pos = self._unsent.popleft()
-            self._unsent_bytes -= len(data)
-            if not pushed:
-                if not self._live_lost:
-                    self._live_gap_pos = pos
-                self._live_lost += count
-        if self._unsent:
-            self._unsent_since = time.monotonic()
+        where = "; they are in the uploaded log" if self._uploads else ""
+        return self._live.batch(
+            opts.max_batch_lines,
+            opts.max_batch_bytes,
+            lambda lost, pos: self._marker(
+                f"{lost:,} lines not streamed live (service too slow or down){where}", pos
+            ),
+        )
 
     def _try_open(self) -> None:
-        ok, exc = self._one_attempt("open_stream", self.config.open_deadline)
+        ok, exc = self._one_attempt("open_stream", self._open_stream, self.config.open_deadline)
         if ok:
-            self._opened = True
+            self._live_state = LiveState.OPEN
         elif exc is not None:
             # Opening is retried for as long as the writer lives (with a fresh budget after
             # each deadline) unless the service's answer is permanent.
             if exc.retryable:
-                self._retry_at = time.monotonic() + self.config.max_retry_wait
+                self._retry_at = self._clock.monotonic() + self.config.max_retry_wait
             else:
                 self._stop_live(exc)
 
     def _try_push(self) -> None:
-        lines, count, taken = self._batch()
-        ok, exc = self._one_attempt("write", self.config.call_deadline, lines)
+        batch = self._batch()
+        ok, exc = self._one_attempt(
+            "write", lambda deadline: self._write(batch.lines, deadline), self.config.call_deadline
+        )
         if ok:
-            self._pushed(lines, count, taken)
+            self._pushed(batch)
         elif exc is not None:
-            self._not_pushed(exc, count, taken)
+            self._not_pushed(exc, batch)
 
-    def _pushed(self, lines: list[bytes], count: int, taken: int) -> None:
-        self._pop_batch(taken, pushed=True)
-        self._settle(count, 1, sum(map(len, lines)) + len(lines) + 1)
+    def _pushed(self, batch: Batch) -> None:
+        self._live.pop(batch, pushed=True, now=self._clock.monotonic())
+        self._settle(batch.count, 1, batch.body_size)
 
-    def _not_pushed(self, exc: LogServiceError, count: int, taken: int) -> None:
-        self._pop_batch(taken, pushed=False)
-        self._settle(count, 0, 0, drop="retries_exhausted" if exc.retryable else "rejected")
+    def _not_pushed(self, exc: LogServiceError, batch: Batch) -> None:
+        self._live.pop(batch, pushed=False, now=self._clock.monotonic())
+        self._settle(batch.count, 0, 0, drop="retries_exhausted" if exc.retryable else "rejected")
         if isinstance(exc, (StreamNotFound, AuthError, TLSError)):
             self._stop_live(exc)
 
-    def _call(self, name: str, *args: Any, **opts: Any) -> None:
-        """Call the backend; any failure comes out as a ``LogServiceError``, so a broken
-        backend (a full disk under the file store, a bug in a custom one) cannot kill the
-        worker: it is retried or counted like a failing service."""
-        if self._abandoned:  # close() gave up on us: no request after its deadline
+    # -- the backend calls: ordinary method calls, one attempt each; the writer owns retries --
+
+    def _open_stream(self, deadline: Deadline) -> None:
+        self._backend.open_stream(self.key, deadline=deadline, retry=ONE_ATTEMPT)
+
+    def _write(self, lines: list[bytes], deadline: Deadline) -> None:
+        self._backend.write(self.key, lines, deadline=deadline, retry=ONE_ATTEMPT)
+
+    def _upload(self, body: bytes, deadline: Deadline) -> None:
+        self._backend.upload(self.key, body, deadline=deadline, retry=ONE_ATTEMPT)
+
+    def _close_stream(self, deadline: Deadline) -> None:
+        snapshot = self.config.skip_opening_stream
+        self._backend.close_stream(self.key, snapshot=snapshot, deadline=deadline, retry=ONE_ATTEMPT)
+
+    def _call(self, name: str, request: Callable[[Deadline], None], deadline: Deadline) -> None:
+        """One attempt of a backend call; any failure comes out as a ``LogServiceError``, so
+        a broken backend (a full disk under the file store, a bug in a custom one) cannot
+        kill the worker: it is retried or counted like a failing service."""
+        if self._state is WriterState.ABANDONED:  # close() gave up on us: no more requests
             raise Cancelled(f"{name} {self.key!r}: the close deadline has passed", call=name)
         try:
-            getattr(self._backend, name)(self.key, *args, **opts)
+            request(deadline)
         except LogServiceError:
             raise
         except Exception as exc:
             raise LogServiceError(f"{name} {self.key!r}: {exc!r}", call=name) from exc
+        if self._spent is not None:  # the service answers again: a close gets its own budget
+            with self._lock:
+                self._spent = None
 
-    def _one_attempt(self, name: str, deadline: float, *args: Any) -> tuple[bool, Optional[LogServiceError]]:
-        """One attempt of a retried call; (True, None) on success, (False, None) when a retry
-        is scheduled, (False, error) when the call gave up."""
+    def _one_attempt(
+        self, name: str, request: Callable[[Deadline], None], budget: float
+    ) -> tuple[bool, Optional[LogServiceError]]:
+        """One attempt of a live call, its retry state kept across rounds so lines keep being
+        accepted between attempts: (True, None) on success, (False, None) when a retry is
+        scheduled, (False, error) when the call gave up."""
         if self._attempts is None:
-            self._attempts = self._backend_retry().begin(deadline)
+            self._attempts = self._retry.begin(Deadline.after(budget, self._clock.monotonic))
         attempts = self._attempts
         try:
-            self._call(name, *args, deadline=attempts.remaining(), retry=_ONE_ATTEMPT)
+            self._call(name, request, attempts.deadline)
         except LogServiceError as exc:
             self._record_error(exc)
             wait = attempts.next_wait(exc)
             if wait is not None:
-                self._retry_at = time.monotonic() + wait
-                self._count_retry(exc, wait)
+                self._retry_at = self._clock.monotonic() + wait
+                self._count_retry()
                 return False, None
             self._attempts = None
             return False, exc
         self._attempts = None
         return True, None
 
-    def _count_retry(self, _exc: LogServiceError, _wait: float) -> None:
+    def _retrying(
+        self, name: str, request: Callable[[Deadline], None], deadline: Deadline
+    ) -> Optional[LogServiceError]:
+        """A call of the final sequence, retried within ``deadline``; the error it ended with.
+
+        The same policy as the live calls; its waits are the clock's, bounded by the deadline.
+        """
+        if deadline.expired():
+            return Cancelled(f"{name} {self.key!r}: no time left before the close deadline", call=name)
+        attempts = self._retry.begin(deadline)
+        while True:
+            try:
+                self._call(name, request, deadline)
+                return None
+            except LogServiceError as exc:
+                wait = attempts.next_wait(exc)
+                if wait is None:
+                    return exc
+                self._count_retry()
+                self._clock.sleep(wait)
+
+    def _count_retry(self) -> None:
         with self._lock:
             self._counters.retries += 1
 
-    def _backend_retry(self) -> RetryPolicy:
-        return getattr(self._backend, "retry", None) or RetryPolicy(
-            max_attempts=self.config.max_attempts, max_wait=self.config.max_retry_wait
-        )
-
     def _stop_live(self, exc: LogServiceError) -> None:
         """A permanent answer: stop the live push; the history still goes up at close."""
-        self._live = False
-        dropped = sum(n for _, n, _ in self._unsent)
-        self._unsent.clear()
-        self._unsent_bytes = 0
-        self._settle(dropped, 0, 0, drop="rejected")
+        self._live_state = LiveState.STOPPED
+        self._settle(self._live.clear(), 0, 0, drop="rejected")
         self._warn(
             f"live:{type(exc).__name__}",
             f"stopped streaming {self.key!r} live: {exc}; lines are kept for the final upload",
@@ -660,7 +871,7 @@ class StreamWriter:
 
     def _settle(self, count: int, batches: int, size: int, *, drop: str = "") -> None:
         with self._lock:
-            if self._abandoned:
+            if self._state is WriterState.ABANDONED:
                 return
             counters = self._counters
             if drop:
@@ -684,80 +895,108 @@ class StreamWriter:
 
     # -- the end ------------------------------------------------------------------------------
 
-    def _finish(self) -> None:
-        """Final push, history upload and close, all before ``_close_end``."""
-        self._drain_ingress()
-        end = self._close_end
-        start = time.monotonic()
-        push_end = start + (end - start) * 0.5
-        upload_end = start + (end - start) * 0.8
+    def _finish_and_account(self) -> None:
+        """The final sequence, then every line still unsettled counted as not sent, so
+        accepted == sent + dropped holds even if something unexpected went wrong."""
+        with self._lock:
+            self._move(WriterState.FINISHING, allowed=(WriterState.CLOSING,))
+            deadline = self._close_deadline
+        try:
+            if deadline is not None:
+                self._finish(deadline)
+        except BaseException as exc:
+            self._warn("internal", f"closing {self.key!r} failed: {exc!r}")
+        finally:
+            with self._lock:
+                counters = self._counters
+                left = counters.accepted - counters.settled()
+                if left > 0 and self._state is not WriterState.ABANDONED:
+                    counters.dropped["retries_exhausted"] += left
+                self._move(WriterState.FINISHED, allowed=(WriterState.FINISHING,))
+                self._progress.notify_all()
+            self._finished.set()
 
-        def left(until: float) -> float:
-            return max(until - time.monotonic(), 0.001)
-
-        if not self._opened and self._live:
-            try:
-                self._call("open_stream", deadline=left(push_end), on_retry=self._count_retry)
-                self._opened = True
-            except LogServiceError as exc:
+    def _finish(self, deadline: Deadline) -> None:
+        """Final push, history upload and close, all by ``deadline``."""
+        self._drain()
+        # Shares of what is left: the push may not starve the upload that stores the log, and
+        # open + one PUT fit in the push's share on a slow service (0.5 s a request at 2 s).
+        push_by = deadline.share(0.6)
+        upload_by = deadline.share(0.85)
+        if self._live_state is LiveState.UNOPENED:
+            exc = self._retrying("open_stream", self._open_stream, push_by)
+            if exc is None:
+                self._live_state = LiveState.OPEN
+            else:
                 self._record_error(exc)
                 if not exc.retryable:
                     self._stop_live(exc)
-        if self._opened:
-            self._final_push(lambda: left(push_end))
-        dropped = sum(n for _, n, _ in self._unsent)
-        if dropped:
-            self._unsent.clear()
-            self._settle(dropped, 0, 0, drop="retries_exhausted")
-        if self.config.skip_closing_stream or self._forked_child:
+        if self._live_state is LiveState.OPEN:
+            self._final_push(push_by)
+        left = self._live.clear()
+        if left:
+            self._settle(left, 0, 0, drop="retries_exhausted")
+        if not self._closes:
             return
         if self._uploads:
-            body = ndjson(list(self._history))
-            try:
-                self._call("upload", body, deadline=left(upload_end), on_retry=self._count_retry)
-                uploaded = True
-            except LogServiceError as exc:
+            body = self._upload_body()
+            exc = self._retrying("upload", lambda d: self._upload(body, d), upload_by)
+            if exc is not None:
                 self._record_error(exc)
-                uploaded = False
             with self._lock:
-                self._counters.uploaded = uploaded
-        try:
-            self._call(
-                "close_stream",
-                snapshot=self.config.skip_opening_stream,
-                deadline=left(end),
-                on_retry=self._count_retry,
-            )
-        except StreamNotFound:
-            pass  # already closed: the service's permanent "500 stream: not found"
-        except LogServiceError as exc:
-            self._record_error(exc)
+                self._counters.uploaded = exc is None
+        exc = self._retrying("close_stream", self._close_stream, deadline)
+        if exc is not None and not isinstance(exc, StreamNotFound):
+            self._record_error(exc)  # not found: already closed, the service's permanent 500
 
-    def _final_push(self, left: Callable[[], float]) -> None:
-        while (self._unsent or self._live_lost) and self._live:
-            lines, count, taken = self._batch()
-            try:
-                self._call("write", lines, deadline=left(), on_retry=self._count_retry)
-            except LogServiceError as exc:
+    def _final_push(self, deadline: Deadline) -> None:
+        while self._live.entries and self._live_state is LiveState.OPEN:
+            batch = self._batch()
+            exc = self._retrying("write", functools.partial(self._write, batch.lines), deadline)
+            if exc is not None:
                 self._record_error(exc)
-                self._not_pushed(exc, count, taken)
+                self._not_pushed(exc, batch)
                 return  # what is left is counted as not sent by _finish
-            self._pushed(lines, count, taken)
+            self._pushed(batch)
+
+    def _upload_body(self) -> bytes:
+        """The stored log: the history, headed by a marker when its budget evicted lines.
+
+        The marker takes the ``pos`` of the last line left out, so ``pos`` stays contiguous;
+        it is not in ``history_lines``.  The file store leaves nothing out: it fills the head
+        from the live lines it keeps.
+        """
+        rows = list(self._history.lines)
+        evicted = self._history.evicted
+        if evicted and not keeps_every_line(self._backend):
+            first_kept = self._next_pos - len(rows)
+            text = f"{evicted:,} earlier lines left out of this log (history_bytes budget)"
+            rows.insert(0, self._marker(text, first_kept - 1))
+        return ndjson(rows)
 
     def flush(self, timeout: Optional[float] = None) -> bool:
         """Push everything accepted so far; True when all of it was sent within ``timeout``.
 
+        On a stream shared with other writers that is every writer's lines.
+
         Waits on the worker without holding any lock the worker needs, so it is safe under
-        ``logging``'s locks.  ``timeout`` defaults to ``close_timeout``.
+        ``logging``'s locks.  ``timeout`` defaults to ``close_timeout``.  A flush that runs
+        out of time leaves a later ``close()`` no second budget, unless the service has
+        accepted a call since.
         """
+        if self._engine is not self:
+            return self._engine.flush(timeout)
         timeout = self.options.close_timeout if timeout is None else timeout
+        if self._home is not None:
+            self._home.settle(min(_process.SETTLE_AT_FLUSH, timeout))  # children's lines too
+        deadline = Deadline.after(timeout, self._clock.monotonic)
         with self._lock:
             counters = self._counters
             target = counters.accepted
             dropped_before = counters.settled() - counters.sent
             worker = self._worker
             if worker is None or not worker.is_alive() or in_worker_thread():
-                # Nothing to wait for (never started, finished, or we are the worker).
+                # Nothing to wait for (never started, no thread, finished, or we are the worker).
                 return counters.sent == counters.accepted
             # Read by the worker's _due(): push now, whatever the lines' age.
             self._flush_upto = max(self._flush_upto, target)
@@ -765,6 +1004,8 @@ class StreamWriter:
         with self._lock:
             done = self._progress.wait_for(lambda: counters.settled() >= target, timeout)
             dropped_now = counters.settled() - counters.sent
+            if not done:
+                self._spent = deadline
         return done and dropped_now == dropped_before
 
     def close(self, timeout: Optional[float] = None, *, wait: bool = True) -> Stats:
@@ -778,43 +1019,90 @@ class StreamWriter:
         and the exit hook waits for it.  That is for callers holding a lock the worker may
         need, such as ``logging``'s module lock during ``dictConfig`` (httpx's logging calls
         take it).  The stats returned are then a snapshot, not the final ones.
+
+        On a stream that other writers still use, this writer only lets go: the last one out
+        finishes the stream, and this one reports ``handed_on``.  Under ``logging``'s module
+        lock (a ``dictConfig``/``fileConfig`` replacing this writer's handler), the stream
+        waits for that call to return, so a replacement on the same key takes it on.
         """
+        if not self._let_go():
+            return self.stats
+        engine = self._engine
         timeout = self.options.close_timeout if timeout is None else timeout
-        self._begin_close(time.monotonic() + timeout)
+        deadline = Deadline.after(timeout, engine._clock.monotonic)
+        with engine._lock:
+            if engine._spent is not None:
+                deadline = deadline.earliest(engine._spent)  # no second budget for a failing service
+        engine._begin_close(deadline)
         if wait:
-            self._await_close()
+            engine._await_close()
         return self.stats
 
-    def _begin_close(self, end: float) -> None:
-        # Under _split_lock, so a concurrent write() lands wholly before the close or is
-        # wholly counted after it (lock order: _split_lock, then _lock).
+    def _let_go(self) -> bool:
+        """Release this writer's hold on its stream; True when the caller is to finish it."""
+        engine = self._engine
         with self._split_lock:
+            if self._released:
+                return not self._handed_on
             last = self._splitter.finish()
             if last:
-                self._accept(time.time(), "info", last, None, start=False)
+                self._hand_over(self._clock.time(), "info", last, None)
+            self._released = True
+        worker = engine._worker
+        # A fork child's stream is its parent's: it stays there for any later writer of the
+        # child to join (nothing to finish here).  Otherwise a configuration call's hand-off
+        # needs the worker, which ends it once the call has returned.
+        handoff = engine._to_parent is not None or (
+            _process.holding_logging_lock() and worker is not None and worker.is_alive()
+        )
+        outcome = _process.leave(self._identity, engine, handoff=handoff)
+        self._handed_on = outcome is not _process.Outcome.LAST
+        if outcome is _process.Outcome.HANDOFF:
+            engine._wake.set()  # the worker watches for the configuration call's end
+        return not self._handed_on
+
+    def _begin_close(self, deadline: Deadline) -> None:
+        # Under the _split_lock of every writer on this stream (taken in one order: any two
+        # closers take them alike, and a writer holds only its own), so a concurrent write()
+        # lands wholly before the close or is wholly counted after it; lock order: a
+        # _split_lock, then the engine's _lock.  Their partial lines go in first.
+        if self._home is not None:
+            self._home.settle(deadline.remaining() / 5)  # children's lines sent before the close
+        with self._lock:
+            handles = sorted({self, *self._handles}, key=id)
+        with contextlib.ExitStack() as stack:
+            for handle in handles:
+                stack.enter_context(handle._split_lock)
+            for handle in handles:
+                last = handle._splitter.finish()
+                if last:
+                    out = handle._premask.mask(last) if handle._premask is not None else last
+                    self._accept(self._clock.time(), "info", out, None, start=False)
             with self._lock:
-                if self._closed:
+                if not self._move(WriterState.CLOSING, allowed=(_IDLE, _RUNNING)):
                     return
-                self._closed = True
-                self._close_end = end
-                self._closing = True
+                self._close_deadline = deadline
         self._wake.set()
 
     def _await_close(self) -> None:
         worker = self._worker
         if worker is threading.current_thread():
             return  # closed from the worker itself (a handler closed in a callback): it ends by itself
+        # The grace for a worker to notice the deadline is part of the same deadline, so N
+        # writers finishing together wait 0.1 s past it in all, not 0.1 s each.
+        end = self._close_deadline or Deadline(0.0, self._clock.monotonic)
+        grace = Deadline(end.end + 0.1, end.now)
         if worker is not None:
-            worker.join(max(self._close_end - time.monotonic(), 0.0) + 0.1)
+            worker.join(grace.remaining())
             if worker.is_alive():
                 self._abandon()
         else:
-            with self._lock:  # exactly one closer drains inline; the others wait for it
-                mine, self._inline_claimed = not self._inline_claimed, True
+            with self._lock:  # exactly one closer runs the final sequence; the others wait for it
+                mine = self._state is WriterState.CLOSING
             if mine:
                 self._finish_inline()
             else:
-                self._finished.wait(max(self._close_end - time.monotonic(), 0.0) + 0.1)
+                self._finished.wait(grace.remaining())
         with self._lock:
             close_backend = self._owns_backend and self._finished.is_set() and not self._backend_closed
             self._backend_closed = self._backend_closed or close_backend
@@ -823,14 +1111,17 @@ class StreamWriter:
                 self._backend.close()
             except Exception:
                 pass
-        _unregister(self)
+        _process.unregister(self)
+        _process.forget(self._identity, self)
 
     def _finish_inline(self) -> None:
-        """The worker never ran (interpreter shutdown, or nothing but a partial line was
-        written): run the final sequence on this thread, marked as lelog's own I/O."""
-        if not (self._used or self._ingress):
-            self._finished.set()  # never used: nothing to send, no request at all
-            return
+        """No worker (interpreter shutdown, ``threaded=False``, or nothing but a partial line
+        was written): run the final sequence on this thread, marked as lelog's own I/O."""
+        with self._lock:
+            if self._counters.accepted == 0:  # never used: nothing to send, no request at all
+                self._move(WriterState.FINISHED, allowed=(WriterState.CLOSING,))
+                self._finished.set()
+                return
         was, _worker_state.active = in_worker_thread(), True
         try:
             self._finish_and_account()
@@ -843,13 +1134,13 @@ class StreamWriter:
         request or count.  It is a daemon and its request is bounded by the client's
         timeouts, so it ends soon after."""
         with self._lock:
+            if not self._move(WriterState.ABANDONED, allowed=(WriterState.CLOSING, WriterState.FINISHING)):
+                return
             counters = self._counters
             counters.dropped["retries_exhausted"] += counters.accepted - counters.settled()
             counters.last_error = (
                 counters.last_error or "the service did not answer before the close deadline"
             )
-            self._abandoned = True
-            self._progress.notify_all()
         self._warn(
             "abandoned",
             f"closing {self.key!r}: the service did not answer in time; "
@@ -864,17 +1155,26 @@ class StreamWriter:
 
     @property
     def closed(self) -> bool:
-        return self._closed
+        """Whether ``close()`` was called (lines written now are counted, not sent)."""
+        state = self._engine._state
+        return self._released or (state is not _RUNNING and state is not _IDLE)
 
     @property
     def pending(self) -> int:
         """Lines accepted but not yet sent or dropped; cheap enough to poll for backpressure."""
-        with self._lock:
-            return self._counters.accepted - self._counters.settled()
+        engine = self._engine
+        with engine._lock:
+            return engine._counters.accepted - engine._counters.settled()
 
     @property
     def stats(self) -> Stats:
-        """A snapshot of the counters."""
+        """A snapshot of the counters: the stream's, shared by every writer on it.  A writer
+        that let go of a stream others still use reports ``handed_on`` and no upload."""
+        if self._handed_on:
+            return attrs.evolve(self._engine._stream_stats(), uploaded=None, handed_on=True)
+        return self._engine._stream_stats()
+
+    def _stream_stats(self) -> Stats:
         with self._lock:
             c = self._counters
             pending = c.accepted - c.settled()
@@ -890,7 +1190,7 @@ class StreamWriter:
                 history_lines=len(self._history),
                 history_evicted=c.history_evicted,
                 uploaded=c.uploaded,
-                closed=self._closed and (self._finished.is_set() or self._abandoned),
+                closed=self._state in _ENDED,
                 last_error=c.last_error,
             )
 
@@ -903,111 +1203,13 @@ class StreamWriter:
         streams its own lines live and leaves opening, uploading and closing to the parent.
         """
         self._forked_child = True
+        self._to_parent = self._home
+        self._home = None
+        self._up_seq = 0
         self._reset_state()
+        for handle in (self, *self._handles):
+            handle._split_lock = threading.Lock()  # a parent thread may have held it
 
 
-def _now() -> float:
-    return time.time()
-
-
-def _size(out: str, args: Optional[Mapping[str, Any]]) -> int:
-    """A pending line's weight in the byte budget: its text and its args (pitfalls.md 6)."""
-    size = len(out)
-    if args:
-        for k, v in args.items():
-            size += len(k) + (len(v) if type(v) is str else 16)
-    return size
-
-
-def _checked_time(value: Any) -> float:
-    """A caller's timestamp as a finite epoch float; anything else means now."""
-    try:
-        ts = float(value)
-    except (TypeError, ValueError):
-        return time.time()
-    return ts if is_valid_epoch(ts) else time.time()
-
-
-_Item = Tuple[float, str, str, Optional[Mapping[str, Any]]]
-_SHORT = MAX_LINE_BYTES // 4  # a string this short cannot exceed the byte limit
-
-
-def _encode_items(
-    items: Iterable[_Item], first_pos: int, masker: Optional[Masker], trim: bool
-) -> tuple[list[bytes], int]:
-    """Mask, trim, truncate and encode pending lines, numbering them from ``first_pos``.
-
-    The worker's hot loop (benchmarks/: the caller-cost and throughput rows; about 15 % less
-    CPU than calling ``encode_line``).  The bytes are ``encode_line``'s, made by one f-string
-    per line: the ``{"level":...,"pos":`` head is quoted once per level, the time needs no
-    escaping (digits and ``-T:.Z``), and its date part is formatted once per second.
-    """
-    encoded: list[bytes] = []
-    append = encoded.append
-    heads: dict[str, str] = {}
-    truncated = 0
-    pos = first_pos
-    last_sec, date = -1, ""
-    for ts, level, out, args in items:
-        if masker is not None:
-            out = masker.mask(out)
-            if args:
-                args = {k: masker.mask(v if isinstance(v, str) else str(v)) for k, v in args.items()}
-        if trim and out[-1:] == "\n":
-            out = out[:-1]
-        if len(out) > _SHORT:
-            out, cut = truncate_out(out)
-            truncated += cut
-        sec = int(ts // 1)
-        if sec != last_sec:
-            last_sec, date = sec, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
-        micros = 1_000_000 + int((ts - sec) * 1_000_000)  # [1:] pads it, as format_time does
-        head = heads.get(level)
-        if head is None:
-            head = heads[level] = f'{{"level":{_quote(level)},"pos":'
-        text = (
-            f'{head}{pos},"out":{_quote(out)},"time":"{date}.{str(micros)[1:]}Z",'
-            f'"args":{"null" if args is None else _encode_args(args)}}}'
-        )
-        try:
-            append(text.encode())
-        except UnicodeEncodeError:  # a lone surrogate, as encode_line handles it
-            append(text.encode("utf-8", "replace"))
-        pos += 1
-    return encoded, truncated
-
-
-def _register(writer: StreamWriter) -> None:
-    with _registry_lock:
-        _open_writers.add(writer)
-
-
-def _unregister(writer: StreamWriter) -> None:
-    with _registry_lock:
-        _open_writers.discard(writer)
-
-
-def close_all(timeout: Optional[float] = None) -> None:
-    """Close every open writer within one shared deadline (the exit hook)."""
-    with _registry_lock:
-        writers = list(_open_writers)
-    if not writers:
-        return
-    budget = timeout if timeout is not None else max(w.options.close_timeout for w in writers)
-    end = time.monotonic() + budget
-    for writer in writers:  # signal all first, so they finish in parallel
-        writer._begin_close(end)
-    for writer in writers:
-        writer._await_close()
-
-
-def _after_fork_in_child() -> None:
-    global _registry_lock
-    _registry_lock = threading.Lock()
-    for writer in list(_open_writers):
-        writer._after_fork_in_child()
-
-
-atexit.register(close_all)
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+def _time_of(item: Item) -> float:
+    return item[0]

@@ -14,6 +14,15 @@
 thread) for one ``MemoryBackend``; the configuration is still read and checked, so a bad
 configuration fails the test as it would fail the job.  A ``MemoryBackend`` can also be
 passed directly wherever a config goes: ``lelog.log_stream(key, MemoryBackend())``.
+
+``ManualClock`` with ``StreamWriter(..., clock=clock, threaded=False)`` runs a writer with no
+thread: ``writer.step()`` does one round of its worker and ``clock.advance()`` moves time, so
+a test of batching or retries neither sleeps nor races::
+
+    clock = lelog.testing.ManualClock()
+    writer = lelog.StreamWriter("k", backend, clock=clock, threaded=False, flush_interval=1)
+    writer.write_line("x"); writer.step()      # not due yet: nothing pushed
+    clock.advance(1.0); writer.step()          # a second old: pushed
 """
 
 from __future__ import annotations
@@ -29,7 +38,35 @@ from . import _backend
 from ._config import LogConfig
 from ._line import Line, parse_ndjson
 
-__all__ = ["MemoryBackend", "MemoryStream", "capture_stream"]
+__all__ = ["ManualClock", "MemoryBackend", "MemoryStream", "capture_stream"]
+
+
+class ManualClock:
+    """A clock that moves only when told: by ``advance()``, or by a writer's retry wait
+    (``sleep`` advances it instead of waiting).  Safe to read from any thread."""
+
+    def __init__(self, start: float = 1_000.0, epoch: float = 1_700_000_000.0) -> None:
+        self._lock = threading.Lock()  # a leaf lock: guards _now only
+        self._now = start
+        self._epoch = epoch - start
+
+    def monotonic(self) -> float:
+        with self._lock:
+            return self._now
+
+    def time(self) -> float:
+        with self._lock:
+            return self._epoch + self._now
+
+    def sleep(self, seconds: float) -> None:
+        self.advance(seconds)
+
+    def advance(self, seconds: float) -> None:
+        """Move time forward by ``seconds``."""
+        if seconds < 0:
+            raise ValueError("a clock does not go back")
+        with self._lock:
+            self._now += seconds
 
 
 @attrs.frozen

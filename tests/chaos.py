@@ -873,6 +873,14 @@ class Checker:
             return [f"blob is not NDJSON: {exc}"]
         if SECRET.encode() in self.blob_bytes:
             problems.append("the secret is in the blob")
+        size = len(self.blob_bytes)
+        if st.history_evicted and rows and not s.abandoned:  # headed by the eviction marker
+            head = rows[0]["out"]
+            if not head.startswith(f"{MARKER}{st.history_evicted:,} earlier lines left out"):
+                problems.append(f"{st.history_evicted} lines evicted, the blob starts {head[:60]!r}")
+            else:
+                size -= len(self.blob_bytes.split(b"\n", 1)[0]) + 1
+                rows = rows[1:]
         pos = [row["pos"] for row in rows]
         if pos and pos != list(range(pos[0], pos[0] + len(pos))):
             bad = next(i for i in range(1, len(pos)) if pos[i] != pos[i - 1] + 1)
@@ -883,14 +891,11 @@ class Checker:
             if len(rows) != st.history_lines:
                 problems.append(f"blob has {len(rows)} lines, stats.history_lines {st.history_lines}")
         budget = WRITER_OPTIONS["history_bytes"]
-        if len(rows) > 1 and len(self.blob_bytes) > budget:
-            problems.append(f"blob of {len(self.blob_bytes)} bytes > history_bytes {budget}")
+        if len(rows) > 1 and size > budget:
+            problems.append(f"blob of {size} bytes (without the eviction marker) > history_bytes {budget}")
         # Eviction stops as soon as the history fits: what is left is within one line of full.
-        if pos and pos[0] > 0 and budget - len(self.blob_bytes) > self.chaos.lines.longest:
-            problems.append(
-                f"lines were evicted, yet the blob ({len(self.blob_bytes)} bytes) is "
-                f"not full (budget {budget})"
-            )
+        if pos and pos[0] > 0 and budget - size > self.chaos.lines.longest:
+            problems.append(f"lines were evicted, yet the blob ({size} bytes) is not full (budget {budget})")
         self.blob = {row["pos"]: row["out"] for row in rows}
         return problems
 

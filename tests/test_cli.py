@@ -414,7 +414,9 @@ def test_push_streams_a_100k_line_file(target: Target, tmp_path: Path) -> None:
         # Every line was streamed live, none dropped; the stored log is the writer's
         # bounded history (5 MiB): the newest lines.
         assert target.live("big") == text.decode().splitlines(keepends=True)
-        assert text.endswith(shown.stdout) and len(shown.stdout) > len(text) // 3
+        marker, kept = shown.stdout.split(b"\n", 1)  # the writer's eviction marker heads it
+        assert marker.startswith(b"[lelog] ") and b"earlier lines left out" in marker
+        assert text.endswith(kept) and len(kept) > len(text) // 3
         assert "the stored log keeps the last" in result.stderr.decode()
 
 

@@ -46,11 +46,11 @@ DEAD_SERVICE_SCRIPT = """
 import logging, lelog
 logging.basicConfig(level=logging.DEBUG)  # a root handler must not see lelog's warnings
 config = lelog.LogConfig(url={url!r}, account_id="a", token="t")
-client = lelog.LogServiceClient(config, retry=lelog.RetryPolicy(first_wait=0.01, max_wait=0.02))
+client = lelog.LogServiceClient(config, retry=lelog.RetryPolicy(first_wait=0.01, max_wait=0.02, max_attempts=1000))
 writer = lelog.StreamWriter("k", client, flush_interval=0.01, close_timeout=1)
 for i in range(50):
     writer.write_line(str(i))
-writer.flush(1.0)  # about a hundred failed attempts happen meanwhile
+writer.flush(1.0)  # dozens of failed attempts happen meanwhile
 stats = writer.close()
 print(stats.retries)
 """

@@ -263,9 +263,6 @@ def test_dual_logging_masks_extra_names_as_well_as_values() -> None:
     assert_no_leak(shown, token)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="stored args keys are masked by Masker.mask_args (the writer's branch)"
-)
 def test_the_stored_log_masks_extra_names_as_well_as_values() -> None:
     token = random_token()
     stored, _ = _log_with_the_token_as_an_extra_name(token)

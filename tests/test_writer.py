@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import json
 import os
 import threading
@@ -11,7 +10,8 @@ from typing import Any, Iterator
 
 import pytest
 
-from lelog import ConfigError, LogConfig, LogServiceClient, RetryPolicy, StreamWriter
+from lelog import ConfigError, LogConfig, LogServiceClient, RetryPolicy, StreamWriter, WriterState
+from lelog.testing import ManualClock, MemoryBackend
 from tests.helpers import dead_url, run_python, writer_threads_refused
 from tests.service import FakeLogService
 
@@ -186,12 +186,41 @@ def test_a_writer_never_used_sends_nothing(service: FakeLogService, make_writer:
     assert service.requests == [] and stats.closed
 
 
-def test_lines_appear_within_the_flush_interval(service: FakeLogService, make_writer: Any) -> None:
-    writer = make_writer(flush_interval=0.2)
+def test_lines_go_out_when_the_flush_interval_has_passed() -> None:
+    clock = ManualClock()
+    backend = MemoryBackend()
+    writer = StreamWriter("k", backend, clock=clock, threaded=False, flush_interval=0.2)
     writer.write("now\n")
-    start = time.monotonic()
-    assert service.wait_for(lambda: outs(service.live_lines("k")) == ["now\n"], timeout=3)
-    assert time.monotonic() - start < 1.5
+    assert writer.step() == 0.0  # the first round opens the stream
+    wait = writer.step()
+    assert backend.outs("k") == [] and wait == pytest.approx(0.2, abs=1e-5)
+    clock.advance(0.19)
+    writer.step()
+    assert backend.outs("k") == []
+    clock.advance(0.01)
+    writer.step()
+    assert backend.outs("k") == ["now"]
+    assert writer.close().sent == 1
+
+
+def test_the_states_of_a_writer() -> None:
+    writer = StreamWriter("k", MemoryBackend(), clock=ManualClock(), threaded=False)
+    assert writer.state is WriterState.IDLE and not writer.closed
+    writer.write_line("x")
+    assert writer.state is WriterState.RUNNING
+    writer.step()
+    stats = writer.close()
+    assert writer.state is WriterState.FINISHED and writer.closed and stats.closed
+    assert writer.step() is None  # nothing more to do once closed
+    writer.close()  # a second close changes nothing
+    assert writer.state is WriterState.FINISHED
+
+
+def test_step_is_only_for_a_writer_without_a_thread() -> None:
+    writer = StreamWriter("k", MemoryBackend())
+    with pytest.raises(RuntimeError, match="threaded=False"):
+        writer.step()
+    writer.close()
 
 
 def test_flush_returns_true_only_when_sent(service: FakeLogService, make_writer: Any) -> None:
@@ -324,39 +353,40 @@ def test_overflow_under_a_dead_service_is_counted_and_marked(service: FakeLogSer
     assert stats.uploaded is False
 
 
-def test_ingress_overflow_marker_reaches_the_stream(service: FakeLogService, make_writer: Any) -> None:
-    writer = make_writer(max_pending_lines=10)
-    writer.open()
-    assert service.wait_for(lambda: service.is_open("k"))
-    service.blackhole(True)
-    writer.write_line("first")
-    time.sleep(0.3)  # the worker is now stuck in a PUT; ingress fills up
-    for i in range(50):
-        writer.write_line(f"{i}")
-    service.blackhole(False)
-    stats = writer.close(timeout=4)
-    assert stats.dropped["overflow"] >= 40
-    stored = outs(service.blob_lines("k"))
-    markers = [line for line in stored if line.startswith("[lelog] ")]
-    assert markers and "lines dropped: buffer full" in markers[0]
-    assert stored[-1] == "49\n"
-    assert stats.sent + stats.dropped_total == stats.accepted
+def test_ingress_overflow_marker_reaches_the_stream(service: FakeLogService) -> None:
+    """Lines pile up while the worker is busy (here: runs no round at all); the oldest go,
+    and a marker says how many, in the live view and in the stored log."""
+    with LogServiceClient(config_for(service), retry=FAST) as client:
+        writer = StreamWriter("k", client, clock=ManualClock(), threaded=False, max_pending_lines=10)
+        writer.write_line("first")
+        for i in range(50):
+            writer.write_line(f"{i}")
+        stats = writer.close(timeout=4)
+    assert stats.dropped["overflow"] == 41
+    marker = "[lelog] 41 lines dropped: buffer full\n"
+    expected = [marker] + [f"{i}\n" for i in range(40, 50)]
+    assert outs(service.blob_lines("k")) == expected
+    assert outs(service.all_written("k")) == expected[1:]  # the live queue holds 10 entries
+    assert stats.sent == 10 and stats.sent + stats.dropped_total == stats.accepted
 
 
 def test_live_queue_overflow_keeps_lines_in_history_and_marks_the_live_view(
-    service: FakeLogService, make_writer: Any
+    service: FakeLogService,
 ) -> None:
-    writer = make_writer(max_pending_lines=20, config={"indirect_upload": True})
-    writer.open()
-    assert service.wait_for(lambda: service.is_open("k"))
+    clock = ManualClock()
+    client = LogServiceClient(config_for(service, indirect_upload=True), retry=FAST)
+    writer = StreamWriter("k", client, clock=clock, threaded=False, max_pending_lines=20, flush_interval=0.05)
+    writer.open().step()
+    assert service.is_open("k")
     service.fail_next(1000, status=503, method="PUT")
     for i in range(100):
         writer.write_line(f"{i}")
-        if i % 5 == 4:  # let the worker take them: only the live queue may overflow here
-            assert service.wait_for(lambda: not writer._ingress, timeout=5)
-    time.sleep(0.3)
+        if i % 5 == 4:  # the worker takes them: only the live queue may overflow here
+            clock.advance(0.1)
+            writer.step()
     service.clear_faults()
     stats = writer.close()
+    client.close()
     assert stats.dropped["overflow"] > 0
     assert outs(service.blob_lines("k")) == [f"{i}\n" for i in range(100)]  # the upload is complete
     live = outs(service.all_written("k"))
@@ -377,32 +407,39 @@ def test_bad_options_are_config_errors() -> None:
 def test_the_caller_never_gets_an_exception(service: FakeLogService, make_writer: Any) -> None:
     writer = make_writer()
     writer.write(12345)  # type: ignore[arg-type]  # not text: stringified, not raised
-    writer.write_line(None)  # type: ignore[arg-type]  # a programming error, swallowed
+    writer.write_line(None)  # type: ignore[arg-type]  # not text either: stringified
     stats = writer.close()
-    assert outs(service.all_written("k")) == [] or stats.accepted >= 0
+    assert outs(service.all_written("k")) == ["None\n", "12345"]  # the partial line goes last
+    assert stats.sent == stats.accepted == 2
 
 
 # -- never blocking, never hanging ------------------------------------------------------------
 
 
-def test_a_write_never_waits_on_a_blackhole_service(service: FakeLogService, make_writer: Any) -> None:
-    writer = make_writer(max_batch_lines=10)
-    writer.open()
-    assert service.wait_for(lambda: service.is_open("k"))
+BLACKHOLE_WRITES = """
+import time, lelog
+config = lelog.LogConfig(url={url!r}, account_id="acct", token="secret-token")
+writer = lelog.StreamWriter("k", config, max_batch_lines=10, close_timeout=1)
+writer.write_line("first")
+writer.flush(1)  # the worker is now stuck in a request to the blackhole
+worst = 0.0
+for i in range(20_000):
+    start = time.perf_counter()
+    writer.write_line(f"line {{i}}")
+    worst = max(worst, time.perf_counter() - start)
+writer.close()
+print(worst)
+"""
+
+
+def test_a_write_never_waits_on_a_blackhole_service(service: FakeLogService) -> None:
+    """A hang bound, not a speed figure (that is in benchmarks/): no write waits for the
+    request the worker is stuck in, which would take the client's whole read timeout."""
     service.blackhole(True)
-    worst = 0.0
-    gc.collect()
-    gc.disable()  # a full collection of this big test process is not the writer waiting
-    try:
-        for i in range(20_000):
-            start = time.perf_counter()
-            writer.write_line(f"line {i}")
-            worst = max(worst, time.perf_counter() - start)
-    finally:
-        gc.enable()
-    assert worst < 0.05, f"a write took {worst * 1000:.1f} ms"
-    writer.close(timeout=1)
+    result = run_python(BLACKHOLE_WRITES.format(url=service.url), timeout=60)
     service.blackhole(False)
+    assert result.returncode == 0, result.stderr
+    assert float(result.stdout) < 2.0, f"a write took {float(result.stdout):.2f} s"
 
 
 CLOSE_SCRIPT = """
@@ -428,7 +465,7 @@ def test_close_returns_within_its_deadline(service: FakeLogService, kind: str) -
     assert result.returncode == 0, result.stderr
     tag, elapsed, accepted, pending = result.stdout.split()
     assert tag == "CLOSED" and int(accepted) == 100_000 and int(pending) == 0
-    assert float(elapsed) <= 1.5 + 0.6
+    assert float(elapsed) <= 1.5 + 5  # a hang bound; the precise figure is in benchmarks/
 
 
 EXIT_SCRIPT = """
@@ -512,20 +549,17 @@ print(os.waitstatus_to_exitcode(status), stats.sent)
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
-def test_fork_child_starts_clean_and_nothing_is_sent_twice(service: FakeLogService) -> None:
+def test_fork_child_hands_its_lines_to_the_parent_and_nothing_is_sent_twice(service: FakeLogService) -> None:
+    """The parent's pending lines stay the parent's; the child's line goes to the parent's
+    stream through the fork-child channel (tests/test_fork.py has the multiprocessing cases)."""
     result = run_python(FORK_SCRIPT.format(url=service.url), timeout=30)
     assert result.returncode == 0, result.stderr
     child_code, parent_sent = map(int, result.stdout.split())
-    assert child_code == 0 and parent_sent == 3
-    live = outs(service.all_written("k"))
-    assert sorted(live) == sorted(
-        ["parent before fork\n", "parent pending at fork\n", "child line\n", "parent after fork\n"]
-    )
-    assert outs(service.blob_lines("k")) == [
-        "parent before fork\n",
-        "parent pending at fork\n",
-        "parent after fork\n",
-    ]
+    assert child_code == 0 and parent_sent == 4
+    expected = ["parent before fork\n", "parent pending at fork\n", "child line\n", "parent after fork\n"]
+    assert outs(service.all_written("k")) == expected
+    assert outs(service.blob_lines("k")) == expected
+    assert len(service.requests_for(key="k", method="POST", path="/stream")) == 1
 
 
 class FlakyBackend:
@@ -559,9 +593,14 @@ class FlakyBackend:
 
 def test_a_backend_raising_any_error_is_retried_not_fatal() -> None:
     backend = FlakyBackend(failures=2)
-    writer = StreamWriter("k", backend, flush_interval=0.01, close_timeout=3)
+    clock = ManualClock()
+    writer = StreamWriter("k", backend, clock=clock, threaded=False, flush_interval=0.01)
     writer.write_line("survives")
-    assert writer.flush(5)
+    for _ in range(20):  # rounds, each after the wait the writer asks for (the retry's back-off)
+        if writer.stats.sent:
+            break
+        wait = writer.step()
+        clock.advance(wait or 0.0)
     stats = writer.close()
     assert [row["out"] for row in backend.lines] == ["survives\n"]
     assert stats.retries == 2 and "disk full" in (stats.last_error or "")
@@ -615,19 +654,35 @@ def test_a_full_batch_wakes_the_worker_before_the_flush_interval(
     assert service.wait_for(lambda: len(service.all_written("k")) == 50, timeout=5)
 
 
-def test_constant_load_stays_batched(service: FakeLogService, make_writer: Any) -> None:
-    """pitfalls.md 15: under a steady trickle, one PUT per interval, not one per line."""
-    writer = make_writer(flush_interval=0.25)
-    writer.open()
-    assert service.wait_for(lambda: service.is_open("k"))
-    start = time.monotonic()
-    lines = 0
-    while time.monotonic() - start < 1.5:
-        writer.write_line(f"{lines}")
-        lines += 1
-        time.sleep(0.002)
+def test_constant_load_stays_batched() -> None:
+    """docs/hazards.md#batching: under a steady trickle, one PUT per interval, not one per line."""
+    clock = ManualClock()
+    backend = MemoryBackend()
+    writer = StreamWriter("k", backend, clock=clock, threaded=False, flush_interval=0.25)
+    lines = 750
+    for i in range(lines):  # a line every 2 ms for 1.5 s, the worker running between them
+        writer.write_line(f"{i}")
+        writer.step()
+        clock.advance(0.002)
+    puts_live = sum(1 for name, _ in backend.calls if name == "write")
     writer.close()
-    puts = len(service.requests_for(key="k", method="PUT"))
-    assert lines > 200
-    assert puts <= 1.5 / 0.25 + 3, f"{puts} PUTs for {lines} lines"
-    assert len(service.all_written("k")) == lines
+    assert 1.5 / 0.25 - 1 <= puts_live <= 1.5 / 0.25 + 1, f"{puts_live} PUTs for {lines} lines"
+    assert backend.outs("k") == [f"{i}" for i in range(lines)]
+
+
+def test_a_history_that_evicted_lines_is_stored_headed_by_a_marker() -> None:
+    backend = MemoryBackend()
+    writer = StreamWriter("k", backend, history_bytes=2000, close_timeout=3)
+    for i in range(100):
+        writer.write_line(f"line {i:03d}")
+    stats = writer.close()
+    stored = backend.stream("k").uploaded or ()
+    assert stats.history_evicted > 0 and len(stored) == stats.history_lines + 1
+    head, first_kept = stored[0], stored[1]
+    assert (
+        head.out
+        == f"[lelog] {stats.history_evicted} earlier lines left out of this log (history_bytes budget)\n"
+    )
+    assert head.level == "warn" and head.pos == first_kept.pos - 1 == stats.history_evicted - 1
+    assert [line.out for line in stored[1:]] == [f"line {i:03d}\n" for i in range(stats.history_evicted, 100)]
+    assert [line.pos for line in stored] == list(range(head.pos, 100))

@@ -10,11 +10,13 @@ import random
 import sys
 import threading
 import time
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 import pytest
 
 from lelog import LogConfig, StreamWriter
+from lelog._clock import SystemClock
+from lelog._writer import in_worker_thread
 from lelog.testing import MemoryBackend
 from tests.helpers import dead_url, run_python, writer_threads_refused
 from tests.service import FakeLogService
@@ -63,17 +65,27 @@ def test_odd_write_line_arguments_are_made_usable_not_fatal(bad: dict) -> None:
     assert [name for name, _ in backend.calls][-2:] == ["upload", "close_stream"]
 
 
-def test_a_failure_to_encode_is_counted_and_the_stream_still_closes(monkeypatch: pytest.MonkeyPatch) -> None:
-    import lelog._writer as writer_module
+class ExhaustedOnTheWorker(Mapping[str, str]):
+    """Args that the caller can weigh but that fail when the worker encodes them, as an
+    exhausted machine would."""
 
-    def explode(*args: Any, **kwargs: Any) -> Any:
-        raise MemoryError("simulated")
+    def __len__(self) -> int:
+        return 1
 
+    def __iter__(self) -> Iterator[str]:
+        return iter(["k"])
+
+    def __getitem__(self, key: str) -> str:
+        if in_worker_thread():
+            raise MemoryError("simulated")
+        return "v"
+
+
+def test_a_failure_to_encode_is_counted_and_the_stream_still_closes() -> None:
     backend = MemoryBackend()
     writer = StreamWriter("k", backend, close_timeout=2, flush_interval=0.01)
-    monkeypatch.setattr(writer_module, "_encode_items", explode)
     for i in range(5):
-        writer.write_line(f"{i}")
+        writer.write_line(f"{i}", args=ExhaustedOnTheWorker())
     stats = writer.close()
     assert accounted(stats) and stats.dropped["unencodable"] == 5
     assert stats.closed
@@ -168,13 +180,13 @@ def test_flush_after_close_is_false_when_lines_were_not_sent() -> None:
 
 
 def test_args_count_against_the_byte_budget() -> None:
-    writer = StreamWriter("k", MemoryBackend(), max_pending_bytes=100_000, close_timeout=1)
+    # No worker: the pending lines only fill up.
+    writer = StreamWriter("k", MemoryBackend(), threaded=False, max_pending_bytes=100_000, close_timeout=1)
     big = {"blob": "x" * 50_000}
-    writer._no_thread = True  # no worker: the ingress queue only fills
     for _ in range(10):
         writer.write_line("small", args=big)
-    assert writer._ingress_bytes <= 100_000
-    assert writer.stats.dropped["overflow"] >= 8
+    stats = writer.stats
+    assert stats.dropped["overflow"] == 9 and stats.pending == 1  # two would pass 100,000 bytes
     writer.close()
 
 
@@ -195,15 +207,25 @@ FORK_WITH_LOCKS_HELD = """
 import os, threading, time, lelog
 from lelog.testing import MemoryBackend
 
+# No public effect shows a lock held at the fork: the script takes lelog's private locks
+# itself, on threads that hold them until the child has ended.
+held = threading.Semaphore(0)
+done_with_child = threading.Event()
+
 def hold(lock):
-    threading.Thread(target=lambda: (lock.acquire(), time.sleep(5), lock.release()), daemon=True).start()
+    def run():
+        with lock:
+            held.release()
+            done_with_child.wait()
+    threading.Thread(target=run, daemon=True).start()
 
 writer = lelog.StreamWriter("k", lelog.LogConfig(url={url!r}, account_id="a", token="t"), close_timeout=1)
 hold(writer._lock)
 hold(writer._warnings._lock)
 import lelog._job as job
 hold(job._registry_lock)
-time.sleep(0.2)
+for _ in range(3):
+    held.acquire()
 pid = os.fork()
 if pid == 0:
     writer.write_line("child")
@@ -221,6 +243,7 @@ while time.monotonic() - start < 10:
 else:
     os.kill(pid, 9)
     print("HUNG")
+done_with_child.set()
 """
 
 
@@ -235,21 +258,20 @@ def test_a_worker_that_hits_a_bug_keeps_going_until_close() -> None:
     """An unexpected error in the worker loop is reported and the loop restarts: lines
     written after it are still sent, and nothing is finished before close() asks."""
     backend = MemoryBackend()
-    writer = StreamWriter("k", backend, close_timeout=3, flush_interval=0.01)
-    original_due = writer._due
-    failures = []
+    failed = threading.Event()
 
-    def due_once_broken(now: float) -> bool:
-        if not failures:
-            failures.append(now)
-            raise RuntimeError("a bug in the worker loop")
-        return original_due(now)
+    class BrokenOnceOnTheWorker(SystemClock):
+        def monotonic(self) -> float:  # type: ignore[override]
+            if in_worker_thread() and not failed.is_set():
+                failed.set()
+                raise RuntimeError("a bug in the worker loop")
+            return time.monotonic()
 
-    writer._due = due_once_broken  # type: ignore[method-assign]
+    writer = StreamWriter("k", backend, clock=BrokenOnceOnTheWorker(), close_timeout=3, flush_interval=0.01)
     writer.write_line("before the bug")
-    time.sleep(1.3)  # the worker fails, waits, and restarts its loop
-    writer.write_line("after the bug")
-    assert writer.flush(3)
+    assert failed.wait(10)
+    writer.write_line("after the bug")  # wakes the worker from its pause after the failure
+    assert writer.flush(10)
     stats = writer.close()
-    assert failures and accounted(stats) and stats.sent == 2
+    assert accounted(stats) and stats.sent == 2
     assert outs(backend) == ["before the bug\n", "after the bug\n"]

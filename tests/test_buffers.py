@@ -1,0 +1,162 @@
+"""The writer's buffers and its batch encoder, tested alone: no threads, no clock, no sleeps."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Optional
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lelog._buffers import HistoryRing, LiveQueue, PendingLines, item_size
+from lelog._line import encode_batch, encode_line, format_time, truncate_out
+from lelog._masking import MASK, Masker
+
+texts = st.text(max_size=40)
+args_st = st.one_of(st.none(), st.dictionaries(st.text(max_size=8), texts, max_size=3))
+items = st.tuples(
+    st.floats(min_value=0, max_value=4_000_000_000, allow_nan=False),
+    st.sampled_from(["info", "warn", "error", 'od"d']),
+    texts,
+    args_st,
+)
+
+
+def marker(lost: int, pos: int) -> bytes:
+    return json.dumps({"marker": lost, "pos": pos}).encode()
+
+
+# -- PendingLines ---------------------------------------------------------------------------------
+
+
+@given(st.lists(st.tuples(texts, args_st), max_size=60), st.integers(1, 20), st.integers(1, 400))
+def test_pending_lines_keep_the_newest_within_both_bounds(
+    lines: list[tuple[str, Optional[dict[str, str]]]], max_lines: int, max_bytes: int
+) -> None:
+    pending = PendingLines(max_lines, max_bytes)
+    kept_sizes = []
+    dropped = 0
+    for i, (out, args) in enumerate(lines):
+        size = item_size(out, args)
+        if size > max_bytes:
+            continue  # the writer refuses these as too large before they get here
+        dropped += pending.add((float(i), "info", out, args), size)
+        kept_sizes.append(size)
+        assert len(pending) <= max_lines and pending.bytes <= max_bytes
+    taken, gap = pending.take()
+    assert gap == dropped and len(taken) + dropped == len(kept_sizes)
+    assert [item[0] for item in taken] == sorted(item[0] for item in taken)  # order kept
+    assert pending.bytes == 0 and len(pending) == 0 and pending.take()[1] == 0
+
+
+# -- LiveQueue ------------------------------------------------------------------------------------
+
+
+@given(st.lists(st.integers(1, 30), max_size=80), st.integers(1, 25), st.integers(40, 600))
+def test_live_queue_bounds_count_every_lost_line_and_mark_its_pos(
+    sizes: list[int], max_lines: int, max_bytes: int
+) -> None:
+    queue = LiveQueue(max_lines, max_bytes)
+    encoded = [b"x" * n for n in sizes]
+    overflow = queue.extend(encoded, 1, 100, now=0.0)
+    assert len(queue) <= max_lines and queue.bytes <= max_bytes
+    assert overflow == queue.lost == len(encoded) - len(queue)
+    if overflow:
+        assert queue.lost_pos == 100  # the first line lost: the marker takes its pos
+        assert [pos for _, _, pos in queue.entries] == list(range(100 + overflow, 100 + len(encoded)))
+
+
+@settings(max_examples=200)
+@given(st.lists(st.integers(1, 50), min_size=1, max_size=60), st.integers(1, 10), st.integers(2, 300))
+def test_batches_respect_their_caps_and_take_everything_in_order(
+    sizes: list[int], batch_lines: int, batch_bytes: int
+) -> None:
+    queue = LiveQueue(1000, 1 << 20)
+    queue.extend([str(i).encode() + b"x" * n for i, n in enumerate(sizes)], 1, 0, now=0.0)
+    seen: list[bytes] = []
+    while queue.entries:
+        batch = queue.batch(batch_lines, batch_bytes, marker)
+        assert batch.taken >= 1 and batch.count == batch.taken
+        assert batch.taken == 1 or (len(batch.lines) <= batch_lines and batch.body_size <= batch_bytes)
+        seen.extend(batch.lines)
+        queue.pop(batch, pushed=True, now=1.0)
+    assert seen == [str(i).encode() + b"x" * n for i, n in enumerate(sizes)]
+    assert queue.bytes == 0 and not queue
+
+
+def test_a_failed_push_becomes_one_marker_at_the_head_of_the_next_batch() -> None:
+    queue = LiveQueue(100, 1 << 20)
+    queue.extend([b"a", b"b", b"c"], 1, 7, now=0.0)
+    first = queue.batch(2, 1 << 20, marker)
+    queue.pop(first, pushed=False, now=1.0)
+    assert queue.lost == 2 and queue.lost_pos == 7
+    second = queue.batch(10, 1 << 20, marker)
+    assert second.lines == [marker(2, 7), b"c"] and second.count == 1
+    queue.pop(second, pushed=True, now=2.0)
+    assert queue.lost == 0 and not queue
+
+
+def test_a_queue_is_due_by_age_by_lines_or_by_bytes() -> None:
+    queue = LiveQueue(100, 1 << 20)
+    queue.extend([b"abc"], 1, 0, now=10.0)
+    assert not queue.due(10.5, 1.0, 5, 100)
+    assert queue.due(11.0, 1.0, 5, 100)  # a second old
+    assert queue.due(10.0, 1.0, 1, 100)  # a full batch by lines
+    assert queue.due(10.0, 1.0, 5, 3)  # and by bytes
+    assert queue.due(queue.due_at(1.0), 1.0, 5, 100)  # waiting until due_at is enough
+
+
+# -- HistoryRing ----------------------------------------------------------------------------------
+
+
+@given(st.lists(st.lists(st.integers(0, 40), max_size=10), max_size=20), st.integers(1, 300))
+def test_history_keeps_the_newest_within_its_budget_and_counts_evictions(
+    chunks: list[list[int]], budget: int
+) -> None:
+    ring = HistoryRing(budget)
+    everything: list[bytes] = []
+    for chunk in chunks:
+        lines = [str(len(everything) + i).encode() + b"x" * n for i, n in enumerate(chunk)]
+        everything.extend(lines)
+        ring.extend(lines)
+        assert ring.bytes <= budget or len(ring) == 1  # one line is always kept
+        assert ring.bytes == sum(len(line) + 1 for line in ring.lines)
+    assert ring.evicted + len(ring) == len(everything)
+    assert list(ring.lines) == everything[ring.evicted :]
+
+
+# -- the batch encoder ----------------------------------------------------------------------------
+
+
+def reference(item: Any, pos: int, masker: Optional[Masker], trim: bool) -> bytes:
+    ts, level, out, args = item
+    if masker is not None:
+        out = masker.mask(out)
+        args = masker.mask_args(args) if args else args
+    if trim and out.endswith("\n"):
+        out = out[:-1]
+    out, _ = truncate_out(out)
+    return encode_line(level, pos, out, format_time(ts), args)
+
+
+@settings(max_examples=300)
+@given(st.lists(items, max_size=20), st.integers(0, 10**9), st.booleans(), st.booleans())
+def test_encode_batch_gives_the_bytes_of_encode_line(
+    batch: list[Any], first: int, mask: bool, trim: bool
+) -> None:
+    masker = Masker(secrets=["se", "cret"]) if mask else None
+    encoded, truncated = encode_batch(batch, first, masker, trim)
+    assert encoded == [reference(item, first + i, masker, trim) for i, item in enumerate(batch)]
+    assert truncated == 0
+
+
+def test_encode_batch_truncates_and_counts_like_encode_line() -> None:
+    long = "é" * 50_000
+    encoded, truncated = encode_batch([(1.5, "info", long, None)], 3, None, False)
+    assert truncated == 1 and encoded == [reference((1.5, "info", long, None), 3, None, False)]
+
+
+def test_args_are_masked_in_keys_and_values() -> None:
+    masker = Masker(secrets=["hunter2"])
+    encoded, _ = encode_batch([(0.0, "info", "x", {"hunter2": "hunter2", "n": 7})], 0, masker, False)  # type: ignore[dict-item]
+    assert json.loads(encoded[0])["args"] == {MASK: MASK, "n": "7"}

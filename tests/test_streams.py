@@ -1,0 +1,209 @@
+"""One stream per far end, account and key in a process (issue 10): writers whose lifetimes
+overlap share one stream, one history and one pos sequence; the last one out finishes it."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from lelog import ConfigError, LogConfig, StreamWriter
+from lelog.testing import ManualClock, MemoryBackend
+from tests.helpers import run_python
+from tests.service import FakeLogService
+
+
+def test_two_writers_on_one_key_share_the_stream_and_the_last_one_finishes_it() -> None:
+    backend = MemoryBackend()
+    first = StreamWriter("k", backend, close_timeout=3)
+    second = StreamWriter("k", backend, close_timeout=3)
+    first.write_line("one")
+    second.write_line("two")
+    first.write("three")  # a partial line: delivered when its writer lets go
+    stats_first = first.close()
+    assert stats_first.handed_on and stats_first.uploaded is None
+    assert "handed on to another writer" in stats_first.summary()
+    assert ("close_stream", "k") not in backend.calls  # the other writer still uses it
+    first.write_line("late")  # this writer let go: counted, not sent
+    second.write_line("four")
+    stats_second = second.close()
+    assert stats_second.uploaded is True and not stats_second.handed_on
+    stored = backend.stream("k").uploaded or ()
+    assert [line.out for line in stored] == ["one\n", "two\n", "three", "four\n"]
+    assert [line.pos for line in stored] == [0, 1, 2, 3]
+    names = [name for name, _ in backend.calls]
+    assert [names.count(call) for call in ("open_stream", "upload", "close_stream")] == [1, 1, 1]
+    assert stats_second.dropped["after_close"] == 1
+
+
+def test_a_stream_finished_is_a_new_log_for_the_next_writer() -> None:
+    backend = MemoryBackend()
+    with StreamWriter("k", backend) as writer:
+        writer.write_line("first log")
+    with StreamWriter("k", backend) as writer:
+        writer.write_line("second log")
+    names = [name for name, _ in backend.calls]
+    assert names.count("open_stream") == 2 and names.count("close_stream") == 2
+    assert [line.out for line in backend.stream("k").uploaded or ()] == ["second log\n"]
+
+
+def test_different_keys_and_different_far_ends_do_not_share() -> None:
+    one, other = MemoryBackend(), MemoryBackend()
+    writers = [StreamWriter("a", one), StreamWriter("b", one), StreamWriter("a", other)]
+    for writer in writers:
+        writer.write_line(writer.key)
+    for writer in writers:
+        assert writer.close().uploaded is True
+    assert one.outs("a") == ["a"] and one.outs("b") == ["b"] and other.outs("a") == ["a"]
+
+
+@pytest.mark.parametrize(
+    ("config", "options", "name"),
+    [
+        ({"skip_opening_stream": True}, {}, "skip_opening_stream"),
+        ({"skip_closing_stream": True}, {}, "skip_closing_stream"),
+        ({"trim_new_line_suffix": True}, {}, "trim_new_line_suffix"),
+        ({"indirect_upload": True}, {}, "indirect_upload"),
+        ({}, {"history_bytes": 1000}, "history_bytes"),
+    ],
+)
+def test_conflicting_stream_settings_are_a_config_error(config: dict, options: dict, name: str) -> None:
+    backend = MemoryBackend()
+    first = StreamWriter("k", backend)
+    backend.config = LogConfig(**config)  # the same far end, seen through another config
+    with pytest.raises(ConfigError, match=f"{name}=.*the first writer has"):
+        StreamWriter("k", backend, **options)
+    first.write_line("still fine")
+    stats = first.close()
+    assert stats.uploaded is True and not stats.handed_on  # the refused writer took no share
+
+
+def test_a_writer_sharing_a_stream_masks_its_lines_with_its_own_secrets() -> None:
+    backend = MemoryBackend(LogConfig(secrets=["first-secret"]))
+    first = StreamWriter("k", backend)
+    backend.config = LogConfig(secrets=["second-secret"])
+    second = StreamWriter("k", backend)
+    second.write_line("second-secret and first-secret", args={"second-secret": "v"})
+    second.write("partial second-secret")
+    second.close()
+    first.close()
+    outs = [line.out for line in backend.stream("k").uploaded or ()]
+    assert outs == ["************** and **************\n", "partial **************"]
+    assert b"second-secret" not in json.dumps([line.to_dict() for line in backend.lines("k")]).encode()
+
+
+def test_shared_writers_driven_by_a_clock() -> None:
+    clock = ManualClock()
+    backend = MemoryBackend()
+    first = StreamWriter("k", backend, clock=clock, threaded=False)
+    second = StreamWriter("k", backend, clock=clock, threaded=False)
+    first.write_line("a")
+    second.write_line("b")
+    second.step()
+    clock.advance(1.0)
+    first.step()
+    assert backend.outs("k") == ["a", "b"]
+    assert second.close().handed_on
+    assert first.close().uploaded is True
+
+
+DICTCONFIG_TWICE = """
+import logging, logging.config, lelog
+CFG = {{
+    "version": 1,
+    "handlers": {{"stream": {{"()": "lelog.StreamHandler", "key": "k", "url": {url!r},
+                             "account_id": "acct", "token": "secret-token", "close_timeout": 3}}}},
+    "root": {{"level": "INFO", "handlers": ["stream"]}},
+}}
+logging.config.dictConfig(CFG)
+first = logging.getLogger().handlers[0]
+for i in range(3):
+    logging.info("first %d", i)
+{second}
+second = logging.getLogger().handlers[0]
+for i in range(2):
+    logging.info("second %d", i)
+print(first.stats.handed_on, first.stats.uploaded, flush=True)
+"""
+
+
+def stored_messages(service: FakeLogService, key: str = "k") -> list[str]:
+    return [row["out"].split('msg="')[1].split('"')[0] for row in service.blob_lines(key) or []]
+
+
+@pytest.mark.parametrize("how", ["dictConfig", "fileConfig"])
+def test_reconfiguring_logging_hands_the_stream_on(service: FakeLogService, how: str, tmp_path: Any) -> None:
+    if how == "dictConfig":
+        second = "logging.config.dictConfig(CFG)"
+    else:
+        ini = tmp_path / "logging.ini"
+        ini.write_text(
+            "[loggers]\nkeys=root\n[handlers]\nkeys=stream\n[formatters]\nkeys=\n"
+            "[logger_root]\nlevel=INFO\nhandlers=stream\n"
+            "[handler_stream]\nclass=lelog.StreamHandler\n"
+            f"args=('k',)\nkwargs={{'url': {service.url!r}, 'account_id': 'acct', "
+            "'token': 'secret-token', 'close_timeout': 3}\n"
+        )
+        second = f"logging.config.fileConfig({str(ini)!r})"
+    result = run_python(DICTCONFIG_TWICE.format(url=service.url, second=second), timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["True", "None"]  # the first handler handed its stream on
+    assert stored_messages(service) == ["first 0", "first 1", "first 2", "second 0", "second 1"]
+    assert [row["pos"] for row in service.blob_lines("k") or []] == [0, 1, 2, 3, 4]
+    opens = service.requests_for(key="k", method="POST", path="/stream")
+    closes = service.requests_for(key="k", method="DELETE", path="/stream")
+    assert len(opens) == 1 and len(closes) == 1 and not service.is_open("k")
+
+
+def test_a_replacement_on_another_key_lets_the_old_stream_finish(service: FakeLogService) -> None:
+    second = "CFG['handlers']['stream']['key'] = 'other'\nlogging.config.dictConfig(CFG)"
+    result = run_python(DICTCONFIG_TWICE.format(url=service.url, second=second), timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert stored_messages(service, "k") == ["first 0", "first 1", "first 2"]
+    assert stored_messages(service, "other") == ["second 0", "second 1"]
+    assert not service.is_open("k") and not service.is_open("other")
+
+
+OVERLAPPING = """
+import logging, lelog
+config = dict(url={url!r}, account_id="acct", token="secret-token", close_timeout=3)
+root = logging.getLogger()
+root.setLevel(logging.INFO)
+a = lelog.StreamHandler("k", **config)
+root.addHandler(a)
+logging.info("a only 0")
+b = lelog.StreamHandler("k", **config)
+root.addHandler(b)
+root.removeHandler(a)
+logging.info("b only 1")
+a.close()
+logging.info("b only 2")
+print(a.stats.handed_on, flush=True)
+"""
+
+
+def test_overlapping_handlers_on_one_key_keep_every_line(service: FakeLogService) -> None:
+    result = run_python(OVERLAPPING.format(url=service.url), timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["True"]
+    assert stored_messages(service) == ["a only 0", "b only 1", "b only 2"]
+    assert len(service.requests_for(key="k", method="DELETE", path="/stream")) == 1
+
+
+def test_two_jobs_on_one_key_share_the_stream() -> None:
+    import logging
+
+    import lelog
+
+    backend = MemoryBackend()
+    log = logging.getLogger("test_streams.jobs")
+    with lelog.log_stream("k", backend, logger=log) as outer:
+        log.info("outer before")
+        with lelog.log_stream("k", backend, logger=log) as inner:
+            log.info("inner")
+        log.info("outer after")
+    assert inner.stats.handed_on and outer.stats.uploaded is True
+    stored = [line.out for line in backend.stream("k").uploaded or ()]
+    assert [out.split('msg="')[1].split('"')[0] for out in stored] == ["outer before", "inner", "outer after"]
+    assert [name for name, _ in backend.calls].count("close_stream") == 1
