@@ -116,8 +116,7 @@ def caller_stages(url: str, n: int, reps: int) -> list[tuple[str, float, str]]:
 def worker_stages(url: str, reps: int) -> list[tuple[str, float, str]]:
     from lelog import LogConfig, LogfmtFormatter
     from lelog._client import LogServiceClient
-    from lelog._line import json_array
-    from lelog._writer import _encode_items
+    from lelog._line import encode_batch, json_array
 
     config = LogConfig(url=url, account_id=ACCOUNT, token=TOKEN)
     masker = config.masker()
@@ -128,7 +127,7 @@ def worker_stages(url: str, reps: int) -> list[tuple[str, float, str]]:
     ]
     items = [(now + k * 1e-5, "info", formatter.format(r) + "\n", None) for k, r in enumerate(records)]
     trim = config.trim_new_line_suffix  # the default: False, lines keep their "\n"
-    encoded, _ = _encode_items(items, 0, masker, trim)
+    encoded, _ = encode_batch(items, 0, masker, trim)
 
     def per_line(fn: Callable[[], Any]) -> float:
         return per_call_us(fn, 1, reps * 3) / BATCH
@@ -140,12 +139,12 @@ def worker_stages(url: str, reps: int) -> list[tuple[str, float, str]]:
     rows = [
         ("mask one line (the token; `Masker.mask`)", per_line(lambda: [masker.mask(t[2]) for t in items])),
         (
-            "encode, no masking (`_encode_items`: trim, truncate test, JSON)",
-            per_line(lambda: _encode_items(items, 0, None, trim)),
+            "encode, no masking (`encode_batch`: trim, truncate test, JSON)",
+            per_line(lambda: encode_batch(items, 0, None, trim)),
         ),
         (
             "encode with masking (what the worker runs)",
-            per_line(lambda: _encode_items(items, 0, masker, trim)),
+            per_line(lambda: encode_batch(items, 0, masker, trim)),
         ),
         ("PUT body (`json_array`)", per_line(lambda: json_array(encoded))),
         (
@@ -190,7 +189,7 @@ class CaptureHandler(logging.Handler):
 def fused_encoder() -> Callable[..., list[bytes]]:
     """Direction 2: the worker builds the logfmt text and the JSON line in one pass per batch,
     the time text made once per second and the JSON head once per level.  Bytes identical
-    to ``LogfmtFormatter`` then ``_encode_items`` (checked in ``prototype_stages``)."""
+    to ``LogfmtFormatter`` then ``encode_batch`` (checked in ``prototype_stages``)."""
     from json.encoder import encode_basestring as quote
 
     from lelog._line import second_text
@@ -229,7 +228,7 @@ def fused_encoder() -> Callable[..., list[bytes]]:
 
 def prototype_stages(n: int, reps: int) -> list[tuple[str, float, str]]:
     from lelog import LogConfig, LogfmtFormatter
-    from lelog._writer import _encode_items
+    from lelog._line import encode_batch
 
     capture = CaptureHandler()
     logger = _logger("stages.capture", capture)
@@ -246,7 +245,7 @@ def prototype_stages(n: int, reps: int) -> list[tuple[str, float, str]]:
             record = logging.LogRecord("stages", logging.INFO, __file__, 1, msg, (), None)
             record.created, record.levelname = ts, levelname
             items.append((ts, levelname.lower(), formatter.format(record) + "\n", None))
-        return _encode_items(items, 0, masker, trim)[0]
+        return encode_batch(items, 0, masker, trim)[0]
 
     encode = fused_encoder()
     if encode(captured, 0, masker, trim) != today():
@@ -255,7 +254,7 @@ def prototype_stages(n: int, reps: int) -> list[tuple[str, float, str]]:
         (ts, lv.lower(), formatter.format(_made(ts, lv, msg)) + "\n", None) for ts, lv, msg, _ in captured
     ]
     fused = per_call_us(lambda: encode(captured, 0, masker, trim), 1, reps * 3) / BATCH
-    split = per_call_us(lambda: _encode_items(items, 0, masker, trim), 1, reps * 3) / BATCH
+    split = per_call_us(lambda: encode_batch(items, 0, masker, trim), 1, reps * 3) / BATCH
     return [
         ("direction 1: the whole call, capture-only handler (caller thread)", call, "prototype"),
         ("direction 2: today's worker encode (format already done on the caller)", split, "prototype"),

@@ -397,14 +397,26 @@ def test_a_second_writer_on_a_key_is_refused_naming_the_holder_pid(store: FileSt
 
 
 def test_a_refused_writer_never_touches_the_holders_stream(store: FileStore) -> None:
+    """The intruder is another process: in one process, writers on a key share its stream."""
     holder = StreamWriter("k", store, flush_interval=0.05).open()
     holder.write("mine\n")
     assert holder.flush(timeout=5)
-    intruder = StreamWriter("k", FileStore(store.directory), flush_interval=0.05).open()
-    intruder.write("not mine\n")
-    stats = intruder.close(timeout=5)
-    assert stats.sent == 0 and stats.uploaded is not True
-    assert "being written by process" in (stats.last_error or "")
+    intruder = run_python(
+        f"""
+        from lelog._filestore import FileStore
+        from lelog._writer import StreamWriter
+        intruder = StreamWriter("k", FileStore({str(store.directory)!r}), flush_interval=0.05).open()
+        intruder.write("not mine\\n")
+        stats = intruder.close(timeout=5)
+        print(stats.sent, stats.uploaded)
+        print(stats.last_error)
+        """,
+        timeout=60,
+    )
+    assert intruder.returncode == 0, intruder.stderr
+    sent_uploaded, last_error = intruder.stdout.splitlines()[:2]
+    assert sent_uploaded.split()[0] == "0" and sent_uploaded.split()[1] != "True"
+    assert "being written by process" in last_error
     holder.write("mine too\n")
     assert holder.close(timeout=5).uploaded is True
     assert outs(store.download("k")) == ["mine\n", "mine too\n"]
