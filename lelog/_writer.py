@@ -53,6 +53,7 @@ from ._logfmt import safe_str
 from ._masking import Masker
 from ._retry import Attempts, RetryPolicy
 from ._splitter import LineSplitter
+from ._spool import DEFAULT_FSYNC_INTERVAL, SPOOL_DIR_ENV, Spool
 
 __all__ = ["DROP_REASONS", "Stats", "StreamWriter", "WriterOptions", "in_worker_thread"]
 
@@ -96,6 +97,11 @@ def _positive(kind: type) -> Callable[[Any, attrs.Attribute[Any], Any], None]:
     return check
 
 
+def _path_or_none(value: Any) -> Any:
+    """A ``PathLike`` as its ``str``; anything else as it is (checked when the spool is made)."""
+    return os.fspath(value) if isinstance(value, os.PathLike) else value
+
+
 @attrs.frozen(kw_only=True)
 class WriterOptions:
     """How the writer batches and what it may hold; plain values, checked when built."""
@@ -116,6 +122,15 @@ class WriterOptions:
     close_timeout: float = attrs.field(default=5.0, validator=_positive(float))
     #: A partial line longer than this many characters is cut into a line of its own.
     max_partial: int = attrs.field(default=MAX_LINE_BYTES, validator=_positive(int))
+    #: Also append every accepted line to a crash spool here, for ``lelog recover`` after a
+    #: kill (default ``$LELOG_SPOOL_DIR``; None: no spool).  A writer option, not a
+    #: ``LogConfig`` field: it is a path on this machine, not a setting of the service.
+    spool_dir: Optional[str] = attrs.field(
+        factory=lambda: os.environ.get(SPOOL_DIR_ENV) or None,
+        converter=_path_or_none,
+    )
+    #: How often the spool is synced to disk (only a machine crash loses what is not).
+    spool_fsync_interval: float = attrs.field(default=DEFAULT_FSYNC_INTERVAL, validator=_positive(float))
 
     @classmethod
     def from_kwargs(cls, options: Mapping[str, Any]) -> WriterOptions:
@@ -227,6 +242,7 @@ class StreamWriter:
         self._forked_child = False
         self._next_pos = 0
         self._reset_state()
+        self._spool: Optional[Spool] = self._make_spool()
         # Registered from the start, so the fork hook re-initialises even a writer that was
         # never used, and the exit hook delivers a writer that only holds a partial line.
         _register(self)
@@ -270,6 +286,28 @@ class StreamWriter:
         self._backend_closed = False
         self._used = False
         self._closed = False
+        self._spool = None  # a forked child's lines are its parent's to spool
+
+    def _make_spool(self) -> Optional[Spool]:
+        """The crash spool, if ``spool_dir`` is set and the writer closes the stream (with
+        ``skip_closing_stream`` there is nothing for ``lelog recover`` to finish)."""
+        opts = self.options
+        if opts.spool_dir is None or self.config.skip_closing_stream:
+            return None
+        masker, trim = self._masker, self.config.trim_new_line_suffix
+        return Spool.for_stream(
+            Spool.prepare_directory(opts.spool_dir),
+            self.key,
+            self.config,
+            self._backend,
+            encode=lambda items, pos: _encode_items(items, pos, masker, trim)[0],
+            flush_interval=opts.flush_interval,
+            budget=opts.history_bytes,
+            max_lines=opts.max_pending_lines,
+            max_bytes=opts.max_pending_bytes,
+            wake_lines=opts.max_batch_lines,
+            fsync_interval=opts.spool_fsync_interval,
+        )
 
     def __repr__(self) -> str:
         return f"<StreamWriter key={self.key!r} backend={self._backend!r}>"
@@ -350,6 +388,8 @@ class StreamWriter:
             if pending > opts.max_pending_lines or self._ingress_bytes > opts.max_pending_bytes:
                 self._drop_oldest_locked()
                 pending = len(ingress)
+        if self._spool is not None:
+            self._spool.add(ts, level, out, args)
         if self._worker is None and start:
             self._start_worker()
         # Wake the worker when a batch is full, and when the first line starts the age clock
@@ -392,6 +432,8 @@ class StreamWriter:
                 self._no_thread = True  # pitfalls.md 3: close() drains on its own thread
                 return
             self._worker = worker
+            if self._spool is not None:
+                self._spool.start()
 
     def _run(self) -> None:
         _worker_state.active = True
@@ -415,6 +457,8 @@ class StreamWriter:
             self._warn("internal", f"closing {self.key!r} failed: {exc!r}")
         finally:
             self._drop_unsettled("retries_exhausted")
+            if self._spool is not None:  # kept for lelog recover unless _finish discarded it
+                self._spool.close(max(self._close_end - time.monotonic(), 0.1))
             self._finished.set()
 
     def _drop_unsettled(self, reason: str) -> int:
@@ -711,6 +755,7 @@ class StreamWriter:
             self._settle(dropped, 0, 0, drop="retries_exhausted")
         if self.config.skip_closing_stream or self._forked_child:
             return
+        uploaded = True
         if self._uploads:
             body = ndjson(list(self._history))
             try:
@@ -732,6 +777,9 @@ class StreamWriter:
             pass  # already closed: the service's permanent "500 stream: not found"
         except LogServiceError as exc:
             self._record_error(exc)
+            return
+        if self._spool is not None and uploaded:  # stored and closed: nothing to recover
+            self._spool.discard(left(end))
 
     def _final_push(self, left: Callable[[], float]) -> None:
         while (self._unsent or self._live_lost) and self._live:
@@ -850,6 +898,8 @@ class StreamWriter:
             )
             self._abandoned = True
             self._progress.notify_all()
+        if self._spool is not None:  # the worker is stuck: get the spool's queue on disk
+            self._spool.close()
         self._warn(
             "abandoned",
             f"closing {self.key!r}: the service did not answer in time; "
