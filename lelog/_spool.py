@@ -7,12 +7,13 @@ recover`` (``_recover.py``) later uploads what a dead process left there.
 
 The writer's interface (all of it; nothing else of this module is the writer's business)::
 
-    spool = Spool.for_stream(options.spool_dir, key, config, backend, encode=...,
-                             flush_interval=..., budget=..., max_lines=..., max_bytes=...,
-                             wake_lines=..., fsync_interval=...)   # construction: no I/O
-    spool.start()                         # with the writer's worker: starts the spool's thread
-    spool.add(ts, level, out, args)       # per accepted line, any thread: never blocks on I/O,
-                                          # never raises
+    spool = Spool.for_stream(options.spool_dir, key, config, backend, lock=writer_lock,
+                             encode=..., flush_interval=..., budget=..., max_lines=...,
+                             max_bytes=..., wake_lines=..., fsync_interval=...)  # no I/O
+    spool.start()                         # with the writer's worker, holding ``lock``
+    spool.add(ts, level, out, args)       # per accepted line, any thread, holding ``lock``
+                                          # (the writer's: no second lock per line); never
+                                          # blocks on I/O, never raises
     spool.discard()                       # the stored log is uploaded and the stream closed:
                                           # nothing to recover, the spool goes
     spool.close(timeout)                  # the writer is done otherwise: stop, keep the files
@@ -346,10 +347,12 @@ class SpoolStats:
 class Spool:
     """One stream's spool; see the module docstring for the interface and the layout.
 
-    Locks.  ``_lock`` guards the pending queue, its byte count, the overflow count, the
-    counters and ``_closed``.  It is held for a few operations, never across I/O or a call
-    out, and no other lock is taken under it, so it cannot take part in a deadlock: ``add``
-    may be called under the writer's own lock.  The spool's thread owns ``_segments``,
+    Locks.  ``lock`` guards the pending queue, its byte count, the overflow count, the
+    counters and ``_closed``.  The writer passes its own ingress lock, which its callers
+    hold anyway to append a line, so spooling a line takes no second lock; ``add`` is called
+    with it held and the spool takes it itself everywhere else.  The spool holds it for a
+    few operations only, never across I/O or a call out, and takes no other lock under it,
+    so it cannot take part in a deadlock.  The spool's thread owns ``_segments``,
     ``_pos`` and the directory outright; ``close`` touches them only once that thread has
     ended (or when it never started).
     """
@@ -360,6 +363,7 @@ class Spool:
         manifest: Manifest,
         *,
         encode: Encoder,
+        lock: Optional[threading.Lock] = None,
         flush_interval: float,
         budget: int,
         max_lines: int,
@@ -380,7 +384,7 @@ class Spool:
         self._fsync_interval = fsync_interval
         self._clock = clock
         self._warnings = RateLimitedWarnings()
-        self._lock = threading.Lock()
+        self._lock = lock if lock is not None else threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._pending: deque[PendingLine] = deque()
@@ -443,20 +447,26 @@ class Spool:
 
     # -- any thread ----------------------------------------------------------------------------
 
+    @property
+    def lock(self) -> threading.Lock:
+        """The lock to hold around ``add``."""
+        return self._lock
+
     def add(self, ts: float, level: str, out: str, args: Optional[Mapping[str, Any]]) -> None:
-        """Queue one accepted line for the spool's thread.  Never blocks on I/O, never raises
-        (a full queue refuses the line and counts it: the spool's thread is stuck)."""
-        with self._lock:
-            if self._closed:
-                return
-            pending = self._pending
-            if len(pending) >= self._max_lines or self._pending_bytes >= self._max_bytes:
-                self._overflow += 1
-                return
-            pending.append((ts, level, out, args))
-            self._pending_bytes += len(out)
-            count = len(pending)
-        if count == self._wake_lines:
+        """Queue one accepted line for the spool's thread; the caller holds ``lock``.
+
+        Never blocks on I/O, never raises; a full queue (the spool's thread is stuck on the
+        disk) refuses the line and counts it.
+        """
+        if self._closed:
+            return
+        pending = self._pending
+        if len(pending) >= self._max_lines or self._pending_bytes >= self._max_bytes:
+            self._overflow += 1
+            return
+        pending.append((ts, level, out, args))
+        self._pending_bytes += len(out)
+        if len(pending) == self._wake_lines:
             self._wake.set()  # a burst: write now rather than hold a batch in memory
 
     @property
@@ -465,18 +475,19 @@ class Spool:
             return SpoolStats(self._written, self._lost, self._evicted, self._errors, self._last_error)
 
     def start(self) -> None:
-        """Start the spool's thread (with the writer's worker, never from ``__init__``)."""
-        with self._lock:
-            if self._thread is not None or self._closed:
-                return
-            thread = threading.Thread(target=self._run, name=f"lelog-spool[{self.manifest.key}]", daemon=True)
-            try:
-                if sys.is_finalizing():
-                    raise RuntimeError("interpreter shutdown")
-                thread.start()
-            except RuntimeError:  # interpreter shutdown: close() writes on its own thread
-                return
-            self._thread = thread
+        """Start the spool's thread; the caller holds ``lock`` (the writer starts it with its
+        worker, never from ``__init__``).  Starting a thread under the lock cannot deadlock:
+        ``start()`` waits only for the new thread's bootstrap, which takes no lelog lock."""
+        if self._thread is not None or self._closed:
+            return
+        thread = threading.Thread(target=self._run, name=f"lelog-spool[{self.manifest.key}]", daemon=True)
+        try:
+            if sys.is_finalizing():
+                raise RuntimeError("interpreter shutdown")
+            thread.start()
+        except RuntimeError:  # interpreter shutdown: close() writes on its own thread
+            return
+        self._thread = thread
 
     def close(self, timeout: float = 1.0) -> None:
         """Write what is queued, sync, and stop; the files stay for ``lelog recover``.
@@ -549,7 +560,8 @@ class Spool:
             return
         try:
             rows = self._encode(items, first)
-            data = b"\n".join(rows) + b"\n"
+            rows.append(b"")  # the last row's newline, without copying the data once more
+            data = b"\n".join(rows)
         except Exception as exc:  # a bug or MemoryError: counted, and the thread goes on
             self._failed(len(items), "encoding lines for", exc)
             return

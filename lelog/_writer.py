@@ -300,6 +300,7 @@ class StreamWriter:
             self.key,
             self.config,
             self._backend,
+            lock=self._lock,
             encode=lambda items, pos: _encode_items(items, pos, masker, trim)[0],
             flush_interval=opts.flush_interval,
             budget=opts.history_bytes,
@@ -388,8 +389,8 @@ class StreamWriter:
             if pending > opts.max_pending_lines or self._ingress_bytes > opts.max_pending_bytes:
                 self._drop_oldest_locked()
                 pending = len(ingress)
-        if self._spool is not None:
-            self._spool.add(ts, level, out, args)
+            if self._spool is not None:  # under _lock, which is also the spool's lock
+                self._spool.add(ts, level, out, args)
         if self._worker is None and start:
             self._start_worker()
         # Wake the worker when a batch is full, and when the first line starts the age clock

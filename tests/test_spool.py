@@ -200,7 +200,8 @@ def _spool(tmp_path: Path, **options: Any) -> Spool:
 def test_a_full_queue_refuses_lines_and_counts_them(tmp_path: Path) -> None:
     spool = _spool(tmp_path, max_lines=3)
     for i in range(5):
-        spool.add(1.0, "info", f"line {i}\n", None)
+        with spool.lock:
+            spool.add(1.0, "info", f"line {i}\n", None)
     spool.close()  # never started: the queue is written here
     assert spool.stats.written == 3 and spool.stats.lost == 2
     assert _spooled_outs(tmp_path) == ["line 0\n", "line 1\n", "line 2\n"]
@@ -208,10 +209,12 @@ def test_a_full_queue_refuses_lines_and_counts_them(tmp_path: Path) -> None:
 
 def test_lines_after_close_are_ignored_and_discard_removes_everything(tmp_path: Path) -> None:
     spool = _spool(tmp_path)
-    spool.start()
-    spool.add(1.0, "info", "kept\n", None)
+    with spool.lock:
+        spool.start()
+        spool.add(1.0, "info", "kept\n", None)
     spool.close()
-    spool.add(1.0, "info", "late\n", None)
+    with spool.lock:
+        spool.add(1.0, "info", "late\n", None)
     assert _spooled_outs(tmp_path) == ["kept\n"]
     spool.discard()
     assert _spool_dirs(tmp_path) == [] and not any(p.name.endswith(".removing") for p in tmp_path.iterdir())
@@ -222,7 +225,8 @@ def test_files_are_private_whatever_the_umask(tmp_path: Path) -> None:
     try:
         spool = _spool(tmp_path / "spool")
         Spool.prepare_directory(str(tmp_path / "spool"))
-        spool.add(1.0, "info", "x\n", None)
+        with spool.lock:
+            spool.add(1.0, "info", "x\n", None)
         spool.close()
     finally:
         os.umask(old)
