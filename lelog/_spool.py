@@ -266,8 +266,8 @@ class Segments:
     def total(self) -> int:
         return sum(size for _, size in self._sizes)
 
-    def append(self, data: bytes) -> int:
-        """Append whole rows; returns how many bytes of older segments were removed.
+    def append(self, data: bytes) -> None:
+        """Append whole rows.
 
         On ``OSError`` (a full disk) the segment is cut back to its last whole row, so a
         failed write never leaves a torn row in front of later ones.
@@ -286,10 +286,15 @@ class Segments:
             raise
         current[1] += len(data)
         self.dirty = True
+
+    def evict(self) -> int:
+        """Remove the oldest segments while over the budget; returns the bytes removed."""
         removed = 0
         while len(self._sizes) > 1 and self.total > self.budget:
-            index, size = self._sizes.popleft()
-            os.unlink(self._path(index))
+            index, size = self._sizes[0]
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._path(index))
+            self._sizes.popleft()
             removed += size
         return removed
 
@@ -393,6 +398,7 @@ class Spool:
         self._written = self._lost = self._evicted = self._errors = 0
         self._last_error: Optional[str] = None
         self._closed = False
+        self._discarded = False  # the log is stored: the directory must not be (re)created
         self._thread: Optional[threading.Thread] = None
         # Owned by the spool's thread (see the class docstring).
         self._segments: Optional[Segments] = None
@@ -508,11 +514,15 @@ class Spool:
             thread.join(timeout)
 
     def discard(self, timeout: float = 1.0) -> None:
-        """The stored log is complete: stop and remove the spool."""
+        """The stored log is complete: stop and remove the spool.
+
+        Removed even if the spool's thread is stuck on the disk past ``timeout``: it can no
+        longer create the directory, and what it still writes goes to unlinked files, so
+        recovery never replaces the stored log with an older copy.
+        """
+        with self._lock:
+            self._discarded = True
         self.close(timeout)
-        thread = self._thread
-        if thread is not None and thread.is_alive():
-            return  # stuck in a disk write; recovery finds the writer's log stored
         remove_spool(self.directory)
 
     # -- the spool's thread ----------------------------------------------------------------------
@@ -548,8 +558,12 @@ class Spool:
             overflow, self._overflow = self._overflow, 0
         first, self._pos = self._pos, self._pos + len(items) + overflow
         if overflow:
-            self._failed(overflow, "queueing", None)
+            self._failed(overflow, "queueing lines for", None)
         if self._segments is None:
+            with self._lock:
+                discarded = self._discarded
+            if discarded:
+                return
             try:
                 self._create()
             except OSError as exc:
@@ -567,13 +581,19 @@ class Spool:
             return
         assert self._segments is not None
         try:
-            evicted = self._segments.append(data)
+            self._segments.append(data)
         except OSError as exc:
-            self._failed(len(items), "writing", exc)
+            self._failed(len(items), "writing to", exc)
             return
         with self._lock:
             self._written += len(items)
-            self._evicted += evicted
+        try:
+            evicted = self._segments.evict()
+        except OSError as exc:
+            self._failed(0, "trimming", exc, "it may grow past its byte budget")
+        else:
+            with self._lock:
+                self._evicted += evicted
         self._maybe_sync()
 
     def _maybe_sync(self) -> None:
@@ -597,7 +617,14 @@ class Spool:
             raise
         self._segments = Segments(self.directory, self._budget)
 
-    def _failed(self, lines: int, doing: str, exc: Optional[BaseException]) -> None:
+    def _failed(
+        self,
+        lines: int,
+        doing: str,
+        exc: Optional[BaseException],
+        consequence: str = "the last lines may not survive a machine crash",
+    ) -> None:
+        """Count and warn (rate-limited): the spool never raises into the writer."""
         if exc is None:
             why = "its queue is full (the disk is too slow)"
         elif isinstance(exc, OSError):
@@ -610,7 +637,7 @@ class Spool:
             self._lost += lines
             self._errors += exc is not None
             self._last_error = why
-        what = f"{lines:,} lines not spooled" if lines else "the spool may not survive a machine crash"
+        what = f"{lines:,} lines not spooled" if lines else consequence
         self._warnings.warn(
             f"spool:{doing}:{type(exc).__name__}",
             f"{doing} the spool {self.directory} of {self.manifest.key!r} failed: {why}; {what} "

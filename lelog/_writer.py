@@ -53,7 +53,7 @@ from ._logfmt import safe_str
 from ._masking import Masker
 from ._retry import Attempts, RetryPolicy
 from ._splitter import LineSplitter
-from ._spool import DEFAULT_FSYNC_INTERVAL, SPOOL_DIR_ENV, Spool
+from ._spool import DEFAULT_FSYNC_INTERVAL, SPOOL_DIR_ENV, Spool, SpoolStats
 
 __all__ = ["DROP_REASONS", "Stats", "StreamWriter", "WriterOptions", "in_worker_thread"]
 
@@ -944,6 +944,13 @@ class StreamWriter:
                 closed=self._closed and (self._finished.is_set() or self._abandoned),
                 last_error=c.last_error,
             )
+
+    @property
+    def spool_stats(self) -> Optional[SpoolStats]:
+        """What the crash spool did: lines written, lines it could not keep (a full disk);
+        None without ``spool_dir``."""
+        spool = self._spool
+        return None if spool is None else spool.stats
 
     # -- fork -----------------------------------------------------------------------------------
 

@@ -88,7 +88,10 @@ def _fail_uploads(service: FakeLogService) -> None:
 def test_segments_keep_the_newest_rows_within_the_budget(tmp_path: Path) -> None:
     segments = Segments(str(tmp_path), budget=4000)
     rows = [_row(pos) for pos in range(400)]
-    removed = sum(segments.append(row + b"\n") for row in rows)
+    removed = 0
+    for row in rows:
+        segments.append(row + b"\n")
+        removed += segments.evict()
     segments.close()
     on_disk = sum(p.stat().st_size for p in tmp_path.glob("*.ndjson"))
     assert on_disk <= 4000 and removed > 0
@@ -368,10 +371,10 @@ def test_a_full_disk_is_counted_and_live_streaming_goes_on(tmp_path: Path, servi
             writer.write_line(f"line {{i}}")
             if i % 500 == 0:
                 time.sleep(0.3)  # several spool writes, most of them refused
-        spool = writer._spool
         writer.close()
-        print(json.dumps({{"lost": spool.stats.lost, "errors": spool.stats.errors,
-                          "written": spool.stats.written, "sent": writer.stats.sent}}))
+        spooled = writer.spool_stats
+        print(json.dumps({{"lost": spooled.lost, "errors": spooled.errors,
+                          "written": spooled.written, "sent": writer.stats.sent}}))
         """,
         timeout=120,
     )
