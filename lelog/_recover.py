@@ -64,9 +64,10 @@ def recover_spools(
         raise ConfigError(f"no spool directory: give --spool DIR or set {SPOOL_DIR_ENV}")
     spool_dir = os.path.abspath(spool_dir)
     recovery = _Recovery(backend, config, dict(call_options or {}))
-    outcomes = [recovery.run(directory, manifest) for directory, manifest in recovery.scan(spool_dir)]
-    for outcome in outcomes:
-        print(f"lelog recover: {outcome.message}", file=out, flush=True)
+    outcomes: List[Outcome] = []
+    for directory, manifest in recovery.scan(spool_dir):
+        outcomes.append(recovery.run(directory, manifest))
+        print(f"lelog recover: {outcomes[-1].message}", file=out, flush=True)  # as it goes
     return outcomes
 
 
