@@ -85,12 +85,13 @@ while True:
 
 
 def _kill_mid_stream(
-    spool: Path, url: str, key: str, *, interval: float = 1.0, run_for: float = 3.0
+    spool: Path, url: str, key: str, *, interval: float = 2.0, run_for: float = 4.0
 ) -> Tuple[List[int], List[int]]:
     """Run a child that streams numbered lines, SIGKILL it after ``run_for`` seconds of it.
 
     Returns the lines it handed to lelog, and those it handed at least ``interval`` before
-    the kill (time.monotonic is one clock for every process of the machine).
+    the kill (time.monotonic is one clock for every process of the machine).  The spool
+    writes every ``interval / 2``: a 2 s interval leaves a loaded machine 1 s of slack.
     """
     code = _STREAMING_CHILD.format(url=url, token=TOKEN, key=key, spool=str(spool), interval=interval)
     child = subprocess.Popen(
