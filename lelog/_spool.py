@@ -157,6 +157,8 @@ class ProcessIdentity:
             return started == self.start_time and state not in ("Z", "X")  # not a zombie
         if self.start_time is not None and os.path.isdir("/proc/self"):
             return False  # /proc works and has no such process
+        if os.name == "nt":
+            return True  # os.kill(pid, 0) would terminate it there: assume alive, never wrong
         try:
             os.kill(self.pid, 0)
         except ProcessLookupError:

@@ -424,3 +424,10 @@ def test_a_killed_lelog_run_is_finished_into_the_file_store(tmp_path: Path, serv
 
 def _spooled(spool: Path) -> int:
     return sum(p.read_bytes().count(b"\n") for d in _spools(spool) for p in d.glob("*.ndjson"))
+
+
+def test_the_commands_document_the_spool() -> None:
+    recover = _lelog("recover", "--help")
+    assert recover.returncode == 0 and "--spool DIR" in recover.stdout and "LELOG_SPOOL_DIR" in recover.stdout
+    run = _lelog("run", "--help")
+    assert run.returncode == 0 and "--spool DIR" in run.stdout and "lelog recover" in run.stdout
