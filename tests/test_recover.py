@@ -174,6 +174,42 @@ def test_a_killed_writers_log_is_recovered_after_a_blackholed_run(
     assert _spools(spool) == []
 
 
+@pytest.mark.parametrize("trouble", ["down", "blackholed"])
+def test_a_normal_exit_that_could_not_store_the_log_keeps_every_line_for_recovery(
+    tmp_path: Path, service_factory: Callable[..., FakeLogService], trouble: str
+) -> None:
+    spool = tmp_path / "spool"
+    if trouble == "down":
+        url = dead_url()
+        service = None
+    else:
+        service = service_factory()
+        service.blackhole()
+        url = service.url
+    code = f"""
+        import time
+        import lelog
+        config = lelog.LogConfig(url={url!r}, account_id="acct", token={TOKEN!r})
+        writer = lelog.StreamWriter("job/exit", config, spool_dir={str(spool)!r}, close_timeout=1.0,
+                                    flush_interval=60)  # only the close can spool them in time
+        writer.write_line("line 0")
+        while writer.spool_stats.written < 1:  # the spool's first write; the next is 30 s away
+            time.sleep(0.01)
+        for i in range(1, 500):
+            writer.write_line(f"line {{i}}")
+        # returns at once: the exit hook closes the writer, which cannot store the log
+        """
+    result = run_python(code, timeout=60)
+    assert result.returncode == 0, result.stderr
+    if service is None:
+        service = service_factory(port=int(url.rsplit(":", 1)[1]))
+    else:
+        service.blackhole(False)
+    result = _recover(spool, service)
+    assert result.returncode == 0, result.stderr
+    assert _outs(service, "job/exit") == [f"line {i}\n" for i in range(500)]  # the last ones too
+
+
 # -- what recovery leaves alone ----------------------------------------------------------------------
 
 _DYING_CHILD = """
