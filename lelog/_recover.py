@@ -17,6 +17,8 @@ What it leaves alone, and says so:
 * a spool whose upload or close failed: it stays, for the next try (both calls may be
   repeated: an upload replaces the stored log, and closing a closed stream is "already closed").
 
+Spools are taken oldest first, so of two dead runs of one key the newer one's log stays stored.
+
 Two recoveries running at once do not both upload a spool: each takes an exclusive ``flock``
 on the manifest first and leaves a spool that another holds.
 """
@@ -65,13 +67,20 @@ def recover_spools(
     spool_dir = os.path.abspath(spool_dir)
     recovery = _Recovery(backend, config, dict(call_options or {}))
     outcomes: List[Outcome] = []
-    for directory, manifest in recovery.scan(spool_dir):
+    # Oldest first: of two dead runs of one key, the newer one's log is the one left stored.
+    found = sorted(recovery.scan(spool_dir), key=_oldest_first)
+    for directory, manifest in found:
         outcomes.append(recovery.run(directory, manifest))
         print(f"lelog recover: {outcomes[-1].message}", file=out, flush=True)  # as it goes
     return outcomes
 
 
 _Found = Tuple[str, Optional[Manifest]]
+
+
+def _oldest_first(found: _Found) -> tuple[bool, float]:
+    manifest = found[1]
+    return manifest is None, manifest.created if manifest is not None else 0.0
 
 
 class _Recovery:

@@ -219,7 +219,7 @@ config = lelog.LogConfig(url={url!r}, account_id="acct", token={token!r}, **{con
 writer = lelog.StreamWriter({key!r}, config, spool_dir={spool!r}, flush_interval=0.2)
 writer.open()
 for i in range({lines}):
-    writer.write_line(f"line {{i}}")
+    writer.write_line(f"{text} {{i}}")
 def spooled():
     directory = writer._spool.directory
     names = [n for n in os.listdir(directory) if n.endswith(".ndjson")] if os.path.isdir(directory) else []
@@ -231,10 +231,14 @@ os.kill(os.getpid(), signal.SIGKILL)
 """
 
 
-def _dead_spool(spool: Path, url: str, key: str, *, lines: int = 20, **config: Any) -> Path:
+def _dead_spool(
+    spool: Path, url: str, key: str, *, lines: int = 20, text: str = "line", **config: Any
+) -> Path:
     """A spool left by a writer killed once its lines were spooled (and pushed, if it could)."""
     before = set(_spools(spool))
-    code = _DYING_CHILD.format(url=url, token=TOKEN, key=key, spool=str(spool), lines=lines, config=config)
+    code = _DYING_CHILD.format(
+        url=url, token=TOKEN, key=key, spool=str(spool), lines=lines, text=text, config=config
+    )
     result = run_python(code, timeout=60)
     assert result.returncode == -signal.SIGKILL, result.stderr
     (made,) = set(_spools(spool)) - before
@@ -335,6 +339,21 @@ def test_a_spool_whose_upload_fails_stays_for_the_next_try(tmp_path: Path, servi
     assert result.returncode == 0, result.stderr
     assert _outs(service, "job/retry") == [f"line {i}\n" for i in range(20)]
     assert _spools(spool) == [] and not service.is_open("job/retry")
+
+
+def test_of_two_dead_runs_of_a_key_the_newer_log_is_the_one_stored(
+    tmp_path: Path, service: FakeLogService
+) -> None:
+    spool = tmp_path / "spool"
+    older = _dead_spool(spool, service.url, "job/twice", lines=3, text="older")
+    newer = _dead_spool(spool, service.url, "job/twice", lines=3, text="newer")
+    older.rename(spool / "9-older")  # names sort the other way round
+    newer.rename(spool / "0-newer")
+    result = _recover(spool, service)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.index("(9-older)") < result.stdout.index("(0-newer)")
+    assert _outs(service, "job/twice") == ["newer 0\n", "newer 1\n", "newer 2\n"]
+    assert _spools(spool) == []
 
 
 def test_a_spool_another_recovery_holds_is_left_alone(tmp_path: Path, service: FakeLogService) -> None:
