@@ -233,6 +233,8 @@ class Manifest:
         for name in ("skip_opening_stream", "trim_new_line_suffix"):
             if not isinstance(getattr(manifest, name), bool):
                 raise ValueError(f"not a spool manifest: {name} is not true or false")
+        if isinstance(manifest.created, bool) or not isinstance(manifest.created, (int, float)):
+            raise ValueError("not a spool manifest: created is not a time")
         owner = manifest.owner
         if not manifest.key or type(owner.pid) is not int or owner.pid <= 0:
             raise ValueError("not a spool manifest: no key or no pid")

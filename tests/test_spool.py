@@ -138,6 +138,7 @@ def test_manifest_round_trips_and_rejects_what_is_not_one() -> None:
         json.dumps({**good, "key": ""}).encode(),
         json.dumps({**good, "owner": {"pid": "1", "start_time": 1, "boot_id": "b"}}).encode(),
         json.dumps({**good, "skip_opening_stream": "yes"}).encode(),
+        json.dumps({**good, "created": "yesterday"}).encode(),
         json.dumps({k: v for k, v in good.items() if k != "service"}).encode(),
     ):
         with pytest.raises(ValueError, match="manifest"):
