@@ -73,13 +73,18 @@ from ._filestore import FileStore
 from ._line import encode_line
 
 __all__ = [
+    "DEFAULT_FSYNC_INTERVAL",
+    "MANIFEST",
     "SPOOL_DIR_ENV",
     "LogBody",
     "Manifest",
     "ProcessIdentity",
+    "Segments",
     "Spool",
     "SpoolStats",
     "read_log",
+    "redact_url",
+    "remove_spool",
     "service_of",
 ]
 
@@ -532,16 +537,17 @@ class Spool:
     # -- the spool's thread ----------------------------------------------------------------------
 
     def _run(self) -> None:
-        try:
-            while True:
-                stopping = self._stop.is_set()
+        while True:
+            stopping = self._stop.is_set()
+            try:
                 self._write_pending()
-                if stopping:
-                    break
-                self._wake.wait(self._interval)
-                self._wake.clear()
-        finally:
-            self._finish()
+            except Exception as exc:  # a bug: warned, and the spool goes on
+                self._failed(0, "running", exc, "lines may be missing from it")
+            if stopping:
+                break
+            self._wake.wait(self._interval)
+            self._wake.clear()
+        self._finish()
 
     def _finish(self) -> None:
         self._write_pending()
