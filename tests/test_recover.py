@@ -486,3 +486,17 @@ def test_the_commands_document_the_spool() -> None:
     assert recover.returncode == 0 and "--spool DIR" in recover.stdout and "LELOG_SPOOL_DIR" in recover.stdout
     run = _lelog("run", "--help")
     assert run.returncode == 0 and "--spool DIR" in run.stdout and "lelog recover" in run.stdout
+
+
+def test_a_clean_lelog_run_leaves_no_spool(tmp_path: Path) -> None:
+    spool, home = tmp_path / "spool", tmp_path / "home"
+    result = _lelog(
+        "run", "--spool", str(spool), "--home", str(home), "--key", "ci/ok", "--",
+        sys.executable, "-c", "print('done')",
+        env=_env(),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert spool.is_dir() and _spools(spool) == []
+    assert [line.out for line in lelog._line.parse_ndjson(lelog.FileStore(home).download("ci/ok"))] == [
+        "done\n"
+    ]
