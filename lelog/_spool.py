@@ -276,24 +276,38 @@ class Segments:
         return sum(size for _, size in self._sizes)
 
     def append(self, data: bytes) -> None:
-        """Append whole rows.
+        """Append whole rows (``\n``-terminated), starting a new segment whenever one is full,
+        so even a batch larger than the budget can be trimmed to it by ``evict``.
 
         On ``OSError`` (a full disk) the segment is cut back to its last whole row, so a
         failed write never leaves a torn row in front of later ones.
         """
-        if self._fd is None or self._sizes[-1][1] >= self._segment_bytes:
-            self._next_segment()
+        view = memoryview(data)
+        start = 0
+        while start < len(data):
+            if self._fd is None or self._sizes[-1][1] >= self._segment_bytes:
+                self._next_segment()
+            limit = start + self._segment_bytes - self._sizes[-1][1]
+            end = len(data)
+            if limit < end:  # up to the last row that fits; at least one row
+                end = data.rfind(b"\n", start, limit) + 1
+                if end <= start:
+                    end = data.find(b"\n", limit) + 1 or len(data)
+            self._write(view[start:end])
+            start = end
+
+    def _write(self, piece: memoryview) -> None:
         assert self._fd is not None
         current = self._sizes[-1]
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(self._fd, view) :]
+            left = piece
+            while left:
+                left = left[os.write(self._fd, left) :]
         except OSError:
             with contextlib.suppress(OSError):
                 os.ftruncate(self._fd, current[1])
             raise
-        current[1] += len(data)
+        current[1] += len(piece)
         self.dirty = True
 
     def evict(self) -> int:
