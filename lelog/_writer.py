@@ -236,13 +236,17 @@ class StreamWriter:
             raise ConfigError("key must be a non-empty string: the stream key, e.g. 'stage-1/step-2'")
         self.key = key
         self.options = WriterOptions.from_kwargs(options)
+        # Checked before a backend (an HTTP client to close) exists: a ConfigError leaks nothing.
+        spool_dir = (
+            None if self.options.spool_dir is None else Spool.prepare_directory(self.options.spool_dir)
+        )
         self._backend, self._owns_backend, self.config = make_backend(target)
         self._masker = self.config.masker() or None
         self._warnings = RateLimitedWarnings()
         self._forked_child = False
         self._next_pos = 0
         self._reset_state()
-        self._spool: Optional[Spool] = self._make_spool()
+        self._spool: Optional[Spool] = self._make_spool(spool_dir)
         # Registered from the start, so the fork hook re-initialises even a writer that was
         # never used, and the exit hook delivers a writer that only holds a partial line.
         _register(self)
@@ -288,15 +292,15 @@ class StreamWriter:
         self._closed = False
         self._spool = None  # a forked child's lines are its parent's to spool
 
-    def _make_spool(self) -> Optional[Spool]:
+    def _make_spool(self, spool_dir: Optional[str]) -> Optional[Spool]:
         """The crash spool, if ``spool_dir`` is set and the writer closes the stream (with
         ``skip_closing_stream`` there is nothing for ``lelog recover`` to finish)."""
         opts = self.options
-        if opts.spool_dir is None or self.config.skip_closing_stream:
+        if spool_dir is None or self.config.skip_closing_stream:
             return None
         masker, trim = self._masker, self.config.trim_new_line_suffix
         return Spool.for_stream(
-            Spool.prepare_directory(opts.spool_dir),
+            spool_dir,
             self.key,
             self.config,
             self._backend,
