@@ -28,7 +28,7 @@ from ._client import LogServiceClient
 from ._config import LogConfig, setup_request_values
 from ._exceptions import BlobNotFound, ConfigError, LogServiceError
 from ._filestore import FileStore
-from ._recover import recover_spools
+from ._recover import Status, recover_spools
 from ._splitter import LineSplitter
 from ._version import __version__
 from ._writer import Stats, StreamWriter
@@ -602,7 +602,7 @@ def _recover(args: argparse.Namespace) -> int:
         )
     if not outcomes and not args.quiet:
         _stderr("lelog: no spools to recover")
-    return 1 if any(outcome.status == "failed" for outcome in outcomes) else 0
+    return 1 if any(outcome.status is Status.FAILED for outcome in outcomes) else 0
 
 
 # -- main --------------------------------------------------------------------------------------

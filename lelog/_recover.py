@@ -26,6 +26,7 @@ on the manifest first and leaves a spool that another holds.
 from __future__ import annotations
 
 import contextlib
+import enum
 import os
 import shutil
 import stat
@@ -38,15 +39,22 @@ from ._config import LogConfig
 from ._exceptions import ConfigError, LogServiceError, StreamNotFound
 from ._spool import MANIFEST, SPOOL_DIR_ENV, Manifest, read_log, remove_spool, service_of
 
-__all__ = ["Outcome", "recover_spools"]
+__all__ = ["Outcome", "Status", "recover_spools"]
+
+
+class Status(enum.Enum):
+    """What recovery did with one spool."""
+
+    RECOVERED = "recovered"  # stored and closed; the spool is gone
+    LEFT = "left"  # left alone on purpose (see the module docstring)
+    FAILED = "failed"  # the upload or the close failed; kept for the next try
 
 
 @attrs.frozen
 class Outcome:
-    """What recovery did with one spool: ``recovered``, ``left`` (alone, on purpose) or
-    ``failed`` (kept for the next try)."""
+    """One spool's line of the report."""
 
-    status: str
+    status: Status
     directory: str
     message: str
 
@@ -134,22 +142,22 @@ class _Recovery:
 
     def run(self, path: str, manifest: Optional[Manifest]) -> Outcome:
         if manifest is None:
-            return Outcome("left", path, f"{path}: left alone: {self._problems[path]}")
+            return Outcome(Status.LEFT, path, f"{path}: left alone: {self._problems[path]}")
         who = f"{manifest.key!r} ({os.path.basename(path)})"
         if manifest.owner.is_alive():
             return Outcome(
-                "left", path, f"{who}: left alone: its writer still runs (pid {manifest.owner.pid})"
+                Status.LEFT, path, f"{who}: left alone: its writer still runs (pid {manifest.owner.pid})"
             )
         if manifest.service != self.service:
             return Outcome(
-                "left",
+                Status.LEFT,
                 path,
                 f"{who}: left alone: written for {manifest.service or 'an unnamed backend'}, "
                 f"not for {self.service}; run lelog recover configured for that service",
             )
         if self.config.url and manifest.account_id != self.config.account_id:
             return Outcome(
-                "left",
+                Status.LEFT,
                 path,
                 f"{who}: left alone: written for account {manifest.account_id!r}, "
                 f"not {self.config.account_id!r}",
@@ -157,11 +165,11 @@ class _Recovery:
         holder = self._live.get((manifest.service, manifest.account_id, manifest.key))
         if holder is not None:
             return Outcome(
-                "left", path, f"{who}: left alone: a running writer (pid {holder}) holds this key now"
+                Status.LEFT, path, f"{who}: left alone: a running writer (pid {holder}) holds this key now"
             )
         with _exclusive(path) as mine:
             if not mine:
-                return Outcome("left", path, f"{who}: left alone: another lelog recover is at it")
+                return Outcome(Status.LEFT, path, f"{who}: left alone: another lelog recover is at it")
             return self._finish(path, who, manifest)
 
     def _finish(self, path: str, who: str, manifest: Manifest) -> Outcome:
@@ -181,9 +189,9 @@ class _Recovery:
             except StreamNotFound:
                 done.append("stream already closed")
         except LogServiceError as exc:
-            return Outcome("failed", path, f"{who}: FAILED: {exc}; the spool stays for the next try")
+            return Outcome(Status.FAILED, path, f"{who}: FAILED: {exc}; the spool stays for the next try")
         remove_spool(path)
-        return Outcome("recovered", path, f"{who}: recovered into {self.service}: {', '.join(done)}")
+        return Outcome(Status.RECOVERED, path, f"{who}: recovered into {self.service}: {', '.join(done)}")
 
 
 @contextlib.contextmanager
