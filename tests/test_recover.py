@@ -220,11 +220,7 @@ writer = lelog.StreamWriter({key!r}, config, spool_dir={spool!r}, flush_interval
 writer.open()
 for i in range({lines}):
     writer.write_line(f"{text} {{i}}")
-def spooled():
-    directory = writer._spool.directory
-    names = [n for n in os.listdir(directory) if n.endswith(".ndjson")] if os.path.isdir(directory) else []
-    return sum(open(os.path.join(directory, n), "rb").read().count(b"\\n") for n in names)
-while spooled() < {lines}:
+while writer.spool_stats.written < {lines}:
     time.sleep(0.02)
 writer.flush(10)
 os.kill(os.getpid(), signal.SIGKILL)
