@@ -264,6 +264,8 @@ def test_a_bad_spool_dir_is_a_config_error_naming_it(tmp_path: Path) -> None:
         StreamWriter("k", lelog.FileStore(tmp_path), spool_dir=str(plain / "below"))
     with pytest.raises(ConfigError, match="spool_dir"):
         StreamWriter("k", lelog.FileStore(tmp_path), spool_dir=5)
+    with pytest.raises(ConfigError, match="spool_fsync_interval"):
+        StreamWriter("k", lelog.FileStore(tmp_path), spool_dir=str(tmp_path), spool_fsync_interval=0)
 
 
 # -- the spool with a writer --------------------------------------------------------------------
