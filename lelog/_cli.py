@@ -29,6 +29,7 @@ from ._client import LogServiceClient
 from ._config import MAX_SECONDS, LogConfig, check_positive, resolve_config, setup_request_values
 from ._exceptions import BlobNotFound, ConfigError, LogServiceError
 from ._filestore import FileStore, KeyInUse
+from ._recover import Status, recover_spools
 from ._splitter import LineSplitter
 from ._version import __version__
 from ._writer import Stats, StreamWriter
@@ -142,6 +143,19 @@ examples:
 """
 
 
+_RECOVER_HELP = """\
+Find the spools of writers that died (killed, crashed, the machine restarted), store each as
+the log of its key in the service configured here, close its stream, and remove the spool.
+One line per spool.  Spools of running writers, of another service or account, and of a key
+a running writer holds are left alone; a spool whose upload fails stays for the next try.
+
+examples:
+  lelog run --spool /var/spool/lelog --key ci/step-2 -- make test     # killed midway
+  lelog recover --spool /var/spool/lelog                              # stores ci/step-2
+
+"""
+
+
 def _build_parser() -> _Parser:
     common = _Parser(add_help=False)
     group = common.add_argument_group("where the log goes")
@@ -167,6 +181,12 @@ def _build_parser() -> _Parser:
         type=_seconds,
         metavar="SECONDS",
         help="the time allowed to send what is left, store the log and close (default 5)",
+    )
+    writing.add_argument(
+        "--spool",
+        dest="spool_dir",
+        metavar="DIR",
+        help="also keep the lines in a crash spool in DIR, for 'lelog recover' (default: LELOG_SPOOL_DIR)",
     )
     reading = _Parser(add_help=False)
     reading.add_argument(
@@ -221,6 +241,10 @@ def _build_parser() -> _Parser:
     add("tail", _tail, "follow a live stream", _TAIL_HELP, reading)
     cat = add("cat", _cat, "print a stored log", _CAT_HELP, reading)
     cat.add_argument("--json", action="store_true", help="print the stored NDJSON as it is")
+    recover = add(
+        "recover", _recover, "store the logs of killed runs from their spools", _RECOVER_HELP, reading
+    )
+    recover.add_argument("--spool", metavar="DIR", help="the spool directory (default: LELOG_SPOOL_DIR)")
     return parser
 
 
@@ -300,7 +324,7 @@ def _where(backend: _Backend, key: str) -> str:
 
 def _open_writer(key: str, backend: _Backend, args: argparse.Namespace) -> StreamWriter:
     _show_library_warnings()
-    options = {name: getattr(args, name) for name in ("flush_interval", "close_timeout")}
+    options = {name: getattr(args, name) for name in ("flush_interval", "close_timeout", "spool_dir")}
     return StreamWriter(key, backend, **{k: v for k, v in options.items() if v is not None}).open()
 
 
@@ -689,6 +713,18 @@ def _texts(key: str, data: bytes) -> list[str]:
         ) from None
 
 
+def _recover(args: argparse.Namespace) -> int:
+    config = _config(args)
+    backend = _backend(args, config, writes=False)
+    with contextlib.closing(backend):
+        outcomes = recover_spools(
+            args.spool, backend, config, out=sys.stdout, call_options=_call_options(args)
+        )
+    if not outcomes and not args.quiet:
+        _stderr("lelog: no spools to recover")
+    return 1 if any(outcome.status is Status.FAILED for outcome in outcomes) else 0
+
+
 # -- main --------------------------------------------------------------------------------------
 
 
@@ -711,7 +747,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
     if args.handler is None:
-        parser.error("choose a command: run, push, tail or cat")
+        parser.error("choose a command: run, push, tail, cat or recover")
     if args.token:
         _stderr(
             "lelog: warning: --token is visible to other users (ps, shell history); "

@@ -31,6 +31,7 @@ import enum
 import functools
 import heapq
 import math
+import os
 import socket
 import sys
 import threading
@@ -61,6 +62,7 @@ from ._logfmt import safe_str
 from ._masking import Masker
 from ._retry import Attempts
 from ._splitter import LineSplitter
+from ._spool import DEFAULT_FSYNC_INTERVAL, SPOOL_DIR_ENV, Spool, SpoolStats
 
 __all__ = [
     "DROP_REASONS",
@@ -122,6 +124,11 @@ def _positive(kind: type) -> Callable[[Any, attrs.Attribute[Any], Any], None]:
     return check
 
 
+def _path_or_none(value: Any) -> Any:
+    """A ``PathLike`` as its ``str``; anything else as it is (checked when the spool is made)."""
+    return os.fspath(value) if isinstance(value, os.PathLike) else value
+
+
 @attrs.frozen(kw_only=True)
 class WriterOptions:
     """How the writer batches and what it may hold; plain values, checked when built."""
@@ -142,6 +149,15 @@ class WriterOptions:
     close_timeout: float = attrs.field(default=5.0, validator=_positive(float))
     #: A partial line longer than this many characters is cut into a line of its own.
     max_partial: int = attrs.field(default=MAX_LINE_BYTES, validator=_positive(int))
+    #: Also append every accepted line to a crash spool here, for ``lelog recover`` after a
+    #: kill (default ``$LELOG_SPOOL_DIR``; None: no spool).  A writer option, not a
+    #: ``LogConfig`` field: it is a path on this machine, not a setting of the service.
+    spool_dir: Optional[str] = attrs.field(
+        factory=lambda: os.environ.get(SPOOL_DIR_ENV) or None,
+        converter=_path_or_none,
+    )
+    #: How often the spool is synced to disk (only a machine crash loses what is not).
+    spool_fsync_interval: float = attrs.field(default=DEFAULT_FSYNC_INTERVAL, validator=_positive(float))
 
     @classmethod
     def from_kwargs(cls, options: Mapping[str, Any]) -> WriterOptions:
@@ -288,6 +304,10 @@ class StreamWriter:
             raise ConfigError("key must be a non-empty string: the stream key, e.g. 'stage-1/step-2'")
         self.key = key
         self.options = WriterOptions.from_kwargs(options)
+        # Checked before a backend (an HTTP client to close) exists: a ConfigError leaks nothing.
+        spool_dir = (
+            None if self.options.spool_dir is None else Spool.prepare_directory(self.options.spool_dir)
+        )
         self._backend, self._owns_backend, self.config = make_backend(target)
         self._retry = retry_policy(self._backend, self.config)
         self._masker = self.config.masker() or None
@@ -329,6 +349,7 @@ class StreamWriter:
             self._refuse(parent)
         else:
             self._beacon = _process.beacon(self._identity)
+            self._spool = self._make_spool(spool_dir)  # the stream's: its engine has it
         # Registered from the start, so the fork hook re-initialises even a writer that was
         # never used, and the exit hook delivers a writer that only holds a partial line.
         _process.register(self)
@@ -412,6 +433,29 @@ class StreamWriter:
         self._close_deadline: Optional[Deadline] = None
         self._worker: Optional[threading.Thread] = None
         self._backend_closed = False
+        self._spool = None  # a forked child's lines are its parent's to spool
+
+    def _make_spool(self, spool_dir: Optional[str]) -> Optional[Spool]:
+        """The crash spool, if ``spool_dir`` is set and the writer closes the stream (with
+        ``skip_closing_stream`` there is nothing for ``lelog recover`` to finish)."""
+        opts = self.options
+        if spool_dir is None or self.config.skip_closing_stream:
+            return None
+        masker, trim = self._masker, self.config.trim_new_line_suffix
+        return Spool.for_stream(
+            spool_dir,
+            self.key,
+            self.config,
+            self._backend,
+            lock=self._lock,
+            encode=lambda items, pos: encode_batch(items, pos, masker, trim)[0],
+            flush_interval=opts.flush_interval,
+            budget=opts.history_bytes,
+            max_lines=opts.max_pending_lines,
+            max_bytes=opts.max_pending_bytes,
+            wake_lines=opts.max_batch_lines,
+            fsync_interval=opts.spool_fsync_interval,
+        )
 
     def __repr__(self) -> str:
         return f"<StreamWriter key={self.key!r} backend={self._backend!r}>"
@@ -531,6 +575,8 @@ class StreamWriter:
             if dropped:
                 counters.dropped["overflow"] += dropped
             waiting = len(pending.items)
+            if self._spool is not None:  # under _lock, which is also the spool's lock
+                self._spool.add(ts, level, out, args)
         if state is _IDLE and start:
             self._start_worker()
         # Wake the worker when a batch is full, and when the first line starts the age clock
@@ -576,6 +622,8 @@ class StreamWriter:
                     counters.dropped["too_large"] += 1
                 else:
                     counters.dropped["overflow"] += children.add((ts, level, out, args), size)
+                    if self._spool is not None:  # under _lock, which is also the spool's lock
+                        self._spool.add(ts, level, out, args)
         self._wake.set()
 
     def _checked_time(self, value: Any) -> float:
@@ -612,6 +660,8 @@ class StreamWriter:
             except RuntimeError:  # "can't create new thread at interpreter shutdown"
                 return  # docs/hazards.md#no-thread-at-shutdown: close() drains on its own thread
             self._worker = worker
+            if self._spool is not None:
+                self._spool.start()
 
     def step(self) -> Optional[float]:
         """Run one round of the worker on this thread: take pending lines, open the stream or
@@ -914,6 +964,9 @@ class StreamWriter:
                     counters.dropped["retries_exhausted"] += left
                 self._move(WriterState.FINISHED, allowed=(WriterState.FINISHING,))
                 self._progress.notify_all()
+            if self._spool is not None:  # kept for lelog recover unless _finish discarded it
+                remaining = deadline.remaining() if deadline is not None else 0.0
+                self._spool.close(max(remaining, 0.1))
             self._finished.set()
 
     def _finish(self, deadline: Deadline) -> None:
@@ -938,16 +991,20 @@ class StreamWriter:
             self._settle(left, 0, 0, drop="retries_exhausted")
         if not self._closes:
             return
+        uploaded = True
         if self._uploads:
             body = self._upload_body()
             exc = self._retrying("upload", lambda d: self._upload(body, d), upload_by)
             if exc is not None:
                 self._record_error(exc)
             with self._lock:
-                self._counters.uploaded = exc is None
+                self._counters.uploaded = uploaded = exc is None
         exc = self._retrying("close_stream", self._close_stream, deadline)
         if exc is not None and not isinstance(exc, StreamNotFound):
             self._record_error(exc)  # not found: already closed, the service's permanent 500
+            return
+        if self._spool is not None and uploaded:  # stored and closed: nothing to recover
+            self._spool.discard(max(deadline.remaining(), 0.1))
 
     def _final_push(self, deadline: Deadline) -> None:
         while self._live.entries and self._live_state is LiveState.OPEN:
@@ -1141,6 +1198,8 @@ class StreamWriter:
             counters.last_error = (
                 counters.last_error or "the service did not answer before the close deadline"
             )
+        if self._spool is not None:  # the worker is stuck: get the spool's queue on disk
+            self._spool.close()
         self._warn(
             "abandoned",
             f"closing {self.key!r}: the service did not answer in time; "
@@ -1193,6 +1252,13 @@ class StreamWriter:
                 closed=self._state in _ENDED,
                 last_error=c.last_error,
             )
+
+    @property
+    def spool_stats(self) -> Optional[SpoolStats]:
+        """What the crash spool did: lines written, lines it could not keep (a full disk);
+        None without ``spool_dir``."""
+        spool = self._engine._spool
+        return None if spool is None else spool.stats
 
     # -- fork -----------------------------------------------------------------------------------
 

@@ -1,0 +1,226 @@
+"""``lelog recover``: finish the streams of processes that died holding a spool.
+
+For each spool below the spool directory whose writer is gone (pid, start time and boot id
+together: a reused pid is not the writer), recovery does what the writer's close would have
+done, with the spool's rows as the history: upload them as the stored log (unless
+``skip_opening_stream``), close the stream (with ``snapshot`` when ``skip_opening_stream``),
+then remove the spool.  One line per spool says what happened.
+
+What it leaves alone, and says so:
+
+* a spool whose writer still runs, or whose key a live writer of the same spool directory
+  holds now (a new run of the same key: its close will store that key's log);
+* a spool whose manifest names another service or account than the one configured for this
+  command: the token goes only where the user pointed it, never where a file says, so a
+  planted manifest cannot draw it elsewhere;
+* a spool that is not the user's own, is not a directory, or has no readable manifest;
+* a spool whose upload or close failed: it stays, for the next try (both calls may be
+  repeated: an upload replaces the stored log, and closing a closed stream is "already closed").
+
+Spools are taken oldest first, so of two dead runs of one key the newer one's log stays stored.
+
+Two recoveries running at once do not both upload a spool: each takes an exclusive ``flock``
+on the manifest first and leaves a spool that another holds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import os
+import shutil
+import stat
+from typing import IO, Any, Iterator, List, Mapping, Optional, Tuple
+
+import attrs
+
+from ._backend import Backend
+from ._config import LogConfig
+from ._exceptions import ConfigError, LogServiceError, StreamNotFound
+from ._spool import MANIFEST, SPOOL_DIR_ENV, Manifest, read_log, remove_spool, service_of
+
+__all__ = ["Outcome", "Status", "recover_spools"]
+
+
+class Status(enum.Enum):
+    """What recovery did with one spool."""
+
+    RECOVERED = "recovered"  # stored and closed; the spool is gone
+    LEFT = "left"  # left alone on purpose (see the module docstring)
+    FAILED = "failed"  # the upload or the close failed; kept for the next try
+
+
+@attrs.frozen
+class Outcome:
+    """One spool's line of the report."""
+
+    status: Status
+    directory: str
+    message: str
+
+
+def recover_spools(
+    spool_dir: Optional[str],
+    backend: Backend,
+    config: LogConfig,
+    *,
+    out: IO[str],
+    call_options: Optional[Mapping[str, Any]] = None,
+) -> List[Outcome]:
+    """Recover every spool below ``spool_dir`` (default ``$LELOG_SPOOL_DIR``) into
+    ``backend``, printing one line per spool to ``out``; returns what happened."""
+    spool_dir = spool_dir or os.environ.get(SPOOL_DIR_ENV) or ""
+    if not spool_dir:
+        raise ConfigError(f"no spool directory: give --spool DIR or set {SPOOL_DIR_ENV}")
+    spool_dir = os.path.abspath(spool_dir)
+    recovery = _Recovery(backend, config, dict(call_options or {}))
+    outcomes: List[Outcome] = []
+    # Oldest first: of two dead runs of one key, the newer one's log is the one left stored.
+    found = sorted(recovery.scan(spool_dir), key=_oldest_first)
+    for directory, manifest in found:
+        outcomes.append(recovery.run(directory, manifest))
+        print(f"lelog recover: {outcomes[-1].message}", file=out, flush=True)  # as it goes
+    return outcomes
+
+
+_Found = Tuple[str, Optional[Manifest]]
+
+
+def _oldest_first(found: _Found) -> tuple[bool, float]:
+    manifest = found[1]
+    return manifest is None, manifest.created if manifest is not None else 0.0
+
+
+class _Recovery:
+    """One ``lelog recover`` run against one configured service."""
+
+    def __init__(self, backend: Backend, config: LogConfig, call_options: dict[str, Any]) -> None:
+        self.backend = backend
+        self.config = config
+        self.service = service_of(config, backend)
+        self.call_options = call_options
+        self._problems: dict[str, str] = {}
+        self._live: dict[tuple[str, str, str], int] = {}  # (service, account, key) -> pid
+
+    def scan(self, spool_dir: str) -> List[_Found]:
+        """The spools below ``spool_dir``, with their manifests (None: see ``_problems``)."""
+        try:
+            names = sorted(os.listdir(spool_dir))
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise ConfigError(f"cannot read the spool directory {spool_dir}: {exc.strerror}") from None
+        found: List[_Found] = []
+        for name in names:
+            path = os.path.join(spool_dir, name)
+            if name.startswith("."):
+                if name.endswith(".removing"):  # an interrupted removal: finish it
+                    shutil.rmtree(path, ignore_errors=True)
+                continue
+            manifest = self._manifest(path)
+            found.append((path, manifest))
+            if manifest is not None and manifest.owner.is_alive():
+                self._live[(manifest.service, manifest.account_id, manifest.key)] = manifest.owner.pid
+        return found
+
+    def _manifest(self, path: str) -> Optional[Manifest]:
+        try:
+            st = os.lstat(path)
+            if not stat.S_ISDIR(st.st_mode):
+                self._problems[path] = "not a spool (not a directory)"
+                return None
+            if st.st_uid != os.getuid():
+                self._problems[path] = "not a spool of yours (another user owns it)"
+                return None
+            with _open_regular(os.path.join(path, MANIFEST)) as fh:
+                return Manifest.from_json(fh.read(1 << 20))
+        except FileNotFoundError:
+            self._problems[path] = "no manifest (a writer that is starting, or not a spool)"
+        except (OSError, ValueError) as exc:
+            self._problems[path] = f"unreadable manifest: {exc}"
+        return None
+
+    def run(self, path: str, manifest: Optional[Manifest]) -> Outcome:
+        if manifest is None:
+            return Outcome(Status.LEFT, path, f"{path}: left alone: {self._problems[path]}")
+        who = f"{manifest.key!r} ({os.path.basename(path)})"
+        if manifest.owner.is_alive():
+            return Outcome(
+                Status.LEFT, path, f"{who}: left alone: its writer still runs (pid {manifest.owner.pid})"
+            )
+        if manifest.service != self.service:
+            return Outcome(
+                Status.LEFT,
+                path,
+                f"{who}: left alone: written for {manifest.service or 'an unnamed backend'}, "
+                f"not for {self.service}; run lelog recover configured for that service",
+            )
+        if self.config.url and manifest.account_id != self.config.account_id:
+            return Outcome(
+                Status.LEFT,
+                path,
+                f"{who}: left alone: written for account {manifest.account_id!r}, "
+                f"not {self.config.account_id!r}",
+            )
+        holder = self._live.get((manifest.service, manifest.account_id, manifest.key))
+        if holder is not None:
+            return Outcome(
+                Status.LEFT, path, f"{who}: left alone: a running writer (pid {holder}) holds this key now"
+            )
+        with _exclusive(path) as mine:
+            if not mine:
+                return Outcome(Status.LEFT, path, f"{who}: left alone: another lelog recover is at it")
+            return self._finish(path, who, manifest)
+
+    def _finish(self, path: str, who: str, manifest: Manifest) -> Outcome:
+        """Store and close as the writer would have (its skip rules), then remove the spool."""
+        log = read_log(path, manifest)
+        opts = self.call_options
+        done: list[str] = []
+        try:
+            if not manifest.skip_opening_stream:
+                self.backend.upload(manifest.key, log.body, **opts)
+                done.append(f"{log.lines:,} lines stored")
+                if log.missing:
+                    done.append(f"{log.missing:,} missing (marked)")
+            try:
+                self.backend.close_stream(manifest.key, snapshot=manifest.skip_opening_stream, **opts)
+                done.append("stream closed" + (" with a snapshot" if manifest.skip_opening_stream else ""))
+            except StreamNotFound:
+                done.append("stream already closed")
+        except LogServiceError as exc:
+            return Outcome(Status.FAILED, path, f"{who}: FAILED: {exc}; the spool stays for the next try")
+        remove_spool(path)
+        return Outcome(Status.RECOVERED, path, f"{who}: recovered into {self.service}: {', '.join(done)}")
+
+
+@contextlib.contextmanager
+def _open_regular(path: str) -> Iterator[IO[bytes]]:
+    """Open a file that must be a regular file (not a link someone planted)."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{path} is not a regular file")
+        yield fh
+
+
+@contextlib.contextmanager
+def _exclusive(path: str) -> Iterator[bool]:
+    """Hold an exclusive lock on a spool's manifest; yields False when another process holds
+    it, or the spool is gone (another recovery just finished it)."""
+    import fcntl  # POSIX only, like lelog run; imported here so the rest loads anywhere
+
+    try:
+        fd = os.open(os.path.join(path, MANIFEST), os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        yield False
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            yield False
+            return
+        yield os.path.exists(os.path.join(path, MANIFEST))
+    finally:
+        os.close(fd)

@@ -1,0 +1,730 @@
+"""The crash spool: every accepted line of a stream, masked, in a local file that survives a kill.
+
+A writer's lines live in memory until they are sent and the stored log is uploaded at close.
+When the process is killed (OOM killer, a CI timeout's ``kill -9``), that memory is gone.
+With ``spool_dir`` set, each stream also appends its lines to a spool on disk, and ``lelog
+recover`` (``_recover.py``) later uploads what a dead process left there.
+
+The writer's interface (all of it; nothing else of this module is the writer's business)::
+
+    spool = Spool.for_stream(options.spool_dir, key, config, backend, lock=writer_lock,
+                             encode=..., flush_interval=..., budget=..., max_lines=...,
+                             max_bytes=..., wake_lines=..., fsync_interval=...)  # no I/O
+    spool.start()                         # with the writer's worker, holding ``lock``
+    spool.add(ts, level, out, args)       # per accepted line, any thread, holding ``lock``
+                                          # (the writer's: no second lock per line); never
+                                          # blocks on I/O, never raises
+    spool.discard()                       # the stored log is uploaded and the stream closed:
+                                          # nothing to recover, the spool goes
+    spool.close(timeout)                  # the writer is done otherwise: stop, keep the files
+
+``Spool.prepare_directory(path)`` checks ``spool_dir`` when the writer is built (a
+``ConfigError`` naming it).  ``encode(items, first_pos)`` turns pending ``(ts, level, out,
+args)`` tuples into encoded rows numbered from ``first_pos``; the writer passes its own
+encoder (masking and truncation included), so spool rows are the bytes the service gets.
+
+Why lines come in at ``add`` and not as encoded batches from the worker: the worker encodes
+between HTTP requests, and a request to a blackholed service holds it for many seconds.  The
+spool has its own thread and its own small queue, so it writes every ``flush_interval / 2``
+whatever the service does; the price is encoding each line twice, on two threads.
+
+Layout, per stream, below ``spool_dir`` (directories 0700, files 0600)::
+
+    <pid>-<random>/manifest.json       who wrote it and for which service (never the token)
+    <pid>-<random>/0000000000.ndjson   rows in the file store's NDJSON format, in pos order;
+    <pid>-<random>/0000000001.ndjson   a new segment every budget/4 bytes, the oldest removed
+                                       while the spool is over its byte budget
+
+``pos`` counts every line the spool was handed, so a line it lost (evicted by the budget, a
+full disk, its queue overflowing) leaves a gap, which ``read_log`` turns into a counted
+marker.  Rows are appended with ``os.write`` on an ``O_APPEND`` descriptor; a kill mid-write
+leaves at most a torn last row, which has no ``\\n`` and is ignored.
+
+fsync.  A killed process loses nothing the spool has written: the data is in the kernel's page
+cache.  Only an operating-system crash or power loss loses what was not yet synced, so the
+current segment is ``fdatasync``-ed at most every ``fsync_interval`` seconds (default 5: the
+last 5 s of a machine crash are lost, for one ~1 ms sync per stream every 5 s; README).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import re
+import secrets
+import shutil
+import stat
+import sys
+import tempfile
+import threading
+import time
+from collections import deque
+from typing import Any, Callable, List, Mapping, Optional, Sequence, Tuple
+from urllib.parse import urlsplit, urlunsplit
+
+import attrs
+
+from ._config import LogConfig
+from ._diagnostics import RateLimitedWarnings
+from ._exceptions import ConfigError
+from ._filestore import FileStore
+from ._line import encode_line
+
+__all__ = [
+    "DEFAULT_FSYNC_INTERVAL",
+    "MANIFEST",
+    "SPOOL_DIR_ENV",
+    "LogBody",
+    "Manifest",
+    "ProcessIdentity",
+    "Segments",
+    "Spool",
+    "SpoolStats",
+    "read_log",
+    "redact_url",
+    "remove_spool",
+    "service_of",
+]
+
+#: The environment variable that turns the spool on for every writer of a process.
+SPOOL_DIR_ENV = "LELOG_SPOOL_DIR"
+#: Seconds between two syncs of a spool to the disk (only a machine crash needs them).
+DEFAULT_FSYNC_INTERVAL = 5.0
+
+MANIFEST = "manifest.json"
+_SEGMENT_RE = re.compile(r"\A(\d{10})\.ndjson\Z")
+_MANIFEST_VERSION = 1
+_MARKER = (
+    "[lelog] {count:,} lines missing here: the spool could not keep them (byte budget, full disk or overload)"
+)
+
+#: A line as the writer accepted it: (epoch time, level, out, args).
+PendingLine = Tuple[float, str, str, Optional[Mapping[str, Any]]]
+#: The writer's encoder: pending lines to encoded rows numbered from ``first_pos``.
+Encoder = Callable[[Sequence[PendingLine], int], List[bytes]]
+
+
+# -- who wrote a spool ---------------------------------------------------------------------------
+
+
+def _boot_id() -> Optional[str]:
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as fh:
+            return fh.read().strip() or None
+    except OSError:
+        return None
+
+
+def _proc_stat(pid: int) -> Optional[tuple[str, int]]:
+    """The state and start time (clock ticks since boot) of process ``pid`` from Linux's
+    ``/proc``; None when there is no such process or no ``/proc``."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            data = fh.read()
+    except OSError:
+        return None
+    # The name (field 2) may hold spaces and parentheses: fields resume after the last ')'.
+    fields = data[data.rfind(b")") + 2 :].split()
+    try:
+        return fields[0].decode("ascii", "replace"), int(fields[19])  # fields 3 and 22 of proc(5)
+    except (IndexError, ValueError):
+        return None
+
+
+@attrs.frozen
+class ProcessIdentity:
+    """A process, told apart from a later one that reuses its pid: pid, start time, boot id.
+
+    Start time and boot id come from Linux's ``/proc``; elsewhere they are None and only the
+    pid is compared, so a reused pid looks alive and its spool waits (never the reverse).
+    """
+
+    pid: int
+    start_time: Optional[int]
+    boot_id: Optional[str]
+
+    @classmethod
+    def current(cls) -> ProcessIdentity:
+        pid = os.getpid()
+        found = _proc_stat(pid)
+        return cls(pid, None if found is None else found[1], _boot_id())
+
+    def is_alive(self) -> bool:
+        """Whether this very process still runs (not merely some process with its pid)."""
+        boot = _boot_id()
+        if self.boot_id is not None and boot is not None and boot != self.boot_id:
+            return False  # the machine restarted since
+        found = _proc_stat(self.pid)
+        if found is not None and self.start_time is not None:
+            state, started = found
+            return started == self.start_time and state not in ("Z", "X")  # not a zombie
+        if self.start_time is not None and os.path.isdir("/proc/self"):
+            return False  # /proc works and has no such process
+        if os.name == "nt":
+            return True  # os.kill(pid, 0) would terminate it there: assume alive, never wrong
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True  # another user's process holds the pid
+        return True
+
+
+# -- the manifest -------------------------------------------------------------------------------
+
+
+def redact_url(url: str) -> str:
+    """``url`` without user-info, scheme and host in lower case: how a service is named."""
+    if not url:
+        return ""
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    if ":" in host:
+        host = f"[{host}]"  # an IPv6 literal
+    netloc = host if parts.port is None else f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme.lower(), netloc, parts.path.rstrip("/"), "", ""))
+
+
+def service_of(config: LogConfig, backend: object) -> str:
+    """The service a writer's lines go to: ``file:<directory>`` for the file store, else the
+    url without user-info.  Recovery uploads a spool only to the same service."""
+    if isinstance(backend, FileStore):
+        return "file:" + backend.directory
+    return redact_url(config.url)
+
+
+@attrs.frozen(kw_only=True)
+class Manifest:
+    """What recovery needs to finish a stream as its writer would have; never the token."""
+
+    key: str
+    account_id: str
+    service: str
+    owner: ProcessIdentity
+    skip_opening_stream: bool
+    trim_new_line_suffix: bool
+    created: float
+
+    def to_json(self) -> bytes:
+        obj = {"version": _MANIFEST_VERSION, **attrs.asdict(self)}
+        return json.dumps(obj, ensure_ascii=False, indent=1).encode() + b"\n"
+
+    @classmethod
+    def from_json(cls, data: bytes) -> Manifest:
+        """Parse a manifest; ``ValueError`` for anything else (files in a spool directory are
+        read from disk, and another local user may have planted them)."""
+        try:
+            obj = json.loads(data)
+            if obj.get("version") != _MANIFEST_VERSION:
+                raise ValueError(f"unknown manifest version {obj.get('version')!r}")
+            owner = obj["owner"]
+            manifest = cls(
+                key=obj["key"],
+                account_id=obj["account_id"],
+                service=obj["service"],
+                owner=ProcessIdentity(owner["pid"], owner["start_time"], owner["boot_id"]),
+                skip_opening_stream=obj["skip_opening_stream"],
+                trim_new_line_suffix=obj["trim_new_line_suffix"],
+                created=obj["created"],
+            )
+        except (AttributeError, KeyError, TypeError, ValueError, RecursionError) as exc:
+            raise ValueError(f"not a spool manifest ({type(exc).__name__}: {exc})") from None
+        for name in ("key", "account_id", "service"):
+            if not isinstance(getattr(manifest, name), str):
+                raise ValueError(f"not a spool manifest: {name} is not a string")
+        for name in ("skip_opening_stream", "trim_new_line_suffix"):
+            if not isinstance(getattr(manifest, name), bool):
+                raise ValueError(f"not a spool manifest: {name} is not true or false")
+        if isinstance(manifest.created, bool) or not isinstance(manifest.created, (int, float)):
+            raise ValueError("not a spool manifest: created is not a time")
+        owner = manifest.owner
+        if not manifest.key or type(owner.pid) is not int or owner.pid <= 0:
+            raise ValueError("not a spool manifest: no key or no pid")
+        if not (owner.start_time is None or type(owner.start_time) is int) or not (
+            owner.boot_id is None or isinstance(owner.boot_id, str)
+        ):
+            raise ValueError("not a spool manifest: a malformed owner")
+        return manifest
+
+
+# -- the segments: the spool's files, without threads ---------------------------------------------
+
+
+class Segments:
+    """Appends rows to a spool directory's segment files within a byte budget.
+
+    Owned by one thread (the spool's); no locking.  A new segment starts every ``budget // 4``
+    bytes and the oldest ones are removed while the total is over ``budget``, so the spool
+    keeps the newest ``3/4 budget`` to ``budget`` bytes (more only for one batch larger than
+    that) and never copies a byte to do so.
+    """
+
+    def __init__(self, directory: str, budget: int) -> None:
+        self.directory = directory
+        self.budget = budget
+        self._segment_bytes = max(budget // 4, 1)
+        # (index, size) of each segment, oldest first; the last one is open for appending.
+        self._sizes: deque[list[int]] = deque()
+        self._fd: Optional[int] = None
+        self.dirty = False  # written since the last sync
+
+    @property
+    def total(self) -> int:
+        return sum(size for _, size in self._sizes)
+
+    def append(self, data: bytes) -> None:
+        """Append whole rows (``\n``-terminated), starting a new segment whenever one is full,
+        so even a batch larger than the budget can be trimmed to it by ``evict``.
+
+        On ``OSError`` (a full disk) the segment is cut back to its last whole row, so a
+        failed write never leaves a torn row in front of later ones.
+        """
+        view = memoryview(data)
+        start = 0
+        while start < len(data):
+            if self._fd is None or self._sizes[-1][1] >= self._segment_bytes:
+                self._next_segment()
+            limit = start + self._segment_bytes - self._sizes[-1][1]
+            end = len(data)
+            if limit < end:  # up to the last row that fits; at least one row
+                end = data.rfind(b"\n", start, limit) + 1
+                if end <= start:
+                    end = data.find(b"\n", limit) + 1 or len(data)
+            self._write(view[start:end])
+            start = end
+
+    def _write(self, piece: memoryview) -> None:
+        assert self._fd is not None
+        current = self._sizes[-1]
+        try:
+            left = piece
+            while left:
+                left = left[os.write(self._fd, left) :]
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, current[1])
+            raise
+        current[1] += len(piece)
+        self.dirty = True
+
+    def evict(self) -> int:
+        """Remove the oldest segments while over the budget; returns the bytes removed."""
+        removed = 0
+        while len(self._sizes) > 1 and self.total > self.budget:
+            index, size = self._sizes[0]
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._path(index))
+            self._sizes.popleft()
+            removed += size
+        return removed
+
+    def sync(self) -> None:
+        if self._fd is not None and self.dirty:
+            self.dirty = False
+            (getattr(os, "fdatasync", None) or os.fsync)(self._fd)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)
+
+    def _path(self, index: int) -> str:
+        return os.path.join(self.directory, f"{index:010d}.ndjson")
+
+    def _next_segment(self) -> None:
+        index = self._sizes[-1][0] + 1 if self._sizes else 0
+        if self._fd is not None:
+            self.sync()  # a finished segment is synced once, whatever the interval
+            self.close()
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0)
+        self._fd = os.open(self._path(index), flags, 0o600)
+        self._sizes.append([index, 0])
+
+
+def _write_manifest(directory: str, manifest: Manifest) -> None:
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".", suffix=".tmp")  # mode 0600
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(manifest.to_json())
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, os.path.join(directory, MANIFEST))
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+# -- the spool: a thread that writes what the writer accepted ----------------------------------
+
+
+@attrs.frozen
+class SpoolStats:
+    """What a spool did: lines written, lines it could not keep, and why the last time."""
+
+    written: int = 0
+    lost: int = 0
+    evicted_bytes: int = 0
+    errors: int = 0
+    last_error: Optional[str] = None
+
+
+class Spool:
+    """One stream's spool; see the module docstring for the interface and the layout.
+
+    Locks.  ``lock`` guards the pending queue, its byte count, the overflow count, the
+    counters and ``_closed``.  The writer passes its own ingress lock, which its callers
+    hold anyway to append a line, so spooling a line takes no second lock; ``add`` is called
+    with it held and the spool takes it itself everywhere else.  The spool holds it for a
+    few operations only, never across I/O or a call out, and takes no other lock under it,
+    so it cannot take part in a deadlock.  The spool's thread owns ``_segments``,
+    ``_pos`` and the directory outright; ``close`` touches them only once that thread has
+    ended (or when it never started).
+    """
+
+    def __init__(
+        self,
+        directory: str,
+        manifest: Manifest,
+        *,
+        encode: Encoder,
+        lock: Optional[threading.Lock] = None,
+        flush_interval: float,
+        budget: int,
+        max_lines: int,
+        max_bytes: int,
+        wake_lines: int,
+        fsync_interval: float = DEFAULT_FSYNC_INTERVAL,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.directory = directory
+        self.manifest = manifest
+        self._encode = encode
+        # Half the writer's interval: a line is on disk within flush_interval even when a
+        # write, a sync or the scheduler is slow for a while.
+        self._interval = flush_interval / 2
+        self._max_lines = max_lines
+        self._max_bytes = max_bytes
+        self._wake_lines = wake_lines
+        self._fsync_interval = fsync_interval
+        self._clock = clock
+        self._warnings = RateLimitedWarnings()
+        self._lock = lock if lock is not None else threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._pending: deque[PendingLine] = deque()
+        self._pending_bytes = 0
+        self._overflow = 0  # lines refused since the last drain; they come after the queue
+        self._written = self._lost = self._evicted = self._errors = 0
+        self._last_error: Optional[str] = None
+        self._closed = False
+        self._discarded = False  # the log is stored: the directory must not be (re)created
+        self._thread: Optional[threading.Thread] = None
+        # Owned by the spool's thread (see the class docstring).
+        self._segments: Optional[Segments] = None
+        self._budget = budget
+        self._pos = 0
+        self._synced_at = clock()
+
+    @classmethod
+    def for_stream(
+        cls,
+        spool_dir: str,
+        key: str,
+        config: LogConfig,
+        backend: object,
+        **options: Any,
+    ) -> Spool:
+        """The spool of one writer below ``spool_dir``; nothing is created before ``start``."""
+        owner = ProcessIdentity.current()
+        manifest = Manifest(
+            key=key,
+            account_id=config.account_id,
+            service=service_of(config, backend),
+            owner=owner,
+            skip_opening_stream=config.skip_opening_stream,
+            trim_new_line_suffix=config.trim_new_line_suffix,
+            created=time.time(),
+        )
+        name = f"{owner.pid}-{secrets.token_hex(4)}"
+        return cls(os.path.join(os.path.abspath(spool_dir), name), manifest, **options)
+
+    @staticmethod
+    def prepare_directory(path: str) -> str:
+        """Create ``spool_dir`` (0700) if needed and check it is usable; its absolute path."""
+        if not isinstance(path, str) or not path:
+            raise ConfigError(f"spool_dir must be a directory path (a non-empty string), got {path!r}")
+        path = os.path.abspath(path)
+        try:
+            os.makedirs(path, mode=0o700, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(
+                f"spool_dir {path!r} cannot be created ({exc.strerror or exc}); "
+                f"give a writable directory, or unset {SPOOL_DIR_ENV}"
+            ) from None
+        if not os.path.isdir(path) or not os.access(path, os.W_OK | os.X_OK):
+            raise ConfigError(
+                f"spool_dir {path!r} is not a writable directory; give a writable one, or unset {SPOOL_DIR_ENV}"
+            )
+        return path
+
+    def __repr__(self) -> str:
+        return f"<Spool {self.directory!r} key={self.manifest.key!r}>"
+
+    # -- any thread ----------------------------------------------------------------------------
+
+    @property
+    def lock(self) -> threading.Lock:
+        """The lock to hold around ``add``."""
+        return self._lock
+
+    def add(self, ts: float, level: str, out: str, args: Optional[Mapping[str, Any]]) -> None:
+        """Queue one accepted line for the spool's thread; the caller holds ``lock``.
+
+        Never blocks on I/O, never raises; a full queue (the spool's thread is stuck on the
+        disk) refuses the line and counts it.
+        """
+        if self._closed:
+            return
+        pending = self._pending
+        if len(pending) >= self._max_lines or self._pending_bytes >= self._max_bytes:
+            self._overflow += 1
+            return
+        pending.append((ts, level, out, args))
+        self._pending_bytes += len(out)
+        if len(pending) == self._wake_lines:
+            self._wake.set()  # a burst: write now rather than hold a batch in memory
+
+    @property
+    def stats(self) -> SpoolStats:
+        with self._lock:
+            return SpoolStats(self._written, self._lost, self._evicted, self._errors, self._last_error)
+
+    def start(self) -> None:
+        """Start the spool's thread; the caller holds ``lock`` (the writer starts it with its
+        worker, never from ``__init__``).  Starting a thread under the lock cannot deadlock:
+        ``start()`` waits only for the new thread's bootstrap, which takes no lelog lock."""
+        if self._thread is not None or self._closed:
+            return
+        thread = threading.Thread(target=self._run, name=f"lelog-spool[{self.manifest.key}]", daemon=True)
+        try:
+            if sys.is_finalizing():
+                raise RuntimeError("interpreter shutdown")
+            thread.start()
+        except RuntimeError:  # interpreter shutdown: close() writes on its own thread
+            return
+        self._thread = thread
+
+    def close(self, timeout: float = 1.0) -> None:
+        """Write what is queued, sync, and stop; the files stay for ``lelog recover``.
+
+        Waits at most ``timeout`` for the spool's thread (a hung disk must not hang the
+        writer's close); without a thread the writing happens here.
+        """
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            thread = self._thread
+        self._stop.set()
+        self._wake.set()
+        if thread is None:
+            self._finish()
+        elif thread is not threading.current_thread():
+            thread.join(timeout)
+
+    def discard(self, timeout: float = 1.0) -> None:
+        """The stored log is complete: stop and remove the spool.
+
+        Removed even if the spool's thread is stuck on the disk past ``timeout``: it can no
+        longer create the directory, and what it still writes goes to unlinked files, so
+        recovery never replaces the stored log with an older copy.
+        """
+        with self._lock:
+            self._discarded = True
+        self.close(timeout)
+        remove_spool(self.directory)
+
+    # -- the spool's thread ----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            stopping = self._stop.is_set()
+            try:
+                self._write_pending()
+            except Exception as exc:  # a bug: warned, and the spool goes on
+                self._failed(0, "running", exc, "lines may be missing from it")
+            if stopping:
+                break
+            self._wake.wait(self._interval)
+            self._wake.clear()
+        self._finish()
+
+    def _finish(self) -> None:
+        self._write_pending()
+        segments = self._segments
+        if segments is not None:
+            try:
+                segments.sync()
+            except OSError as exc:
+                self._failed(0, "syncing", exc)
+            with contextlib.suppress(OSError):
+                segments.close()
+
+    def _write_pending(self) -> None:
+        """Encode and append what was queued; a failure loses these lines, counted."""
+        with self._lock:
+            items, self._pending = self._pending, deque()
+            self._pending_bytes = 0
+            overflow, self._overflow = self._overflow, 0
+        first, self._pos = self._pos, self._pos + len(items) + overflow
+        if overflow:
+            self._failed(overflow, "queueing lines for", None)
+        if self._segments is None:
+            with self._lock:
+                discarded = self._discarded
+            if discarded:
+                return
+            try:
+                self._create()
+            except OSError as exc:
+                self._failed(len(items), "creating", exc)
+                return
+        if not items:
+            self._maybe_sync()
+            return
+        try:
+            rows = self._encode(items, first)
+            rows.append(b"")  # the last row's newline, without copying the data once more
+            data = b"\n".join(rows)
+        except Exception as exc:  # a bug or MemoryError: counted, and the thread goes on
+            self._failed(len(items), "encoding lines for", exc)
+            return
+        assert self._segments is not None
+        try:
+            self._segments.append(data)
+        except OSError as exc:
+            self._failed(len(items), "writing to", exc)
+            return
+        with self._lock:
+            self._written += len(items)
+        try:
+            evicted = self._segments.evict()
+        except OSError as exc:
+            self._failed(0, "trimming", exc, "it may grow past its byte budget")
+        else:
+            with self._lock:
+                self._evicted += evicted
+        self._maybe_sync()
+
+    def _maybe_sync(self) -> None:
+        segments = self._segments
+        now = self._clock()
+        if segments is None or not segments.dirty or now - self._synced_at < self._fsync_interval:
+            return
+        self._synced_at = now
+        try:
+            segments.sync()
+        except OSError as exc:
+            self._failed(0, "syncing", exc)
+
+    def _create(self) -> None:
+        os.mkdir(self.directory, 0o700)
+        try:
+            _write_manifest(self.directory, self.manifest)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.rmdir(self.directory)
+            raise
+        self._segments = Segments(self.directory, self._budget)
+
+    def _failed(
+        self,
+        lines: int,
+        doing: str,
+        exc: Optional[BaseException],
+        consequence: str = "the last lines may not survive a machine crash",
+    ) -> None:
+        """Count and warn (rate-limited): the spool never raises into the writer."""
+        if exc is None:
+            why = "its queue is full (the disk is too slow)"
+        elif isinstance(exc, OSError):
+            why = exc.strerror or repr(exc)
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+                why += " (the disk is full)"
+        else:
+            why = repr(exc)
+        with self._lock:
+            self._lost += lines
+            self._errors += exc is not None
+            self._last_error = why
+        what = f"{lines:,} lines not spooled" if lines else consequence
+        self._warnings.warn(
+            f"spool:{doing}:{type(exc).__name__}",
+            f"{doing} the spool {self.directory} of {self.manifest.key!r} failed: {why}; {what} "
+            "(live streaming goes on)",
+        )
+
+
+def remove_spool(directory: str) -> None:
+    """Remove a spool in a way an interruption cannot half-do: first renamed to a hidden name
+    (which recovery ignores, and removes when it meets one), then deleted."""
+    parent, name = os.path.split(directory)
+    doomed = os.path.join(parent, f".{name}.removing")
+    try:
+        os.rename(directory, doomed)
+    except FileNotFoundError:
+        return
+    shutil.rmtree(doomed, ignore_errors=True)
+
+
+# -- reading a spool back ------------------------------------------------------------------------
+
+
+@attrs.frozen
+class LogBody:
+    """A spool's rows as a stored log: NDJSON, a marker row in front of every gap;
+    ``lines`` counts the spooled lines (not the markers), ``missing`` the lines in gaps."""
+
+    body: bytes
+    lines: int
+    missing: int
+
+
+def read_log(directory: str, manifest: Manifest) -> LogBody:
+    """The rows of a spool, in pos order, with a counted marker where lines are missing.
+
+    Rows that are torn (a kill mid-write), malformed, or out of order are skipped.
+    """
+    names = sorted(name for name in os.listdir(directory) if _SEGMENT_RE.match(name))
+    rows: list[bytes] = []
+    expected = missing = lines = 0
+    for name in names:
+        path = os.path.join(directory, name)
+        st = os.lstat(path)
+        if not stat.S_ISREG(st.st_mode):
+            continue
+        with open(path, "rb") as fh:
+            data = fh.read()
+        for row in data.split(b"\n")[:-1]:  # the last piece is b"" or a torn row
+            try:
+                obj = json.loads(row)
+                pos, when = obj["pos"], obj["time"]
+            except (ValueError, TypeError, KeyError, RecursionError):
+                continue
+            if type(pos) is not int or pos < expected or not isinstance(when, str):
+                continue
+            if pos > expected:
+                out = _MARKER.format(count=pos - expected)
+                if not manifest.trim_new_line_suffix:
+                    out += "\n"
+                rows.append(encode_line("warn", expected, out, when, None))
+                missing += pos - expected
+            rows.append(row)
+            lines += 1
+            expected = pos + 1
+    body = b"\n".join(rows) + b"\n" if rows else b""
+    return LogBody(body, lines, missing)
