@@ -4,18 +4,10 @@ tiny sizes, in seconds, with none of the peers needed."""
 from __future__ import annotations
 
 import socket
-import time
 
 from benchmarks import run, sinks
 from benchmarks.subjects import StatsPoller
-from tests.helpers import dead_url
-
-
-def _wait(poller: StatsPoller, expected: int) -> int:
-    deadline = time.monotonic() + 5
-    while (got := poller.received()) < expected and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return got
+from tests.helpers import GENEROUS, dead_url, wait_until
 
 
 def test_a_sink_counts_what_it_receives() -> None:
@@ -24,7 +16,8 @@ def test_a_sink_counts_what_it_receives() -> None:
     try:
         with socket.create_connection(server.server_address[:2]) as sock:
             sock.sendall(b'{"message": "a"}\n{"message": "b"}\n')
-        assert _wait(poller, 2) == 2
+        assert wait_until(lambda: poller.received() >= 2)
+        assert poller.received() == 2
     finally:
         poller.close()
         for srv in (server, stats):
@@ -66,8 +59,10 @@ def test_exit_is_timed_from_the_end_of_the_loop() -> None:
         "target": target,
         "options": {"lelog": {"close_timeout": 0.5}},
     }
-    result = run.timed_exit(spec, cap=10)
-    assert result["code"] == 0 and 0 < result["exit_s"] < 3, result
+    # The figure (about close_timeout) is the benchmark's; here only that it is measured and
+    # bounded: a hang is killed at the cap and reported without an exit_s.
+    result = run.timed_exit(spec, cap=GENEROUS)
+    assert result["code"] == 0 and 0 < result["exit_s"] < GENEROUS, result
 
 
 def test_the_report_judges_the_targets_on_medians() -> None:

@@ -27,8 +27,8 @@ from lelog import ConfigError, Line, LogConfig, LogServiceError
 from lelog._client import _iter_sse
 
 FUZZ = settings(max_examples=150, deadline=None)
-#: The longest one example may take before it counts as a hang.
-HANG = 5.0
+#: The longest one example may take before it counts as a hang (it takes milliseconds).
+HANG = 10.0
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10),
