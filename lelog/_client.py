@@ -1,4 +1,4 @@
-"""``LogServiceClient``: the log-service calls of protocol.md §3 over one ``httpx.Client``.
+"""``LogServiceClient``: the log-service calls of docs/protocol.md#endpoints over one ``httpx.Client``.
 
 Every call is bounded: explicit connect/read/write/pool timeouts per attempt, and a total
 deadline over all attempts (``RetryPolicy``).  The token goes only to the log service, as a

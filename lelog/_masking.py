@@ -1,4 +1,4 @@
-"""Secret and pattern masking of whole lines (protocol.md §8).
+"""Secret and pattern masking of whole lines (docs/protocol.md#masking).
 
 The Go writer masks each ``write`` call, so a secret split across two writes leaks; ``lelog``
 masks complete lines.  Masking runs on the worker thread for every line, so the secrets are
@@ -46,7 +46,7 @@ def _reject_str(name: str, value: object) -> None:
 
 
 class Masker:
-    """Masks secrets and patterns in whole lines (protocol.md §8).
+    """Masks secrets and patterns in whole lines (docs/protocol.md#masking).
 
     Secrets go first, as one alternation of their parts in listed order: Python tries the
     alternatives in order at each position and scans left to right without overlap, which is

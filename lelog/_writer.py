@@ -1,6 +1,6 @@
 """``StreamWriter``: the thread-backed batching writer.
 
-Data path (architecture.md)::
+Data path (docs/architecture.md)::
 
     caller threads                        the worker thread (one per writer, daemon, lazy)
     write()/write_line(): append a        drain ingress: mask, trim, truncate, give each line
@@ -389,7 +389,8 @@ class StreamWriter:
                     raise RuntimeError("interpreter shutdown")
                 worker.start()
             except RuntimeError:  # "can't create new thread at interpreter shutdown"
-                self._no_thread = True  # pitfalls.md 3: close() drains on its own thread
+                # docs/hazards.md#no-thread-at-shutdown: close() drains on its own thread
+                self._no_thread = True
                 return
             self._worker = worker
 
@@ -911,7 +912,7 @@ def _now() -> float:
 
 
 def _size(out: str, args: Optional[Mapping[str, Any]]) -> int:
-    """A pending line's weight in the byte budget: its text and its args (pitfalls.md 6)."""
+    """A pending line's weight in the byte budget: its text and its args (docs/hazards.md#unbounded-memory)."""
     size = len(out)
     if args:
         for k, v in args.items():

@@ -12,7 +12,7 @@ answer 5xx, 429 with Retry-After, reset connections, stall, blackhole, redirect,
 stream and restart (losing every live stream).  The run is cut into epochs of a few seconds:
 at each switch the producers move to fresh writers (new keys, odd characters included) and
 the old ones are closed under chaos, then written to once more (after close).  At the end
-every stream is checked against the promises of pitfalls.md and protocol.md (see
+every stream is checked against the promises of docs/hazards.md and docs/protocol.md (see
 ``INVARIANTS``) and a summary table is printed; the exit code is 1 if any check failed.
 
 The fake service runs in a subprocess (a ``multiprocessing`` manager): so the RSS measured

@@ -1,6 +1,6 @@
 """Shared fixtures: the fake log service, and a check that fails any test leaking a thread.
 
-Thread leaks are a classic bug of log shippers (pitfalls.md #16), so every test here is
+Thread leaks are a classic bug of log shippers (docs/hazards.md#thread-leaks), so every test here is
 checked: a thread that a test started and that is still alive after the test and all its
 function-scoped fixtures have been torn down (plus a short grace period) fails the test.
 The fake service's own ``fake-service-*`` threads are NOT exempt: ``stop()`` must join them.

@@ -1,4 +1,4 @@
-"""A faithful fake of the Harness-style log service (protocol.md §1-5), for tests and benchmarks.
+"""A faithful fake of the Harness-style log service (docs/protocol.md), for tests and benchmarks.
 
 It is a real HTTP/1.1 server on 127.0.0.1 built on the standard library only, so the
 client under test goes through real sockets, keep-alive, chunked bodies, TLS and SSE
@@ -55,7 +55,7 @@ __all__ = ["FakeLogService", "Recorded", "THREAD_PREFIX", "main"]
 THREAD_PREFIX = "fake-service"
 
 _SSE_PING = b": ping\n"
-_SSE_EOF = b"event: error\ndata: eof\n"  # deliberately NOT followed by a blank line (§5)
+_SSE_EOF = b"event: error\ndata: eof\n"  # deliberately NOT followed by a blank line (docs/protocol.md#tail)
 _LINE_FIELDS = ("level", "pos", "out", "time", "args")
 _LINE_FIELD_SET = frozenset(_LINE_FIELDS)
 # Field ranges live in the regex so the common case costs one match; only days 29-31 need

@@ -196,7 +196,7 @@ def test_a_setup_request_gives_a_config_or_a_config_error(request: Any) -> None:
 
 
 def test_the_seed_setup_request_is_accepted() -> None:
-    """The fuzz's positive control: the seed's own request (protocol.md §7) gives a config."""
+    """The fuzz's positive control: the seed's own request (docs/protocol.md#setup-request) gives a config."""
     config = LogConfig.from_setup_request(
         {
             "le_log_key": "stage-123/lite-engine-logs",

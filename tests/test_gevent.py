@@ -1,4 +1,4 @@
-"""gevent-patched programs (pitfalls.md 17): the writer works with cooperative locks and threads."""
+"""gevent-patched programs (docs/hazards.md#gevent): the writer works with cooperative locks and threads."""
 
 from __future__ import annotations
 

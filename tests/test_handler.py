@@ -1,5 +1,6 @@
 """StreamHandler: plain-value construction (dictConfig, fileConfig, env), record to lines,
-recursion, and flush/close under logging's own locks (pitfalls.md 2, 3, 5, 9, 10, 11)."""
+recursion, and flush/close under logging's own locks (docs/hazards.md#deadlock-under-logging-locks,
+#no-thread-at-shutdown, #recursion, #side-effects-at-construction, #dictconfig-traps, #flush-semantics)."""
 
 from __future__ import annotations
 
@@ -87,7 +88,7 @@ def only_handler(logger: logging.Logger) -> StreamHandler:
     return handler
 
 
-# -- construction: plain values, no side effects (pitfalls.md 9, 10) ---------------------------
+# -- construction: plain values, no side effects (docs/hazards.md#side-effects-at-construction, #dictconfig-traps) ---
 
 
 def test_dictconfig_from_a_plain_dict_makes_no_request_and_no_thread(
@@ -334,7 +335,7 @@ def test_a_filter_may_replace_the_record(service: FakeLogService, app_logger: lo
     assert outs(service.blob_lines("replace/k"))[0].endswith('msg="replaced"\n')
 
 
-# -- recursion (pitfalls.md 5) ---------------------------------------------------------------------
+# -- recursion (docs/hazards.md#recursion) ---------------------------------------------------------
 
 
 def test_root_at_debug_with_httpx_logging_captures_only_the_programs_records(
@@ -373,7 +374,7 @@ def test_records_logged_from_inside_emit_are_dropped(service: FakeLogService, on
     assert outs(service.blob_lines("reentry/k")) == [f"record {i}\n" for i in range(5)]
 
 
-# -- locks, flush and close (pitfalls.md 2, 11) ---------------------------------------------------
+# -- locks, flush and close (docs/hazards.md#deadlock-under-logging-locks, #flush-semantics) ------
 
 
 def test_emit_does_not_take_the_handler_lock(service: FakeLogService, app_logger: logging.Logger) -> None:
@@ -591,5 +592,5 @@ def test_repr_and_the_class_dictconfig_needs() -> None:
         assert repr(handler) == "<StreamHandler 'repr/k' (INFO)>"
     finally:
         handler.close()
-    # Python 3.12's dictConfig special-cases QueueHandler subclasses (pitfalls.md 10).
+    # Python 3.12's dictConfig special-cases QueueHandler subclasses (docs/hazards.md#dictconfig-traps).
     assert not issubclass(lelog.StreamHandler, logging.handlers.QueueHandler)

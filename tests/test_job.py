@@ -283,7 +283,7 @@ def test_a_custom_formatter(service: FakeLogService) -> None:
 
 
 def test_a_job_that_lost_lines_says_so_at_the_end() -> None:
-    """pitfalls.md 13: the job context manager reports its counters when it ends."""
+    """docs/hazards.md#silent-drops: the job context manager reports its counters when it ends."""
     from lelog.testing import MemoryBackend
 
     class Capture(logging.Handler):
