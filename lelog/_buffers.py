@@ -23,7 +23,7 @@ Item = Tuple[float, str, str, Optional[Mapping[str, Any]]]
 
 def item_size(out: str, args: Optional[Mapping[str, Any]]) -> int:
     """A pending line's weight in the byte budget: its text and its args
-    (docs/hazards.md#args-count)."""
+    (docs/hazards.md#unbounded-memory)."""
     size = len(out)
     if args:
         for k, v in args.items():

@@ -1,4 +1,4 @@
-"""``LogServiceClient``: the log-service calls of protocol.md §3 over one ``httpx.Client``.
+"""``LogServiceClient``: the log-service calls of docs/protocol.md#endpoints over one ``httpx.Client``.
 
 Every call is bounded: explicit connect/read/write/pool timeouts per attempt, and a total
 deadline over all attempts (``RetryPolicy``).  The token goes only to the log service, as a
@@ -251,7 +251,7 @@ class LogServiceClient:
         yielded are skipped by ``pos``, and where lines may be missing a marker line is
         yielded (``pos`` -1, ``args`` ``{"lelog": "gap"}``).  A connection that cannot be
         re-established, or an answer that is not an event stream, raises
-        ``LogServiceError`` from the iteration (docs/protocol.md#5-tail-server-sent-events).
+        ``LogServiceError`` from the iteration (docs/protocol.md#tail).
         """
         budget = self._budget(opts, self.config.call_deadline)
         policy = self._policy(opts)

@@ -1,6 +1,6 @@
 """``LogConfig``: where the log service is and how to talk to it.
 
-The field names are the JSON names of the seed's ``log_config`` (protocol.md §7), so a setup
+The field names are the JSON names of the seed's ``log_config`` (docs/protocol.md#setup-request), so a setup
 request is accepted as it is.  Every value is checked when the config is built: a mistake is a
 ``ConfigError`` naming the field and the fix, never a failure later on a worker thread.
 Secrets (token, secrets, key material) never appear in ``repr``.
@@ -135,7 +135,7 @@ def _check_token(_inst: object, _attr: object, value: object) -> None:
 
 
 def _normalise_url(value: object) -> object:
-    """Strip one trailing ``/`` (protocol.md §1), but not the one of a bare ``scheme://``."""
+    """Strip one trailing ``/`` (docs/protocol.md#common-rules), but not the one of a bare ``scheme://``."""
     if isinstance(value, str) and value.endswith("/") and not value.endswith("://"):
         return value[:-1]
     return value

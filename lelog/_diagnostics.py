@@ -1,9 +1,9 @@
 """lelog's own warnings: rate-limited, and never through the handler they are about.
 
 They go to the ``lelog`` logger, which does not propagate: a ``StreamHandler`` on the root
-logger never sees them (pitfalls.md 5).  With no handler of its own configured, Python's
+logger never sees them (docs/hazards.md#recursion).  With no handler of its own configured, Python's
 last-resort handler prints them to stderr.  Each distinct failure is reported at most once
-per window, with a count of the repeats that were held back (pitfalls.md 14).
+per window, with a count of the repeats that were held back (docs/hazards.md#noisy-diagnostics).
 """
 
 from __future__ import annotations

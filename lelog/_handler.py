@@ -1,14 +1,16 @@
 """``StreamHandler``: ``logging`` records to stream lines.
 
 Built from plain values only, so ``dictConfig`` and ``fileConfig`` can make it; building it
-opens no connection and starts no thread (pitfalls.md 9, 10): the writer's worker starts on
+opens no connection and starts no thread (docs/hazards.md#side-effects-at-construction, #dictconfig-traps):
+the writer's worker starts on
 the first record.  ``emit`` only formats and appends to the writer's bounded buffer.
 
-Recursion (pitfalls.md 5).  A record is dropped, never buffered, when it is emitted on a
+Recursion (docs/hazards.md#recursion).  A record is dropped, never buffered, when it is emitted on a
 writer's I/O thread (the HTTP client's own ``httpx``/``httpcore`` records) or on a thread that
 is already inside a ``lelog`` handler (a formatter, filter or ``__str__`` that logs).
 
-Locks (pitfalls.md 2).  ``handle`` never takes the handler lock: the writer is thread-safe,
+Locks (docs/hazards.md#deadlock-under-logging-locks).  ``handle`` never takes the handler lock: the writer is
+thread-safe,
 and so no thread ever waits on that lock for us.  ``flush`` and ``close`` wait on the writer's
 worker only when the calling thread does not hold ``logging``'s module lock: the worker's HTTP
 client logs, and ``Logger.isEnabledFor`` takes that lock on a cache miss, so waiting under it

@@ -266,7 +266,7 @@ class LogStream:
             self._report(await asyncio.to_thread(self.writer.close))
 
     def _report(self, stats: Stats) -> None:
-        """Say what happened when the job ends (pitfalls.md 13): a warning on stderr when
+        """Say what happened when the job ends (docs/hazards.md#silent-drops): a warning on stderr when
         lines were lost or the log was not stored, otherwise an info record."""
         level = logging.WARNING if stats.dropped_total or stats.uploaded is False else logging.INFO
         diagnostics.log(level, "lelog: job %r: %s", self.key, stats.summary())

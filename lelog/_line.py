@@ -1,4 +1,4 @@
-"""One log line and its wire encoding (protocol.md §2).
+"""One log line and its wire encoding (docs/protocol.md#the-line).
 
 A line is encoded exactly once, by the writer's worker thread, into compact JSON bytes with the
 fields in the order the service's own clients use: ``level, pos, out, time, args``.  The PUT

@@ -1,4 +1,4 @@
-"""Secret and pattern masking of whole lines (protocol.md §8), and of error texts.
+"""Secret and pattern masking of whole lines (docs/protocol.md#masking), and of error texts.
 
 The Go writer masks each ``write`` call, so a secret split across two writes leaks; ``lelog``
 masks complete lines.  Masking runs on the worker thread for every line, so the secrets are
@@ -101,7 +101,7 @@ def _reject_str(name: str, value: object) -> None:
 
 
 class Masker:
-    """Masks credentials, secrets and patterns in whole lines (protocol.md §8) and error texts.
+    """Masks credentials, secrets and patterns in whole lines (docs/protocol.md#masking) and error texts.
 
     Credentials and secrets go first, as one alternation: the credentials' forms (longest
     first), then the secrets' parts in listed order.  Python tries the alternatives in order at

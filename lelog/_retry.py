@@ -2,7 +2,7 @@
 
 Waits come from the ``backoff`` package's exponential generator with its full jitter.  The
 loop itself is ours because ``backoff``'s decorators wait with ``time.sleep``: a close could
-not interrupt them (pitfalls.md 1).  Here every wait is ``Event.wait``, bounded by the call's
+not interrupt them (docs/hazards.md#hang-at-exit).  Here every wait is ``Event.wait``, bounded by the call's
 deadline, and a set cancel event ends it at once.
 """
 

@@ -12,7 +12,7 @@ answer 5xx, 429 with Retry-After, reset connections, stall, blackhole, redirect,
 stream and restart (losing every live stream).  The run is cut into epochs of a few seconds:
 at each switch the producers move to fresh writers (new keys, odd characters included) and
 the old ones are closed under chaos, then written to once more (after close).  At the end
-every stream is checked against the promises of pitfalls.md and protocol.md (see
+every stream is checked against the promises of docs/hazards.md and docs/protocol.md (see
 ``INVARIANTS``) and a summary table is printed; the exit code is 1 if any check failed.
 
 The fake service runs in a subprocess (a ``multiprocessing`` manager): so the RSS measured
@@ -79,8 +79,10 @@ TIMEOUTS: dict[str, float] = dict(
     max_retry_wait=0.2,
 )
 RETRY = RetryPolicy(first_wait=0.02, max_wait=0.2)
-#: A close may overrun its timeout by the join slack and the scheduling of this process.
-CLOSE_SLACK = 0.5
+#: A close may overrun its timeout by the join slack and the scheduling of this process, which
+#: shares the GIL with ~10 busy threads and, in the suite, the machine with other tests: a
+#: bound on a hang, generous on purpose (the summary prints the slowest close as a figure).
+CLOSE_SLACK = 2.0
 #: An abandoned worker ends within its request's timeout; give it that and a margin.
 THREAD_GRACE = max(TIMEOUTS[k] for k in ("connect_timeout", "read_timeout", "write_timeout")) + 1.0
 #: One write/emit call slower than this is taken for blocking (the GIL is shared by ~10 busy

@@ -1,4 +1,5 @@
-"""Helpers shared by the tests: subprocess runs with a hard timeout, free ports."""
+"""Helpers shared by the tests: subprocess runs with a hard timeout, free ports, waiting on a
+condition."""
 
 from __future__ import annotations
 
@@ -9,10 +10,15 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 ROOT = Path(__file__).resolve().parent.parent
+
+#: How long a test waits for something another thread or process does.  It bounds a failure,
+#: not a figure: on a loaded 2-core machine a healthy wait ends in well under a second.
+GENEROUS = 30.0
 
 
 def dead_url() -> str:
@@ -22,6 +28,20 @@ def dead_url() -> str:
     port = sock.getsockname()[1]
     sock.close()
     return f"http://127.0.0.1:{port}"
+
+
+def wait_until(predicate: Callable[[], object], timeout: float = GENEROUS) -> bool:
+    """Poll ``predicate`` until it is true or ``timeout`` seconds passed; its last truth.
+
+    For a condition another thread or process brings about: a test waits on it instead of
+    sleeping for a figure, so a slow machine makes the test slower, never red.
+    """
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() >= deadline:
+            return bool(predicate())
+        time.sleep(0.005)
+    return True
 
 
 def run_python(

@@ -1,4 +1,4 @@
-"""A faithful fake of the Harness-style log service (protocol.md §1-5), for tests and benchmarks.
+"""A faithful fake of the Harness-style log service (docs/protocol.md), for tests and benchmarks.
 
 It is a real HTTP/1.1 server on 127.0.0.1 built on the standard library only, so the
 client under test goes through real sockets, keep-alive, chunked bodies, TLS and SSE
@@ -57,7 +57,7 @@ __all__ = ["FakeLogService", "Recorded", "THREAD_PREFIX", "main"]
 THREAD_PREFIX = "fake-service"
 
 _SSE_PING = b": ping\n"
-_SSE_EOF = b"event: error\ndata: eof\n"  # deliberately NOT followed by a blank line (§5)
+_SSE_EOF = b"event: error\ndata: eof\n"  # deliberately NOT followed by a blank line (docs/protocol.md#tail)
 _LINE_FIELDS = ("level", "pos", "out", "time", "args")
 _LINE_FIELD_SET = frozenset(_LINE_FIELDS)
 # Field ranges live in the regex so the common case costs one match; only days 29-31 need
@@ -542,7 +542,7 @@ class FakeLogService:
         self.object_storage = object_storage
         #: Seconds of quiet after which a tail gets a ``: ping`` (the service's 30 s).
         self.keepalive = keepalive
-        #: False mimics the Redis backend (protocol.md §5): closing or expiring a stream sends
+        #: False mimics the Redis backend (docs/protocol.md#tail): closing or expiring a stream sends
         #: its tails no eof, and their connections stay open, pinging, until the client leaves.
         self.eof_at_close = eof_at_close
         #: Seconds every log-service request waits before it is answered (a slow service).

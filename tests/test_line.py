@@ -1,4 +1,4 @@
-"""The wire form of a line (protocol.md §2)."""
+"""The wire form of a line (docs/protocol.md#the-line)."""
 
 from __future__ import annotations
 

@@ -238,7 +238,7 @@ def test_dict_config(options: dict[str, object], suffix: str) -> None:
         {
             "version": 1,
             "disable_existing_loggers": False,
-            "formatters": {"logfmt": {"()": "lelog._logfmt.LogfmtFormatter", **options}},
+            "formatters": {"logfmt": {"()": "lelog.LogfmtFormatter", **options}},
             "handlers": {"list": {"()": ListHandler, "formatter": "logfmt"}},
             "loggers": {name: {"handlers": ["list"], "level": "INFO", "propagate": False}},
         }

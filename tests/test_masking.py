@@ -15,7 +15,7 @@ PROPERTY = settings(max_examples=200, deadline=None)
 
 
 def reference_mask(secrets: list[str], patterns: list[str], text: str) -> str:
-    """protocol.md §8 spelled out naively: try every part, in listed order, at each position."""
+    """docs/protocol.md#masking spelled out naively: try every part, in listed order, at each position."""
     parts = [p.strip() for s in secrets for p in s.split("\n")]
     parts = [p for p in parts if len(p) >= 2]
     out = []

@@ -19,6 +19,7 @@ from lelog import Line, LogConfig, LogServiceClient, StreamWriter
 from lelog._line import MAX_LINE_BYTES, TRUNCATION_SUFFIX, json_array, ndjson
 from lelog._masking import MASK, Masker
 from lelog._splitter import LineSplitter
+from tests.helpers import GENEROUS
 
 PROPERTY = settings(max_examples=60, deadline=None)
 
@@ -68,7 +69,7 @@ def _cut(whole: bytes, cuts: list[int]) -> list[bytes]:
 
 
 def _write_and_close(backend: Recorder, chunks: list[bytes], **options: Any) -> Any:
-    writer = StreamWriter("k", backend, close_timeout=5.0, **options)
+    writer = StreamWriter("k", backend, close_timeout=GENEROUS, **options)
     for chunk in chunks:
         writer.write(chunk)
     return writer.close()
@@ -148,7 +149,7 @@ def test_every_put_is_within_the_caps_and_the_batches_make_the_stream(
 ) -> None:
     backend = Recorder()
     writer = StreamWriter(
-        "k", backend, max_batch_lines=max_lines, max_batch_bytes=max_bytes, close_timeout=5.0
+        "k", backend, max_batch_lines=max_lines, max_batch_bytes=max_bytes, close_timeout=GENEROUS
     )
     texts = [f"{i}:" + "é" * n for i, n in enumerate(sizes)]  # 2 bytes per é: bytes != chars
     for text in texts:
@@ -174,7 +175,7 @@ def test_a_long_line_is_cut_to_the_limit_on_a_character_boundary(char: str, offs
     text = char * (MAX_LINE_BYTES // len(char.encode()) + offset) + tail
     full = text + "\n"
     backend = Recorder()
-    writer = StreamWriter("k", backend, close_timeout=5.0)
+    writer = StreamWriter("k", backend, close_timeout=GENEROUS)
     writer.write_line(text)
     stats = writer.close()
     (out,) = _outs(backend.pushed())
@@ -227,7 +228,7 @@ def test_any_key_and_account_round_trip_through_the_query(key: str, account: str
 def test_the_caps_property_sees_batches_split_by_bytes() -> None:
     """Guards the property above against vacuity: the byte cap really splits batches."""
     backend = Recorder()
-    writer = StreamWriter("k", backend, max_batch_lines=100, max_batch_bytes=200, close_timeout=5.0)
+    writer = StreamWriter("k", backend, max_batch_lines=100, max_batch_bytes=200, close_timeout=GENEROUS)
     for i in range(10):
         writer.write_line(f"{i}:" + "é" * 40)
     writer.close()

@@ -1,4 +1,4 @@
-"""Prove the fake log service behaves as protocol.md §1-5 says, using plain httpx calls."""
+"""Prove the fake log service behaves as docs/protocol.md says, using plain httpx calls."""
 
 from __future__ import annotations
 

@@ -69,7 +69,7 @@ def outs(rows: list[dict] | None) -> list[str]:
     return [row["out"] for row in rows or []]
 
 
-# -- lifecycle (protocol.md §6) ------------------------------------------------------------------
+# -- lifecycle (docs/protocol.md#lifecycle) ------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -645,7 +645,7 @@ def test_close_without_waiting_finishes_in_the_background(service: FakeLogServic
 def test_a_full_batch_wakes_the_worker_before_the_flush_interval(
     service: FakeLogService, make_writer: Any
 ) -> None:
-    """pitfalls.md 15: a full batch goes out at once, not when the interval ends."""
+    """docs/hazards.md#throughput: a full batch goes out at once, not when the interval ends."""
     writer = make_writer(flush_interval=30, max_batch_lines=50)
     writer.open()
     assert service.wait_for(lambda: service.is_open("k"))
@@ -655,7 +655,7 @@ def test_a_full_batch_wakes_the_worker_before_the_flush_interval(
 
 
 def test_constant_load_stays_batched() -> None:
-    """docs/hazards.md#batching: under a steady trickle, one PUT per interval, not one per line."""
+    """docs/hazards.md#throughput: under a steady trickle, one PUT per interval, not one per line."""
     clock = ManualClock()
     backend = MemoryBackend()
     writer = StreamWriter("k", backend, clock=clock, threaded=False, flush_interval=0.25)
