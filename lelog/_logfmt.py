@@ -140,9 +140,10 @@ class LogfmtFormatter(logging.Formatter):
 
     def _time_head(self, ts: float) -> tuple[int, int, str]:
         sec = int(ts // 1)
-        head = f'time="{second_text(sec)}.'
-        self._second = (sec, sec + 1, head)
-        return self._second
+        second = (sec, sec + 1, f'time="{second_text(sec)}.')
+        # Returned from the local, never re-read: another thread may swap in its own second.
+        self._second = second
+        return second
 
     def _level_part(self, levelname: str) -> str:
         # Few distinct names ever reach a formatter; a custom one may hold a space ("Level 5").
