@@ -103,6 +103,8 @@ def _kill_mid_stream(
 
     def read() -> None:
         for row in stdout:
+            if not row.endswith("\n"):  # the kill cut the last print short: not handed yet
+                break
             number, when = row.split()
             handed.append((int(number), float(when)))
 
