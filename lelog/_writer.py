@@ -426,10 +426,14 @@ class StreamWriter:
         self._closes = not (config.skip_closing_stream or self._forked_child)
         self._uploads = self._closes and not config.skip_opening_stream
         self._flush_upto = 0  # flush(): push without waiting for age until this many settle
-        # A flush that ran out of time, with no call succeeding since: close() spends no
-        # second budget on such a writer and ends by this deadline (docs/writer.md#one-deadline).
-        # Set by flush() and cleared by the worker, both under _lock.
+        # A flush that ran out of time on a failing service (its last call failed, or none
+        # succeeded during the flush), with no call succeeding since: close() spends no second
+        # budget on it and ends by the flush's start + close_timeout
+        # (docs/writer.md#one-deadline).  Set by flush() and cleared by a successful call;
+        # _failing and _ok_calls are the worker's record of its calls.  All under _lock.
         self._spent: Optional[Deadline] = None
+        self._failing = False
+        self._ok_calls = 0
         self._close_deadline: Optional[Deadline] = None
         self._worker: Optional[threading.Thread] = None
         self._backend_closed = False
@@ -853,14 +857,20 @@ class StreamWriter:
         if self._state is WriterState.ABANDONED:  # close() gave up on us: no more requests
             raise Cancelled(f"{name} {self.key!r}: the close deadline has passed", call=name)
         try:
-            request(deadline)
+            try:
+                request(deadline)
+            except LogServiceError:
+                raise
+            except Exception as exc:
+                raise LogServiceError(f"{name} {self.key!r}: {exc!r}", call=name) from exc
         except LogServiceError:
-            raise
-        except Exception as exc:
-            raise LogServiceError(f"{name} {self.key!r}: {exc!r}", call=name) from exc
-        if self._spent is not None:  # the service answers again: a close gets its own budget
             with self._lock:
-                self._spent = None
+                self._failing = True
+            raise
+        with self._lock:  # the service answers again: a close gets its own budget
+            self._failing = False
+            self._ok_calls += 1
+            self._spent = None
 
     def _one_attempt(
         self, name: str, request: Callable[[Deadline], None], budget: float
@@ -1038,19 +1048,26 @@ class StreamWriter:
 
         Waits on the worker without holding any lock the worker needs, so it is safe under
         ``logging``'s locks.  ``timeout`` defaults to ``close_timeout``.  A flush that runs
-        out of time leaves a later ``close()`` no second budget, unless the service has
-        accepted a call since.
+        out of time on a failing service (its last call failed, or none succeeded during the
+        flush) shares its budget with a later ``close()``: the close ends by the flush's
+        start + ``close_timeout``, unless the service has accepted a call since.  A short
+        ``timeout`` on a service that is only slow costs the close nothing, and neither does
+        a flush under ``logging``'s module lock (``dictConfig`` flushes with no wait).
         """
         if self._engine is not self:
             return self._engine.flush(timeout)
+        started = self._clock.monotonic()
         timeout = self.options.close_timeout if timeout is None else timeout
         if self._home is not None:
             self._home.settle(min(_process.SETTLE_AT_FLUSH, timeout))  # children's lines too
-        deadline = Deadline.after(timeout, self._clock.monotonic)
+        deadline = Deadline(started + timeout, self._clock.monotonic)
+        shared_budget = Deadline(started + self.options.close_timeout, self._clock.monotonic)
+        may_spend = not _process.holding_logging_lock()
         with self._lock:
             counters = self._counters
             target = counters.accepted
             dropped_before = counters.settled() - counters.sent
+            ok_before = self._ok_calls
             worker = self._worker
             if worker is None or not worker.is_alive() or in_worker_thread():
                 # Nothing to wait for (never started, no thread, finished, or we are the worker).
@@ -1059,10 +1076,12 @@ class StreamWriter:
             self._flush_upto = max(self._flush_upto, target)
         self._wake.set()
         with self._lock:
-            done = self._progress.wait_for(lambda: counters.settled() >= target, timeout)
+            done = self._progress.wait_for(lambda: counters.settled() >= target, deadline.remaining())
             dropped_now = counters.settled() - counters.sent
-            if not done:
-                self._spent = deadline
+            if not done and may_spend and (self._failing or self._ok_calls == ok_before):
+                # A failing service: the close that follows spends no second budget on it.
+                spent = self._spent
+                self._spent = shared_budget if spent is None else spent.earliest(shared_budget)
         return done and dropped_now == dropped_before
 
     def close(self, timeout: Optional[float] = None, *, wait: bool = True) -> Stats:
