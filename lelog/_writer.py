@@ -955,11 +955,18 @@ class StreamWriter:
 
     # -- the end ------------------------------------------------------------------------------
 
-    def _finish_and_account(self) -> None:
+    def _finish_and_account(self, *, claimed: bool = False) -> None:
         """The final sequence, then every line still unsettled counted as not sent, so
-        accepted == sent + dropped holds even if something unexpected went wrong."""
+        accepted == sent + dropped holds even if something unexpected went wrong.
+
+        Runs on the one thread that moved the state from CLOSING to FINISHING (``claimed``:
+        the caller did); any other thread returns at once.  A worker whose close was
+        abandoned only says it is done: it makes no request and changes no count."""
         with self._lock:
-            self._move(WriterState.FINISHING, allowed=(WriterState.CLOSING,))
+            if not claimed and not self._move(WriterState.FINISHING, allowed=(WriterState.CLOSING,)):
+                if self._state is WriterState.ABANDONED:
+                    self._finished.set()
+                return
             deadline = self._close_deadline
         try:
             if deadline is not None:
@@ -1174,7 +1181,8 @@ class StreamWriter:
                 self._abandon()
         else:
             with self._lock:  # exactly one closer runs the final sequence; the others wait for it
-                mine = self._state is WriterState.CLOSING
+                # Decided and claimed in one step under _lock: a second closer sees FINISHING.
+                mine = self._move(WriterState.FINISHING, allowed=(WriterState.CLOSING,))
             if mine:
                 self._finish_inline()
             else:
@@ -1192,15 +1200,16 @@ class StreamWriter:
 
     def _finish_inline(self) -> None:
         """No worker (interpreter shutdown, ``threaded=False``, or nothing but a partial line
-        was written): run the final sequence on this thread, marked as lelog's own I/O."""
+        was written): run the final sequence on this thread, marked as lelog's own I/O.
+        The caller has moved the state to FINISHING: this thread alone runs it."""
         with self._lock:
             if self._counters.accepted == 0:  # never used: nothing to send, no request at all
-                self._move(WriterState.FINISHED, allowed=(WriterState.CLOSING,))
+                self._move(WriterState.FINISHED, allowed=(WriterState.FINISHING,))
                 self._finished.set()
                 return
         was, _worker_state.active = in_worker_thread(), True
         try:
-            self._finish_and_account()
+            self._finish_and_account(claimed=True)
         finally:
             _worker_state.active = was
 
