@@ -615,7 +615,8 @@ class StreamWriter:
         with self._lock:
             counters = self._counters
             children = self._from_children
-            open_ = self._state is _RUNNING or self._state is _IDLE
+            state = self._state
+            open_ = state is _RUNNING or state is _IDLE
             for gap, ts, level, out, args, size in sized:
                 counters.accepted += gap + 1
                 counters.dropped["overflow"] += gap
@@ -628,6 +629,10 @@ class StreamWriter:
                     counters.dropped["overflow"] += children.add((ts, level, out, args), size)
                     if self._spool is not None:  # under _lock, which is also the spool's lock
                         self._spool.add(ts, level, out, args)
+        if state is _IDLE:
+            # A parent that has not logged yet has no worker: start it, as _accept does,
+            # after releasing _lock (_start_worker takes it).
+            self._start_worker()
         self._wake.set()
 
     def _checked_time(self, value: Any) -> float:

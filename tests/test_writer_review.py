@@ -6,9 +6,12 @@ hang bound; nothing here sleeps for the worker: tests wait on conditions.
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 from typing import Any
+
+import pytest
 
 from lelog import StreamWriter
 from lelog.testing import MemoryBackend
@@ -109,3 +112,27 @@ def test_two_closers_of_a_writer_without_a_worker_decide_in_one_step() -> None:
     assert sorted(decisions) == ["finish", "wait"]
     assert [name for name, _ in backend.calls] == ["open_stream", "write", "upload", "close_stream"]
     assert writer.stats.sent == 3
+
+
+# -- 3. children's lines stream live even before the parent logs --------------------------------
+
+CHILD_FIRST = """
+import os, lelog
+from lelog.testing import MemoryBackend
+backend = MemoryBackend()
+writer = lelog.StreamWriter("k", backend, close_timeout=5)  # built, nothing written yet
+pid = os.fork()
+if pid == 0:
+    writer.write_line("child line")
+    os._exit(0)
+os.waitpid(pid, 0)
+print(writer.flush(20), backend.outs("k"), flush=True)
+writer.close()
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_lines_of_fork_children_stream_live_before_the_parent_has_logged() -> None:
+    result = run_python(CHILD_FIRST, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "True ['child line']", result.stdout
