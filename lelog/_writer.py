@@ -1302,7 +1302,9 @@ class StreamWriter:
         streams its own lines live and leaves opening, uploading and closing to the parent.
         """
         self._forked_child = True
-        self._to_parent = self._home
+        # The channel of the process that owns the stream: the parent's, or, in a grandchild
+        # (a fork inside a fork child, whose _home is None), the one its parent sent to.
+        self._to_parent = self._home if self._home is not None else self._to_parent
         self._home = None
         self._up_seq = 0
         self._reset_state()

@@ -136,3 +136,35 @@ def test_lines_of_fork_children_stream_live_before_the_parent_has_logged() -> No
     result = run_python(CHILD_FIRST, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "True ['child line']", result.stdout
+
+
+# -- 2. a grandchild (a fork inside a fork child) sends to the same owner -----------------------
+
+GRANDCHILD = """
+import os, lelog
+from lelog.testing import MemoryBackend
+backend = MemoryBackend()
+writer = lelog.StreamWriter("k", backend, close_timeout=5)
+writer.write_line("parent before")
+pid = os.fork()
+if pid == 0:
+    writer.write_line("child line")
+    grandchild = os.fork()
+    if grandchild == 0:
+        writer.write_line("grandchild line")
+        os._exit(0)
+    os.waitpid(grandchild, 0)
+    os._exit(0)
+os.waitpid(pid, 0)
+writer.write_line("parent after")
+stats = writer.close()
+print([line.out.strip() for line in backend.stream("k").uploaded or ()], stats.accepted, flush=True)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_lines_of_a_grandchild_reach_the_owners_stored_log() -> None:
+    result = run_python(GRANDCHILD, timeout=60)
+    assert result.returncode == 0, result.stderr
+    expected = ["parent before", "child line", "grandchild line", "parent after"]
+    assert result.stdout.strip() == f"{expected} 4", result.stdout
