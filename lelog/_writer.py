@@ -1306,6 +1306,11 @@ class StreamWriter:
         # (a fork inside a fork child, whose _home is None), the one its parent sent to.
         self._to_parent = self._home if self._home is not None else self._to_parent
         self._home = None
+        if self._beacon is not None:
+            # The child's copy of the parent's claim: kept open, a long-lived child (a pool
+            # worker) would say the parent holds the stream after the parent finished it.
+            self._beacon.close()
+            self._beacon = None
         self._up_seq = 0
         self._reset_state()
         for handle in (self, *self._handles):

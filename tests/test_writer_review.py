@@ -168,3 +168,50 @@ def test_lines_of_a_grandchild_reach_the_owners_stored_log() -> None:
     assert result.returncode == 0, result.stderr
     expected = ["parent before", "child line", "grandchild line", "parent after"]
     assert result.stdout.strip() == f"{expected} 4", result.stdout
+
+
+# -- 7. a long-lived fork child does not keep its parent's claim on a finished stream -----------
+
+STALE_BEACON = """
+import multiprocessing, os, lelog
+CONFIG = dict(url={url!r}, account_id="acct", token="secret-token")
+
+def child():
+    writer = lelog.StreamWriter("k", lelog.LogConfig(**CONFIG))
+    writer.write_line("spawn child line")
+    stats = writer.close()
+    print("CHILD", stats.sent, stats.dropped["rejected"], flush=True)
+
+if __name__ == "__main__":
+    writer = lelog.StreamWriter("k", lelog.LogConfig(**CONFIG))
+    writer.write_line("parent line")
+    release_r, release_w = os.pipe()
+    pool_worker = os.fork()
+    if pool_worker == 0:  # a long-lived fork child, as a pool worker is
+        os.close(release_w)
+        os.read(release_r, 1)
+        os._exit(0)
+    os.close(release_r)
+    writer.close()  # the parent's stream is finished: the key is free again
+    p = multiprocessing.get_context("spawn").Process(target=child)
+    p.start()
+    p.join()
+    os.close(release_w)
+    os.waitpid(pool_worker, 0)
+"""
+
+
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux") or not hasattr(os, "fork"),
+    reason="the guard uses Linux's abstract socket names; needs fork",
+)
+def test_a_fork_child_does_not_keep_the_parents_claim_on_a_finished_stream(
+    service: FakeLogService, tmp_path: Any
+) -> None:
+    script = tmp_path / "stale.py"
+    script.write_text(STALE_BEACON.format(url=service.url))
+    result = run_python(f"import runpy; runpy.run_path({str(script)!r}, run_name='__main__')", timeout=90)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["CHILD", "1", "0"], (result.stdout, result.stderr)
+    assert "is held by the parent process" not in result.stderr
+    assert [row["out"] for row in service.blob_lines("k") or []] == ["spawn child line\n"]
