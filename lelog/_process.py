@@ -61,7 +61,9 @@ __all__ = [
 # Engines that may still hold lines: finished at exit, re-initialised in a forked child;
 # and the engine of each live stream, by identity (weakly, as _open: an engine nobody holds and
 # no worker runs for is gone, as before streams were shared), with its writers' count (engine._users)
-# and hand-off flag (engine._handoff).  _lock guards all of these; it is held for dict and
+# and pending hand-off (engine._handoff: the writers that let go under a configuration call,
+# each marked handed_on if a successor takes the stream; empty when none is pending), and each
+# writer's _handed_on.  _lock guards all of these; it is held for dict and
 # set operations only and nothing is called while it is held, so it cannot deadlock.
 _open: weakref.WeakSet[StreamWriter] = weakref.WeakSet()
 _streams: weakref.WeakValueDictionary[Hashable, StreamWriter] = weakref.WeakValueDictionary()
@@ -275,6 +277,9 @@ class Outcome(enum.Enum):
     HANDOFF = "handoff"
     #: The last writer left: it finishes the stream.
     LAST = "last"
+    #: The stream is another process's (a fork child's parent holds it, or a spawn child was
+    #: refused it): nothing to finish here, and nothing handed on.
+    ELSEWHERE = "elsewhere"
 
 
 def share(identity: Hashable, writer: StreamWriter) -> StreamWriter:
@@ -284,21 +289,30 @@ def share(identity: Hashable, writer: StreamWriter) -> StreamWriter:
         engine = _streams.get(identity)
         if engine is not None and not engine.closed_engine():
             engine._users += 1
-            engine._handoff = False
+            for handed in engine._handoff:  # the pending hand-off is taken: they handed on
+                handed._handed_on = True
+            engine._handoff = []
             return engine
         _streams[identity] = writer
         writer._users = 1
         return writer
 
 
-def leave(identity: Hashable, engine: StreamWriter, *, handoff: bool) -> Outcome:
-    """One writer of ``engine`` lets go; ``handoff``: it does so inside a configuration call."""
+def leave(identity: Hashable, writer: StreamWriter, *, handoff: bool) -> Outcome:
+    """``writer`` lets go of its engine; ``handoff``: it does so inside a configuration call.
+
+    A writer that leaves others on the stream has handed it on; one that leaves a hand-off
+    pending has handed it on only once a successor takes it (``share``)."""
+    engine = writer._engine
     with _lock:
         engine._users -= 1
         if engine._users > 0:
+            writer._handed_on = True
             return Outcome.SHARED
+        if engine._to_parent is not None:
+            return Outcome.ELSEWHERE  # stays registered for a later writer of this child
         if handoff:
-            engine._handoff = True
+            engine._handoff.append(writer)
             return Outcome.HANDOFF
         if _streams.get(identity) is engine:
             del _streams[identity]
@@ -310,7 +324,7 @@ def expire_handoff(identity: Hashable, engine: StreamWriter) -> bool:
     with _lock:
         if not engine._handoff or engine._users:
             return False
-        engine._handoff = False
+        engine._handoff = []  # their writers handed nothing on: the stream finishes as theirs
         if _streams.get(identity) is engine:
             del _streams[identity]
         return True
@@ -402,7 +416,7 @@ def _writers_after_fork() -> None:
         writer._after_fork_in_child()
     # An engine the parent was handing off is the child's to finish as a child does.
     for engine in list(_streams.values()):
-        engine._handoff = False
+        engine._handoff = []
 
 
 after_fork_in_child(_writers_after_fork)

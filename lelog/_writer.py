@@ -193,7 +193,8 @@ class Stats:
     uploaded: Optional[bool] = None
     closed: bool = False
     last_error: Optional[str] = None
-    #: This writer let go of a stream other writers still use; the last one out uploads.
+    #: Another writer took this writer's stream on: it let go while others still used it, or
+    #: a replacement took its hand-off.  The last one out uploads and reports ``uploaded``.
     handed_on: bool = False
 
     @property
@@ -329,12 +330,15 @@ class StreamWriter:
         self._split_lock = threading.Lock()
         self._splitter = LineSplitter(self.options.max_partial)
         self._released = False
+        # Another writer took this one's stream on (set under _process's lock); what letting
+        # go came to, for a second close().
         self._handed_on = False
+        self._outcome: Optional[_process.Outcome] = None
         # Writers on one stream whose lifetimes overlap share one engine: the first writer's
         # buffers, worker and pos (docs/writer.md#one-stream-per-key).  _users and _handoff
         # are the engine's, guarded by _process's lock.
         self._users = 0
-        self._handoff = False
+        self._handoff: list[StreamWriter] = []
         self._handles: weakref.WeakSet[StreamWriter] = weakref.WeakSet()
         self._identity = stream_identity(self._backend, self.config, key)
         self._engine = _process.share(self._identity, self)
@@ -378,7 +382,7 @@ class StreamWriter:
             if mine != theirs
         ]
         if conflicts:
-            _process.leave(self._identity, engine, handoff=False)
+            _process.leave(self._identity, self, handoff=False)
             if self._owns_backend:
                 self._backend.close()
             raise ConfigError(
@@ -1131,7 +1135,7 @@ class StreamWriter:
         engine = self._engine
         with self._split_lock:
             if self._released:
-                return not self._handed_on
+                return self._outcome is _process.Outcome.LAST
             last = self._splitter.finish()
             if last:
                 self._hand_over(self._clock.time(), "info", last, None)
@@ -1140,14 +1144,11 @@ class StreamWriter:
         # A fork child's stream is its parent's: it stays there for any later writer of the
         # child to join (nothing to finish here).  Otherwise a configuration call's hand-off
         # needs the worker, which ends it once the call has returned.
-        handoff = engine._to_parent is not None or (
-            _process.holding_logging_lock() and worker is not None and worker.is_alive()
-        )
-        outcome = _process.leave(self._identity, engine, handoff=handoff)
-        self._handed_on = outcome is not _process.Outcome.LAST
+        handoff = _process.holding_logging_lock() and worker is not None and worker.is_alive()
+        self._outcome = outcome = _process.leave(self._identity, self, handoff=handoff)
         if outcome is _process.Outcome.HANDOFF:
             engine._wake.set()  # the worker watches for the configuration call's end
-        return not self._handed_on
+        return outcome is _process.Outcome.LAST
 
     def _begin_close(self, deadline: Deadline) -> None:
         # Under the _split_lock of every writer on this stream (taken in one order: any two

@@ -215,3 +215,68 @@ def test_a_fork_child_does_not_keep_the_parents_claim_on_a_finished_stream(
     assert result.stdout.split() == ["CHILD", "1", "0"], (result.stdout, result.stderr)
     assert "is held by the parent process" not in result.stderr
     assert [row["out"] for row in service.blob_lines("k") or []] == ["spawn child line\n"]
+
+
+# -- 6. handed_on only when another writer took the stream --------------------------------------
+
+HANDOFF_NOBODY_TAKES = """
+import atexit
+
+def report():  # registered before lelog's exit hook, so it runs after it (atexit is LIFO)
+    stats = first.stats
+    print(stats.handed_on, stats.uploaded, "handed on" in stats.summary(), flush=True)
+
+atexit.register(report)
+import logging, logging.config, lelog
+CFG = {{
+    "version": 1,
+    "handlers": {{"stream": {{"()": "lelog.StreamHandler", "key": "k", "url": {url!r},
+                             "account_id": "acct", "token": "secret-token", "close_timeout": 5}}}},
+    "root": {{"level": "INFO", "handlers": ["stream"]}},
+}}
+logging.config.dictConfig(CFG)
+first = logging.getLogger().handlers[0]
+logging.info("first line")
+CFG["handlers"]["stream"]["key"] = "other"
+logging.config.dictConfig(CFG)  # the hand-off waits; nobody on "k" takes it: first finishes it
+logging.info("other line")
+"""
+
+
+def test_a_hand_off_nobody_took_reports_the_upload_not_handed_on(service: FakeLogService) -> None:
+    result = run_python(HANDOFF_NOBODY_TAKES.format(url=service.url), timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False", "True", "False"], result.stdout
+    assert messages(service) == ["first line"]
+
+
+REFUSED_SPAWN_CHILD = """
+import multiprocessing, lelog
+CONFIG = dict(url={url!r}, account_id="acct", token="secret-token")
+
+def child():
+    writer = lelog.StreamWriter("k", lelog.LogConfig(**CONFIG))
+    writer.write_line("refused")
+    stats = writer.close()
+    print("CHILD", stats.handed_on, stats.dropped["rejected"], "handed on" in stats.summary(), flush=True)
+
+if __name__ == "__main__":
+    writer = lelog.StreamWriter("k", lelog.LogConfig(**CONFIG))
+    writer.write_line("parent line")
+    p = multiprocessing.get_context("spawn").Process(target=child)
+    p.start()
+    p.join()
+    writer.close()
+"""
+
+
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="the guard uses Linux's abstract socket names"
+)
+def test_a_refused_spawn_child_does_not_report_handed_on(service: FakeLogService, tmp_path: Any) -> None:
+    script = tmp_path / "refused.py"
+    script.write_text(REFUSED_SPAWN_CHILD.format(url=service.url))
+    result = run_python(f"import runpy; runpy.run_path({str(script)!r}, run_name='__main__')", timeout=90)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["CHILD", "False", "1", "False"], (result.stdout, result.stderr)
+    assert result.stderr.count("is held by the parent process") == 1
