@@ -282,20 +282,26 @@ class Outcome(enum.Enum):
     ELSEWHERE = "elsewhere"
 
 
-def share(identity: Hashable, writer: StreamWriter) -> StreamWriter:
+def share(identity: Hashable, writer: StreamWriter) -> tuple[StreamWriter, list[str]]:
     """The engine ``writer`` is to use: that of a live stream on ``identity`` (one more user,
-    ending a pending hand-off), else ``writer`` itself, now the stream's engine."""
+    ending a pending hand-off), else ``writer`` itself, now the stream's engine.
+
+    With the stream-level settings that conflict with the live stream's (then nothing has
+    changed: a pending hand-off still waits, and still expires and finishes the stream)."""
     with _lock:
         engine = _streams.get(identity)
         if engine is not None and not engine.closed_engine():
+            conflicts = writer.conflicts_with(engine)  # compares two tuples: calls out to nothing
+            if conflicts:
+                return engine, conflicts
             engine._users += 1
             for handed in engine._handoff:  # the pending hand-off is taken: they handed on
                 handed._handed_on = True
             engine._handoff = []
-            return engine
+            return engine, []
         _streams[identity] = writer
         writer._users = 1
-        return writer
+        return writer, []
 
 
 def leave(identity: Hashable, writer: StreamWriter, *, handoff: bool) -> Outcome:

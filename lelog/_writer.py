@@ -341,7 +341,15 @@ class StreamWriter:
         self._handoff: list[StreamWriter] = []
         self._handles: weakref.WeakSet[StreamWriter] = weakref.WeakSet()
         self._identity = stream_identity(self._backend, self.config, key)
-        self._engine = _process.share(self._identity, self)
+        self._engine, conflicts = _process.share(self._identity, self)
+        if conflicts:
+            if self._owns_backend:
+                self._backend.close()
+            raise ConfigError(
+                f"stream {key!r} is already written by another writer in this process, with "
+                f"other stream-level settings: {', '.join(conflicts)}; give the same values, or "
+                "use another key"
+            )
         # Lines of a writer sharing another's engine are masked with its own secrets here,
         # on the caller's thread: the engine's encoder masks with the first writer's only.
         self._premask: Optional[Masker] = None
@@ -373,23 +381,18 @@ class StreamWriter:
             "or use the fork context",
         )
 
-    def _join(self, engine: StreamWriter) -> None:
-        conflicts = [
+    def conflicts_with(self, engine: StreamWriter) -> list[str]:
+        """This writer's stream-level settings that differ from those of ``engine``'s stream,
+        each naming both values (pure: ``_process.share`` calls it under its lock)."""
+        return [
             f"{name}={mine!r} (the first writer has {theirs!r})"
             for name, mine, theirs in zip(
                 _STREAM_SETTINGS, self._stream_settings(), engine._stream_settings()
             )
             if mine != theirs
         ]
-        if conflicts:
-            _process.leave(self._identity, self, handoff=False)
-            if self._owns_backend:
-                self._backend.close()
-            raise ConfigError(
-                f"stream {self.key!r} is already written by another writer in this process, with "
-                f"other stream-level settings: {', '.join(conflicts)}; give the same values, or "
-                "use another key"
-            )
+
+    def _join(self, engine: StreamWriter) -> None:
         self._premask = self._masker
         if self._owns_backend:  # the engine's backend does the talking
             self._backend.close()
@@ -1135,7 +1138,7 @@ class StreamWriter:
         engine = self._engine
         with self._split_lock:
             if self._released:
-                return self._outcome is _process.Outcome.LAST
+                return self._again()
             last = self._splitter.finish()
             if last:
                 self._hand_over(self._clock.time(), "info", last, None)
@@ -1148,6 +1151,16 @@ class StreamWriter:
         self._outcome = outcome = _process.leave(self._identity, self, handoff=handoff)
         if outcome is _process.Outcome.HANDOFF:
             engine._wake.set()  # the worker watches for the configuration call's end
+        return outcome is _process.Outcome.LAST
+
+    def _again(self) -> bool:
+        """A writer that let go closes again: True when the caller is to finish (or wait for)
+        the stream: it was the last out, or it left a hand-off nobody took, which a close
+        outside the configuration call ends now."""
+        outcome = self._outcome
+        if outcome is _process.Outcome.HANDOFF and not _process.holding_logging_lock():
+            _process.expire_handoff(self._identity, self._engine)
+            return not self._handed_on
         return outcome is _process.Outcome.LAST
 
     def _begin_close(self, deadline: Deadline) -> None:

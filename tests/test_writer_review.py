@@ -280,3 +280,39 @@ def test_a_refused_spawn_child_does_not_report_handed_on(service: FakeLogService
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["CHILD", "False", "1", "False"], (result.stdout, result.stderr)
     assert result.stderr.count("is held by the parent process") == 1
+
+
+# -- 5. a conflicting replacement leaves the pending hand-off as it was -------------------------
+
+CONFLICTING_REPLACEMENT = """
+import logging, logging.config, lelog
+CFG = {{
+    "version": 1,
+    "handlers": {{"stream": {{"()": "lelog.StreamHandler", "key": "k", "url": {url!r},
+                             "account_id": "acct", "token": "secret-token", "close_timeout": 5}}}},
+    "root": {{"level": "INFO", "handlers": ["stream"]}},
+}}
+logging.config.dictConfig(CFG)
+first = logging.getLogger().handlers[0]
+for i in range(3):
+    logging.info("first %d", i)
+BAD = dict(CFG, handlers={{"stream": dict(CFG["handlers"]["stream"], history_bytes=1000)}})
+try:
+    logging.config.dictConfig(BAD)  # the old handler lets go; its replacement conflicts
+except ValueError as exc:
+    print("REFUSED", "history_bytes=1000" in str(exc.__cause__), flush=True)
+first.close()  # outside the configuration call: finishes the stream nobody took on
+print("FIRST", first.stats.handed_on, first.stats.uploaded, flush=True)
+logging.config.dictConfig(CFG)  # corrected: a new log on the finished key
+for i in range(2):
+    logging.info("second %d", i)
+"""
+
+
+def test_a_conflicting_replacement_leaves_the_hand_off_to_finish(service: FakeLogService) -> None:
+    result = run_python(CONFLICTING_REPLACEMENT.format(url=service.url), timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["REFUSED", "True", "FIRST", "False", "True"], result.stdout
+    assert messages(service) == ["second 0", "second 1"]  # the second log, after the first ended
+    ends = [r.method for r in service.requests_for(key="k", path="/stream") if r.method in ("POST", "DELETE")]
+    assert ends == ["POST", "DELETE", "POST", "DELETE"]  # one stream at a time, never overlapping
