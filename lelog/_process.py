@@ -110,10 +110,12 @@ class Channel:
             pass  # the system's default size then
         self.sender.setblocking(False)
         self._expected: dict[tuple[int, int], int] = {}  # (pid, slot) -> next sequence number
-        # _busy: the reader is taking datagrams out of the socket; guarded by _cond, which
-        # is notified when it is done, for settle().
+        # _busy: the reader is taking datagrams out of the socket; _closed: close() was asked
+        # (the reader then ends and closes both sockets).  Guarded by _cond, which is
+        # notified when the reader is done with a batch, for settle().
         self._cond = threading.Condition(threading.Lock())
         self._busy = False
+        self._closed = False
         self._reader = threading.Thread(target=self._read, name="lelog-fork-channel", daemon=True)
         self._reader.start()
 
@@ -126,10 +128,31 @@ class Channel:
             return False
         return True
 
+    def close(self) -> None:
+        """Stop the reader (the last stream using this channel has finished): it ends at its
+        next wake-up, which an empty datagram brings now, and closes both sockets.  A child
+        still sending then meets a closed channel: its lines are counted as dropped there."""
+        with self._cond:
+            self._closed = True
+        try:
+            self.sender.send(b"")  # wakes the reader; a full socket wakes it anyway
+        except OSError:
+            pass
+
     def _read(self) -> None:
         poller = select.poll()
         poller.register(self.receiver, select.POLLIN)
-        while True:
+        try:
+            self._read_until_closed(poller)
+        finally:
+            with self._cond:
+                self._closed = True
+                self.receiver.close()
+                self.sender.close()
+                self._cond.notify_all()
+
+    def _read_until_closed(self, poller: select.poll) -> None:
+        while not self._closed:
             poller.poll()  # waits with no lock held
             with self._cond:
                 self._busy = True
@@ -159,7 +182,7 @@ class Channel:
         """
         deadline = Deadline.after(timeout)
         with self._cond:
-            while self._busy or self._queued():
+            while not self._closed and (self._busy or self._queued()):
                 if deadline.expired():
                     return
                 self._cond.wait(deadline.remaining())
@@ -255,8 +278,8 @@ def slot_for(engine: StreamWriter) -> int:
 def _channel_before_fork() -> None:
     """In a process about to fork: the channel its streams' children will write to."""
     global _channel
-    with _lock:
-        engines = [e for e in _open if e._to_parent is None]
+    with _lock:  # the streams' engines (not the writers that joined one): they read _home
+        engines = [e for e in _open if e._to_parent is None and e._engine is e]
     if not engines:
         return
     if _channel is None:
@@ -266,6 +289,19 @@ def _channel_before_fork() -> None:
             return
     for engine in engines:
         engine._home = _channel
+
+
+def release_channel(engine: StreamWriter) -> None:
+    """A finished engine lets go of its fork channel; the last one out closes it, so its
+    reader thread and sockets do not outlive the streams (the next fork makes a new one)."""
+    global _channel
+    with _lock:
+        channel, engine._home = engine._home, None
+        if channel is None or any(other._home is channel for other in _open):
+            return
+        if _channel is channel:
+            _channel = None
+    channel.close()  # outside _lock: it sends (never blocking) and takes the channel's _cond
 
 
 class Outcome(enum.Enum):

@@ -975,11 +975,14 @@ class StreamWriter:
         the caller did); any other thread returns at once.  A worker whose close was
         abandoned only says it is done: it makes no request and changes no count."""
         with self._lock:
-            if not claimed and not self._move(WriterState.FINISHING, allowed=(WriterState.CLOSING,)):
-                if self._state is WriterState.ABANDONED:
-                    self._finished.set()
-                return
+            mine = claimed or self._move(WriterState.FINISHING, allowed=(WriterState.CLOSING,))
+            abandoned = self._state is WriterState.ABANDONED
             deadline = self._close_deadline
+        if not mine:
+            if abandoned:
+                self._finished.set()
+                _process.release_channel(self)
+            return
         try:
             if deadline is not None:
                 self._finish(deadline)
@@ -997,6 +1000,7 @@ class StreamWriter:
                 remaining = deadline.remaining() if deadline is not None else 0.0
                 self._spool.close(max(remaining, 0.1))
             self._finished.set()
+            _process.release_channel(self)
 
     def _finish(self, deadline: Deadline) -> None:
         """Final push, history upload and close, all by ``deadline``."""
@@ -1222,10 +1226,13 @@ class StreamWriter:
         was written): run the final sequence on this thread, marked as lelog's own I/O.
         The caller has moved the state to FINISHING: this thread alone runs it."""
         with self._lock:
-            if self._counters.accepted == 0:  # never used: nothing to send, no request at all
+            unused = self._counters.accepted == 0  # nothing to send, no request at all
+            if unused:
                 self._move(WriterState.FINISHED, allowed=(WriterState.FINISHING,))
                 self._finished.set()
-                return
+        if unused:
+            _process.release_channel(self)
+            return
         was, _worker_state.active = in_worker_thread(), True
         try:
             self._finish_and_account(claimed=True)

@@ -316,3 +316,40 @@ def test_a_conflicting_replacement_leaves_the_hand_off_to_finish(service: FakeLo
     assert messages(service) == ["second 0", "second 1"]  # the second log, after the first ended
     ends = [r.method for r in service.requests_for(key="k", path="/stream") if r.method in ("POST", "DELETE")]
     assert ends == ["POST", "DELETE", "POST", "DELETE"]  # one stream at a time, never overlapping
+
+
+# -- 9. the fork channel's reader ends with the last stream that uses it ------------------------
+
+CHANNEL_ENDS = """
+import os, threading, lelog
+from lelog.testing import MemoryBackend
+
+def fork_a_child_on(key):
+    backend = MemoryBackend()
+    writer = lelog.StreamWriter(key, backend, close_timeout=5)
+    writer.write_line("parent")
+    pid = os.fork()
+    if pid == 0:
+        writer.write_line("child")
+        os._exit(0)
+    os.waitpid(pid, 0)
+    readers = [t for t in threading.enumerate() if t.name == "lelog-fork-channel"]
+    writer.close()
+    for t in readers:
+        t.join(20)  # a condition with a hang bound, not a pause
+    outs = [line.out.strip() for line in backend.stream(key).uploaded or ()]
+    print(key, len(readers), sum(t.is_alive() for t in readers), outs, flush=True)
+
+fork_a_child_on("k")
+fork_a_child_on("k2")  # the next fork makes a new channel
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_the_fork_channel_reader_ends_when_its_last_stream_finishes() -> None:
+    result = run_python(CHANNEL_ENDS, timeout=90)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "k 1 0 ['parent', 'child']",
+        "k2 1 0 ['parent', 'child']",
+    ], result.stdout
