@@ -320,13 +320,15 @@ class Outcome(enum.Enum):
 
 def share(identity: Hashable, writer: StreamWriter) -> tuple[StreamWriter, list[str]]:
     """The engine ``writer`` is to use: that of a live stream on ``identity`` (one more user,
-    ending a pending hand-off), else ``writer`` itself, now the stream's engine.
+    ending a pending hand-off), else ``writer`` itself, now the stream's engine.  An engine
+    whose last writer has left stays registered until it has finished (``forget``): a new
+    engine on its identity records it as its predecessor, and waits for it before opening.
 
     With the stream-level settings that conflict with the live stream's (then nothing has
     changed: a pending hand-off still waits, and still expires and finishes the stream)."""
     with _lock:
         engine = _streams.get(identity)
-        if engine is not None and not engine.closed_engine():
+        if engine is not None and engine.joinable():
             conflicts = writer.conflicts_with(engine)  # compares two tuples: calls out to nothing
             if conflicts:
                 return engine, conflicts
@@ -335,6 +337,7 @@ def share(identity: Hashable, writer: StreamWriter) -> tuple[StreamWriter, list[
                 handed._handed_on = True
             engine._handoff = []
             return engine, []
+        writer._predecessor = engine  # None, or still finishing the stream on this identity
         _streams[identity] = writer
         writer._users = 1
         return writer, []
@@ -356,9 +359,7 @@ def leave(identity: Hashable, writer: StreamWriter, *, handoff: bool) -> Outcome
         if handoff:
             engine._handoff.append(writer)
             return Outcome.HANDOFF
-        if _streams.get(identity) is engine:
-            del _streams[identity]
-        return Outcome.LAST
+        return Outcome.LAST  # registered, not joinable, until forget()
 
 
 def expire_handoff(identity: Hashable, engine: StreamWriter) -> bool:
@@ -367,17 +368,25 @@ def expire_handoff(identity: Hashable, engine: StreamWriter) -> bool:
         if not engine._handoff or engine._users:
             return False
         engine._handoff = []  # their writers handed nothing on: the stream finishes as theirs
-        if _streams.get(identity) is engine:
-            del _streams[identity]
-        return True
+        return True  # registered, not joinable, until forget()
 
 
 def forget(identity: Hashable, engine: StreamWriter) -> None:
-    """A finished engine leaves the registry (a new writer on its key starts a new log)."""
+    """A finished engine leaves the registry (a new writer on its key starts a new log,
+    without waiting for it)."""
     with _lock:
-        if _streams.get(identity) is engine:
+        successor = _streams.get(identity)
+        if successor is engine:
             del _streams[identity]
         held, engine._beacon = engine._beacon, None
+        if (
+            held is not None
+            and successor is not None
+            and successor is not engine
+            and successor._beacon is None
+        ):
+            # The successor could not bind the name while this engine held it: it takes it on.
+            successor._beacon, held = held, None
     if held is not None:
         held.close()
 

@@ -340,6 +340,9 @@ class StreamWriter:
         self._users = 0
         self._handoff: list[StreamWriter] = []
         self._handles: weakref.WeakSet[StreamWriter] = weakref.WeakSet()
+        # The engine still finishing this identity's previous stream when this one was made
+        # (set by _process.share); the worker waits for it before opening.
+        self._predecessor: Optional[StreamWriter] = None
         self._identity = stream_identity(self._backend, self.config, key)
         self._engine, conflicts = _process.share(self._identity, self)
         if conflicts:
@@ -483,10 +486,24 @@ class StreamWriter:
             self._progress.notify_all()
         return True
 
-    def closed_engine(self) -> bool:
-        """Whether this engine's stream is finishing or finished (no writer may join it)."""
+    def joinable(self) -> bool:
+        """Whether a new writer may share this engine's stream: it is not finishing, and a
+        writer still uses it, or it waits for a hand-off, or it is a fork child's parent's.
+        Call under ``_process``'s lock, which guards ``_users`` and ``_handoff``."""
         state = self._state
-        return state is not _RUNNING and state is not _IDLE
+        if state is not _RUNNING and state is not _IDLE:
+            return False
+        return self._users > 0 or bool(self._handoff) or self._to_parent is not None
+
+    def _after_predecessor(self, deadline: Deadline) -> None:
+        """On the worker, before opening: wait until the engine that was finishing this
+        stream's identity when this one was built has finished, so its close cannot end the
+        stream this one opens (docs/writer.md#one-stream-per-key); at most until
+        ``deadline``.  Only this thread waits: callers never do."""
+        predecessor = self._predecessor
+        if predecessor is not None:
+            predecessor._finished.wait(deadline.remaining())
+            self._predecessor = None
 
     @property
     def state(self) -> WriterState:
@@ -816,6 +833,7 @@ class StreamWriter:
         )
 
     def _try_open(self) -> None:
+        self._after_predecessor(Deadline.after(self.config.open_deadline, self._clock.monotonic))
         ok, exc = self._one_attempt("open_stream", self._open_stream, self.config.open_deadline)
         if ok:
             self._live_state = LiveState.OPEN
@@ -1001,6 +1019,7 @@ class StreamWriter:
                 self._spool.close(max(remaining, 0.1))
             self._finished.set()
             _process.release_channel(self)
+            _process.forget(self._identity, self)  # a new writer on this key starts a new log
 
     def _finish(self, deadline: Deadline) -> None:
         """Final push, history upload and close, all by ``deadline``."""
@@ -1010,6 +1029,7 @@ class StreamWriter:
         push_by = deadline.share(0.6)
         upload_by = deadline.share(0.85)
         if self._live_state is LiveState.UNOPENED:
+            self._after_predecessor(push_by)
             exc = self._retrying("open_stream", self._open_stream, push_by)
             if exc is None:
                 self._live_state = LiveState.OPEN
@@ -1327,6 +1347,7 @@ class StreamWriter:
         # (a fork inside a fork child, whose _home is None), the one its parent sent to.
         self._to_parent = self._home if self._home is not None else self._to_parent
         self._home = None
+        self._predecessor = None  # the parent's to wait for: this process opens nothing
         if self._beacon is not None:
             # The child's copy of the parent's claim: kept open, a long-lived child (a pool
             # worker) would say the parent holds the stream after the parent finished it.

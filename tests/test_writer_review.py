@@ -353,3 +353,50 @@ def test_the_fork_channel_reader_ends_when_its_last_stream_finishes() -> None:
         "k 1 0 ['parent', 'child']",
         "k2 1 0 ['parent', 'child']",
     ], result.stdout
+
+
+# -- 4. a new writer on a key waits for the old one to finish it before opening -----------------
+
+
+class GatedUploads(MemoryBackend):
+    """A far end whose uploads wait for the test to let them through."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.uploading = threading.Event()
+        self.let_through = threading.Event()
+
+    def upload(self, key: str, lines: Any, **opts: Any) -> None:
+        self.uploading.set()
+        assert self.let_through.wait(60)
+        super().upload(key, lines, **opts)
+
+
+def test_a_new_writer_on_a_key_being_finished_opens_only_after_the_old_close() -> None:
+    backend = GatedUploads()
+    old = StreamWriter("k", backend, close_timeout=30)
+    old.write_line("old line")
+    old.close(wait=False)  # the worker runs the final sequence: it waits in the upload
+    assert backend.uploading.wait(30)
+    try:
+        new = StreamWriter("k", backend, close_timeout=30)  # the old one is finishing: a new log
+        new.write_line("new line")
+        # A negative check: the new writer must not open (or push) while the old one is
+        # finishing; it has a second to do so wrongly.  The order below is the proof.
+        assert new.flush(1.0) is False
+    finally:
+        backend.let_through.set()
+    assert old.close().uploaded is True
+    assert new.close().uploaded is True
+    assert backend.calls == [
+        ("open_stream", "k"),
+        ("write", "k"),
+        ("upload", "k"),
+        ("close_stream", "k"),
+        ("open_stream", "k"),
+        ("write", "k"),
+        ("upload", "k"),
+        ("close_stream", "k"),
+    ]
+    stored = [line.out for line in backend.stream("k").uploaded or ()]
+    assert stored == ["new line\n"]  # the second log, as the service does on re-open
