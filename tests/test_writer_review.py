@@ -400,3 +400,29 @@ def test_a_new_writer_on_a_key_being_finished_opens_only_after_the_old_close() -
     ]
     stored = [line.out for line in backend.stream("k").uploaded or ()]
     assert stored == ["new line\n"]  # the second log, as the service does on re-open
+
+
+# -- one os.register_at_fork registration for the whole library ---------------------------------
+
+ONE_FORK_HOOK = """
+import os
+registered = []
+original = os.register_at_fork
+
+def counting(**hooks):
+    if any(getattr(hook, "__module__", "").startswith("lelog") for hook in hooks.values()):
+        registered.append(sorted(hooks))  # lelog's, not the standard library's or httpx's
+    original(**hooks)
+
+os.register_at_fork = counting
+import lelog, lelog.testing, lelog._cli  # every module, the client and the CLI included
+os.register_at_fork = original
+print(registered, flush=True)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "register_at_fork"), reason="needs os.register_at_fork")
+def test_lelog_registers_one_fork_hook() -> None:
+    result = run_python(ONE_FORK_HOOK, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[['after_in_child', 'before']]", result.stdout
