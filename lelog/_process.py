@@ -54,6 +54,7 @@ __all__ = [
     "leave",
     "open_writers",
     "register",
+    "release_channel",
     "share",
     "unregister",
 ]
@@ -88,7 +89,8 @@ class Channel:
     """How fork children give their lines to the process that owns the stream
     (docs/writer.md#fork-children).
 
-    One ``AF_UNIX`` datagram socket pair per owning process, made before its first fork.
+    One ``AF_UNIX`` datagram socket pair per owning process, made before its first fork and
+    closed, reader thread and all, when the last stream using it finishes (``release_channel``).
     A child sends each line as one datagram from inside ``emit``: a non-blocking ``send``,
     atomic however many children write at once, never waiting on the parent (a full channel
     is a counted drop).  Each datagram carries the child's pid and its sequence number on
