@@ -23,6 +23,7 @@ from typing import Any, Callable, Generator, Iterator, Optional, Sequence, Union
 
 import httpx
 
+from . import _process
 from ._clock import Deadline
 from ._config import LogConfig
 from ._exceptions import (
@@ -436,8 +437,7 @@ def _renew_locks_in_child() -> None:
         client._lock = threading.Lock()
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_renew_locks_in_child)
+_process.after_fork_in_child(_renew_locks_in_child)  # lelog's one fork hook runs it
 
 
 def _error_for(

@@ -266,9 +266,7 @@ class LogConfig:
     client_cert: Optional[str] = attrs.field(default=None, validator=_check_cert, repr=_hidden)
     client_cert_key: Optional[str] = attrs.field(default=None, validator=_check_cert, repr=_hidden)
     #: The password of an encrypted ``client_cert_key``; a credential, masked like the token.
-    client_cert_key_password: Optional[str] = attrs.field(
-        default=None, validator=attrs.validators.optional(attrs.validators.instance_of(str)), repr=_hidden
-    )
+    client_cert_key_password: Optional[str] = attrs.field(default=None, repr=_hidden)
     #: TLS verification: True (system/certifi CAs), False, or a CA bundle path.
     verify: Union[bool, str] = attrs.field(default=True, validator=_check_verify)
     #: Honour HTTP(S)_PROXY / NO_PROXY / SSL_CERT_FILE from the environment, as httpx does.
@@ -288,6 +286,14 @@ class LogConfig:
     max_attempts: int = attrs.field(default=10)
     #: Built once with the config: masks the credentials, secrets and patterns.
     _masker: Masker = attrs.field(init=False, repr=False, eq=False)
+
+    @client_cert_key_password.validator
+    def _check_password(self, _attr: object, value: object) -> None:
+        if value is not None and not isinstance(value, str):
+            raise ConfigError(
+                f"client_cert_key_password must be a string (the password of an encrypted "
+                f"client_cert_key), got {type(value).__name__}"
+            )
 
     @max_attempts.validator
     def _check_attempts(self, _attr: object, value: object) -> None:

@@ -54,6 +54,7 @@ __all__ = [
     "leave",
     "open_writers",
     "register",
+    "release_channel",
     "share",
     "unregister",
 ]
@@ -61,7 +62,9 @@ __all__ = [
 # Engines that may still hold lines: finished at exit, re-initialised in a forked child;
 # and the engine of each live stream, by identity (weakly, as _open: an engine nobody holds and
 # no worker runs for is gone, as before streams were shared), with its writers' count (engine._users)
-# and hand-off flag (engine._handoff).  _lock guards all of these; it is held for dict and
+# and pending hand-off (engine._handoff: the writers that let go under a configuration call,
+# each marked handed_on if a successor takes the stream; empty when none is pending), and each
+# writer's _handed_on.  _lock guards all of these; it is held for dict and
 # set operations only and nothing is called while it is held, so it cannot deadlock.
 _open: weakref.WeakSet[StreamWriter] = weakref.WeakSet()
 _streams: weakref.WeakValueDictionary[Hashable, StreamWriter] = weakref.WeakValueDictionary()
@@ -86,7 +89,8 @@ class Channel:
     """How fork children give their lines to the process that owns the stream
     (docs/writer.md#fork-children).
 
-    One ``AF_UNIX`` datagram socket pair per owning process, made before its first fork.
+    One ``AF_UNIX`` datagram socket pair per owning process, made before its first fork and
+    closed, reader thread and all, when the last stream using it finishes (``release_channel``).
     A child sends each line as one datagram from inside ``emit``: a non-blocking ``send``,
     atomic however many children write at once, never waiting on the parent (a full channel
     is a counted drop).  Each datagram carries the child's pid and its sequence number on
@@ -108,10 +112,12 @@ class Channel:
             pass  # the system's default size then
         self.sender.setblocking(False)
         self._expected: dict[tuple[int, int], int] = {}  # (pid, slot) -> next sequence number
-        # _busy: the reader is taking datagrams out of the socket; guarded by _cond, which
-        # is notified when it is done, for settle().
+        # _busy: the reader is taking datagrams out of the socket; _closed: close() was asked
+        # (the reader then ends and closes both sockets).  Guarded by _cond, which is
+        # notified when the reader is done with a batch, for settle().
         self._cond = threading.Condition(threading.Lock())
         self._busy = False
+        self._closed = False
         self._reader = threading.Thread(target=self._read, name="lelog-fork-channel", daemon=True)
         self._reader.start()
 
@@ -124,10 +130,31 @@ class Channel:
             return False
         return True
 
+    def close(self) -> None:
+        """Stop the reader (the last stream using this channel has finished): it ends at its
+        next wake-up, which an empty datagram brings now, and closes both sockets.  A child
+        still sending then meets a closed channel: its lines are counted as dropped there."""
+        with self._cond:
+            self._closed = True
+        try:
+            self.sender.send(b"")  # wakes the reader; a full socket wakes it anyway
+        except OSError:
+            pass
+
     def _read(self) -> None:
         poller = select.poll()
         poller.register(self.receiver, select.POLLIN)
-        while True:
+        try:
+            self._read_until_closed(poller)
+        finally:
+            with self._cond:
+                self._closed = True
+                self.receiver.close()
+                self.sender.close()
+                self._cond.notify_all()
+
+    def _read_until_closed(self, poller: select.poll) -> None:
+        while not self._closed:
             poller.poll()  # waits with no lock held
             with self._cond:
                 self._busy = True
@@ -157,7 +184,7 @@ class Channel:
         """
         deadline = Deadline.after(timeout)
         with self._cond:
-            while self._busy or self._queued():
+            while not self._closed and (self._busy or self._queued()):
                 if deadline.expired():
                     return
                 self._cond.wait(deadline.remaining())
@@ -253,8 +280,8 @@ def slot_for(engine: StreamWriter) -> int:
 def _channel_before_fork() -> None:
     """In a process about to fork: the channel its streams' children will write to."""
     global _channel
-    with _lock:
-        engines = [e for e in _open if e._to_parent is None]
+    with _lock:  # the streams' engines (not the writers that joined one): they read _home
+        engines = [e for e in _open if e._to_parent is None and e._engine is e]
     if not engines:
         return
     if _channel is None:
@@ -266,6 +293,19 @@ def _channel_before_fork() -> None:
         engine._home = _channel
 
 
+def release_channel(engine: StreamWriter) -> None:
+    """A finished engine lets go of its fork channel; the last one out closes it, so its
+    reader thread and sockets do not outlive the streams (the next fork makes a new one)."""
+    global _channel
+    with _lock:
+        channel, engine._home = engine._home, None
+        if channel is None or any(other._home is channel for other in _open):
+            return
+        if _channel is channel:
+            _channel = None
+    channel.close()  # outside _lock: it sends (never blocking) and takes the channel's _cond
+
+
 class Outcome(enum.Enum):
     """What ``leave`` made of a writer letting go of its stream."""
 
@@ -275,34 +315,53 @@ class Outcome(enum.Enum):
     HANDOFF = "handoff"
     #: The last writer left: it finishes the stream.
     LAST = "last"
+    #: The stream is another process's (a fork child's parent holds it, or a spawn child was
+    #: refused it): nothing to finish here, and nothing handed on.
+    ELSEWHERE = "elsewhere"
 
 
-def share(identity: Hashable, writer: StreamWriter) -> StreamWriter:
+def share(identity: Hashable, writer: StreamWriter) -> tuple[StreamWriter, list[str]]:
     """The engine ``writer`` is to use: that of a live stream on ``identity`` (one more user,
-    ending a pending hand-off), else ``writer`` itself, now the stream's engine."""
+    ending a pending hand-off), else ``writer`` itself, now the stream's engine.  An engine
+    whose last writer has left stays registered until it has finished (``forget``): a new
+    engine on its identity records it as its predecessor, and waits for it before opening.
+
+    With the stream-level settings that conflict with the live stream's (then nothing has
+    changed: a pending hand-off still waits, and still expires and finishes the stream)."""
     with _lock:
         engine = _streams.get(identity)
-        if engine is not None and not engine.closed_engine():
+        if engine is not None and engine.joinable():
+            conflicts = writer.conflicts_with(engine)  # compares two tuples: calls out to nothing
+            if conflicts:
+                return engine, conflicts
             engine._users += 1
-            engine._handoff = False
-            return engine
+            for handed in engine._handoff:  # the pending hand-off is taken: they handed on
+                handed._handed_on = True
+            engine._handoff = []
+            return engine, []
+        writer._predecessor = engine  # None, or still finishing the stream on this identity
         _streams[identity] = writer
         writer._users = 1
-        return writer
+        return writer, []
 
 
-def leave(identity: Hashable, engine: StreamWriter, *, handoff: bool) -> Outcome:
-    """One writer of ``engine`` lets go; ``handoff``: it does so inside a configuration call."""
+def leave(identity: Hashable, writer: StreamWriter, *, handoff: bool) -> Outcome:
+    """``writer`` lets go of its engine; ``handoff``: it does so inside a configuration call.
+
+    A writer that leaves others on the stream has handed it on; one that leaves a hand-off
+    pending has handed it on only once a successor takes it (``share``)."""
+    engine = writer._engine
     with _lock:
         engine._users -= 1
         if engine._users > 0:
+            writer._handed_on = True
             return Outcome.SHARED
+        if engine._to_parent is not None:
+            return Outcome.ELSEWHERE  # stays registered for a later writer of this child
         if handoff:
-            engine._handoff = True
+            engine._handoff.append(writer)
             return Outcome.HANDOFF
-        if _streams.get(identity) is engine:
-            del _streams[identity]
-        return Outcome.LAST
+        return Outcome.LAST  # registered, not joinable, until forget()
 
 
 def expire_handoff(identity: Hashable, engine: StreamWriter) -> bool:
@@ -310,18 +369,26 @@ def expire_handoff(identity: Hashable, engine: StreamWriter) -> bool:
     with _lock:
         if not engine._handoff or engine._users:
             return False
-        engine._handoff = False
-        if _streams.get(identity) is engine:
-            del _streams[identity]
-        return True
+        engine._handoff = []  # their writers handed nothing on: the stream finishes as theirs
+        return True  # registered, not joinable, until forget()
 
 
 def forget(identity: Hashable, engine: StreamWriter) -> None:
-    """A finished engine leaves the registry (a new writer on its key starts a new log)."""
+    """A finished engine leaves the registry (a new writer on its key starts a new log,
+    without waiting for it)."""
     with _lock:
-        if _streams.get(identity) is engine:
+        successor = _streams.get(identity)
+        if successor is engine:
             del _streams[identity]
         held, engine._beacon = engine._beacon, None
+        if (
+            held is not None
+            and successor is not None
+            and successor is not engine
+            and successor._beacon is None
+        ):
+            # The successor could not bind the name while this engine held it: it takes it on.
+            successor._beacon, held = held, None
     if held is not None:
         held.close()
 
@@ -402,7 +469,7 @@ def _writers_after_fork() -> None:
         writer._after_fork_in_child()
     # An engine the parent was handing off is the child's to finish as a child does.
     for engine in list(_streams.values()):
-        engine._handoff = False
+        engine._handoff = []
 
 
 after_fork_in_child(_writers_after_fork)

@@ -193,7 +193,8 @@ class Stats:
     uploaded: Optional[bool] = None
     closed: bool = False
     last_error: Optional[str] = None
-    #: This writer let go of a stream other writers still use; the last one out uploads.
+    #: Another writer took this writer's stream on: it let go while others still used it, or
+    #: a replacement took its hand-off.  The last one out uploads and reports ``uploaded``.
     handed_on: bool = False
 
     @property
@@ -329,15 +330,29 @@ class StreamWriter:
         self._split_lock = threading.Lock()
         self._splitter = LineSplitter(self.options.max_partial)
         self._released = False
+        # Another writer took this one's stream on (set under _process's lock); what letting
+        # go came to, for a second close().
         self._handed_on = False
+        self._outcome: Optional[_process.Outcome] = None
         # Writers on one stream whose lifetimes overlap share one engine: the first writer's
         # buffers, worker and pos (docs/writer.md#one-stream-per-key).  _users and _handoff
         # are the engine's, guarded by _process's lock.
         self._users = 0
-        self._handoff = False
+        self._handoff: list[StreamWriter] = []
         self._handles: weakref.WeakSet[StreamWriter] = weakref.WeakSet()
+        # The engine still finishing this identity's previous stream when this one was made
+        # (set by _process.share); the worker waits for it before opening.
+        self._predecessor: Optional[StreamWriter] = None
         self._identity = stream_identity(self._backend, self.config, key)
-        self._engine = _process.share(self._identity, self)
+        self._engine, conflicts = _process.share(self._identity, self)
+        if conflicts:
+            if self._owns_backend:
+                self._backend.close()
+            raise ConfigError(
+                f"stream {key!r} is already written by another writer in this process, with "
+                f"other stream-level settings: {', '.join(conflicts)}; give the same values, or "
+                "use another key"
+            )
         # Lines of a writer sharing another's engine are masked with its own secrets here,
         # on the caller's thread: the engine's encoder masks with the first writer's only.
         self._premask: Optional[Masker] = None
@@ -369,23 +384,18 @@ class StreamWriter:
             "or use the fork context",
         )
 
-    def _join(self, engine: StreamWriter) -> None:
-        conflicts = [
+    def conflicts_with(self, engine: StreamWriter) -> list[str]:
+        """This writer's stream-level settings that differ from those of ``engine``'s stream,
+        each naming both values (pure: ``_process.share`` calls it under its lock)."""
+        return [
             f"{name}={mine!r} (the first writer has {theirs!r})"
             for name, mine, theirs in zip(
                 _STREAM_SETTINGS, self._stream_settings(), engine._stream_settings()
             )
             if mine != theirs
         ]
-        if conflicts:
-            _process.leave(self._identity, engine, handoff=False)
-            if self._owns_backend:
-                self._backend.close()
-            raise ConfigError(
-                f"stream {self.key!r} is already written by another writer in this process, with "
-                f"other stream-level settings: {', '.join(conflicts)}; give the same values, or "
-                "use another key"
-            )
+
+    def _join(self, engine: StreamWriter) -> None:
         self._premask = self._masker
         if self._owns_backend:  # the engine's backend does the talking
             self._backend.close()
@@ -426,10 +436,14 @@ class StreamWriter:
         self._closes = not (config.skip_closing_stream or self._forked_child)
         self._uploads = self._closes and not config.skip_opening_stream
         self._flush_upto = 0  # flush(): push without waiting for age until this many settle
-        # A flush that ran out of time, with no call succeeding since: close() spends no
-        # second budget on such a writer and ends by this deadline (docs/writer.md#one-deadline).
-        # Set by flush() and cleared by the worker, both under _lock.
+        # A flush that ran out of time on a failing service (its last call failed, or none
+        # succeeded during the flush), with no call succeeding since: close() spends no second
+        # budget on it and ends by the flush's start + close_timeout
+        # (docs/writer.md#one-deadline).  Set by flush() and cleared by a successful call;
+        # _failing and _ok_calls are the worker's record of its calls.  All under _lock.
         self._spent: Optional[Deadline] = None
+        self._failing = False
+        self._ok_calls = 0
         self._close_deadline: Optional[Deadline] = None
         self._worker: Optional[threading.Thread] = None
         self._backend_closed = False
@@ -472,10 +486,24 @@ class StreamWriter:
             self._progress.notify_all()
         return True
 
-    def closed_engine(self) -> bool:
-        """Whether this engine's stream is finishing or finished (no writer may join it)."""
+    def joinable(self) -> bool:
+        """Whether a new writer may share this engine's stream: it is not finishing, and a
+        writer still uses it, or it waits for a hand-off, or it is a fork child's parent's.
+        Call under ``_process``'s lock, which guards ``_users`` and ``_handoff``."""
         state = self._state
-        return state is not _RUNNING and state is not _IDLE
+        if state is not _RUNNING and state is not _IDLE:
+            return False
+        return self._users > 0 or bool(self._handoff) or self._to_parent is not None
+
+    def _after_predecessor(self, deadline: Deadline) -> None:
+        """On the worker, before opening: wait until the engine that was finishing this
+        stream's identity when this one was built has finished, so its close cannot end the
+        stream this one opens (docs/writer.md#one-stream-per-key); at most until
+        ``deadline``.  Only this thread waits: callers never do."""
+        predecessor = self._predecessor
+        if predecessor is not None:
+            predecessor._finished.wait(deadline.remaining())
+            self._predecessor = None
 
     @property
     def state(self) -> WriterState:
@@ -611,7 +639,8 @@ class StreamWriter:
         with self._lock:
             counters = self._counters
             children = self._from_children
-            open_ = self._state is _RUNNING or self._state is _IDLE
+            state = self._state
+            open_ = state is _RUNNING or state is _IDLE
             for gap, ts, level, out, args, size in sized:
                 counters.accepted += gap + 1
                 counters.dropped["overflow"] += gap
@@ -624,6 +653,10 @@ class StreamWriter:
                     counters.dropped["overflow"] += children.add((ts, level, out, args), size)
                     if self._spool is not None:  # under _lock, which is also the spool's lock
                         self._spool.add(ts, level, out, args)
+        if state is _IDLE:
+            # A parent that has not logged yet has no worker: start it, as _accept does,
+            # after releasing _lock (_start_worker takes it).
+            self._start_worker()
         self._wake.set()
 
     def _checked_time(self, value: Any) -> float:
@@ -800,6 +833,7 @@ class StreamWriter:
         )
 
     def _try_open(self) -> None:
+        self._after_predecessor(Deadline.after(self.config.open_deadline, self._clock.monotonic))
         ok, exc = self._one_attempt("open_stream", self._open_stream, self.config.open_deadline)
         if ok:
             self._live_state = LiveState.OPEN
@@ -853,14 +887,20 @@ class StreamWriter:
         if self._state is WriterState.ABANDONED:  # close() gave up on us: no more requests
             raise Cancelled(f"{name} {self.key!r}: the close deadline has passed", call=name)
         try:
-            request(deadline)
+            try:
+                request(deadline)
+            except LogServiceError:
+                raise
+            except Exception as exc:
+                raise LogServiceError(f"{name} {self.key!r}: {exc!r}", call=name) from exc
         except LogServiceError:
-            raise
-        except Exception as exc:
-            raise LogServiceError(f"{name} {self.key!r}: {exc!r}", call=name) from exc
-        if self._spent is not None:  # the service answers again: a close gets its own budget
             with self._lock:
-                self._spent = None
+                self._failing = True
+            raise
+        with self._lock:  # the service answers again: a close gets its own budget
+            self._failing = False
+            self._ok_calls += 1
+            self._spent = None
 
     def _one_attempt(
         self, name: str, request: Callable[[Deadline], None], budget: float
@@ -945,12 +985,22 @@ class StreamWriter:
 
     # -- the end ------------------------------------------------------------------------------
 
-    def _finish_and_account(self) -> None:
+    def _finish_and_account(self, *, claimed: bool = False) -> None:
         """The final sequence, then every line still unsettled counted as not sent, so
-        accepted == sent + dropped holds even if something unexpected went wrong."""
+        accepted == sent + dropped holds even if something unexpected went wrong.
+
+        Runs on the one thread that moved the state from CLOSING to FINISHING (``claimed``:
+        the caller did); any other thread returns at once.  A worker whose close was
+        abandoned only says it is done: it makes no request and changes no count."""
         with self._lock:
-            self._move(WriterState.FINISHING, allowed=(WriterState.CLOSING,))
+            mine = claimed or self._move(WriterState.FINISHING, allowed=(WriterState.CLOSING,))
+            abandoned = self._state is WriterState.ABANDONED
             deadline = self._close_deadline
+        if not mine:
+            if abandoned:
+                self._finished.set()
+                _process.release_channel(self)
+            return
         try:
             if deadline is not None:
                 self._finish(deadline)
@@ -968,6 +1018,8 @@ class StreamWriter:
                 remaining = deadline.remaining() if deadline is not None else 0.0
                 self._spool.close(max(remaining, 0.1))
             self._finished.set()
+            _process.release_channel(self)
+            _process.forget(self._identity, self)  # a new writer on this key starts a new log
 
     def _finish(self, deadline: Deadline) -> None:
         """Final push, history upload and close, all by ``deadline``."""
@@ -977,6 +1029,7 @@ class StreamWriter:
         push_by = deadline.share(0.6)
         upload_by = deadline.share(0.85)
         if self._live_state is LiveState.UNOPENED:
+            self._after_predecessor(push_by)
             exc = self._retrying("open_stream", self._open_stream, push_by)
             if exc is None:
                 self._live_state = LiveState.OPEN
@@ -1038,19 +1091,26 @@ class StreamWriter:
 
         Waits on the worker without holding any lock the worker needs, so it is safe under
         ``logging``'s locks.  ``timeout`` defaults to ``close_timeout``.  A flush that runs
-        out of time leaves a later ``close()`` no second budget, unless the service has
-        accepted a call since.
+        out of time on a failing service (its last call failed, or none succeeded during the
+        flush) shares its budget with a later ``close()``: the close ends by the flush's
+        start + ``close_timeout``, unless the service has accepted a call since.  A short
+        ``timeout`` on a service that is only slow costs the close nothing, and neither does
+        a flush under ``logging``'s module lock (``dictConfig`` flushes with no wait).
         """
         if self._engine is not self:
             return self._engine.flush(timeout)
+        started = self._clock.monotonic()
         timeout = self.options.close_timeout if timeout is None else timeout
         if self._home is not None:
             self._home.settle(min(_process.SETTLE_AT_FLUSH, timeout))  # children's lines too
-        deadline = Deadline.after(timeout, self._clock.monotonic)
+        deadline = Deadline(started + timeout, self._clock.monotonic)
+        shared_budget = Deadline(started + self.options.close_timeout, self._clock.monotonic)
+        may_spend = not _process.holding_logging_lock()
         with self._lock:
             counters = self._counters
             target = counters.accepted
             dropped_before = counters.settled() - counters.sent
+            ok_before = self._ok_calls
             worker = self._worker
             if worker is None or not worker.is_alive() or in_worker_thread():
                 # Nothing to wait for (never started, no thread, finished, or we are the worker).
@@ -1059,10 +1119,12 @@ class StreamWriter:
             self._flush_upto = max(self._flush_upto, target)
         self._wake.set()
         with self._lock:
-            done = self._progress.wait_for(lambda: counters.settled() >= target, timeout)
+            done = self._progress.wait_for(lambda: counters.settled() >= target, deadline.remaining())
             dropped_now = counters.settled() - counters.sent
-            if not done:
-                self._spent = deadline
+            if not done and may_spend and (self._failing or self._ok_calls == ok_before):
+                # A failing service: the close that follows spends no second budget on it.
+                spent = self._spent
+                self._spent = shared_budget if spent is None else spent.earliest(shared_budget)
         return done and dropped_now == dropped_before
 
     def close(self, timeout: Optional[float] = None, *, wait: bool = True) -> Stats:
@@ -1100,7 +1162,7 @@ class StreamWriter:
         engine = self._engine
         with self._split_lock:
             if self._released:
-                return not self._handed_on
+                return self._again()
             last = self._splitter.finish()
             if last:
                 self._hand_over(self._clock.time(), "info", last, None)
@@ -1109,14 +1171,21 @@ class StreamWriter:
         # A fork child's stream is its parent's: it stays there for any later writer of the
         # child to join (nothing to finish here).  Otherwise a configuration call's hand-off
         # needs the worker, which ends it once the call has returned.
-        handoff = engine._to_parent is not None or (
-            _process.holding_logging_lock() and worker is not None and worker.is_alive()
-        )
-        outcome = _process.leave(self._identity, engine, handoff=handoff)
-        self._handed_on = outcome is not _process.Outcome.LAST
+        handoff = _process.holding_logging_lock() and worker is not None and worker.is_alive()
+        self._outcome = outcome = _process.leave(self._identity, self, handoff=handoff)
         if outcome is _process.Outcome.HANDOFF:
             engine._wake.set()  # the worker watches for the configuration call's end
-        return not self._handed_on
+        return outcome is _process.Outcome.LAST
+
+    def _again(self) -> bool:
+        """A writer that let go closes again: True when the caller is to finish (or wait for)
+        the stream: it was the last out, or it left a hand-off nobody took, which a close
+        outside the configuration call ends now."""
+        outcome = self._outcome
+        if outcome is _process.Outcome.HANDOFF and not _process.holding_logging_lock():
+            _process.expire_handoff(self._identity, self._engine)
+            return not self._handed_on
+        return outcome is _process.Outcome.LAST
 
     def _begin_close(self, deadline: Deadline) -> None:
         # Under the _split_lock of every writer on this stream (taken in one order: any two
@@ -1155,7 +1224,8 @@ class StreamWriter:
                 self._abandon()
         else:
             with self._lock:  # exactly one closer runs the final sequence; the others wait for it
-                mine = self._state is WriterState.CLOSING
+                # Decided and claimed in one step under _lock: a second closer sees FINISHING.
+                mine = self._move(WriterState.FINISHING, allowed=(WriterState.CLOSING,))
             if mine:
                 self._finish_inline()
             else:
@@ -1173,15 +1243,19 @@ class StreamWriter:
 
     def _finish_inline(self) -> None:
         """No worker (interpreter shutdown, ``threaded=False``, or nothing but a partial line
-        was written): run the final sequence on this thread, marked as lelog's own I/O."""
+        was written): run the final sequence on this thread, marked as lelog's own I/O.
+        The caller has moved the state to FINISHING: this thread alone runs it."""
         with self._lock:
-            if self._counters.accepted == 0:  # never used: nothing to send, no request at all
-                self._move(WriterState.FINISHED, allowed=(WriterState.CLOSING,))
+            unused = self._counters.accepted == 0  # nothing to send, no request at all
+            if unused:
+                self._move(WriterState.FINISHED, allowed=(WriterState.FINISHING,))
                 self._finished.set()
-                return
+        if unused:
+            _process.release_channel(self)
+            return
         was, _worker_state.active = in_worker_thread(), True
         try:
-            self._finish_and_account()
+            self._finish_and_account(claimed=True)
         finally:
             _worker_state.active = was
 
@@ -1269,8 +1343,16 @@ class StreamWriter:
         streams its own lines live and leaves opening, uploading and closing to the parent.
         """
         self._forked_child = True
-        self._to_parent = self._home
+        # The channel of the process that owns the stream: the parent's, or, in a grandchild
+        # (a fork inside a fork child, whose _home is None), the one its parent sent to.
+        self._to_parent = self._home if self._home is not None else self._to_parent
         self._home = None
+        self._predecessor = None  # the parent's to wait for: this process opens nothing
+        if self._beacon is not None:
+            # The child's copy of the parent's claim: kept open, a long-lived child (a pool
+            # worker) would say the parent holds the stream after the parent finished it.
+            self._beacon.close()
+            self._beacon = None
         self._up_seq = 0
         self._reset_state()
         for handle in (self, *self._handles):

@@ -194,3 +194,9 @@ def test_evolve_validates_and_rejects_unknown_names() -> None:
         config.evolve(trim_newline=True)
     with pytest.raises(ConfigError, match="url"):
         config.evolve(url="nohost")
+
+
+def test_a_client_cert_key_password_that_is_not_a_string_is_a_config_error() -> None:
+    # Found by test_fuzz: a list here was a TypeError from attrs, not a ConfigError.
+    with pytest.raises(ConfigError, match="client_cert_key_password must be a string"):
+        LogConfig.from_setup_request({"client_cert_key_password": []})
