@@ -21,9 +21,13 @@ from tests.service import FakeLogService
 pytest_plugins = ["pytester"]
 
 # Property tests judge behaviour, not speed: no per-example deadline, and no health check
-# that fails a run because a loaded machine generated the examples slowly.
-settings.register_profile("lelog", deadline=None, suppress_health_check=[HealthCheck.too_slow])
-settings.load_profile("lelog")
+# that fails a run because a loaded machine generated the examples slowly.  The suite's runs
+# draw the same examples every time (derandomize), so a run is red only for a change; the
+# "explore" profile draws new ones, for hunting (LELOG_HYPOTHESIS_PROFILE=explore).
+_PROFILE = {"deadline": None, "suppress_health_check": [HealthCheck.too_slow]}
+settings.register_profile("lelog", derandomize=True, **_PROFILE)
+settings.register_profile("explore", max_examples=1000, **_PROFILE)
+settings.load_profile(os.environ.get("LELOG_HYPOTHESIS_PROFILE", "lelog"))
 
 #: How long a test's threads get to finish after teardown before they count as leaked
 #: (overridable for the check's own self-test, which wants its expected failures fast).
