@@ -17,6 +17,12 @@ What it leaves alone, and says so:
 * a spool whose upload or close failed: it stays, for the next try (both calls may be
   repeated: an upload replaces the stored log, and closing a closed stream is "already closed").
 
+With the file store (no service configured), recovery then finishes the live files whose
+writer is gone, such as a killed ``lelog run`` without a spool: it takes the key's writer
+lock without waiting (a live writer holds it for as long as it runs, and the lock dies with
+it), and closes the stream with a snapshot, as that writer's close would have stored it (the
+live file holds every line it streamed): the stored log atomically, the live file removed.
+
 Spools are taken oldest first, so of two dead runs of one key the newer one's log stays stored.
 
 Two recoveries running at once do not both upload a spool: each takes an exclusive ``flock``
@@ -37,6 +43,7 @@ import attrs
 from ._backend import Backend
 from ._config import LogConfig
 from ._exceptions import ConfigError, LogServiceError, StreamNotFound
+from ._filestore import FileStore, KeyInUse
 from ._spool import MANIFEST, SPOOL_DIR_ENV, Manifest, read_log, remove_spool, service_of
 
 __all__ = ["Outcome", "Status", "recover_spools"]
@@ -70,17 +77,80 @@ def recover_spools(
     """Recover every spool below ``spool_dir`` (default ``$LELOG_SPOOL_DIR``) into
     ``backend``, printing one line per spool to ``out``; returns what happened."""
     spool_dir = spool_dir or os.environ.get(SPOOL_DIR_ENV) or ""
-    if not spool_dir:
+    store = backend if isinstance(backend, FileStore) else None
+    if not spool_dir and store is None:
         raise ConfigError(f"no spool directory: give --spool DIR or set {SPOOL_DIR_ENV}")
-    spool_dir = os.path.abspath(spool_dir)
     recovery = _Recovery(backend, config, dict(call_options or {}))
     outcomes: List[Outcome] = []
+    kept: set[str] = set()  # keys of this store whose spool stays: their live file waits too
     # Oldest first: of two dead runs of one key, the newer one's log is the one left stored.
-    found = sorted(recovery.scan(spool_dir), key=_oldest_first)
+    found = sorted(recovery.scan(os.path.abspath(spool_dir)), key=_oldest_first) if spool_dir else []
     for directory, manifest in found:
         outcomes.append(recovery.run(directory, manifest))
         print(f"lelog recover: {outcomes[-1].message}", file=out, flush=True)  # as it goes
+        if outcomes[-1].status is not Status.RECOVERED and manifest and manifest.service == recovery.service:
+            kept.add(manifest.key)
+    if store is not None:
+        for key in store.live_keys():
+            outcomes.append(_finish_live_file(store, key, kept))
+            print(f"lelog recover: {outcomes[-1].message}", file=out, flush=True)
     return outcomes
+
+
+def _finish_live_file(store: FileStore, key: str, kept: set[str]) -> Outcome:
+    """Store a dead writer's live file as its key's log, as that writer's close would have."""
+    path = store.live_path(key)
+    who = f"{key!r} (live file)"
+    if key in kept:
+        return Outcome(Status.LEFT, path, f"{who}: left alone: its spool stays for the next try")
+    try:
+        store.claim(key)  # never waits: a held lock is a KeyInUse at once
+    except KeyInUse as exc:
+        holder = f"process {exc.pid}" if exc.pid else "another process"
+        return Outcome(Status.LEFT, path, f"{who}: left alone: {holder} is writing it")
+    except LogServiceError as exc:
+        return Outcome(Status.FAILED, path, f"{who}: FAILED: {exc}")
+    # The key's lock is ours from here: no writer can append, close or re-open the stream.
+    # close_stream releases it whatever happens.
+    try:
+        lines = _trim_torn_row(path)
+        store.close_stream(key, snapshot=True)
+    except StreamNotFound:
+        return Outcome(Status.LEFT, path, f"{who}: left alone: its writer closed it meanwhile")
+    except (LogServiceError, OSError) as exc:
+        store.close()  # the lock, if close_stream was not reached (the only one this store holds)
+        return Outcome(Status.FAILED, path, f"{who}: FAILED: {exc}; the live file stays for the next try")
+    return Outcome(
+        Status.RECOVERED,
+        path,
+        f"{who}: its writer is gone; recovered into file:{store.directory}: "
+        f"{lines:,} lines stored, live file removed",
+    )
+
+
+def _trim_torn_row(path: str) -> int:
+    """Cut a row the writer was killed in the middle of appending; returns the rows kept.
+
+    ``StreamNotFound`` when the live file is gone (its writer closed it).
+    """
+    rows = end = offset = 0
+    try:
+        fh = open(path, "r+b")
+    except FileNotFoundError:
+        raise StreamNotFound("the live file is gone", call="close") from None
+    with fh:
+        while True:
+            chunk = fh.read(1 << 20)
+            if not chunk:
+                break
+            rows += chunk.count(b"\n")
+            last = chunk.rfind(b"\n")
+            if last != -1:
+                end = offset + last + 1
+            offset += len(chunk)
+        if end != offset:
+            fh.truncate(end)
+    return rows
 
 
 _Found = Tuple[str, Optional[Manifest]]
