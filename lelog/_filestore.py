@@ -540,6 +540,11 @@ class FileStore:
         if refused is not None:
             raise KeyInUse(key, refused.pid)
 
+    def release(self, key: str) -> None:
+        """Give up the key's writer lock without closing its stream (``lelog recover``,
+        when it could not finish a dead writer's stream)."""
+        self._release(key)
+
     def _release(self, key: str) -> None:
         lock = self._locks.pop(key, None)
         if lock is not None:

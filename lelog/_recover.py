@@ -9,7 +9,8 @@ then remove the spool.  One line per spool says what happened.
 What it leaves alone, and says so:
 
 * a spool whose writer still runs, or whose key a live writer of the same spool directory
-  holds now (a new run of the same key: its close will store that key's log);
+  holds now, or (in the file store) a live writer with or without a spool (a new run of the
+  same key: its close will store that key's log);
 * a spool whose manifest names another service or account than the one configured for this
   command: the token goes only where the user pointed it, never where a file says, so a
   planted manifest cannot draw it elsewhere;
@@ -106,8 +107,7 @@ def _finish_live_file(store: FileStore, key: str, kept: set[str]) -> Outcome:
     try:
         store.claim(key)  # never waits: a held lock is a KeyInUse at once
     except KeyInUse as exc:
-        holder = f"process {exc.pid}" if exc.pid else "another process"
-        return Outcome(Status.LEFT, path, f"{who}: left alone: {holder} is writing it")
+        return Outcome(Status.LEFT, path, f"{who}: left alone: {_holder(exc)} is writing it")
     except LogServiceError as exc:
         return Outcome(Status.FAILED, path, f"{who}: FAILED: {exc}")
     # The key's lock is ours from here: no writer can append, close or re-open the stream.
@@ -118,7 +118,7 @@ def _finish_live_file(store: FileStore, key: str, kept: set[str]) -> Outcome:
     except StreamNotFound:
         return Outcome(Status.LEFT, path, f"{who}: left alone: its writer closed it meanwhile")
     except (LogServiceError, OSError) as exc:
-        store.close()  # the lock, if close_stream was not reached (the only one this store holds)
+        store.release(key)  # if close_stream was not reached
         return Outcome(Status.FAILED, path, f"{who}: FAILED: {exc}; the live file stays for the next try")
     return Outcome(
         Status.RECOVERED,
@@ -237,10 +237,13 @@ class _Recovery:
             return Outcome(
                 Status.LEFT, path, f"{who}: left alone: a running writer (pid {holder}) holds this key now"
             )
-        with _exclusive(path) as mine:
-            if not mine:
-                return Outcome(Status.LEFT, path, f"{who}: left alone: another lelog recover is at it")
-            return self._finish(path, who, manifest)
+        with _key_lock(self.backend, manifest.key) as writing:
+            if writing:
+                return Outcome(Status.LEFT, path, f"{who}: left alone: {writing} holds this key now")
+            with _exclusive(path) as mine:
+                if not mine:
+                    return Outcome(Status.LEFT, path, f"{who}: left alone: another lelog recover is at it")
+                return self._finish(path, who, manifest)
 
     def _finish(self, path: str, who: str, manifest: Manifest) -> Outcome:
         """Store and close as the writer would have (its skip rules), then remove the spool."""
@@ -272,6 +275,29 @@ def _open_regular(path: str) -> Iterator[IO[bytes]]:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise OSError(f"{path} is not a regular file")
         yield fh
+
+
+@contextlib.contextmanager
+def _key_lock(backend: Backend, key: str) -> Iterator[str]:
+    """In the file store, hold the key's writer lock while a spool is finished into it, so
+    that a live writer of the key (a new run, with or without a spool) keeps its stream;
+    yields who holds it instead ("" when the lock is ours, or there is no file store)."""
+    if not isinstance(backend, FileStore):
+        yield ""
+        return
+    try:
+        backend.claim(key)  # never waits: a held lock is a KeyInUse at once
+    except KeyInUse as exc:
+        yield _holder(exc)
+        return
+    try:
+        yield ""
+    finally:
+        backend.release(key)  # already released when the stream was closed
+
+
+def _holder(exc: KeyInUse) -> str:
+    return f"process {exc.pid}" if exc.pid else "another process"
 
 
 @contextlib.contextmanager

@@ -557,6 +557,53 @@ def test_a_running_lelog_runs_live_file_is_left_alone(tmp_path: Path) -> None:
         run.wait(60)
 
 
+_DYING_FILE_STORE_CHILD = """
+import os, signal, time
+import lelog
+writer = lelog.StreamWriter({key!r}, lelog.FileStore({home!r}), spool_dir={spool!r}, flush_interval=0.2)
+writer.open()
+for i in range(20):
+    writer.write_line(f"line {{i}}")
+while writer.spool_stats.written < 20:
+    time.sleep(0.02)
+writer.flush(10)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_spool_is_not_finished_into_a_key_a_live_file_store_writer_holds(tmp_path: Path) -> None:
+    spool, home = tmp_path / "spool", tmp_path / "home"
+    code = _DYING_FILE_STORE_CHILD.format(key="ci/again", home=str(home), spool=str(spool))
+    assert run_python(code, timeout=60).returncode == -signal.SIGKILL
+    # A new run of the key, without a spool, holds it now (this process: the lock is fcntl's).
+    store = lelog.FileStore(home)
+    store.open_stream("ci/again")
+    store.write("ci/again", [lelog.Line("the new run\n", 0, 1.0)])
+    try:
+        result = _lelog("recover", "--spool", str(spool), "--home", str(home), env=_env())
+        assert result.returncode == 0, result.stderr
+        lines = result.stdout.splitlines()
+        assert len(lines) == 2 and f"left alone: process {os.getpid()} holds this key now" in lines[0]
+        assert (
+            lines[1] == "lelog recover: 'ci/again' (live file): left alone: its spool stays for the next try"
+        )
+        # The new run's stream is untouched, and nothing was stored over it.
+        live = Path(store.live_path("ci/again")).read_bytes()
+        assert [line.out for line in lelog._line.parse_ndjson(live)] == ["the new run\n"]
+        assert len(_spools(spool)) == 1 and not os.path.exists(store.log_path("ci/again"))
+    finally:
+        store.close_stream("ci/again", snapshot=True)
+        store.close()
+    # Once the new run is done, the dead run's spool is finished (of two runs, the older
+    # one's log is stored last here: recovery can only come after the run that held the key).
+    result = _lelog("recover", "--spool", str(spool), "--home", str(home), env=_env())
+    assert result.returncode == 0 and "recovered into file:" in result.stdout, result
+    assert _spools(spool) == []
+    assert [line.out for line in lelog._line.parse_ndjson(store.download("ci/again"))] == [
+        f"line {i}\n" for i in range(20)
+    ]
+
+
 def _spooled(spool: Path) -> int:
     return sum(p.read_bytes().count(b"\n") for d in _spools(spool) for p in d.glob("*.ndjson"))
 
