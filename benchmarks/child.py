@@ -206,7 +206,10 @@ def main() -> int:
     if spec["scenario"] == "exit":
         exit_(subject, spec)
         return 0
-    result = SCENARIOS[spec["scenario"]](subject, spec)
+    try:
+        result = SCENARIOS[spec["scenario"]](subject, spec)
+    finally:
+        subject.cleanup()
     print("RESULT " + json.dumps(result), flush=True)
     # No clean shutdown here: exit time is its own scenario, and a peer stuck on a dead
     # service must not stall the harness.

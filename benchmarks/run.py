@@ -32,9 +32,9 @@ from .subjects import FORMATTERS, SINK_KIND, SUBJECTS
 ROOT = Path(__file__).resolve().parent.parent
 PEERS = ("watchtower", "logstash-async", "fluent-async", "otel-batch")
 #: What runs unless --subjects says otherwise: the floor, the two stdlib asynchronous paths,
-#: lelog and the fastest peer.  The other peers are 3-45x slower (README's earlier tables)
+#: lelog without and with its crash spool (rows 1 and 2 only), and the fastest peer.  The other peers are 3-45x slower (README's earlier tables)
 #: and would take the run past 10 minutes: ``--subjects all`` adds them.
-DEFAULT_SUBJECTS = ("floor", "stdlib-queue", "stdlib-queue-stream", "lelog", "watchtower")
+DEFAULT_SUBJECTS = ("floor", "stdlib-queue", "stdlib-queue-stream", "lelog", "lelog-spool", "watchtower")
 #: Peers that call their service when built (watchtower creates its log group), so a dead
 #: or hung service blocks the program before its first line: left out of those runs.
 BUILD_CALLS_SERVICE = frozenset({"watchtower", "prototype"})
@@ -702,7 +702,7 @@ def report(b: Bench, command: str, elapsed: float) -> str:
         "*floor*: a handler whose `emit` does nothing, what `logging` itself costs. *call loop*: "
         "the loop of calls alone, while the background works; *call + delivery*: until the far "
         "end has every line (`flush()`, then polling it). *CPU*: the process's CPU time (all its "
-        "threads) over the same span. *vs stdlib queue*: call + delivery.",
+        "threads) over the same span. *vs stdlib queue*: call + delivery." + _spool_note(b),
     )
     base = b.get("throughput", "stdlib-queue", "rate")
     best = max((v for v in (b.get("throughput", s, "rate") for s in peers) if v), default=None)
@@ -722,7 +722,7 @@ def report(b: Bench, command: str, elapsed: float) -> str:
         "(OpenTelemetry `max_queue_size`, fluent `queue_maxsize`); lelog runs on its defaults. "
         "*stdlib-queue* delivers to a discarding handler in the same process, *stdlib-queue-stream* "
         "to a `StreamHandler` on `os.devnull` formatting with a time; watchtower to a moto "
-        "server (CloudWatch Logs) in its own process.",
+        "server (CloudWatch Logs) in its own process." + _spool_note(b),
     )
     table(
         "sustained",
@@ -860,6 +860,27 @@ def _formatter_name(name: str) -> str:
     )
 
 
+def spool_ratios(b: Bench) -> dict[str, Optional[float]]:
+    """What the crash spool costs: lelog-spool over lelog (time per line, so for the rate
+    lelog's over lelog-spool's); above 1 the spool costs more."""
+    return {
+        "call loop": ratio(b.get("cost", "lelog-spool", "call"), b.get("cost", "lelog", "call")),
+        "call + delivery": ratio(b.get("cost", "lelog-spool", "total"), b.get("cost", "lelog", "total")),
+        "CPU": ratio(b.get("cost", "lelog-spool", "cpu"), b.get("cost", "lelog", "cpu")),
+        "throughput": ratio(b.get("throughput", "lelog", "rate"), b.get("throughput", "lelog-spool", "rate")),
+    }
+
+
+def _spool_note(b: Bench) -> str:
+    if "lelog-spool" not in b.subjects:
+        return ""
+    shown = ", ".join(f"{name} {show_ratio(r)}" for name, r in spool_ratios(b).items())
+    return (
+        " *lelog-spool*: lelog with `spool_dir` set (a fresh temporary directory per run); "
+        f"its cost over lelog's (for throughput, lelog's rate over its rate): {shown}."
+    )
+
+
 def targets(b: Bench, peers: list[str]) -> list[tuple[Optional[bool], str]]:
     """The issue's targets, judged on this run's medians."""
     checks: list[tuple[Optional[bool], str]] = []
@@ -936,6 +957,10 @@ def targets(b: Bench, peers: list[str]) -> list[tuple[Optional[bool], str]]:
         lambda v: v >= b.plan.exit_n,
         f"exit with the service up delivers all {b.plan.exit_n:,} lines: {{v:,.0f}}",
     )
+    # Issue 15: the crash spool keeps caller cost and throughput within 1.2x of lelog without it.
+    if "lelog-spool" in b.subjects:
+        for name, r in spool_ratios(b).items():
+            check(r, lambda v: v <= 1.2, f"with the spool, {name} ≤ 1.2x lelog without it: {{v:.2f}}x")
     return checks
 
 

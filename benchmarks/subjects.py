@@ -12,6 +12,8 @@ import json
 import logging
 import os
 import queue
+import shutil
+import tempfile
 import time
 import urllib.parse
 from dataclasses import dataclass, field
@@ -26,6 +28,7 @@ SUBJECTS = (
     "stdlib-queue",
     "stdlib-queue-stream",
     "lelog",
+    "lelog-spool",
     "watchtower",
     "logstash-async",
     "fluent-async",
@@ -35,6 +38,7 @@ SUBJECTS = (
 #: Who needs which far end (the stdlib rows deliver to an in-process handler).
 SINK_KIND = {
     "lelog": "service",
+    "lelog-spool": "service",
     "watchtower": "cloudwatch",
     "prototype": "service",
     "logstash-async": "logstash",
@@ -123,6 +127,8 @@ class Subject:
     dropped: Callable[[], Optional[int]] = lambda: None
     #: Shut the library down (its own documented way), for runs that end cleanly.
     close: Callable[[], None] = field(default=lambda: None)
+    #: Remove the files the subject made; called even when the run ends without ``close``.
+    cleanup: Callable[[], None] = field(default=lambda: None)
     info: dict[str, Any] = field(default_factory=dict)
 
 
@@ -181,6 +187,15 @@ def _lelog(target: dict[str, Any], options: dict[str, Any]) -> Subject:
         close=handler.close,
         info={"options": writer_options},
     )
+
+
+def _lelog_spool(target: dict[str, Any], options: dict[str, Any]) -> Subject:
+    """lelog with the crash spool on (issue 15 bounds its cost to 1.2x lelog without it),
+    spooling into a directory of its own for this run."""
+    spool_dir = tempfile.mkdtemp(prefix="lelog-bench-spool-")
+    subject = _lelog(target, {**options, "lelog": {**options.get("lelog", {}), "spool_dir": spool_dir}})
+    subject.cleanup = lambda: shutil.rmtree(spool_dir, ignore_errors=True)
+    return subject
 
 
 def _prototype(target: dict[str, Any], options: dict[str, Any]) -> Subject:
@@ -272,6 +287,7 @@ _BUILDERS: dict[str, Callable[[dict[str, Any], dict[str, Any]], Subject]] = {
     "stdlib-queue": _stdlib_queue,
     "stdlib-queue-stream": _stdlib_queue_stream,
     "lelog": _lelog,
+    "lelog-spool": _lelog_spool,
     "watchtower": _watchtower,
     "logstash-async": _logstash,
     "fluent-async": _fluent,

@@ -148,10 +148,13 @@ Find the spools of writers that died (killed, crashed, the machine restarted), s
 the log of its key in the service configured here, close its stream, and remove the spool.
 One line per spool.  Spools of running writers, of another service or account, and of a key
 a running writer holds are left alone; a spool whose upload fails stays for the next try.
+With no service configured, it then also stores the live files of writers that are gone (a
+killed 'lelog run', with or without --spool) as their keys' logs in the file store (--home).
 
 examples:
   lelog run --spool /var/spool/lelog --key ci/step-2 -- make test     # killed midway
   lelog recover --spool /var/spool/lelog                              # stores ci/step-2
+  lelog recover --home .lelog              # no service: a killed 'lelog run' -> its stored log
 
 """
 
@@ -244,7 +247,11 @@ def _build_parser() -> _Parser:
     recover = add(
         "recover", _recover, "store the logs of killed runs from their spools", _RECOVER_HELP, reading
     )
-    recover.add_argument("--spool", metavar="DIR", help="the spool directory (default: LELOG_SPOOL_DIR)")
+    recover.add_argument(
+        "--spool",
+        metavar="DIR",
+        help="the spool directory (default: LELOG_SPOOL_DIR; optional without a service)",
+    )
     return parser
 
 
@@ -721,7 +728,8 @@ def _recover(args: argparse.Namespace) -> int:
             args.spool, backend, config, out=sys.stdout, call_options=_call_options(args)
         )
     if not outcomes and not args.quiet:
-        _stderr("lelog: no spools to recover")
+        found = "spools" if config.url else "spools or live files of dead writers"
+        _stderr(f"lelog: no {found} to recover")
     return 1 if any(outcome.status is Status.FAILED for outcome in outcomes) else 0
 
 

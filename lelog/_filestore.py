@@ -52,7 +52,7 @@ import threading
 import time
 import uuid
 from typing import IO, Any, Callable, Iterator, Optional, Sequence, Union
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 from ._client import LineLike
 from ._config import LogConfig
@@ -477,6 +477,36 @@ class FileStore:
         """The live stream of ``key``: it exists exactly while it is open."""
         return os.path.join(self.directory, encode_key(key) + _LIVE_SUFFIX)
 
+    def live_keys(self) -> list[str]:
+        """The keys that have a live file: open streams, and those of writers that died.
+
+        Names are decoded as the module doc says; a shortened one by its ``<name>.key``.
+        A name that decodes to no key (not written by a store) is skipped.
+        """
+        keys = []
+        for root, dirs, files in os.walk(self.directory):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            for name in sorted(files):
+                if name.startswith(".") or not name.endswith(_LIVE_SUFFIX):
+                    continue
+                relative = os.path.relpath(os.path.join(root, name[: -len(_LIVE_SUFFIX)]), self.directory)
+                key = self._decode(relative.replace(os.sep, "/"))
+                if key is not None:
+                    keys.append(key)
+        return sorted(keys)
+
+    def _decode(self, relative: str) -> Optional[str]:
+        if "%~" in relative:  # shortened: the key was recorded next to it
+            try:
+                with open(os.path.join(self.directory, relative + _KEY_SUFFIX), "rb") as fh:
+                    key = fh.read().decode("utf-8", "surrogatepass")
+            except (OSError, UnicodeDecodeError):
+                return None
+        else:
+            segments = relative.split("/")
+            key = "/".join("" if s == "%" else unquote(s, errors="surrogatepass") for s in segments)
+        return key if encode_key(key) == relative else None
+
     def dropped(self, key: str) -> int:
         """Rows of ``key`` this store dropped to keep within ``max_bytes``."""
         return self._dropped.get(key, 0)
@@ -509,6 +539,11 @@ class FileStore:
         refused = self._refused.get(key)
         if refused is not None:
             raise KeyInUse(key, refused.pid)
+
+    def release(self, key: str) -> None:
+        """Give up the key's writer lock without closing its stream (``lelog recover``,
+        when it could not finish a dead writer's stream)."""
+        self._release(key)
 
     def _release(self, key: str) -> None:
         lock = self._locks.pop(key, None)

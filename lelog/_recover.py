@@ -9,13 +9,20 @@ then remove the spool.  One line per spool says what happened.
 What it leaves alone, and says so:
 
 * a spool whose writer still runs, or whose key a live writer of the same spool directory
-  holds now (a new run of the same key: its close will store that key's log);
+  holds now, or (in the file store) a live writer with or without a spool (a new run of the
+  same key: its close will store that key's log);
 * a spool whose manifest names another service or account than the one configured for this
   command: the token goes only where the user pointed it, never where a file says, so a
   planted manifest cannot draw it elsewhere;
 * a spool that is not the user's own, is not a directory, or has no readable manifest;
 * a spool whose upload or close failed: it stays, for the next try (both calls may be
   repeated: an upload replaces the stored log, and closing a closed stream is "already closed").
+
+With the file store (no service configured), recovery then finishes the live files whose
+writer is gone, such as a killed ``lelog run`` without a spool: it takes the key's writer
+lock without waiting (a live writer holds it for as long as it runs, and the lock dies with
+it), and closes the stream with a snapshot, as that writer's close would have stored it (the
+live file holds every line it streamed): the stored log atomically, the live file removed.
 
 Spools are taken oldest first, so of two dead runs of one key the newer one's log stays stored.
 
@@ -37,6 +44,7 @@ import attrs
 from ._backend import Backend
 from ._config import LogConfig
 from ._exceptions import ConfigError, LogServiceError, StreamNotFound
+from ._filestore import FileStore, KeyInUse
 from ._spool import MANIFEST, SPOOL_DIR_ENV, Manifest, read_log, remove_spool, service_of
 
 __all__ = ["Outcome", "Status", "recover_spools"]
@@ -70,17 +78,79 @@ def recover_spools(
     """Recover every spool below ``spool_dir`` (default ``$LELOG_SPOOL_DIR``) into
     ``backend``, printing one line per spool to ``out``; returns what happened."""
     spool_dir = spool_dir or os.environ.get(SPOOL_DIR_ENV) or ""
-    if not spool_dir:
+    store = backend if isinstance(backend, FileStore) else None
+    if not spool_dir and store is None:
         raise ConfigError(f"no spool directory: give --spool DIR or set {SPOOL_DIR_ENV}")
-    spool_dir = os.path.abspath(spool_dir)
     recovery = _Recovery(backend, config, dict(call_options or {}))
     outcomes: List[Outcome] = []
+    kept: set[str] = set()  # keys of this store whose spool stays: their live file waits too
     # Oldest first: of two dead runs of one key, the newer one's log is the one left stored.
-    found = sorted(recovery.scan(spool_dir), key=_oldest_first)
+    found = sorted(recovery.scan(os.path.abspath(spool_dir)), key=_oldest_first) if spool_dir else []
     for directory, manifest in found:
         outcomes.append(recovery.run(directory, manifest))
         print(f"lelog recover: {outcomes[-1].message}", file=out, flush=True)  # as it goes
+        if outcomes[-1].status is not Status.RECOVERED and manifest and manifest.service == recovery.service:
+            kept.add(manifest.key)
+    if store is not None:
+        for key in store.live_keys():
+            outcomes.append(_finish_live_file(store, key, kept))
+            print(f"lelog recover: {outcomes[-1].message}", file=out, flush=True)
     return outcomes
+
+
+def _finish_live_file(store: FileStore, key: str, kept: set[str]) -> Outcome:
+    """Store a dead writer's live file as its key's log, as that writer's close would have."""
+    path = store.live_path(key)
+    who = f"{key!r} (live file)"
+    if key in kept:
+        return Outcome(Status.LEFT, path, f"{who}: left alone: its spool stays for the next try")
+    try:
+        store.claim(key)  # never waits: a held lock is a KeyInUse at once
+    except KeyInUse as exc:
+        return Outcome(Status.LEFT, path, f"{who}: left alone: {_holder(exc)} is writing it")
+    except LogServiceError as exc:
+        return Outcome(Status.FAILED, path, f"{who}: FAILED: {exc}")
+    # The key's lock is ours from here: no writer can append, close or re-open the stream.
+    # close_stream releases it whatever happens.
+    try:
+        lines = _trim_torn_row(path)
+        store.close_stream(key, snapshot=True)
+    except StreamNotFound:
+        return Outcome(Status.LEFT, path, f"{who}: left alone: its writer closed it meanwhile")
+    except (LogServiceError, OSError) as exc:
+        store.release(key)  # if close_stream was not reached
+        return Outcome(Status.FAILED, path, f"{who}: FAILED: {exc}; the live file stays for the next try")
+    return Outcome(
+        Status.RECOVERED,
+        path,
+        f"{who}: its writer is gone; recovered into file:{store.directory}: "
+        f"{lines:,} lines stored, live file removed",
+    )
+
+
+def _trim_torn_row(path: str) -> int:
+    """Cut a row the writer was killed in the middle of appending; returns the rows kept.
+
+    ``StreamNotFound`` when the live file is gone (its writer closed it).
+    """
+    rows = end = offset = 0
+    try:
+        fh = open(path, "r+b")
+    except FileNotFoundError:
+        raise StreamNotFound("the live file is gone", call="close") from None
+    with fh:
+        while True:
+            chunk = fh.read(1 << 20)
+            if not chunk:
+                break
+            rows += chunk.count(b"\n")
+            last = chunk.rfind(b"\n")
+            if last != -1:
+                end = offset + last + 1
+            offset += len(chunk)
+        if end != offset:
+            fh.truncate(end)
+    return rows
 
 
 _Found = Tuple[str, Optional[Manifest]]
@@ -167,10 +237,13 @@ class _Recovery:
             return Outcome(
                 Status.LEFT, path, f"{who}: left alone: a running writer (pid {holder}) holds this key now"
             )
-        with _exclusive(path) as mine:
-            if not mine:
-                return Outcome(Status.LEFT, path, f"{who}: left alone: another lelog recover is at it")
-            return self._finish(path, who, manifest)
+        with _key_lock(self.backend, manifest.key) as writing:
+            if writing:
+                return Outcome(Status.LEFT, path, f"{who}: left alone: {writing} holds this key now")
+            with _exclusive(path) as mine:
+                if not mine:
+                    return Outcome(Status.LEFT, path, f"{who}: left alone: another lelog recover is at it")
+                return self._finish(path, who, manifest)
 
     def _finish(self, path: str, who: str, manifest: Manifest) -> Outcome:
         """Store and close as the writer would have (its skip rules), then remove the spool."""
@@ -202,6 +275,29 @@ def _open_regular(path: str) -> Iterator[IO[bytes]]:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise OSError(f"{path} is not a regular file")
         yield fh
+
+
+@contextlib.contextmanager
+def _key_lock(backend: Backend, key: str) -> Iterator[str]:
+    """In the file store, hold the key's writer lock while a spool is finished into it, so
+    that a live writer of the key (a new run, with or without a spool) keeps its stream;
+    yields who holds it instead ("" when the lock is ours, or there is no file store)."""
+    if not isinstance(backend, FileStore):
+        yield ""
+        return
+    try:
+        backend.claim(key)  # never waits: a held lock is a KeyInUse at once
+    except KeyInUse as exc:
+        yield _holder(exc)
+        return
+    try:
+        yield ""
+    finally:
+        backend.release(key)  # already released when the stream was closed
+
+
+def _holder(exc: KeyInUse) -> str:
+    return f"process {exc.pid}" if exc.pid else "another process"
 
 
 @contextlib.contextmanager

@@ -3,14 +3,18 @@ tiny sizes, in seconds, with none of the peers needed."""
 
 from __future__ import annotations
 
+import logging
+import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 
-from benchmarks import run, sinks
+from benchmarks import run, sinks, subjects
 from benchmarks.subjects import StatsPoller
 from tests.helpers import dead_url
 
@@ -52,6 +56,51 @@ def test_a_burst_is_timed_until_the_service_has_every_line(service) -> None:
     assert result["delivered"] == 300 and result["dropped"] == 0, result
     assert 0 < result["call_us"] <= result["total_us"]
     assert service.stats(key)["received"] == 350
+
+
+def test_the_spool_subject_delivers_a_burst(service) -> None:
+    key = "bench/spool"
+    target = {"url": service.url, "key": key, "stats": f"{service.url}/_stats?key={key}&accountID=acct"}
+    spec = {
+        "scenario": "burst",
+        "subject": "lelog-spool",
+        "n": 300,
+        "warm": 50,
+        "target": target,
+        "timeout": 10,
+    }
+    result = run.child(spec, timeout=60)
+    assert result["delivered"] == 300 and result["dropped"] == 0, result
+
+
+def test_the_spool_subject_spools_into_a_directory_of_its_own_then_removes_it(
+    service, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    key = "bench/spool-dir"
+    target = {"url": service.url, "key": key, "stats": f"{service.url}/_stats?key={key}&accountID=acct"}
+    subject = subjects.build("lelog-spool", target, {})
+    spool_dir = subject.info["options"]["spool_dir"]
+    assert os.path.dirname(spool_dir) == str(tmp_path)
+    logger = logging.getLogger("bench.smoke.spool")
+    logger.propagate = False
+    logger.addHandler(subject.handler)
+    try:
+        for i in range(100):
+            logger.warning("line %d", i)
+
+        def spooled() -> bool:
+            return any(p.stat().st_size for p in Path(spool_dir).rglob("*.ndjson"))
+
+        deadline = time.monotonic() + 30
+        while not spooled() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert spooled()
+    finally:
+        logger.removeHandler(subject.handler)
+        subject.close()
+        subject.cleanup()
+    assert not os.path.exists(spool_dir)
 
 
 def test_the_plans_prototype_delivers_every_line_with_todays_bytes(service) -> None:

@@ -193,6 +193,19 @@ def test_odd_keys_round_trip_and_never_share_files(store: FileStore, key: str) -
     assert outs(store.download(key)) == [f"key {key!r}\n"]
 
 
+def test_live_keys_names_every_open_stream_and_nothing_else(store: FileStore) -> None:
+    long_key = "deep/" + "é" * 300  # shortened: found by its <name>.key
+    keys = [*ODD_KEYS, long_key]
+    for key in keys:
+        store.open_stream(key)
+    store.close_stream("a", snapshot=True)  # stored: no longer live
+    store.close_stream("a//b")
+    # Files no store wrote: a name that does not decode back, a hidden one, a stored log.
+    for name in ("a.b.live.ndjson", ".tmp.live.ndjson", "other.ndjson"):
+        Path(store.directory, name).write_bytes(b"")
+    assert store.live_keys() == sorted(set(keys) - {"a", "a//b"})
+
+
 def test_distinct_keys_get_distinct_files(store: FileStore) -> None:
     paths = {store.log_path(k) for k in ODD_KEYS} | {store.live_path(k) for k in ODD_KEYS}
     assert len(paths) == 2 * len(ODD_KEYS)

@@ -408,12 +408,15 @@ def test_skip_opening_stream_is_closed_with_a_snapshot_and_not_uploaded(
     assert _outs(service, "job/snap") == [f"line {i}\n" for i in range(20)]
 
 
-def test_no_spool_directory_is_a_usage_error(tmp_path: Path) -> None:
-    result = _lelog("recover", env=_env())
+def test_no_spool_directory_is_a_usage_error_with_a_service(tmp_path: Path) -> None:
+    result = _lelog("recover", "--url", dead_url(), "--account-id", "acct")
     assert result.returncode == 2
     assert "no spool directory: give --spool DIR or set LELOG_SPOOL_DIR" in result.stderr
-    result = _lelog("recover", "--spool", str(tmp_path / "none"), env=_env(LELOG_HOME=str(tmp_path)))
-    assert result.returncode == 0 and "no spools to recover" in result.stderr
+    # The file store needs none: it has its live files to look at.
+    for spool in (["--spool", str(tmp_path / "none")], []):
+        result = _lelog("recover", *spool, env=_env(LELOG_HOME=str(tmp_path)))
+        assert result.returncode == 0, result.stderr
+        assert "no spools or live files of dead writers to recover" in result.stderr
 
 
 # -- the file store: a killed `lelog run` ----------------------------------------------------------
@@ -473,6 +476,134 @@ def test_a_killed_lelog_run_is_finished_into_the_file_store(tmp_path: Path, serv
     ]
     assert not os.path.exists(store.live_path("ci/run"))
     assert _spools(spool) == []
+
+
+_PRINT_THEN_SLEEP = textwrap.dedent(
+    """
+    import time
+    for i in range(50):
+        print(f"out {i}", flush=True)
+    time.sleep(600)
+    """
+)
+
+
+def _start_lelog_run(home: Path, key: str) -> subprocess.Popen[bytes]:
+    """``lelog run`` without a spool, its command printing 50 lines and then sleeping."""
+    return subprocess.Popen(
+        [
+            sys.executable, "-m", "lelog", "run", "--home", str(home), "--key", key,
+            "--flush-interval", "0.2", "--", sys.executable, "-c", _PRINT_THEN_SLEEP,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=_env(),
+        cwd=str(ROOT),
+        start_new_session=True,  # its own process group: the command dies with it
+    )  # fmt: skip
+
+
+def _live_rows(path: str) -> int:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read().count(b"\n")
+    except FileNotFoundError:
+        return 0
+
+
+def test_a_killed_lelog_run_without_a_spool_is_finished_into_the_file_store(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    store = lelog.FileStore(home)
+    live = store.live_path("ci/killed")
+    run = _start_lelog_run(home, "ci/killed")
+    try:
+        assert _wait(lambda: _live_rows(live) >= 50)
+    finally:
+        os.killpg(run.pid, signal.SIGKILL)
+        run.wait(60)
+    assert not os.path.exists(store.log_path("ci/killed"))
+    with open(live, "ab") as fh:
+        fh.write(b'{"level":"info","pos":50,"out":"torn')  # as if killed mid-append
+    # LELOG_HOME, as `lelog run --home` resolved it; no spool anywhere.
+    result = _lelog("recover", env=_env(LELOG_HOME=str(home)))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        f"lelog recover: 'ci/killed' (live file): its writer is gone; recovered into file:{home}: "
+        "50 lines stored, live file removed"
+    ]
+    assert not os.path.exists(live)
+    shown = _lelog("cat", "--key", "ci/killed", "--home", str(home), env=_env())
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.splitlines() == [f"out {i}" for i in range(50)]
+    # Nothing is left to do a second time.
+    again = _lelog("recover", "--home", str(home), env=_env())
+    assert again.returncode == 0 and again.stdout == ""
+    assert "no spools or live files of dead writers to recover" in again.stderr
+
+
+def test_a_running_lelog_runs_live_file_is_left_alone(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    store = lelog.FileStore(home)
+    live = store.live_path("ci/running")
+    run = _start_lelog_run(home, "ci/running")
+    try:
+        assert _wait(lambda: _live_rows(live) >= 50)
+        result = _lelog("recover", "--home", str(home), env=_env())
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.splitlines() == [
+            f"lelog recover: 'ci/running' (live file): left alone: process {run.pid} is writing it"
+        ]
+        assert _live_rows(live) >= 50 and not os.path.exists(store.log_path("ci/running"))
+    finally:
+        os.killpg(run.pid, signal.SIGKILL)
+        run.wait(60)
+
+
+_DYING_FILE_STORE_CHILD = """
+import os, signal, time
+import lelog
+writer = lelog.StreamWriter({key!r}, lelog.FileStore({home!r}), spool_dir={spool!r}, flush_interval=0.2)
+writer.open()
+for i in range(20):
+    writer.write_line(f"line {{i}}")
+while writer.spool_stats.written < 20:
+    time.sleep(0.02)
+writer.flush(10)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_spool_is_not_finished_into_a_key_a_live_file_store_writer_holds(tmp_path: Path) -> None:
+    spool, home = tmp_path / "spool", tmp_path / "home"
+    code = _DYING_FILE_STORE_CHILD.format(key="ci/again", home=str(home), spool=str(spool))
+    assert run_python(code, timeout=60).returncode == -signal.SIGKILL
+    # A new run of the key, without a spool, holds it now (this process: the lock is fcntl's).
+    store = lelog.FileStore(home)
+    store.open_stream("ci/again")
+    store.write("ci/again", [lelog.Line("the new run\n", 0, 1.0)])
+    try:
+        result = _lelog("recover", "--spool", str(spool), "--home", str(home), env=_env())
+        assert result.returncode == 0, result.stderr
+        lines = result.stdout.splitlines()
+        assert len(lines) == 2 and f"left alone: process {os.getpid()} holds this key now" in lines[0]
+        assert (
+            lines[1] == "lelog recover: 'ci/again' (live file): left alone: its spool stays for the next try"
+        )
+        # The new run's stream is untouched, and nothing was stored over it.
+        live = Path(store.live_path("ci/again")).read_bytes()
+        assert [line.out for line in lelog._line.parse_ndjson(live)] == ["the new run\n"]
+        assert len(_spools(spool)) == 1 and not os.path.exists(store.log_path("ci/again"))
+    finally:
+        store.close_stream("ci/again", snapshot=True)
+        store.close()
+    # Once the new run is done, the dead run's spool is finished (of two runs, the older
+    # one's log is stored last here: recovery can only come after the run that held the key).
+    result = _lelog("recover", "--spool", str(spool), "--home", str(home), env=_env())
+    assert result.returncode == 0 and "recovered into file:" in result.stdout, result
+    assert _spools(spool) == []
+    assert [line.out for line in lelog._line.parse_ndjson(store.download("ci/again"))] == [
+        f"line {i}\n" for i in range(20)
+    ]
 
 
 def _spooled(spool: Path) -> int:
