@@ -502,31 +502,26 @@ MEMORY_SCRIPT = """
 import tracemalloc, lelog
 config = lelog.LogConfig(url={url!r}, account_id="acct", token="t")
 tracemalloc.start()
-writer = lelog.StreamWriter("k", config, max_pending_lines=20_000, max_pending_bytes=4 << 20,
-                            history_bytes=2 << 20, close_timeout=0.5)
-line = "x" * 80
-for i in range(100_000):
-    writer.write_line(line)
-peak_first_100k = tracemalloc.get_traced_memory()[1]
-tracemalloc.reset_peak()
-for i in range(400_000):
-    writer.write_line(line)
-peak_next_400k = tracemalloc.get_traced_memory()[1]
+writer = lelog.StreamWriter("k", config, max_pending_lines=5_000, max_pending_bytes=1 << 20,
+                            history_bytes=1 << 20, close_timeout=0.5)
+for i in range(500_000):
+    writer.write_line(f"{{i:08d}}" + "x" * 72)
+peak = tracemalloc.get_traced_memory()[1]
 stats = writer.close()
-print(peak_first_100k, peak_next_400k, stats.accepted, stats.dropped["overflow"])
+print(peak, stats.accepted, stats.dropped["overflow"])
 """
 
 
 def test_memory_stays_flat_against_a_dead_service() -> None:
-    """A leak, not a figure: the buffers fill within the first 100k lines, so the peak of
-    Python allocations (tracemalloc, independent of the allocator's mood) over the next 400k
-    stays near the first peak (measured 1.00-1.11x); retaining the extra lines would be over
-    4x. The RSS figures live in ``benchmarks/``."""
+    """A leak, not a figure: with every buffer full, Python's allocations (tracemalloc,
+    independent of the allocator's mood, and of when the worker drains) peak at 7-9 MB on
+    Python 3.9-3.13; keeping the 500,000 distinct lines would take over 60 MB.  The bound is
+    three times the full buffers; the RSS figures live in ``benchmarks/``."""
     result = run_python(MEMORY_SCRIPT.format(url=dead_url()), timeout=180)
     assert result.returncode == 0, result.stderr
-    peak_first, peak_next, accepted, overflow = map(int, result.stdout.split())
+    peak, accepted, overflow = map(int, result.stdout.split())
     assert accepted == 500_000 and overflow > 400_000
-    assert peak_next < 1.5 * peak_first, (peak_first, peak_next)
+    assert peak < 24 << 20, peak
 
 
 FORK_SCRIPT = """
