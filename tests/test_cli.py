@@ -18,7 +18,7 @@ import pytest
 from lelog import BlobNotFound
 from lelog._cli import main
 from lelog._filestore import FileStore
-from tests.helpers import dead_url
+from tests.helpers import dead_url, wait_until
 from tests.service import FakeLogService
 from tests.test_filestore import mount_tmpfs
 
@@ -58,15 +58,6 @@ def lelog(*args: str) -> List[str]:
 
 def outs_of(data: bytes) -> List[str]:
     return [json.loads(row)["out"] for row in data.splitlines()]
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 class Target:

@@ -18,7 +18,7 @@ import pytest
 
 import lelog
 from lelog._spool import MANIFEST
-from tests.helpers import ROOT, dead_url, run_python
+from tests.helpers import ROOT, dead_url, run_python, wait_until
 from tests.service import FakeLogService
 
 TOKEN = "secret-token"
@@ -51,15 +51,6 @@ def _recover(
 
 def _spools(root: Path) -> List[Path]:
     return sorted(p for p in root.iterdir() if not p.name.startswith(".")) if root.exists() else []
-
-
-def _wait(predicate: Callable[[], bool], timeout: float = 60.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
 
 
 def _outs(service: FakeLogService, key: str) -> Optional[List[str]]:
@@ -111,7 +102,9 @@ def _kill_mid_stream(
     reader = threading.Thread(target=read)
     reader.start()
     try:
-        assert _wait(lambda: len(handed) > 1 and handed[-1][1] - handed[0][1] >= run_for), "child too slow"
+        assert wait_until(lambda: len(handed) > 1 and handed[-1][1] - handed[0][1] >= run_for, timeout=60), (
+            "child too slow"
+        )
     finally:
         killed_at = time.monotonic()
         child.send_signal(signal.SIGKILL)
@@ -291,7 +284,7 @@ def test_a_running_writer_and_its_key_are_left_alone(tmp_path: Path, service: Fa
     config = lelog.LogConfig(url=service.url, account_id="acct", token=TOKEN)
     writer = lelog.StreamWriter("job/again", config, spool_dir=spool, flush_interval=0.2)
     writer.write_line("the new run")
-    assert _wait(lambda: len(_spools(spool)) == 2)
+    assert wait_until(lambda: len(_spools(spool)) == 2, timeout=60)
     try:
         result = _recover(spool, service)
         assert result.returncode == 0, result.stderr
@@ -459,7 +452,9 @@ def test_a_killed_lelog_run_is_finished_into_the_file_store(tmp_path: Path, serv
     )
     store = lelog.FileStore(home)
     try:
-        assert _wait(lambda: _spooled(spool) >= 50 and os.path.exists(store.live_path("ci/run")))
+        assert wait_until(
+            lambda: _spooled(spool) >= 50 and os.path.exists(store.live_path("ci/run")), timeout=60
+        )
     finally:
         os.killpg(run.pid, signal.SIGKILL)
         run.wait(60)
@@ -517,7 +512,7 @@ def test_a_killed_lelog_run_without_a_spool_is_finished_into_the_file_store(tmp_
     live = store.live_path("ci/killed")
     run = _start_lelog_run(home, "ci/killed")
     try:
-        assert _wait(lambda: _live_rows(live) >= 50)
+        assert wait_until(lambda: _live_rows(live) >= 50, timeout=60)
     finally:
         os.killpg(run.pid, signal.SIGKILL)
         run.wait(60)
@@ -547,7 +542,7 @@ def test_a_running_lelog_runs_live_file_is_left_alone(tmp_path: Path) -> None:
     live = store.live_path("ci/running")
     run = _start_lelog_run(home, "ci/running")
     try:
-        assert _wait(lambda: _live_rows(live) >= 50)
+        assert wait_until(lambda: _live_rows(live) >= 50, timeout=60)
         result = _lelog("recover", "--home", str(home), env=_env())
         assert result.returncode == 0, result.stderr
         assert result.stdout.splitlines() == [

@@ -7,7 +7,6 @@ import os
 import stat
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any, List
 
@@ -27,7 +26,7 @@ from lelog._spool import (
     redact_url,
     service_of,
 )
-from tests.helpers import run_python
+from tests.helpers import run_python, wait_until
 from tests.service import FakeLogService
 
 
@@ -61,15 +60,6 @@ def _spooled_outs(root: Path) -> List[str]:
             for row in segment.read_bytes().split(b"\n")[:-1]:
                 outs.append(json.loads(row)["out"])
     return outs
-
-
-def _wait(predicate: Any, timeout: float = 20.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return bool(predicate())
 
 
 def _config(service: FakeLogService, **changes: Any) -> LogConfig:
@@ -189,7 +179,7 @@ def test_a_zombie_and_a_reaped_process_are_not_alive() -> None:
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     try:
         # It exits at once and stays a zombie until it is reaped.
-        assert _wait(lambda: (_proc_stat(child.pid) or ("Z", 0))[0] == "Z")
+        assert wait_until(lambda: (_proc_stat(child.pid) or ("Z", 0))[0] == "Z")
         found = _proc_stat(child.pid)
         if found is not None:
             assert not ProcessIdentity(child.pid, found[1], ProcessIdentity.current().boot_id).is_alive()
@@ -279,7 +269,7 @@ def test_lines_are_spooled_masked_and_a_clean_close_removes_the_spool(
     writer = StreamWriter("job/1", config, spool_dir=spool_dir, flush_interval=0.2)
     for i in range(50):
         writer.write_line(f"line {i} hush-hush")
-    assert _wait(lambda: len(_spooled_outs(spool_dir)) == 50)
+    assert wait_until(lambda: len(_spooled_outs(spool_dir)) == 50)
     outs = _spooled_outs(spool_dir)
     assert outs == [f"line {i} **************\n" for i in range(50)]
     (directory,) = _spool_dirs(spool_dir)
@@ -305,7 +295,7 @@ def test_the_spool_keeps_writing_while_the_service_is_blackholed(
     assert service.wait_for(lambda: len(service.requests) >= 1, timeout=20)  # the open hangs
     for i in range(30):
         writer.write_line(f"line {i}")
-    assert _wait(lambda: len(_spooled_outs(spool_dir)) == 30)
+    assert wait_until(lambda: len(_spooled_outs(spool_dir)) == 30)
     for i in range(30, 40):
         writer.write_line(f"line {i}")
     stats = writer.close()  # abandoned: the service never answers
@@ -367,7 +357,7 @@ def test_spool_dir_comes_from_the_environment_and_dictconfig_takes_it(
         "job/h", url=service.url, account_id="acct", token="secret-token", spool_dir=str(tmp_path / "h")
     )
     handler.writer.write_line("via the handler")
-    assert _wait(lambda: _spooled_outs(tmp_path / "h") == ["via the handler\n"])
+    assert wait_until(lambda: _spooled_outs(tmp_path / "h") == ["via the handler\n"])
     handler.close()
     assert _spool_dirs(tmp_path / "h") == []
 
