@@ -30,6 +30,21 @@ def dead_url() -> str:
     return f"http://127.0.0.1:{port}"
 
 
+def stream_dictconfig(close_timeout: float = 5) -> str:
+    """The start of a child script: a ``lelog.StreamHandler`` on key ``k`` of the service at
+    ``{url!r}``, configured on the root logger by ``dictConfig(CFG)``.  The script is then
+    ``.format(url=...)``-ed, so its own braces are doubled, as these are."""
+    return f"""
+import logging, logging.config, lelog
+CFG = {{{{
+    "version": 1,
+    "handlers": {{{{"stream": {{{{"()": "lelog.StreamHandler", "key": "k", "url": {{url!r}},
+                             "account_id": "acct", "token": "secret-token", "close_timeout": {close_timeout}}}}}}}}},
+    "root": {{{{"level": "INFO", "handlers": ["stream"]}}}},
+}}}}
+logging.config.dictConfig(CFG)"""
+
+
 def wait_until(predicate: Callable[[], object], timeout: float = GENEROUS) -> bool:
     """Poll ``predicate`` until it is true or ``timeout`` seconds passed; its last truth.
 

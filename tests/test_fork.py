@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import run_python
+from tests.helpers import run_python, stream_dictconfig
 from tests.service import FakeLogService
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
@@ -93,15 +93,10 @@ def test_lines_of_fork_children_reach_the_parents_stored_log(service: FakeLogSer
     assert len(service.requests_for(key="k", method="DELETE", path="/stream")) == 1
 
 
-CONFIGURED_IN_CHILD = """
-import logging, logging.config, os, lelog
-CFG = {{
-    "version": 1,
-    "handlers": {{"stream": {{"()": "lelog.StreamHandler", "key": "k", "url": {url!r},
-                             "account_id": "acct", "token": "secret-token", "close_timeout": 5}}}},
-    "root": {{"level": "INFO", "handlers": ["stream"]}},
-}}
-logging.config.dictConfig(CFG)
+CONFIGURED_IN_CHILD = (
+    stream_dictconfig()
+    + """
+import os
 logging.info("parent before")
 pid = os.fork()
 if pid == 0:
@@ -111,6 +106,7 @@ if pid == 0:
 os.waitpid(pid, 0)
 logging.info("parent after")
 """
+)
 
 
 def test_a_writer_built_in_a_fork_child_on_a_held_key_joins_the_parent(service: FakeLogService) -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from lelog import ConfigError, LogConfig, StreamWriter
 from lelog.testing import ManualClock, MemoryBackend
-from tests.helpers import run_python
+from tests.helpers import run_python, stream_dictconfig
 from tests.service import FakeLogService
 
 
@@ -108,15 +108,9 @@ def test_shared_writers_driven_by_a_clock() -> None:
     assert first.close().uploaded is True
 
 
-DICTCONFIG_TWICE = """
-import logging, logging.config, lelog
-CFG = {{
-    "version": 1,
-    "handlers": {{"stream": {{"()": "lelog.StreamHandler", "key": "k", "url": {url!r},
-                             "account_id": "acct", "token": "secret-token", "close_timeout": 3}}}},
-    "root": {{"level": "INFO", "handlers": ["stream"]}},
-}}
-logging.config.dictConfig(CFG)
+DICTCONFIG_TWICE = (
+    stream_dictconfig(close_timeout=3)
+    + """
 first = logging.getLogger().handlers[0]
 for i in range(3):
     logging.info("first %d", i)
@@ -126,6 +120,7 @@ for i in range(2):
     logging.info("second %d", i)
 print(first.stats.handed_on, first.stats.uploaded, flush=True)
 """
+)
 
 
 def stored_messages(service: FakeLogService, key: str = "k") -> list[str]:

@@ -15,7 +15,7 @@ import pytest
 
 from lelog import StreamWriter
 from lelog.testing import MemoryBackend
-from tests.helpers import run_python
+from tests.helpers import run_python, stream_dictconfig
 from tests.service import FakeLogService
 
 CONFIG = {"account_id": "acct", "token": "secret-token"}
@@ -39,15 +39,9 @@ def test_a_short_flush_on_a_slow_service_leaves_close_its_own_budget(service_fac
     assert [row["out"] for row in service.blob_lines("k") or []] == [f"line {i}\n" for i in range(20)]
 
 
-RECONFIGURED_THEN_CLOSED = """
-import logging, logging.config, lelog
-CFG = {{
-    "version": 1,
-    "handlers": {{"stream": {{"()": "lelog.StreamHandler", "key": "k", "url": {url!r},
-                             "account_id": "acct", "token": "secret-token", "close_timeout": 5}}}},
-    "root": {{"level": "INFO", "handlers": ["stream"]}},
-}}
-logging.config.dictConfig(CFG)
+RECONFIGURED_THEN_CLOSED = (
+    stream_dictconfig()
+    + """
 for i in range(3):
     logging.info("first %d", i)
 logging.config.dictConfig(CFG)  # logging.shutdown(handlers) under the module lock: flush(0.0)
@@ -57,6 +51,7 @@ for i in range(2):
 h.close()
 print(h.stats.sent, h.stats.dropped_total, h.stats.uploaded, flush=True)
 """
+)
 
 
 def test_a_close_after_reconfiguring_is_not_starved_by_the_flush_under_the_module_lock(
@@ -219,7 +214,8 @@ def test_a_fork_child_does_not_keep_the_parents_claim_on_a_finished_stream(
 
 # -- 6. handed_on only when another writer took the stream --------------------------------------
 
-HANDOFF_NOBODY_TAKES = """
+HANDOFF_NOBODY_TAKES = (
+    """
 import atexit
 
 def report():  # registered before lelog's exit hook, so it runs after it (atexit is LIFO)
@@ -227,20 +223,16 @@ def report():  # registered before lelog's exit hook, so it runs after it (atexi
     print(stats.handed_on, stats.uploaded, "handed on" in stats.summary(), flush=True)
 
 atexit.register(report)
-import logging, logging.config, lelog
-CFG = {{
-    "version": 1,
-    "handlers": {{"stream": {{"()": "lelog.StreamHandler", "key": "k", "url": {url!r},
-                             "account_id": "acct", "token": "secret-token", "close_timeout": 5}}}},
-    "root": {{"level": "INFO", "handlers": ["stream"]}},
-}}
-logging.config.dictConfig(CFG)
+"""
+    + stream_dictconfig()
+    + """
 first = logging.getLogger().handlers[0]
 logging.info("first line")
 CFG["handlers"]["stream"]["key"] = "other"
 logging.config.dictConfig(CFG)  # the hand-off waits; nobody on "k" takes it: first finishes it
 logging.info("other line")
 """
+)
 
 
 def test_a_hand_off_nobody_took_reports_the_upload_not_handed_on(service: FakeLogService) -> None:
@@ -284,15 +276,9 @@ def test_a_refused_spawn_child_does_not_report_handed_on(service: FakeLogService
 
 # -- 5. a conflicting replacement leaves the pending hand-off as it was -------------------------
 
-CONFLICTING_REPLACEMENT = """
-import logging, logging.config, lelog
-CFG = {{
-    "version": 1,
-    "handlers": {{"stream": {{"()": "lelog.StreamHandler", "key": "k", "url": {url!r},
-                             "account_id": "acct", "token": "secret-token", "close_timeout": 5}}}},
-    "root": {{"level": "INFO", "handlers": ["stream"]}},
-}}
-logging.config.dictConfig(CFG)
+CONFLICTING_REPLACEMENT = (
+    stream_dictconfig()
+    + """
 first = logging.getLogger().handlers[0]
 for i in range(3):
     logging.info("first %d", i)
@@ -307,6 +293,7 @@ logging.config.dictConfig(CFG)  # corrected: a new log on the finished key
 for i in range(2):
     logging.info("second %d", i)
 """
+)
 
 
 def test_a_conflicting_replacement_leaves_the_hand_off_to_finish(service: FakeLogService) -> None:
