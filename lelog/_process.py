@@ -56,6 +56,7 @@ __all__ = [
     "register",
     "release_channel",
     "share",
+    "start_daemon",
     "unregister",
 ]
 
@@ -391,6 +392,21 @@ def forget(identity: Hashable, engine: StreamWriter) -> None:
             successor._beacon, held = held, None
     if held is not None:
         held.close()
+
+
+def start_daemon(target: Callable[[], None], name: str) -> Optional[threading.Thread]:
+    """Start a daemon thread, or return None where Python no longer starts threads (at
+    interpreter shutdown, docs/hazards.md#no-thread-at-shutdown): its owner then does the
+    work on its own thread.  Safe under the owner's lock: ``start()`` waits only for the new
+    thread's bootstrap, which takes no lelog lock."""
+    thread = threading.Thread(target=target, name=name, daemon=True)
+    try:
+        if sys.is_finalizing():
+            raise RuntimeError("interpreter shutdown")
+        thread.start()
+    except RuntimeError:  # "can't create new thread at interpreter shutdown"
+        return None
+    return thread
 
 
 def holding_logging_lock() -> bool:

@@ -56,7 +56,6 @@ import re
 import secrets
 import shutil
 import stat
-import sys
 import tempfile
 import threading
 import time
@@ -71,6 +70,7 @@ from ._diagnostics import RateLimitedWarnings
 from ._exceptions import ConfigError
 from ._filestore import FileStore
 from ._line import encode_line
+from ._process import start_daemon
 
 __all__ = [
     "DEFAULT_FSYNC_INTERVAL",
@@ -509,14 +509,8 @@ class Spool:
         ``start()`` waits only for the new thread's bootstrap, which takes no lelog lock."""
         if self._thread is not None or self._closed:
             return
-        thread = threading.Thread(target=self._run, name=f"lelog-spool[{self.manifest.key}]", daemon=True)
-        try:
-            if sys.is_finalizing():
-                raise RuntimeError("interpreter shutdown")
-            thread.start()
-        except RuntimeError:  # interpreter shutdown: close() writes on its own thread
-            return
-        self._thread = thread
+        # None at interpreter shutdown: close() then writes on its own thread.
+        self._thread = start_daemon(self._run, f"lelog-spool[{self.manifest.key}]")
 
     def close(self, timeout: float = 1.0) -> None:
         """Write what is queued, sync, and stop; the files stay for ``lelog recover``.

@@ -33,7 +33,6 @@ import heapq
 import math
 import os
 import socket
-import sys
 import threading
 import weakref
 from collections import deque
@@ -685,13 +684,9 @@ class StreamWriter:
                 or self._to_parent is not None
             ):
                 return
-            worker = threading.Thread(target=self._run, name=f"lelog-writer[{self.key}]", daemon=True)
-            try:
-                if sys.is_finalizing():
-                    raise RuntimeError("interpreter shutdown")
-                worker.start()
-            except RuntimeError:  # "can't create new thread at interpreter shutdown"
-                return  # docs/hazards.md#no-thread-at-shutdown: close() drains on its own thread
+            worker = _process.start_daemon(self._run, f"lelog-writer[{self.key}]")
+            if worker is None:  # interpreter shutdown: close() drains on its own thread
+                return
             self._worker = worker
             if self._spool is not None:
                 self._spool.start()
