@@ -44,7 +44,7 @@ from . import _process
 from ._backend import ONE_ATTEMPT, Backend, keeps_every_line, make_backend, retry_policy, stream_identity
 from ._buffers import Batch, HistoryRing, Item, LiveQueue, PendingLines, item_size
 from ._clock import SYSTEM_CLOCK, Clock, Deadline
-from ._config import MAX_SECONDS, LogConfig, check_positive
+from ._config import MAX_SECONDS, LogConfig, check_positive, reject_unknown
 from ._diagnostics import RateLimitedWarnings
 from ._exceptions import AuthError, Cancelled, ConfigError, LogServiceError, StreamNotFound, TLSError
 from ._line import (
@@ -161,12 +161,7 @@ class WriterOptions:
     @classmethod
     def from_kwargs(cls, options: Mapping[str, Any]) -> WriterOptions:
         """Build from keyword arguments, naming any unknown one."""
-        known = {f.name for f in attrs.fields(cls)}
-        unknown = sorted(set(options) - known)
-        if unknown:
-            raise ConfigError(
-                f"unknown writer option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
-            )
+        reject_unknown(options, {f.name for f in attrs.fields(cls)}, "StreamWriter")
         return cls(**options)
 
 

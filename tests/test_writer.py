@@ -398,7 +398,9 @@ def test_bad_options_are_config_errors() -> None:
         StreamWriter("k", LogConfig(), flush_interval=0)
     with pytest.raises(ConfigError, match="close_timeout must be a positive number"):
         StreamWriter("k", LogConfig(), close_timeout=float("inf"))
-    with pytest.raises(ConfigError, match="unknown writer option"):
+    with pytest.raises(
+        ConfigError, match="StreamWriter: unknown option.*'flush_intervall' \\(did you mean 'flush_interval'"
+    ):
         StreamWriter("k", LogConfig(), flush_intervall=1)
     with pytest.raises(ConfigError, match="key must be a non-empty string"):
         StreamWriter("", LogConfig())
