@@ -211,14 +211,18 @@ def _replace(path: str, fill: Callable[[IO[bytes]], None]) -> None:
         raise
 
 
-def _first_pos(body: bytes) -> Optional[int]:
-    end = body.find(b"\n")
-    row = body if end < 0 else body[:end]  # no copy of the rest of a 5 MiB body
+def _pos_of(row: bytes) -> Optional[int]:
+    """The pos of one NDJSON row; None for a malformed row."""
     try:
         pos = json.loads(row).get("pos")
     except (ValueError, AttributeError):
         return None
     return pos if isinstance(pos, int) else None
+
+
+def _first_pos(body: bytes) -> Optional[int]:
+    end = body.find(b"\n")
+    return _pos_of(body if end < 0 else body[:end])  # no copy of the rest of a 5 MiB body
 
 
 def _row_pos(fh: IO[bytes], offset: int) -> tuple[Optional[int], int]:
@@ -227,13 +231,7 @@ def _row_pos(fh: IO[bytes], offset: int) -> tuple[Optional[int], int]:
     fh.seek(offset)
     row = fh.readline()
     end = offset + len(row)
-    if not row.endswith(b"\n"):
-        return None, end
-    try:
-        pos = json.loads(row).get("pos")
-    except (ValueError, AttributeError):
-        return None, end
-    return (pos if isinstance(pos, int) else None), end
+    return (_pos_of(row) if row.endswith(b"\n") else None), end
 
 
 def _cut(fh: IO[bytes], first: int) -> int:
