@@ -116,7 +116,8 @@ def caller_stages(url: str, n: int, reps: int) -> list[tuple[str, float, str]]:
 def worker_stages(url: str, reps: int) -> list[tuple[str, float, str]]:
     from lelog import LogConfig, LogfmtFormatter
     from lelog._client import LogServiceClient
-    from lelog._line import encode_batch, json_array
+    from lelog._encode import encode_batch
+    from lelog._line import json_array
 
     config = LogConfig(url=url, account_id=ACCOUNT, token=TOKEN)
     masker = config.masker()
@@ -125,7 +126,7 @@ def worker_stages(url: str, reps: int) -> list[tuple[str, float, str]]:
     records = [
         logging.LogRecord("stages", logging.INFO, __file__, 1, MESSAGE, (k,), None) for k in range(BATCH)
     ]
-    items = [(now + k * 1e-5, "info", formatter.format(r) + "\n", None) for k, r in enumerate(records)]
+    items = [(now + k * 1e-5, "info", formatter.format(r) + "\n", None, None) for k, r in enumerate(records)]
     trim = config.trim_new_line_suffix  # the default: False, lines keep their "\n"
     encoded, _ = encode_batch(items, 0, masker, trim)
 
@@ -193,7 +194,7 @@ def fused_encoder() -> Callable[..., list[bytes]]:
     from json.encoder import encode_basestring as quote
 
     from lelog._line import second_text
-    from lelog._logfmt import _ESCAPES, logfmt_value
+    from lelog._logfmt import ESCAPES, logfmt_value
 
     def encode(captured: Any, pos: int, masker: Any, trim: bool) -> list[bytes]:
         out: list[bytes] = []
@@ -210,7 +211,7 @@ def fused_encoder() -> Callable[..., list[bytes]]:
                 level = levelname.lower()
                 head = heads[levelname] = (quote(level), logfmt_value(level))
             if not msg.isprintable() or '"' in msg or "\\" in msg:
-                msg = msg.translate(_ESCAPES)
+                msg = msg.translate(ESCAPES)
             when = f"{date}.{str(1_000_000 + int((ts - first) * 1_000_000))[1:]}Z"
             text = f'time="{when}" level={head[1]} msg="{msg}"'
             if not trim:
@@ -228,7 +229,7 @@ def fused_encoder() -> Callable[..., list[bytes]]:
 
 def prototype_stages(n: int, reps: int) -> list[tuple[str, float, str]]:
     from lelog import LogConfig, LogfmtFormatter
-    from lelog._line import encode_batch
+    from lelog._encode import encode_batch
 
     capture = CaptureHandler()
     logger = _logger("stages.capture", capture)
@@ -244,14 +245,15 @@ def prototype_stages(n: int, reps: int) -> list[tuple[str, float, str]]:
         for ts, levelname, msg, _ in captured:
             record = logging.LogRecord("stages", logging.INFO, __file__, 1, msg, (), None)
             record.created, record.levelname = ts, levelname
-            items.append((ts, levelname.lower(), formatter.format(record) + "\n", None))
+            items.append((ts, levelname.lower(), formatter.format(record) + "\n", None, None))
         return encode_batch(items, 0, masker, trim)[0]
 
     encode = fused_encoder()
     if encode(captured, 0, masker, trim) != today():
         raise AssertionError("the fused encoder's bytes differ from today's")
     items = [
-        (ts, lv.lower(), formatter.format(_made(ts, lv, msg)) + "\n", None) for ts, lv, msg, _ in captured
+        (ts, lv.lower(), formatter.format(_made(ts, lv, msg)) + "\n", None, None)
+        for ts, lv, msg, _ in captured
     ]
     fused = per_call_us(lambda: encode(captured, 0, masker, trim), 1, reps * 3) / BATCH
     split = per_call_us(lambda: encode_batch(items, 0, masker, trim), 1, reps * 3) / BATCH

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 from collections import deque
 from itertools import repeat
-from typing import Any, Callable, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import attrs
 
-__all__ = ["Batch", "HistoryRing", "Item", "LiveQueue", "PendingLines", "item_size"]
+from ._encode import Item
 
-#: A line as a caller handed it over: (epoch time, level, out, args).
-Item = Tuple[float, str, str, Optional[Mapping[str, Any]]]
+__all__ = ["Batch", "HistoryRing", "Intake", "LiveQueue", "PendingLines", "item_size"]
 
 
 def item_size(out: str, args: Optional[Mapping[str, Any]]) -> int:
@@ -59,8 +58,8 @@ class PendingLines:
             return 0
         dropped = 0
         while len(items) > self.max_lines or self.bytes > self.max_bytes:
-            _ts, _level, out, args = items.popleft()
-            self.bytes -= len(out) if args is None else item_size(out, args)
+            item = items.popleft()
+            self.bytes -= len(item[2]) if item[3] is None else item_size(item[2], item[3])
             dropped += 1
         self.gap += dropped
         return dropped
@@ -131,6 +130,11 @@ class LiveQueue:
             self._lose(n, pos)
             overflow += n
         return overflow
+
+    def lose(self, count: int, pos: int) -> None:
+        """Lines numbered from ``pos`` that never reached the queue: the next batch's marker
+        counts them too."""
+        self._lose(count, pos)
 
     def _lose(self, count: int, pos: int) -> None:
         if not self.lost:
@@ -209,3 +213,51 @@ class HistoryRing:
             evicted += 1
         self.evicted += evicted
         return evicted
+
+
+class Intake:
+    """Encoded batches on their way from the encoder to the worker's live queue.
+
+    The encoder may run on the spool's thread while the worker waits on a request
+    (docs/writer.md#encoding), so the intake has the pending bounds: beyond them its oldest
+    batches go (at least the newest stays), as accepted lines lost from the live view
+    (they are in the history), reported by ``take`` for the live queue to mark.
+    """
+
+    __slots__ = ("max_lines", "max_bytes", "batches", "lines", "bytes", "lost", "lost_pos")
+
+    def __init__(self, max_lines: int, max_bytes: int) -> None:
+        self.max_lines = max_lines
+        self.max_bytes = max_bytes
+        #: (encoded lines, count each carries, pos of the first, when they were encoded)
+        self.batches: deque[tuple[list[bytes], int, int, float]] = deque()
+        self.lines = 0
+        self.bytes = 0
+        self.lost = 0  # accepted lines dropped since the last take
+        self.lost_pos = 0  # the pos of the first of them
+
+    def __bool__(self) -> bool:
+        return bool(self.batches) or bool(self.lost)
+
+    def put(self, encoded: list[bytes], count: int, first_pos: int, now: float) -> None:
+        """Queue one batch numbered from ``first_pos``; ``count`` is 1 for accepted lines and
+        0 for a marker."""
+        batches = self.batches
+        batches.append((encoded, count, first_pos, now))
+        self.lines += len(encoded)
+        self.bytes += sum(map(len, encoded))
+        while len(batches) > 1 and (self.lines > self.max_lines or self.bytes > self.max_bytes):
+            old, n, pos, _ = batches.popleft()
+            self.lines -= len(old)
+            self.bytes -= sum(map(len, old))
+            if n:
+                if not self.lost:
+                    self.lost_pos = pos
+                self.lost += n * len(old)
+
+    def take(self) -> tuple[deque[tuple[list[bytes], int, int, float]], int, int]:
+        """Every batch held, oldest first, and the lines lost before them (with the first one's pos)."""
+        taken = (self.batches, self.lost, self.lost_pos)
+        self.batches = deque()
+        self.lines = self.bytes = self.lost = self.lost_pos = 0
+        return taken

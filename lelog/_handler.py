@@ -42,9 +42,12 @@ from ._config import (
     reject_unknown,
     resolve_config,
 )
+from ._encode import RecordLine
 from ._exceptions import ConfigError
-from ._logfmt import LogfmtFormatter, record_extras, safe_str
-from ._writer import Stats, StreamWriter, WriterOptions, in_worker_thread
+from ._line import _MAX_EPOCH
+from ._logfmt import _FRESH_RECORD_SIZE, LogfmtFormatter, record_extras, safe_str
+from ._writer import Stats, StreamWriter, WriterOptions
+from ._writer import _worker_state as _io_thread
 
 __all__ = ["StreamHandler"]
 
@@ -58,11 +61,6 @@ class _GuardState(threading.local):
 
 
 _guard = _GuardState()
-
-
-def _inside() -> bool:
-    """True on a thread already inside a ``lelog`` handler or doing a writer's I/O."""
-    return _guard.active or in_worker_thread()
 
 
 class _Guarded:
@@ -79,6 +77,7 @@ class _Guarded:
 
 
 _holding_logging_lock = _process.holding_logging_lock
+_NO_CAPTURE = object()  # matches no formatter: every record is formatted on the caller
 
 
 _SHUTDOWN_CODE = logging.shutdown.__code__
@@ -195,8 +194,15 @@ class StreamHandler(logging.Handler):
         self.writer = writer
         self.extras_as_args = extras_as_args
         self.exclude = frozenset(exclude)
-        self.setFormatter(LogfmtFormatter(exclude=self.exclude))
+        # Records go to the writer as captured at call time while this formatter is the
+        # handler's (see emit); another formatter runs on the caller, as logging's own do.
+        formatter = LogfmtFormatter(exclude=self.exclude)
+        self.setFormatter(formatter)
+        self._record_line = RecordLine.EXTRAS_AS_ARGS if extras_as_args else RecordLine.TEXT_ONLY
         self._dual_masker = writer.config.masker() if writer.config.dual_logging_enabled else None
+        # The formatter whose records are captured as they are (see emit): the handler's
+        # own, unless dual logging needs each record's text here.
+        self._captures_with: object = _NO_CAPTURE if self._dual_masker is not None else formatter
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.writer.key!r} ({logging.getLevelName(self.level)})>"
@@ -211,7 +217,7 @@ class StreamHandler(logging.Handler):
 
         Returns what the filters returned: a (possibly replaced) record on Python 3.12+.
         """
-        if _inside():
+        if _guard.active or _io_thread.active:  # inside lelog already, or a writer's I/O
             return False
         _guard.active = True
         try:
@@ -223,21 +229,53 @@ class StreamHandler(logging.Handler):
             _guard.active = False  # it was not active, or we would have returned above
 
     def emit(self, record: logging.LogRecord) -> None:
-        """Append the record's lines to the writer's buffer; never blocks on I/O or raises."""
+        """Append the record's lines to the writer's buffer; never blocks on I/O or raises.
+
+        With the handler's own ``LogfmtFormatter``, the common record (no exception or
+        stack, a float time, a str level name, extras with str names) is captured as it is
+        now: its time, level name, message and extras as strings.  The writer's worker
+        renders the same logfmt line from them, with the JSON, in one pass per batch
+        (benchmarks/README.md: the caller pays for the capture only).  Anything else is
+        formatted here, on the caller's thread.
+        """
         try:
-            text = self.format(record)
-            level = record.levelname.lower()
-            args = self._args(record)
-            write_line = self.writer.write_line
-            if "\n" in text:
-                for line in _lines(text):
-                    write_line(line, level, args, time=record.created)
-            else:  # the common one-line record skips the split (caller-cost row)
-                write_line(text, level, args, time=record.created)
-            if self._dual_masker is not None:
-                self._dual_log(text, record, args)
+            if self.formatter is self._captures_with:
+                ts, levelname = record.created, record.levelname
+                if (
+                    type(ts) is float
+                    and 0.0 <= ts < _MAX_EPOCH
+                    and type(levelname) is str
+                    and not (record.exc_info or record.exc_text or record.stack_info)
+                ):
+                    extras = None
+                    if len(record.__dict__) > _FRESH_RECORD_SIZE:  # record_extras' own test, inline
+                        extras = record_extras(record, self.exclude)
+                    if not extras:
+                        self.writer.write_record(ts, levelname, record.getMessage(), None, self._record_line)
+                        return
+                    if all(type(name) is str for name in extras):  # else two could print alike
+                        strings = {name: safe_str(value) for name, value in extras.items()}
+                        self.writer.write_record(
+                            ts, levelname, record.getMessage(), strings, self._record_line
+                        )
+                        return
+            self._emit_formatted(record)
         except Exception:
             self.handleError(record)
+
+    def _emit_formatted(self, record: logging.LogRecord) -> None:
+        """The record formatted on this thread, one stream line per line of its text."""
+        text = self.format(record)
+        level = record.levelname.lower()
+        args = self._args(record)
+        write_line = self.writer.write_line
+        if "\n" in text:
+            for line in _lines(text):
+                write_line(line, level, args, time=record.created)
+        else:  # the common one-line record skips the split (caller-cost row)
+            write_line(text, level, args, time=record.created)
+        if self._dual_masker is not None:
+            self._dual_log(text, record, args)
 
     def _args(self, record: logging.LogRecord) -> Optional[dict[str, str]]:
         if not self.extras_as_args:

@@ -9,11 +9,21 @@ bare values) is a few str method calls and one f-string.
 from __future__ import annotations
 
 import logging
-from typing import Collection
+from typing import Any, Collection, Mapping, Optional
 
 from ._line import second_text
 
-__all__ = ["LogfmtFormatter", "logfmt_value", "record_extras", "safe_str"]
+__all__ = [
+    "ESCAPES",
+    "LogfmtFormatter",
+    "escape_message",
+    "extras_text",
+    "level_part",
+    "logfmt_text",
+    "logfmt_value",
+    "record_extras",
+    "safe_str",
+]
 
 # Attributes every LogRecord has, so anything else came from ``extra=`` (or a filter).
 _RESERVED = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
@@ -30,8 +40,8 @@ _FRESH_RECORD_SIZE = len(logging.LogRecord("", 0, "", 0, "", (), None).__dict__)
 
 # Inside quotes: backslash, quote and every control character (Unicode Cc), JSON style, which is
 # what logfmt parsers (go-logfmt, logrus) read back.
-_ESCAPES = {c: f"\\u{c:04x}" for c in (*range(0x20), *range(0x7F, 0xA0))}
-_ESCAPES.update({ord("\\"): "\\\\", ord('"'): '\\"', ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t"})
+ESCAPES = {c: f"\\u{c:04x}" for c in (*range(0x20), *range(0x7F, 0xA0))}
+ESCAPES.update({ord("\\"): "\\\\", ord('"'): '\\"', ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t"})
 
 # Extras named like the fixed fields are prefixed, as logrus does, so no key appears twice.
 _CLASHING = frozenset({"time", "level", "msg"})
@@ -69,7 +79,7 @@ def _is_bare(text: str) -> bool:
 def _quote(text: str) -> str:
     if text.isprintable() and '"' not in text and "\\" not in text:
         return f'"{text}"'
-    return f'"{text.translate(_ESCAPES)}"'
+    return f'"{text.translate(ESCAPES)}"'
 
 
 def safe_str(value: object) -> str:
@@ -113,6 +123,51 @@ def _logfmt_key(key: object) -> str:
     return rendered
 
 
+def escape_message(msg: str) -> str:
+    """The message as it goes between ``msg="`` and ``"``: control characters, quotes and
+    backslashes escaped (the common printable message is returned as it is)."""
+    if not msg.isprintable() or '"' in msg or "\\" in msg:
+        return msg.translate(ESCAPES)
+    return msg
+
+
+def extras_text(extras: Mapping[Any, object]) -> str:
+    """`` key=value`` for each extra, in order (keys shaped, values quoted as needed)."""
+    return "".join([f" {_logfmt_key(key)}={logfmt_value(value)}" for key, value in extras.items()])
+
+
+def level_part(levelname: str) -> str:
+    """``Z" level=<level> msg=``: what follows the time's digits, for one level name."""
+    return f'Z" level={logfmt_value(levelname.lower())} msg='
+
+
+# The last second logfmt_text saw, as [first, past) and ``time="<date>T<h:m:s>.``, one tuple
+# swapped whole: threads read a consistent triple and at worst build it twice.  Level names
+# map to their level_part (few distinct names ever reach it; the dict only gains equal values).
+_second: tuple[int, int, str] = (0, 0, "")  # matches no time
+_levels: dict[str, str] = {}
+
+
+def logfmt_text(ts: float, levelname: str, msg: str, extras: Optional[Mapping[Any, object]]) -> str:
+    """One record's logfmt line (``LogfmtFormatter`` without the exception text).
+
+    The writer's batch encoder (``_encode.encode_batch``) renders captured records inline
+    with the same parts; a test holds the two byte-equal.
+    """
+    global _second
+    first, past, head = _second
+    if not first <= ts < past:  # also false for nan, which int() then refuses
+        first = int(ts // 1)
+        past, head = first + 1, f'time="{second_text(first)}.'
+        _second = (first, past, head)  # read back from the locals: another thread may swap
+    level = _levels.get(levelname)
+    if level is None:
+        level = _levels[levelname] = level_part(levelname)
+    # %d truncates the float as int() does: the microseconds, zero-padded (format_time).
+    text = f'{head}{"%06d" % ((ts - first) * 1_000_000)}{level}"{escape_message(msg)}"'
+    return text + extras_text(extras) if extras else text
+
+
 class LogfmtFormatter(logging.Formatter):
     """The original system's line format.
 
@@ -130,45 +185,12 @@ class LogfmtFormatter(logging.Formatter):
         super().__init__()
         self.extras = bool(extras)
         self.exclude = frozenset(exclude)
-        # The text around the microseconds, made once: 'time="<date>T<h:m:s>.' per second
-        # (as [first, past) seconds, so the common case is one chained comparison and no
-        # int()), and 'Z" level=<level> msg=' per level name.  The second is one tuple
-        # swapped whole, so threads sharing this formatter read a consistent triple and at
-        # worst build it twice; the level dict only ever gains equal values.
-        self._second: tuple[int, int, str] = (0, 0, "")  # matches no time
-        self._levels: dict[str, str] = {}
-
-    def _time_head(self, ts: float) -> tuple[int, int, str]:
-        sec = int(ts // 1)
-        second = (sec, sec + 1, f'time="{second_text(sec)}.')
-        # Returned from the local, never re-read: another thread may swap in its own second.
-        self._second = second
-        return second
-
-    def _level_part(self, levelname: str) -> str:
-        # Few distinct names ever reach a formatter; a custom one may hold a space ("Level 5").
-        part = self._levels[levelname] = f'Z" level={logfmt_value(levelname.lower())} msg='
-        return part
 
     def format(self, record: logging.LogRecord) -> str:
-        # The caller's thread runs this for every record (benchmarks/README.md: the
-        # formatter stage): the common case is cached parts, two str tests and one f-string.
-        ts = record.created
-        first, past, head = self._second
-        if not first <= ts < past:  # also false for nan, which _time_head refuses as before
-            first, past, head = self._time_head(ts)
-        level = self._levels.get(record.levelname) or self._level_part(record.levelname)
-        msg = record.getMessage()
-        if not msg.isprintable() or '"' in msg or "\\" in msg:
-            msg = msg.translate(_ESCAPES)
-        # %d truncates the float as int() does: the microseconds, zero-padded (format_time).
-        text = f'{head}{"%06d" % ((ts - first) * 1_000_000)}{level}"{msg}"'
+        extras = None
         if self.extras and len(record.__dict__) > _FRESH_RECORD_SIZE:  # record_extras' own test, inline
             extras = record_extras(record, self.exclude)
-            if extras:
-                text += "".join(
-                    [f" {_logfmt_key(key)}={logfmt_value(value)}" for key, value in extras.items()]
-                )
+        text = logfmt_text(record.created, record.levelname, record.getMessage(), extras)
         if not (record.exc_info or record.exc_text or record.stack_info):
             return text
         if record.exc_info and not record.exc_text:

@@ -8,25 +8,26 @@ recover`` (``_recover.py``) later uploads what a dead process left there.
 The writer's interface (all of it; nothing else of this module is the writer's business)::
 
     spool = Spool.for_stream(options.spool_dir, key, config, backend, lock=writer_lock,
-                             encode=..., flush_interval=..., budget=..., max_lines=...,
-                             max_bytes=..., wake_lines=..., fsync_interval=...)  # no I/O
+                             encode_pending=..., flush_interval=..., budget=...,
+                             max_lines=..., max_bytes=..., fsync_interval=...)  # no I/O
     spool.start()                         # with the writer's worker, holding ``lock``
-    spool.add(ts, level, out, args)       # per accepted line, any thread, holding ``lock``
-                                          # (the writer's: no second lock per line); never
-                                          # blocks on I/O, never raises
+    spool.add_rows(encoded)               # per encoded batch, in pos order, holding ``lock``
+                                          # (the writer's: no second lock); never blocks on
+                                          # I/O, never raises
+    spool.wake()                          # many lines are pending: encode and write them now
     spool.discard()                       # the stored log is uploaded and the stream closed:
                                           # nothing to recover, the spool goes
     spool.close(timeout)                  # the writer is done otherwise: stop, keep the files
 
 ``Spool.prepare_directory(path)`` checks ``spool_dir`` when the writer is built (a
-``ConfigError`` naming it).  ``encode(items, first_pos)`` turns pending ``(ts, level, out,
-args)`` tuples into encoded rows numbered from ``first_pos``; the writer passes its own
-encoder (masking and truncation included), so spool rows are the bytes the service gets.
+``ConfigError`` naming it).  Rows come from the writer's encoder, masked and numbered: they
+are the bytes the service gets, encoded once for both.
 
-Why lines come in at ``add`` and not as encoded batches from the worker: the worker encodes
-between HTTP requests, and a request to a blackholed service holds it for many seconds.  The
-spool has its own thread and its own small queue, so it writes every ``flush_interval / 2``
-whatever the service does; the price is encoding each line twice, on two threads.
+Why the spool's thread calls ``encode_pending`` itself: the writer's worker encodes between
+HTTP requests, and a request to a blackholed service holds it for many seconds.  The writer's
+encoding step can run on either thread (one at a time, in ``pos`` order), so the spool's
+thread encodes what is pending and writes it every ``flush_interval / 2`` whatever the
+service does; whichever thread encodes a line, it is encoded once (docs/writer.md#encoding).
 
 Layout, per stream, below ``spool_dir`` (directories 0700, files 0600)::
 
@@ -35,9 +36,8 @@ Layout, per stream, below ``spool_dir`` (directories 0700, files 0600)::
     <pid>-<random>/0000000001.ndjson   a new segment every budget/4 bytes, the oldest removed
                                        while the spool is over its byte budget
 
-``pos`` counts every line the spool was handed, so a line it lost (evicted by the budget, a
-full disk, its queue overflowing) leaves a gap, which ``read_log`` turns into a counted
-marker.  Rows are appended with ``os.write`` on an ``O_APPEND`` descriptor; a kill mid-write
+Rows carry the stream's ``pos``, so a line the spool lost (evicted by the budget, a full
+disk, its queue overflowing) leaves a gap, which ``read_log`` turns into a counted marker.  Rows are appended with ``os.write`` on an ``O_APPEND`` descriptor; a kill mid-write
 leaves at most a torn last row, which has no ``\\n`` and is ignored.
 
 fsync.  A killed process loses nothing the spool has written: the data is in the kernel's page
@@ -60,7 +60,8 @@ import tempfile
 import threading
 import time
 from collections import deque
-from typing import Any, Callable, List, Mapping, Optional, Sequence, Tuple
+from itertools import chain
+from typing import Any, Callable, Optional, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
 import attrs
@@ -99,11 +100,6 @@ _MANIFEST_VERSION = 1
 _MARKER = (
     "[lelog] {count:,} lines missing here: the spool could not keep them (byte budget, full disk or overload)"
 )
-
-#: A line as the writer accepted it: (epoch time, level, out, args).
-PendingLine = Tuple[float, str, str, Optional[Mapping[str, Any]]]
-#: The writer's encoder: pending lines to encoded rows numbered from ``first_pos``.
-Encoder = Callable[[Sequence[PendingLine], int], List[bytes]]
 
 
 # -- who wrote a spool ---------------------------------------------------------------------------
@@ -390,34 +386,34 @@ class Spool:
         directory: str,
         manifest: Manifest,
         *,
-        encode: Encoder,
+        encode_pending: Callable[[], None],
         lock: Optional[threading.Lock] = None,
         flush_interval: float,
         budget: int,
         max_lines: int,
         max_bytes: int,
-        wake_lines: int,
         fsync_interval: float = DEFAULT_FSYNC_INTERVAL,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.directory = directory
         self.manifest = manifest
-        self._encode = encode
+        # The writer's encoding step: it hands its rows to add_rows (see the module docstring).
+        self._encode_pending = encode_pending
         # Half the writer's interval: a line is on disk within flush_interval even when a
         # write, a sync or the scheduler is slow for a while.
         self._interval = flush_interval / 2
         self._max_lines = max_lines
         self._max_bytes = max_bytes
-        self._wake_lines = wake_lines
         self._fsync_interval = fsync_interval
         self._clock = clock
         self._warnings = RateLimitedWarnings()
         self._lock = lock if lock is not None else threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
-        self._pending: deque[PendingLine] = deque()
+        self._pending: deque[Sequence[bytes]] = deque()  # batches of encoded rows
+        self._pending_lines = 0
         self._pending_bytes = 0
-        self._overflow = 0  # lines refused since the last drain; they come after the queue
+        self._overflow = 0  # lines refused since the last write
         self._written = self._lost = self._evicted = self._errors = 0
         self._last_error: Optional[str] = None
         self._closed = False
@@ -426,7 +422,6 @@ class Spool:
         # Owned by the spool's thread (see the class docstring).
         self._segments: Optional[Segments] = None
         self._budget = budget
-        self._pos = 0
         self._synced_at = clock()
 
     @classmethod
@@ -481,22 +476,24 @@ class Spool:
         """The lock to hold around ``add``."""
         return self._lock
 
-    def add(self, ts: float, level: str, out: str, args: Optional[Mapping[str, Any]]) -> None:
-        """Queue one accepted line for the spool's thread; the caller holds ``lock``.
+    def add_rows(self, rows: Sequence[bytes]) -> None:
+        """Queue encoded rows for the spool's thread, in ``pos`` order; the caller holds ``lock``.
 
         Never blocks on I/O, never raises; a full queue (the spool's thread is stuck on the
-        disk) refuses the line and counts it.
+        disk) refuses the rows and counts them: their ``pos`` stay a gap, marked on recovery.
         """
         if self._closed:
             return
-        pending = self._pending
-        if len(pending) >= self._max_lines or self._pending_bytes >= self._max_bytes:
-            self._overflow += 1
+        if self._pending_lines >= self._max_lines or self._pending_bytes >= self._max_bytes:
+            self._overflow += len(rows)
             return
-        pending.append((ts, level, out, args))
-        self._pending_bytes += len(out)
-        if len(pending) == self._wake_lines:
-            self._wake.set()  # a burst: write now rather than hold a batch in memory
+        self._pending.append(rows)
+        self._pending_lines += len(rows)
+        self._pending_bytes += sum(map(len, rows))
+
+    def wake(self) -> None:
+        """Encode and write now, not at the next interval (a burst is pending)."""
+        self._wake.set()
 
     @property
     def stats(self) -> SpoolStats:
@@ -518,6 +515,10 @@ class Spool:
         Waits at most ``timeout`` for the spool's thread (a hung disk must not hang the
         writer's close); without a thread the writing happens here.
         """
+        with self._lock:
+            if self._closed:
+                return
+        self._encode_now()  # the writer's last lines first: add_rows ignores rows once closed
         with self._lock:
             if self._closed:
                 return
@@ -568,13 +569,20 @@ class Spool:
             with contextlib.suppress(OSError):
                 segments.close()
 
+    def _encode_now(self) -> None:
+        try:
+            self._encode_pending()
+        except Exception as exc:  # the writer's own step counts its failures; this is a bug
+            self._failed(0, "encoding lines for", exc, "lines may be missing from it")
+
     def _write_pending(self) -> None:
-        """Encode and append what was queued; a failure loses these lines, counted."""
+        """Have the writer encode what is pending, then append the rows queued; a failure
+        loses these lines, counted."""
+        self._encode_now()
         with self._lock:
-            items, self._pending = self._pending, deque()
-            self._pending_bytes = 0
+            batches, self._pending = self._pending, deque()
+            lines, self._pending_lines, self._pending_bytes = self._pending_lines, 0, 0
             overflow, self._overflow = self._overflow, 0
-        first, self._pos = self._pos, self._pos + len(items) + overflow
         if overflow:
             self._failed(overflow, "queueing lines for", None)
         if self._segments is None:
@@ -585,26 +593,26 @@ class Spool:
             try:
                 self._create()
             except OSError as exc:
-                self._failed(len(items), "creating", exc)
+                self._failed(lines, "creating", exc)
                 return
-        if not items:
+        if not lines:
             self._maybe_sync()
             return
         try:
-            rows = self._encode(items, first)
+            rows = list(chain.from_iterable(batches))
             rows.append(b"")  # the last row's newline, without copying the data once more
             data = b"\n".join(rows)
-        except Exception as exc:  # a bug or MemoryError: counted, and the thread goes on
-            self._failed(len(items), "encoding lines for", exc)
+        except MemoryError as exc:  # counted, and the thread goes on
+            self._failed(lines, "joining lines for", exc)
             return
         assert self._segments is not None
         try:
             self._segments.append(data)
         except OSError as exc:
-            self._failed(len(items), "writing to", exc)
+            self._failed(lines, "writing to", exc)
             return
         with self._lock:
-            self._written += len(items)
+            self._written += lines
         try:
             evicted = self._segments.evict()
         except OSError as exc:

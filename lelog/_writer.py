@@ -3,25 +3,31 @@
 How a line travels (docs/writer.md#a-line-from-emit-to-the-put)::
 
     caller threads                        the worker thread (one per writer, daemon, lazy)
-    write()/write_line(): append to       _drain(): mask, trim, truncate, give each line its
-    PendingLines (bounded); never    ──►  pos and encode it once (encode_batch); the bytes go to
-    blocks on I/O, never raises;          ├─ HistoryRing: the final upload's lines (byte budget)
-    overflow drops the oldest,            └─ LiveQueue: not yet pushed (bounded); one PUT in
-    counted and marked                       flight, batched by count, bytes and age; a failed
-                                             PUT is retried from the worker loop, not a sleeping
+    write()/write_line()/write_record():  _drain(): _encode_pending() renders, masks, trims,
+    append to PendingLines (bounded);     truncates, numbers (pos) and encodes each line once
+    never blocks on I/O, never raises; ──► (encode_batch); the bytes go to
+    overflow drops the oldest,            ├─ HistoryRing: the final upload's lines (byte budget)
+    counted and marked                    ├─ the spool's queue (with spool_dir)
+                                          └─ Intake, then LiveQueue: not yet pushed (bounded);
+                                             one PUT in flight, batched by count, bytes and
+                                             age; a failed PUT is retried from the worker
                                              loop, so lines keep being accepted meanwhile
+
+With a spool, its thread runs ``_encode_pending()`` too, so a request that holds the worker
+never holds the spool (docs/writer.md#encoding).
 
 The writer's life is one ``WriterState``, changed only by ``_move`` under ``_lock``
 (docs/writer.md#states).  Time comes from an injectable ``Clock``; ``threaded=False`` builds a
 writer without a worker, driven by ``step()``, so tests drive time instead of sleeping.
 
-Locks (docs/writer.md#locks).  ``_lock`` guards the pending lines, the counters and the
-state.  It is held only for a few list operations, never across I/O, and nothing is called
-while holding it, so a caller waits on it for microseconds at most and it cannot take part
-in a deadlock.  ``_split_lock`` serialises ``write()`` callers over the partial-line buffer;
-it is taken before ``_lock`` and never the other way round.  The thread that runs the worker's
-rounds (the worker, or a closer when there is none) owns the live queue, the history ring,
-the live state and ``pos`` outright: no other thread touches them.
+Locks (docs/writer.md#locks).  ``_lock`` guards the pending lines, the history, the intake,
+the counters and the state.  It is held only for a few list operations, never across I/O,
+and nothing is called while holding it, so a caller waits on it for microseconds at most and
+it cannot take part in a deadlock.  ``_split_lock`` serialises ``write()`` callers over the
+partial-line buffer; it is taken before ``_lock`` and never the other way round.
+``_encode_lock`` makes one thread at a time encode (and guards ``pos``); it is taken before
+``_lock``, and nothing under it waits.  The thread that runs the worker's rounds (the
+worker, or a closer when there is none) owns the live queue and the live state outright.
 """
 
 from __future__ import annotations
@@ -42,15 +48,15 @@ import attrs
 
 from . import _process
 from ._backend import ONE_ATTEMPT, Backend, keeps_every_line, make_backend, retry_policy, stream_identity
-from ._buffers import Batch, HistoryRing, Item, LiveQueue, PendingLines, item_size
+from ._buffers import Batch, HistoryRing, Intake, LiveQueue, PendingLines, item_size
 from ._clock import SYSTEM_CLOCK, Clock, Deadline
 from ._config import MAX_SECONDS, LogConfig, check_positive, reject_unknown
 from ._diagnostics import RateLimitedWarnings
+from ._encode import Item, RecordLine, encode_batch, ready
 from ._exceptions import AuthError, Cancelled, ConfigError, LogServiceError, StreamNotFound, TLSError
 from ._line import (
     _MAX_EPOCH,
     MAX_LINE_BYTES,
-    encode_batch,
     encode_line,
     format_time,
     is_valid_epoch,
@@ -318,7 +324,6 @@ class StreamWriter:
         self._beacon: Optional[socket.socket] = None
         self._slot = _process.slot_for(self)
         self._up_seq = 0
-        self._next_pos = 0
         self._reset_state()
         # This writer is a handle on a stream: its own partial line, and whether it let go.
         self._split_lock = threading.Lock()
@@ -420,7 +425,12 @@ class StreamWriter:
         self._counters = _Counters()
         # The worker's (see the module docstring).
         self._live = LiveQueue(opts.max_pending_lines, opts.max_pending_bytes)
+        # The encoder's (the worker, or the spool's thread; see _encode_pending): _next_pos,
+        # under _encode_lock.  The history and the intake are guarded by _lock.
+        self._encode_lock = threading.Lock()
         self._history = HistoryRing(opts.history_bytes)
+        self._intake = Intake(opts.max_pending_lines, opts.max_pending_bytes)
+        self._next_pos = 0
         self._live_state = (
             LiveState.OPEN if config.skip_opening_stream or self._forked_child else LiveState.UNOPENED
         )
@@ -449,19 +459,17 @@ class StreamWriter:
         opts = self.options
         if spool_dir is None or self.config.skip_closing_stream:
             return None
-        masker, trim = self._masker, self.config.trim_new_line_suffix
         return Spool.for_stream(
             spool_dir,
             self.key,
             self.config,
             self._backend,
             lock=self._lock,
-            encode=lambda items, pos: encode_batch(items, pos, masker, trim)[0],
+            encode_pending=self._encode_pending,
             flush_interval=opts.flush_interval,
             budget=opts.history_bytes,
             max_lines=opts.max_pending_lines,
             max_bytes=opts.max_pending_bytes,
-            wake_lines=opts.max_batch_lines,
             fsync_interval=opts.spool_fsync_interval,
         )
 
@@ -517,7 +525,7 @@ class StreamWriter:
                     lines.extend(filter(None, [self._splitter.finish()]))
                 now = self._clock.time()
                 for line in lines:
-                    self._hand_over(now, "info", line, None)
+                    self._hand_over((now, "info", line, None, None))
             return len(data)
         except Exception as exc:  # the logging path never raises into the application
             self._warn("internal", f"write failed: {exc!r}")
@@ -553,32 +561,48 @@ class StreamWriter:
             else:
                 ts = self._checked_time(time)
             if self._premask is None:
-                self._engine._accept(ts, level, out, args, self._released)
+                self._engine._accept((ts, level, out, args, None), self._released)
             else:
-                self._hand_over(ts, level, out, args)
+                self._hand_over((ts, level, out, args, None))
         except Exception as exc:
             self._warn("internal", f"write_line failed: {exc!r}")
 
-    def _hand_over(self, ts: float, level: str, out: str, args: Optional[Mapping[str, Any]]) -> None:
-        """Give one line to the engine, masked with this writer's secrets if it shares one."""
+    def write_record(
+        self,
+        ts: float,
+        levelname: str,
+        message: str,
+        extras: Optional[dict[str, str]],
+        record: RecordLine,
+    ) -> None:
+        """Write one ``logging`` record as ``StreamHandler`` captured it at call time (its
+        creation time, a finite epoch float; its level name; its message; its extras as
+        strings, with str names, or None); the worker renders its logfmt line (``_encode``).
+        The handler's fast path: no checks here, the handler made them.  Never raises."""
+        try:
+            if self._premask is None:
+                self._engine._accept((ts, levelname, message, extras, record), self._released)
+            else:
+                self._hand_over((ts, levelname, message, extras, record))
+        except Exception as exc:
+            self._warn("internal", f"write_record failed: {exc!r}")
+
+    def _hand_over(self, item: Item) -> None:
+        """Give one line to the engine, masked with this writer's secrets if it shares one
+        (rendered first: the engine's encoder masks with the first writer's secrets only)."""
         premask = self._premask
         if premask is not None:
+            level, out, args = ready(item)
             out = premask.mask(out)
             if args:
                 args = premask.mask_args(args)
-        self._engine._accept(ts, level, out, args, self._released)
+            item = (item[0], level, out, args, None)
+        self._engine._accept(item, self._released)
 
-    def _accept(
-        self,
-        ts: float,
-        level: str,
-        out: str,
-        args: Optional[Mapping[str, Any]],
-        released: bool = False,
-        start: bool = True,
-    ) -> None:
+    def _accept(self, item: Item, released: bool = False, start: bool = True) -> None:
         """The engine takes one line from any of its writers (``released``: that writer let go)."""
-        size = len(out) if args is None else item_size(out, args)  # no call for most lines
+        args = item[3]
+        size = len(item[2]) if args is None else item_size(item[2], args)  # no call for most lines
         with self._lock:
             counters = self._counters
             counters.accepted += 1
@@ -587,18 +611,16 @@ class StreamWriter:
                 counters.dropped["after_close"] += 1
                 return
             if self._to_parent is not None:  # a fork child: the line goes to the owner now
-                self._send_up(ts, level, out, args)
+                self._send_up(item)
                 return
             pending = self._pending
             if size > pending.max_bytes:
                 counters.dropped["too_large"] += 1
                 return
-            dropped = pending.add((ts, level, out, args), size)
+            dropped = pending.add(item, size)
             if dropped:
                 counters.dropped["overflow"] += dropped
             waiting = len(pending.items)
-            if self._spool is not None:  # under _lock, which is also the spool's lock
-                self._spool.add(ts, level, out, args)
         if state is _IDLE and start:
             self._start_worker()
         # Wake the worker when a batch is full, and when the first line starts the age clock
@@ -606,17 +628,24 @@ class StreamWriter:
         # oldest is due and takes these along, so a tight loop wakes it once a batch instead
         # of at every drain (half the GIL hand-offs; benchmarks/: caller-cost row).  Reading
         # the worker's deque is one atomic truthiness test under the GIL.
-        if waiting == self.options.max_batch_lines or (waiting == 1 and not self._live.entries):
+        if waiting == self.options.max_batch_lines:
+            self._wake.set()
+            if self._spool is not None:  # it encodes too when the worker is in a request
+                self._spool.wake()
+        elif waiting == 1 and not self._live.entries:
             self._wake.set()
 
-    def _send_up(self, ts: float, level: str, out: str, args: Optional[Mapping[str, Any]]) -> None:
-        """In a fork child, under ``_lock``: one datagram to the owner, in sequence order.
+    def _send_up(self, item: Item) -> None:
+        """In a fork child, under ``_lock``: one datagram to the owner, in sequence order
+        (a captured record rendered first: the owner takes ready lines).
 
         The send never blocks (a full channel is a counted drop the owner marks), so holding
         this leaf lock across it cannot stall other threads for longer than a system call.
         """
         channel = self._to_parent
         assert channel is not None
+        ts = item[0]
+        level, out, args = ready(item)
         out, _ = truncate_out(out)
         seq, self._up_seq = self._up_seq, self._up_seq + 1
         if channel.send(self._slot, seq, ts, level, out, dict(args) if args else args):
@@ -644,9 +673,7 @@ class StreamWriter:
                 elif size > children.max_bytes:
                     counters.dropped["too_large"] += 1
                 else:
-                    counters.dropped["overflow"] += children.add((ts, level, out, args), size)
-                    if self._spool is not None:  # under _lock, which is also the spool's lock
-                        self._spool.add(ts, level, out, args)
+                    counters.dropped["overflow"] += children.add((ts, level, out, args, None), size)
         if state is _IDLE:
             # A parent that has not logged yet has no worker: start it, as _accept does,
             # after releasing _lock (_start_worker takes it).
@@ -752,64 +779,105 @@ class StreamWriter:
 
     # -- the worker's work ----------------------------------------------------------------------
 
+    def _encode_pending(self) -> None:
+        """Take what callers and fork children handed over, number and encode it once, and
+        publish it: to the history, to the worker's intake and to the spool.
+
+        The worker runs this every round, and so does the spool's thread, so that a request
+        to a blackholed service never stops the spool (docs/writer.md#encoding).  Locks:
+        ``_encode_lock`` makes it one thread at a time, so ``pos`` order is publication order;
+        it is taken before ``_lock`` and never the other way round, and nothing under it
+        waits on I/O, so either thread holds the other up for one batch's encoding at most.
+        """
+        with self._encode_lock:
+            now = self._clock.monotonic()
+            with self._lock:
+                if not self._pending.items and not self._from_children.items:
+                    return
+                items, gap = self._pending.take()
+                from_children, child_gap = self._from_children.take()
+            gap += child_gap
+            if from_children:
+                # In order of time with the owner's lines, as far as the processes' clocks
+                # allow; each side keeps its own order (merge is stable).
+                items = deque(heapq.merge(items, from_children, key=_time_of))
+            pos = self._next_pos
+            batches: list[tuple[list[bytes], int]] = []  # (encoded, count: 0 for a marker)
+            if gap:
+                batches.append(([self._marker(f"{gap:,} lines dropped: buffer full", pos)], 0))
+                pos += 1
+            unencodable = truncated = 0
+            try:
+                encoded, truncated = encode_batch(items, pos, self._masker, self.config.trim_new_line_suffix)
+            except Exception as exc:  # a bug or MemoryError: count the batch, keep the writer
+                self._warn("internal", f"encoding lines for {self.key!r} failed: {exc!r}")
+                encoded, unencodable = [], len(items)
+            if encoded:
+                batches.append((encoded, 1))
+            self._next_pos = pos + len(encoded)
+            self._publish(batches, pos - bool(gap), now, truncated, unencodable)
+
+    def _publish(
+        self,
+        batches: list[tuple[list[bytes], int]],
+        first_pos: int,
+        now: float,
+        truncated: int,
+        unencodable: int,
+    ) -> None:
+        """Under ``_encode_lock``: newly encoded lines into the history, the intake and the spool."""
+        with self._lock:
+            evicted = 0
+            pos = first_pos
+            for encoded, count in batches:
+                evicted += self._history.extend(encoded)
+                self._intake.put(encoded, count, pos, now)
+                if self._spool is not None:  # under _lock, which is also the spool's lock
+                    self._spool.add_rows(encoded)
+                pos += len(encoded)
+            if self._state is WriterState.ABANDONED:
+                return  # no count changes once abandoned
+            counters = self._counters
+            counters.dropped["unencodable"] += unencodable
+            counters.truncated += truncated
+            counters.history_evicted += evicted
+            self._progress.notify_all()
+
     def _drain(self) -> None:
-        """Take the pending lines, encode them once, keep them in the history and the queue."""
-        now = self._clock.monotonic()  # before taking anything: a failure here loses nothing
+        """On the worker: encode what is pending, then move the intake into the live queue."""
         if self._home is not None:
             # What fork children sent before this round goes in with it, in time order; a
             # short wait, so a flood from children cannot stall the worker.
             self._home.settle(0.01)
+        self._encode_pending()
         with self._lock:
-            if not self._pending.items and not self._from_children.items:
+            if not self._intake:
                 return
-            items, gap = self._pending.take()
-            from_children, child_gap = self._from_children.take()
-        gap += child_gap
-        if from_children:
-            # In order of time with the owner's lines, as far as the processes' clocks allow;
-            # each side keeps its own order (merge is stable).
-            items = deque(heapq.merge(items, from_children, key=_time_of))
-        overflow = rejected = evicted = 0
-        if gap:
-            marker = self._marker(f"{gap:,} lines dropped: buffer full", self._next_pos)
-            evicted += self._keep([marker], 0, now)[2]
-        unencodable = 0
-        try:
-            encoded, truncated = encode_batch(
-                items, self._next_pos, self._masker, self.config.trim_new_line_suffix
-            )
-        except Exception as exc:  # a bug or MemoryError: count the batch, keep the worker
-            self._warn("internal", f"encoding lines for {self.key!r} failed: {exc!r}")
-            encoded, truncated, unencodable = [], 0, len(items)
-        overflow, rejected, more_evicted = self._keep(encoded, 1, now)
-        with self._lock:
-            if self._state is WriterState.ABANDONED:
-                return
-            counters = self._counters
-            counters.dropped["unencodable"] += unencodable
-            counters.truncated += truncated
-            counters.dropped["overflow"] += overflow
-            counters.dropped["rejected"] += rejected
-            counters.history_evicted += evicted + more_evicted
-            self._progress.notify_all()
+            batches, lost, lost_pos = self._intake.take()
+        overflow = rejected = 0
+        stopped = self._live_state is LiveState.STOPPED
+        if lost:  # the intake's bound: lines that never reached the live queue
+            if stopped:
+                rejected += lost
+            else:
+                self._live.lose(lost, lost_pos)
+                overflow += lost
+        for encoded, count, first_pos, since in batches:
+            if stopped:
+                rejected += count * len(encoded)
+            else:
+                overflow += self._live.extend(encoded, count, first_pos, since)
+        if overflow or rejected:
+            with self._lock:
+                if self._state is WriterState.ABANDONED:
+                    return
+                self._counters.dropped["overflow"] += overflow
+                self._counters.dropped["rejected"] += rejected
+                self._progress.notify_all()
 
     def _marker(self, text: str, pos: int) -> bytes:
         out = _MARKER_PREFIX + text + ("" if self.config.trim_new_line_suffix else "\n")
         return encode_line("warn", pos, out, format_time(self._clock.time()), None)
-
-    def _keep(self, encoded: list[bytes], count: int, now: float) -> tuple[int, int, int]:
-        """Number ``encoded`` from the next ``pos`` and keep them in the history, and in the
-        live queue while live.  ``count`` is 1 for accepted lines and 0 for markers.
-
-        Returns the accepted lines that overflowed the live queue, that were refused because
-        the live push stopped, and the lines evicted from the history.
-        """
-        first = self._next_pos
-        self._next_pos += len(encoded)
-        evicted = self._history.extend(encoded)
-        if self._live_state is LiveState.STOPPED:
-            return 0, count * len(encoded), evicted
-        return self._live.extend(encoded, count, first, now), 0, evicted
 
     def _batch(self) -> Batch:
         opts = self.options
@@ -1066,8 +1134,9 @@ class StreamWriter:
         it is not in ``history_lines``.  The file store leaves nothing out: it fills the head
         from the live lines it keeps.
         """
-        rows = list(self._history.lines)
-        evicted = self._history.evicted
+        with self._lock:  # settled: the final drain has run, nothing is encoded after it
+            rows = list(self._history.lines)
+            evicted = self._history.evicted
         if evicted and not keeps_every_line(self._backend):
             first_kept = self._next_pos - len(rows)
             text = f"{evicted:,} earlier lines left out of this log (history_bytes budget)"
@@ -1155,7 +1224,7 @@ class StreamWriter:
                 return self._again()
             last = self._splitter.finish()
             if last:
-                self._hand_over(self._clock.time(), "info", last, None)
+                self._hand_over((self._clock.time(), "info", last, None, None))
             self._released = True
         worker = engine._worker
         # A fork child's stream is its parent's: it stays there for any later writer of the
@@ -1193,7 +1262,7 @@ class StreamWriter:
                 last = handle._splitter.finish()
                 if last:
                     out = handle._premask.mask(last) if handle._premask is not None else last
-                    self._accept(self._clock.time(), "info", out, None, start=False)
+                    self._accept((self._clock.time(), "info", out, None, None), start=False)
             with self._lock:
                 if not self._move(WriterState.CLOSING, allowed=(_IDLE, _RUNNING)):
                     return

@@ -9,7 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lelog._buffers import HistoryRing, LiveQueue, PendingLines, item_size
-from lelog._line import encode_batch, encode_line, format_time, truncate_out
+from lelog._encode import encode_batch
+from lelog._line import encode_line, format_time, truncate_out
 from lelog._masking import MASK, Masker
 
 texts = st.text(max_size=40)
@@ -19,6 +20,7 @@ items = st.tuples(
     st.sampled_from(["info", "warn", "error", 'od"d']),
     texts,
     args_st,
+    st.none(),  # a ready line (tests/test_encode.py: captured records)
 )
 
 
@@ -40,7 +42,7 @@ def test_pending_lines_keep_the_newest_within_both_bounds(
         size = item_size(out, args)
         if size > max_bytes:
             continue  # the writer refuses these as too large before they get here
-        dropped += pending.add((float(i), "info", out, args), size)
+        dropped += pending.add((float(i), "info", out, args, None), size)
         kept_sizes.append(size)
         assert len(pending) <= max_lines and pending.bytes <= max_bytes
     taken, gap = pending.take()
@@ -129,7 +131,7 @@ def test_history_keeps_the_newest_within_its_budget_and_counts_evictions(
 
 
 def reference(item: Any, pos: int, masker: Optional[Masker], trim: bool) -> bytes:
-    ts, level, out, args = item
+    ts, level, out, args, _ = item
     if masker is not None:
         out = masker.mask(out)
         args = masker.mask_args(args) if args else args
@@ -152,11 +154,11 @@ def test_encode_batch_gives_the_bytes_of_encode_line(
 
 def test_encode_batch_truncates_and_counts_like_encode_line() -> None:
     long = "é" * 50_000
-    encoded, truncated = encode_batch([(1.5, "info", long, None)], 3, None, False)
-    assert truncated == 1 and encoded == [reference((1.5, "info", long, None), 3, None, False)]
+    encoded, truncated = encode_batch([(1.5, "info", long, None, None)], 3, None, False)
+    assert truncated == 1 and encoded == [reference((1.5, "info", long, None, None), 3, None, False)]
 
 
 def test_args_are_masked_in_keys_and_values() -> None:
     masker = Masker(secrets=["hunter2"])
-    encoded, _ = encode_batch([(0.0, "info", "x", {"hunter2": "hunter2", "n": 7})], 0, masker, False)  # type: ignore[dict-item]
+    encoded, _ = encode_batch([(0.0, "info", "x", {"hunter2": "hunter2", "n": 7}, None)], 0, masker, False)  # type: ignore[dict-item]
     assert json.loads(encoded[0])["args"] == {MASK: MASK, "n": "7"}

@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lelog._line import format_time
-from lelog._logfmt import _ESCAPES, LogfmtFormatter, _logfmt_key, logfmt_value, record_extras
+from lelog._logfmt import ESCAPES, LogfmtFormatter, _logfmt_key, logfmt_value, record_extras
 
 PROPERTY = settings(max_examples=300, deadline=None)
 
@@ -31,7 +31,7 @@ def reference_format_time(ts: float) -> str:
 def _reference_quote(text: str) -> str:
     if text.isprintable() and '"' not in text and "\\" not in text:
         return f'"{text}"'
-    return f'"{text.translate(_ESCAPES)}"'
+    return f'"{text.translate(ESCAPES)}"'
 
 
 def reference_format(formatter: LogfmtFormatter, record: logging.LogRecord) -> str:

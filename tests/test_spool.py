@@ -14,7 +14,7 @@ import pytest
 
 import lelog
 from lelog import ConfigError, LogConfig, StreamWriter
-from lelog._line import encode_batch
+from lelog._line import encode_line, format_time
 from lelog._spool import (
     MANIFEST,
     Manifest,
@@ -193,22 +193,25 @@ def test_a_zombie_and_a_reaped_process_are_not_alive() -> None:
 
 def _spool(tmp_path: Path, **options: Any) -> Spool:
     values: dict[str, Any] = dict(
-        encode=lambda items, pos: encode_batch(items, pos, None, False)[0],
+        encode_pending=lambda: None,  # no writer: rows are handed over directly
         flush_interval=0.2,
         budget=1 << 20,
         max_lines=1000,
         max_bytes=1 << 20,
-        wake_lines=500,
     )
     values.update(options)
     return Spool.for_stream(str(tmp_path), "k", LogConfig(), lelog.FileStore(tmp_path / "store"), **values)
 
 
+def _add(spool: Spool, pos: int, out: str) -> None:
+    with spool.lock:
+        spool.add_rows([encode_line("info", pos, out, format_time(1.0), None)])
+
+
 def test_a_full_queue_refuses_lines_and_counts_them(tmp_path: Path) -> None:
     spool = _spool(tmp_path, max_lines=3)
     for i in range(5):
-        with spool.lock:
-            spool.add(1.0, "info", f"line {i}\n", None)
+        _add(spool, i, f"line {i}\n")
     spool.close()  # never started: the queue is written here
     assert spool.stats.written == 3 and spool.stats.lost == 2
     assert _spooled_outs(tmp_path) == ["line 0\n", "line 1\n", "line 2\n"]
@@ -218,10 +221,9 @@ def test_lines_after_close_are_ignored_and_discard_removes_everything(tmp_path: 
     spool = _spool(tmp_path)
     with spool.lock:
         spool.start()
-        spool.add(1.0, "info", "kept\n", None)
+    _add(spool, 0, "kept\n")
     spool.close()
-    with spool.lock:
-        spool.add(1.0, "info", "late\n", None)
+    _add(spool, 1, "late\n")
     assert _spooled_outs(tmp_path) == ["kept\n"]
     spool.discard()
     assert _spool_dirs(tmp_path) == [] and not any(p.name.endswith(".removing") for p in tmp_path.iterdir())
@@ -232,8 +234,7 @@ def test_files_are_private_whatever_the_umask(tmp_path: Path) -> None:
     try:
         spool = _spool(tmp_path / "spool")
         Spool.prepare_directory(str(tmp_path / "spool"))
-        with spool.lock:
-            spool.add(1.0, "info", "x\n", None)
+        _add(spool, 0, "x\n")
         spool.close()
     finally:
         os.umask(old)
