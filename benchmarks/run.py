@@ -661,7 +661,7 @@ def report(b: Bench, command: str, elapsed: float) -> str:
         "Each figure is the median of its runs, with (min–max); each ratio is between medians of "
         "this same invocation. Every measurement ran in a fresh process; lelog's service "
         "(`tests/service.py --discard`) and each peer's sink ran in processes of their own, on "
-        f"loopback. The stdlib-queue and lelog rows use `{_formatter_name(b.formatter)}`; each "
+        f"loopback. {_formatter_note(b.formatter)}; each "
         "peer uses its own formatter; *stdlib-queue-stream*'s target formats with a time "
         "(`%(asctime)s %(levelname)s %(name)s %(message)s`)."
     )
@@ -852,11 +852,16 @@ def report(b: Bench, command: str, elapsed: float) -> str:
     return "\n".join(out) + "\n"
 
 
-def _formatter_name(name: str) -> str:
+def _formatter_note(name: str) -> str:
+    if name == "logfmt":
+        return (
+            "lelog runs on its default formatter (its own `LogfmtFormatter`: records are captured "
+            "and rendered on its worker); the stdlib-queue row formats with `lelog.LogfmtFormatter()` "
+            "in the caller"
+        )
     return (
-        "lelog.LogfmtFormatter()"
-        if name == "logfmt"
-        else 'logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s")'
+        'The stdlib-queue and lelog rows use `logging.Formatter("%(asctime)s %(levelname)s '
+        '%(name)s %(message)s")` (lelog formats such records in the caller)'
     )
 
 

@@ -178,7 +178,8 @@ def _lelog(target: dict[str, Any], options: dict[str, Any]) -> Subject:
     handler = lelog.StreamHandler(
         target["key"], url=target["url"], account_id=ACCOUNT, token=TOKEN, **writer_options
     )
-    handler.setFormatter(formatter(options.get("formatter", "logfmt")))
+    if options.get("formatter", "logfmt") != "logfmt":  # else its own: it captures records
+        handler.setFormatter(formatter(options["formatter"]))
     poller = StatsPoller(target["stats"]) if target.get("stats") else None
     return Subject(
         handler,

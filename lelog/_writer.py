@@ -420,6 +420,7 @@ class StreamWriter:
         self._finished = threading.Event()
         self._state = WriterState.IDLE
         self._pending = PendingLines(opts.max_pending_lines, opts.max_pending_bytes)
+        self._wake_lines = opts.max_batch_lines  # a full batch pending wakes the worker
         # Lines fork children sent, kept apart so the worker merges them in by time.
         self._from_children = PendingLines(opts.max_pending_lines, opts.max_pending_bytes)
         self._counters = _Counters()
@@ -628,7 +629,7 @@ class StreamWriter:
         # oldest is due and takes these along, so a tight loop wakes it once a batch instead
         # of at every drain (half the GIL hand-offs; benchmarks/: caller-cost row).  Reading
         # the worker's deque is one atomic truthiness test under the GIL.
-        if waiting == self.options.max_batch_lines:
+        if waiting == self._wake_lines:
             self._wake.set()
             if self._spool is not None:  # it encodes too when the worker is in a request
                 self._spool.wake()
