@@ -7,13 +7,12 @@ recover`` (``_recover.py``) later uploads what a dead process left there.
 
 The writer's interface (all of it; nothing else of this module is the writer's business)::
 
-    spool = Spool.for_stream(options.spool_dir, key, config, backend, lock=writer_lock,
+    spool = Spool.for_stream(options.spool_dir, key, config, backend,
                              encode_pending=..., flush_interval=..., budget=...,
                              max_lines=..., max_bytes=..., fsync_interval=...)  # no I/O
-    spool.start()                         # with the writer's worker, holding ``lock``
-    spool.add_rows(encoded)               # per encoded batch, in pos order, holding ``lock``
-                                          # (the writer's: no second lock); never blocks on
-                                          # I/O, never raises
+    spool.start()                         # with the writer's worker
+    spool.add_rows(encoded)               # per encoded batch, in pos order (the writer's
+                                          # encoding step); never blocks on I/O, never raises
     spool.wake()                          # many lines are pending: encode and write them now
     spool.discard()                       # the stored log is uploaded and the stream closed:
                                           # nothing to recover, the spool goes
@@ -371,14 +370,13 @@ class SpoolStats:
 class Spool:
     """One stream's spool; see the module docstring for the interface and the layout.
 
-    Locks.  ``lock`` guards the pending queue, its byte count, the overflow count, the
-    counters and ``_closed``.  The writer passes its own ingress lock, which its callers
-    hold anyway to append a line, so spooling a line takes no second lock; ``add`` is called
-    with it held and the spool takes it itself everywhere else.  The spool holds it for a
-    few operations only, never across I/O or a call out, and takes no other lock under it,
-    so it cannot take part in a deadlock.  The spool's thread owns ``_segments``,
-    ``_pos`` and the directory outright; ``close`` touches them only once that thread has
-    ended (or when it never started).
+    Locks.  ``_lock`` guards the pending queue, its counts, the counters and ``_closed``.  It
+    is held for a few operations only, never across I/O or a call out, and no other lock is
+    taken under it, so it is a leaf and cannot take part in a deadlock (the writer calls
+    ``add_rows`` under its ``_encode_lock`` and ``start`` under its ``_lock``; the spool's
+    thread calls the writer's ``encode_pending`` holding no lock).  The spool's thread owns
+    ``_segments`` and the directory outright; ``close`` touches them only once that thread
+    has ended (or when it never started).
     """
 
     def __init__(
@@ -387,7 +385,6 @@ class Spool:
         manifest: Manifest,
         *,
         encode_pending: Callable[[], None],
-        lock: Optional[threading.Lock] = None,
         flush_interval: float,
         budget: int,
         max_lines: int,
@@ -407,7 +404,7 @@ class Spool:
         self._fsync_interval = fsync_interval
         self._clock = clock
         self._warnings = RateLimitedWarnings()
-        self._lock = lock if lock is not None else threading.Lock()
+        self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._pending: deque[Sequence[bytes]] = deque()  # batches of encoded rows
@@ -471,25 +468,22 @@ class Spool:
 
     # -- any thread ----------------------------------------------------------------------------
 
-    @property
-    def lock(self) -> threading.Lock:
-        """The lock to hold around ``add``."""
-        return self._lock
-
     def add_rows(self, rows: Sequence[bytes]) -> None:
-        """Queue encoded rows for the spool's thread, in ``pos`` order; the caller holds ``lock``.
+        """Queue encoded rows for the spool's thread, in ``pos`` order.
 
         Never blocks on I/O, never raises; a full queue (the spool's thread is stuck on the
         disk) refuses the rows and counts them: their ``pos`` stay a gap, marked on recovery.
         """
-        if self._closed:
-            return
-        if self._pending_lines >= self._max_lines or self._pending_bytes >= self._max_bytes:
-            self._overflow += len(rows)
-            return
-        self._pending.append(rows)
-        self._pending_lines += len(rows)
-        self._pending_bytes += sum(map(len, rows))
+        size = sum(map(len, rows))
+        with self._lock:
+            if self._closed:
+                return
+            if self._pending_lines >= self._max_lines or self._pending_bytes >= self._max_bytes:
+                self._overflow += len(rows)
+                return
+            self._pending.append(rows)
+            self._pending_lines += len(rows)
+            self._pending_bytes += size
 
     def wake(self) -> None:
         """Encode and write now, not at the next interval (a burst is pending)."""
@@ -501,13 +495,14 @@ class Spool:
             return SpoolStats(self._written, self._lost, self._evicted, self._errors, self._last_error)
 
     def start(self) -> None:
-        """Start the spool's thread; the caller holds ``lock`` (the writer starts it with its
-        worker, never from ``__init__``).  Starting a thread under the lock cannot deadlock:
-        ``start()`` waits only for the new thread's bootstrap, which takes no lelog lock."""
-        if self._thread is not None or self._closed:
-            return
-        # None at interpreter shutdown: close() then writes on its own thread.
-        self._thread = start_daemon(self._run, f"lelog-spool[{self.manifest.key}]")
+        """Start the spool's thread (the writer starts it with its worker, never from
+        ``__init__``).  Starting a thread under ``_lock`` cannot deadlock: ``start()`` waits
+        only for the new thread's bootstrap, which takes no lelog lock."""
+        with self._lock:
+            if self._thread is not None or self._closed:
+                return
+            # None at interpreter shutdown: close() then writes on its own thread.
+            self._thread = start_daemon(self._run, f"lelog-spool[{self.manifest.key}]")
 
     def close(self, timeout: float = 1.0) -> None:
         """Write what is queued, sync, and stop; the files stay for ``lelog recover``.

@@ -20,13 +20,13 @@ The writer's life is one ``WriterState``, changed only by ``_move`` under ``_loc
 (docs/writer.md#states).  Time comes from an injectable ``Clock``; ``threaded=False`` builds a
 writer without a worker, driven by ``step()``, so tests drive time instead of sleeping.
 
-Locks (docs/writer.md#locks).  ``_lock`` guards the pending lines, the history, the intake,
-the counters and the state.  It is held only for a few list operations, never across I/O,
+Locks (docs/writer.md#locks).  ``_lock`` guards the pending lines, the counters and the
+state.  It is held only for a few list operations, never across I/O,
 and nothing is called while holding it, so a caller waits on it for microseconds at most and
 it cannot take part in a deadlock.  ``_split_lock`` serialises ``write()`` callers over the
 partial-line buffer; it is taken before ``_lock`` and never the other way round.
-``_encode_lock`` makes one thread at a time encode (and guards ``pos``); it is taken before
-``_lock``, and nothing under it waits.  The thread that runs the worker's rounds (the
+``_encode_lock`` makes one thread at a time encode, and guards ``pos``, the history and the
+intake; it is taken before ``_lock``, and nothing under it waits.  The thread that runs the worker's rounds (the
 worker, or a closer when there is none) owns the live queue and the live state outright.
 """
 
@@ -426,8 +426,8 @@ class StreamWriter:
         self._counters = _Counters()
         # The worker's (see the module docstring).
         self._live = LiveQueue(opts.max_pending_lines, opts.max_pending_bytes)
-        # The encoder's (the worker, or the spool's thread; see _encode_pending): _next_pos,
-        # under _encode_lock.  The history and the intake are guarded by _lock.
+        # The encoder's (the worker, or the spool's thread; see _encode_locked): _next_pos,
+        # the history and the intake, under _encode_lock.
         self._encode_lock = threading.Lock()
         self._history = HistoryRing(opts.history_bytes)
         self._intake = Intake(opts.max_pending_lines, opts.max_pending_bytes)
@@ -465,7 +465,6 @@ class StreamWriter:
             self.key,
             self.config,
             self._backend,
-            lock=self._lock,
             encode_pending=self._encode_pending,
             flush_interval=opts.flush_interval,
             budget=opts.history_bytes,
@@ -785,57 +784,51 @@ class StreamWriter:
         publish it: to the history, to the worker's intake and to the spool.
 
         The worker runs this every round, and so does the spool's thread, so that a request
-        to a blackholed service never stops the spool (docs/writer.md#encoding).  Locks:
-        ``_encode_lock`` makes it one thread at a time, so ``pos`` order is publication order;
-        it is taken before ``_lock`` and never the other way round, and nothing under it
-        waits on I/O, so either thread holds the other up for one batch's encoding at most.
+        to a blackholed service never stops the spool (docs/writer.md#encoding).
         """
         with self._encode_lock:
-            now = self._clock.monotonic()
-            with self._lock:
-                if not self._pending.items and not self._from_children.items:
-                    return
-                items, gap = self._pending.take()
-                from_children, child_gap = self._from_children.take()
-            gap += child_gap
-            if from_children:
-                # In order of time with the owner's lines, as far as the processes' clocks
-                # allow; each side keeps its own order (merge is stable).
-                items = deque(heapq.merge(items, from_children, key=_time_of))
-            pos = self._next_pos
-            batches: list[tuple[list[bytes], int]] = []  # (encoded, count: 0 for a marker)
-            if gap:
-                batches.append(([self._marker(f"{gap:,} lines dropped: buffer full", pos)], 0))
-                pos += 1
-            unencodable = truncated = 0
-            try:
-                encoded, truncated = encode_batch(items, pos, self._masker, self.config.trim_new_line_suffix)
-            except Exception as exc:  # a bug or MemoryError: count the batch, keep the writer
-                self._warn("internal", f"encoding lines for {self.key!r} failed: {exc!r}")
-                encoded, unencodable = [], len(items)
-            if encoded:
-                batches.append((encoded, 1))
-            self._next_pos = pos + len(encoded)
-            self._publish(batches, pos - bool(gap), now, truncated, unencodable)
+            self._encode_locked()
 
-    def _publish(
-        self,
-        batches: list[tuple[list[bytes], int]],
-        first_pos: int,
-        now: float,
-        truncated: int,
-        unencodable: int,
-    ) -> None:
-        """Under ``_encode_lock``: newly encoded lines into the history, the intake and the spool."""
+    def _encode_locked(self) -> None:
+        """``_encode_pending`` under ``_encode_lock``, which makes it one thread at a time (so
+        ``pos`` order is publication order) and guards ``pos``, the history and the intake.
+        ``_lock`` is taken under it only to take the pending lines and to count, never the
+        other way round; nothing under it waits on I/O, so either thread holds the other up
+        for one batch's encoding at most, and callers, who take only ``_lock``, never wait
+        for an encoding or for the history's evictions."""
+        now = self._clock.monotonic()
         with self._lock:
-            evicted = 0
-            pos = first_pos
-            for encoded, count in batches:
-                evicted += self._history.extend(encoded)
-                self._intake.put(encoded, count, pos, now)
-                if self._spool is not None:  # under _lock, which is also the spool's lock
-                    self._spool.add_rows(encoded)
-                pos += len(encoded)
+            if not self._pending.items and not self._from_children.items:
+                return
+            items, gap = self._pending.take()
+            from_children, child_gap = self._from_children.take()
+        gap += child_gap
+        if from_children:
+            # In order of time with the owner's lines, as far as the processes' clocks allow;
+            # each side keeps its own order (merge is stable).
+            items = deque(heapq.merge(items, from_children, key=_time_of))
+        first = pos = self._next_pos
+        batches: list[tuple[list[bytes], int]] = []  # (encoded, count: 0 for a marker)
+        if gap:
+            batches.append(([self._marker(f"{gap:,} lines dropped: buffer full", pos)], 0))
+            pos += 1
+        unencodable = truncated = 0
+        try:
+            encoded, truncated = encode_batch(items, pos, self._masker, self.config.trim_new_line_suffix)
+        except Exception as exc:  # a bug or MemoryError: count the batch, keep the writer
+            self._warn("internal", f"encoding lines for {self.key!r} failed: {exc!r}")
+            encoded, unencodable = [], len(items)
+        if encoded:
+            batches.append((encoded, 1))
+        self._next_pos = pos + len(encoded)
+        evicted = 0
+        for lines, count in batches:
+            evicted += self._history.extend(lines)
+            self._intake.put(lines, count, first, now)
+            if self._spool is not None:
+                self._spool.add_rows(lines)
+            first += len(lines)
+        with self._lock:
             if self._state is WriterState.ABANDONED:
                 return  # no count changes once abandoned
             counters = self._counters
@@ -850,8 +843,8 @@ class StreamWriter:
             # What fork children sent before this round goes in with it, in time order; a
             # short wait, so a flood from children cannot stall the worker.
             self._home.settle(0.01)
-        self._encode_pending()
-        with self._lock:
+        with self._encode_lock:
+            self._encode_locked()
             if not self._intake:
                 return
             batches, lost, lost_pos = self._intake.take()
@@ -1135,7 +1128,7 @@ class StreamWriter:
         it is not in ``history_lines``.  The file store leaves nothing out: it fills the head
         from the live lines it keeps.
         """
-        with self._lock:  # settled: the final drain has run, nothing is encoded after it
+        with self._encode_lock:  # the final drain has run: nothing is encoded after it
             rows = list(self._history.lines)
             evicted = self._history.evicted
         if evicted and not keeps_every_line(self._backend):
@@ -1380,7 +1373,7 @@ class StreamWriter:
                 batches=c.batches,
                 bytes_sent=c.bytes_sent,
                 truncated=c.truncated,
-                history_lines=len(self._history),
+                history_lines=len(self._history),  # the encoder's; one atomic len
                 history_evicted=c.history_evicted,
                 uploaded=c.uploaded,
                 closed=self._state in _ENDED,

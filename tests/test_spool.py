@@ -204,8 +204,7 @@ def _spool(tmp_path: Path, **options: Any) -> Spool:
 
 
 def _add(spool: Spool, pos: int, out: str) -> None:
-    with spool.lock:
-        spool.add_rows([encode_line("info", pos, out, format_time(1.0), None)])
+    spool.add_rows([encode_line("info", pos, out, format_time(1.0), None)])
 
 
 def test_a_full_queue_refuses_lines_and_counts_them(tmp_path: Path) -> None:
@@ -219,8 +218,7 @@ def test_a_full_queue_refuses_lines_and_counts_them(tmp_path: Path) -> None:
 
 def test_lines_after_close_are_ignored_and_discard_removes_everything(tmp_path: Path) -> None:
     spool = _spool(tmp_path)
-    with spool.lock:
-        spool.start()
+    spool.start()
     _add(spool, 0, "kept\n")
     spool.close()
     _add(spool, 1, "late\n")
