@@ -68,11 +68,13 @@ def encode_batch(
     truncated = 0
     pos = first_pos
     first = past = 0
-    date = ""
+    logfmt_time = json_time = ""  # 'time="<date>.' and ',"time":"<date>.' for the second
+    mask = None if masker is None else masker.line_masker()
     for ts, level, out, args, record in items:
         if not first <= ts < past:
             first = int(ts // 1)
-            past, date = first + 1, _time.strftime("%Y-%m-%dT%H:%M:%S", _time.gmtime(first))
+            date = _time.strftime("%Y-%m-%dT%H:%M:%S", _time.gmtime(first))
+            past, logfmt_time, json_time = first + 1, f'time="{date}.', f',"time":"{date}.'
         # %d truncates the float as int() does: the microseconds, zero-padded (format_time).
         micros = "%06d" % ((ts - first) * 1_000_000)
         if record is None:
@@ -92,10 +94,10 @@ def encode_batch(
                 tail, args = "\n", None
             if not out.isprintable() or '"' in out or "\\" in out:  # escape_message, inline
                 out = out.translate(ESCAPES)
-            out = f'time="{date}.{micros}{parts[1]}"{out}"{tail}'
-        if masker is not None:
-            out = masker.mask(out)
-            if args:
+            out = f'{logfmt_time}{micros}{parts[1]}"{out}"{tail}'
+        if mask is not None:
+            out = mask(out)
+            if args and masker is not None:
                 args = masker.mask_args(args)
         if trim and out[-1:] == "\n":
             out = out[:-1]
@@ -103,7 +105,7 @@ def encode_batch(
             out, cut = truncate_out(out)
             truncated += cut
         text = (
-            f'{head}{pos},"out":{_quote(out)},"time":"{date}.{micros}Z",'
+            f'{head}{pos},"out":{_quote(out)}{json_time}{micros}Z",'
             f'"args":{"null" if args is None else args_json(args)}}}'
         )
         try:

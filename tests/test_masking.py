@@ -240,3 +240,14 @@ def test_scrub_never_raises_on_an_unprintable_error() -> None:
             raise RuntimeError("no")
 
     assert Masker(credentials=["secret-token"]).scrub(Broken()) == "<Broken with an unprintable message>"
+
+
+@settings(max_examples=200)
+@given(
+    st.text(max_size=60),
+    st.lists(st.text(min_size=1, max_size=8), max_size=3),
+    st.lists(st.sampled_from([r"\d{3}", r"k\w+", r"x\n"]), max_size=2),
+)
+def test_the_line_masker_masks_as_mask_does(text: str, secrets: list[str], patterns: list[str]) -> None:
+    masker = Masker(secrets=secrets, patterns=patterns)
+    assert masker.line_masker()(text) == masker.mask(text)
