@@ -9,7 +9,7 @@ notice, marked (docs/writer.md#buffers).
 
 from __future__ import annotations
 
-from bisect import bisect_left, bisect_right
+from bisect import bisect_right
 from collections import deque
 from itertools import accumulate, islice
 from typing import Any, Callable, Mapping, Optional, Sequence, Tuple
@@ -169,10 +169,15 @@ class LiveQueue:
             if by_lines >= n or excess > head.size:
                 k = n
             else:
-                by_bytes = (
-                    bisect_left(list(accumulate(map(len, head.lines))), excess) + 1 if excess > 0 else 0
-                )
-                k = max(by_lines, by_bytes)
+                # The lines the line bound asks for, then more while the byte bound does: a
+                # loop over lines that go only (a full queue evicts about a drain's worth).
+                k = max(by_lines, 0)
+                gone = sum(map(len, islice(head.lines, k)))
+                for line in islice(head.lines, k, None):
+                    if gone >= excess:
+                        break
+                    gone += len(line)
+                    k += 1
             overflow += self._lose(head.count, head.pos, k)
             self.lines -= k
             if k == n:
