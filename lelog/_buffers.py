@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections import deque
-from itertools import accumulate, islice
+from itertools import accumulate, islice, repeat
+from operator import add
 from typing import Any, Callable, Mapping, Optional, Sequence, Tuple
 
 import attrs
@@ -90,10 +91,6 @@ class Batch:
 LiveMarker = Callable[[int, int], bytes]
 
 
-def _plus_one(size: int) -> int:
-    return size + 1
-
-
 @attrs.define
 class Run:
     """Consecutive lines the worker queued at once: numbered from ``pos``, each carrying
@@ -128,7 +125,9 @@ class LiveQueue:
     def __init__(self, max_lines: int, max_bytes: int) -> None:
         self.max_lines = max_lines
         self.max_bytes = max_bytes
-        self.entries: deque[Run] = deque()  # truthy exactly while a line is queued
+        # Truthy exactly while a line is queued; callers of the writer test that without its
+        # lock (one atomic read under the GIL), so a run is never left empty.
+        self.entries: deque[Run] = deque()
         self.lines = 0  # lines queued, markers included
         self.bytes = 0
         self.lost = 0  # accepted lines lost from the live view since the last push
@@ -219,7 +218,7 @@ class LiveQueue:
                 continue
             # The lines of ``run`` that still fit: a running sum over at most a batch of them.
             room = max_lines - len(lines)
-            ends = list(accumulate(map(_plus_one, map(len, islice(run.lines, room)))))
+            ends = list(accumulate(map(add, map(len, islice(run.lines, room)), repeat(1))))
             k = bisect_right(ends, max_bytes - size)
             if k == 0 and not taken:  # the first line goes even alone over a cap
                 k = 1
