@@ -8,8 +8,9 @@ Prints one markdown table (also written to ``benchmarks/results-stages.md``, git
   whole call through ``lelog.StreamHandler``; the handler's remaining glue is the difference;
 - **worker stages**, per line, on batches of the default 5,000 lines: masking the token,
   encoding (mask, trim, truncate, JSON), the live queue's bookkeeping in a burst (queue each
-  drained run, cut it into PUTs, pop each pushed one), the PUT body, and the PUT itself
-  through ``LogServiceClient.write`` to the fake service (its CPU on this side only);
+  drained run, cut it into PUTs, pop each pushed one) and with the service down (full, each
+  run evicting as much), the PUT body, and the PUT itself through ``LogServiceClient.write``
+  to the fake service (its CPU on this side only);
 - **per-thread CPU** over a real burst through the handler, read from
   ``/proc/self/task/*/stat`` after the service has every line, per thread and per line.
 
@@ -155,6 +156,10 @@ def worker_stages(url: str, reps: int) -> list[tuple[str, float, str]]:
             f"live queue: extend + batch + pop per line (runs of {DRAIN:,}, PUTs of {BATCH:,})",
             live_queue_us(encoded * 60, reps),
         ),
+        (
+            "live queue: extend per line, full and evicting (service down)",
+            live_overflow_us(encoded * 60, reps),
+        ),
         ("PUT body (`json_array`)", per_line(lambda: json_array(encoded))),
         (
             f"PUT of {BATCH:,} lines (`LogServiceClient.write`, this side's CPU)",
@@ -192,6 +197,25 @@ def live_queue_us(lines: list[bytes], reps: int) -> float:
             queue.pop(queue.batch(opts.max_batch_lines, opts.max_batch_bytes, marker), pushed=True, now=0.0)
 
     return per_call_us(burst, 1, reps * 3) / len(lines)
+
+
+def live_overflow_us(lines: list[bytes], reps: int) -> float:
+    """The live queue's work per line while the service is down: every drained run queued
+    into a queue held full by its bounds, which evict as much from the head."""
+    from lelog import WriterOptions
+    from lelog._buffers import LiveQueue
+
+    opts = WriterOptions()
+    runs = [lines[start : start + DRAIN] for start in range(0, len(lines), DRAIN)]
+
+    def overflow() -> None:
+        queue = LiveQueue(opts.max_pending_lines, opts.max_pending_bytes)
+        pos = 0
+        for run in runs:
+            queue.extend(run, 1, pos, 0.0)
+            pos += len(run)
+
+    return per_call_us(overflow, 1, reps * 3) / len(lines)
 
 
 # -- prototypes of the issue's directions (measured here, not library code) -------------------
