@@ -7,12 +7,15 @@ Prints one markdown table (also written to ``benchmarks/results-stages.md``, git
   ``findCaller`` and the ``LogRecord``), the default formatter, the writer's enqueue, and the
   whole call through ``lelog.StreamHandler``; the handler's remaining glue is the difference;
 - **worker stages**, per line, on batches of the default 5,000 lines: masking the token,
-  encoding (mask, trim, truncate, JSON), the PUT body, and the PUT itself through
-  ``LogServiceClient.write`` to the fake service (its CPU on this side only);
+  encoding (mask, trim, truncate, JSON), the live queue's bookkeeping in a burst (queue each
+  drained run, cut it into PUTs, pop each pushed one) and with the service down (full, each
+  run evicting as much), the PUT body, and the PUT itself through ``LogServiceClient.write``
+  to the fake service (its CPU on this side only);
 - **per-thread CPU** over a real burst through the handler, read from
   ``/proc/self/task/*/stat`` after the service has every line, per thread and per line.
 
 Every figure is the median of ``--reps`` runs.  The fake service runs in its own process.
+``--only worker`` (or ``caller``, ``prototype``, ``burst``) runs one group.
 """
 
 from __future__ import annotations
@@ -33,6 +36,9 @@ from .subjects import ACCOUNT, TOKEN, StatsPoller, _Floor, wait_received
 
 ROOT = Path(__file__).resolve().parent.parent
 BATCH = 5000  # WriterOptions.max_batch_lines' default: what one PUT carries in a burst
+DRAIN = 1700  # lines the worker takes at a time in the live-queue stage: not a divisor of BATCH,
+# so PUTs both join runs and cut them, as in a burst
+GROUPS = ("caller", "worker", "prototype", "burst")
 
 
 def per_call_us(fn: Callable[[], Any], n: int, reps: int) -> float:
@@ -147,6 +153,14 @@ def worker_stages(url: str, reps: int) -> list[tuple[str, float, str]]:
             "encode with masking (what the worker runs)",
             per_line(lambda: encode_batch(items, 0, masker, trim)),
         ),
+        (
+            f"live queue: extend + batch + pop per line (runs of {DRAIN:,}, PUTs of {BATCH:,})",
+            live_queue_us(encoded * 60, reps),
+        ),
+        (
+            "live queue: extend per line, full and evicting (service down)",
+            live_overflow_us(encoded * 60, reps),
+        ),
         ("PUT body (`json_array`)", per_line(lambda: json_array(encoded))),
         (
             f"PUT of {BATCH:,} lines (`LogServiceClient.write`, this side's CPU)",
@@ -156,6 +170,53 @@ def worker_stages(url: str, reps: int) -> list[tuple[str, float, str]]:
     client.close_stream(key)
     client.close()
     return [(name, us, "worker") for name, us in rows]
+
+
+def live_queue_us(lines: list[bytes], reps: int) -> float:
+    """The worker's live-queue work per line in a burst, on the writer's default bounds: each
+    drained run queued, PUTs of ``BATCH`` lines cut from the head, each popped as pushed."""
+    from lelog import WriterOptions
+    from lelog._buffers import LiveQueue
+
+    opts = WriterOptions()
+    runs = [lines[start : start + DRAIN] for start in range(0, len(lines), DRAIN)]
+
+    def marker(lost: int, pos: int) -> bytes:  # pragma: no cover - nothing is lost here
+        raise AssertionError(f"{lost} lines lost from the live queue at {pos}")
+
+    def burst() -> None:
+        queue = LiveQueue(opts.max_pending_lines, opts.max_pending_bytes)
+        pos = 0
+        for run in runs:
+            queue.extend(run, 1, pos, 0.0)
+            pos += len(run)
+            while queue.due(0.0, 1.0, opts.max_batch_lines, opts.max_batch_bytes):
+                queue.pop(
+                    queue.batch(opts.max_batch_lines, opts.max_batch_bytes, marker), pushed=True, now=0.0
+                )
+        while queue.entries:
+            queue.pop(queue.batch(opts.max_batch_lines, opts.max_batch_bytes, marker), pushed=True, now=0.0)
+
+    return per_call_us(burst, 1, reps * 3) / len(lines)
+
+
+def live_overflow_us(lines: list[bytes], reps: int) -> float:
+    """The live queue's work per line while the service is down: every drained run queued
+    into a queue held full by its bounds, which evict as much from the head."""
+    from lelog import WriterOptions
+    from lelog._buffers import LiveQueue
+
+    opts = WriterOptions()
+    runs = [lines[start : start + DRAIN] for start in range(0, len(lines), DRAIN)]
+
+    def overflow() -> None:
+        queue = LiveQueue(opts.max_pending_lines, opts.max_pending_bytes)
+        pos = 0
+        for run in runs:
+            queue.extend(run, 1, pos, 0.0)
+            pos += len(run)
+
+    return per_call_us(overflow, 1, reps * 3) / len(lines)
 
 
 # -- prototypes of the issue's directions (measured here, not library code) -------------------
@@ -312,17 +373,25 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--n", type=int, default=100_000, help="calls per caller figure and in the burst")
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results-stages.md"))
+    parser.add_argument("--only", choices=GROUPS, help="run one group of stages")
     args = parser.parse_args(argv)
+    groups = [args.only] if args.only else GROUPS
     far = Far("service")
+    rows: list[tuple[str, float, str]] = []
     try:
-        rows = caller_stages(far.url, args.n, args.reps)
-        rows += worker_stages(far.url, args.reps)
-        rows += prototype_stages(args.n, args.reps)
-        rows += thread_cpu(far.url, args.n)
+        if "caller" in groups:
+            rows += caller_stages(far.url, args.n, args.reps)
+        if "worker" in groups:
+            rows += worker_stages(far.url, args.reps)
+        if "prototype" in groups:
+            rows += prototype_stages(args.n, args.reps)
+        if "burst" in groups:
+            rows += thread_cpu(far.url, args.n)
     finally:
         far.stop()
+    only = f" --only {args.only}" if args.only else ""
     lines = [
-        f"Command: `python -m benchmarks.stages --n {args.n} --reps {args.reps}` "
+        f"Command: `python -m benchmarks.stages --n {args.n} --reps {args.reps}{only}` "
         f"(Python {sys.version.split()[0]}, {os.cpu_count()} cores)",
         "",
         "| where | stage | µs per call or line |",

@@ -1,23 +1,26 @@
-"""The writer's three buffers, as small pure classes: no locks, no threads, no clock.
+"""The writer's four buffers, as small pure classes: no locks, no threads, no clock.
 
-``PendingLines`` holds what callers handed over and the worker has not taken yet (the caller
-side; the writer guards it with its lock).  ``LiveQueue`` holds encoded lines not yet pushed
-live, ``HistoryRing`` the encoded lines kept for the final upload (both the worker's alone).
-Each is bounded; what a bound pushes out is counted and, where a reader would otherwise not
+``PendingLines`` holds what callers handed over and no encoder has taken yet (the writer
+guards it with its ``_lock``).  ``HistoryRing`` holds the encoded lines kept for the final
+upload and ``Intake`` those on their way to the live queue (both the encoder's, under the
+writer's ``_encode_lock``); ``LiveQueue`` holds encoded lines not yet pushed live (the
+worker's alone).  Each is bounded; what a bound pushes out is counted and, where a reader would otherwise not
 notice, marked (docs/writer.md#buffers).
 """
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections import deque
-from itertools import repeat
+from itertools import accumulate, islice, repeat
+from operator import add
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 import attrs
 
 from ._encode import Item
 
-__all__ = ["Batch", "HistoryRing", "Intake", "LiveQueue", "PendingLines", "item_size"]
+__all__ = ["Batch", "HistoryRing", "Intake", "LiveQueue", "PendingLines", "Run", "item_size"]
 
 
 def item_size(out: str, args: Optional[Mapping[str, Any]]) -> int:
@@ -74,43 +77,65 @@ class PendingLines:
 @attrs.frozen
 class Batch:
     """The head of the live queue for one PUT: its lines (a gap marker first when lines were
-    lost from the live view), how many accepted lines they carry, how many entries they take."""
+    lost from the live view), how many accepted lines they carry, how many queued lines they
+    take (the marker is not one), and the body's size."""
 
     lines: list[bytes]
     count: int
     taken: int
-
-    @property
-    def body_size(self) -> int:
-        """The PUT body's size: ``[`` lines joined by ``,`` ``]``."""
-        return sum(map(len, self.lines)) + len(self.lines) + 1
+    #: The PUT body's size: ``[`` lines joined by ``,`` ``]``.
+    body_size: int
 
 
 #: Makes the live gap marker: (lines lost, pos of the first of them) -> encoded line.
 LiveMarker = Callable[[int, int], bytes]
 
 
+@attrs.define
+class Run:
+    """Consecutive lines the worker queued at once: numbered from ``pos``, each carrying
+    ``count`` accepted lines (1, or 0 for markers), ``size`` bytes together."""
+
+    lines: list[bytes]
+    count: int
+    pos: int
+    size: int
+
+    def drop_head(self, n: int) -> int:
+        """Forget the first ``n`` lines (fewer than all); returns their bytes."""
+        gone = sum(map(len, islice(self.lines, n)))
+        del self.lines[:n]
+        self.pos += n
+        self.size -= gone
+        return gone
+
+
 class LiveQueue:
     """Encoded lines waiting to be pushed live, in ``pos`` order, within two bounds.
 
-    Each entry carries how many accepted lines it is (1, or 0 for a marker) and its ``pos``.
-    Lines pushed out by a bound, or taken by a push that failed, are still in the history;
-    the live view gets one marker in their place, with the ``pos`` of the first of them.
+    The lines are kept as the runs the worker queued (``entries``, never empty ones): the
+    work is per run, and per line only in C (a copy, a sum of lengths) or where a bound or
+    a batch cuts a run.  Lines pushed out by a bound, or taken by a push that failed, are
+    still in the history; the live view gets one marker in their place, with the ``pos`` of
+    the first of them (``lost_pos``, meaningful while ``lost``).
     """
 
-    __slots__ = ("max_lines", "max_bytes", "entries", "bytes", "lost", "lost_pos", "since")
+    __slots__ = ("max_lines", "max_bytes", "entries", "lines", "bytes", "lost", "lost_pos", "since")
 
     def __init__(self, max_lines: int, max_bytes: int) -> None:
         self.max_lines = max_lines
         self.max_bytes = max_bytes
-        self.entries: deque[tuple[bytes, int, int]] = deque()
+        # Truthy exactly while a line is queued; callers of the writer test that without its
+        # lock (one atomic read under the GIL), so a run is never left empty.
+        self.entries: deque[Run] = deque()
+        self.lines = 0  # lines queued, markers included
         self.bytes = 0
         self.lost = 0  # accepted lines lost from the live view since the last push
         self.lost_pos = 0  # the pos of the first of them: the marker takes it
         self.since = 0.0  # when the oldest entry started waiting (the worker's clock)
 
     def __len__(self) -> int:
-        return len(self.entries)
+        return self.lines
 
     def __bool__(self) -> bool:
         return bool(self.entries) or bool(self.lost)
@@ -118,32 +143,64 @@ class LiveQueue:
     def extend(self, encoded: Sequence[bytes], count: int, first_pos: int, now: float) -> int:
         """Queue lines numbered from ``first_pos``; returns how many accepted lines the
         bounds pushed out (they become part of the next marker)."""
-        entries = self.entries
-        if not entries:
+        if not self.entries:
             self.since = now
-        entries.extend(zip(encoded, repeat(count), range(first_pos, first_pos + len(encoded))))
-        self.bytes += sum(map(len, encoded))
+        if not encoded:
+            return 0
+        size = sum(map(len, encoded))
+        self.entries.append(Run(list(encoded), count, first_pos, size))
+        self.lines += len(encoded)
+        self.bytes += size
+        if self.lines <= self.max_lines and self.bytes <= self.max_bytes:
+            return 0
+        return self._evict()
+
+    def _evict(self) -> int:
+        """Drop the oldest lines until both bounds hold, as one line at a time would: whole
+        runs, then the head of one run (the fewest of its lines that bring both back)."""
         overflow = 0
-        while len(entries) > self.max_lines or self.bytes > self.max_bytes:
-            data, n, pos = entries.popleft()
-            self.bytes -= len(data)
-            self._lose(n, pos)
-            overflow += n
+        entries = self.entries
+        while self.lines > self.max_lines or self.bytes > self.max_bytes:
+            head = entries[0]
+            n = len(head.lines)
+            by_lines = self.lines - self.max_lines
+            excess = self.bytes - self.max_bytes
+            if by_lines >= n or excess > head.size:
+                k = n
+            else:
+                # The lines the line bound asks for, then more while the byte bound does: a
+                # loop over lines that go only (a full queue evicts about a drain's worth).
+                k = max(by_lines, 0)
+                gone = sum(map(len, islice(head.lines, k)))
+                for line in islice(head.lines, k, None):
+                    if gone >= excess:
+                        break
+                    gone += len(line)
+                    k += 1
+            overflow += self._lose(head.count, head.pos, k)
+            self.lines -= k
+            if k == n:
+                entries.popleft()
+                self.bytes -= head.size
+            else:
+                self.bytes -= head.drop_head(k)
         return overflow
 
     def lose(self, count: int, pos: int) -> None:
-        """Lines numbered from ``pos`` that never reached the queue: the next batch's marker
-        counts them too."""
-        self._lose(count, pos)
+        """``count`` accepted lines from ``pos`` that never reached the queue (the writer's
+        intake dropped them): the next batch's marker counts them too."""
+        self._lose(1, pos, count)
 
-    def _lose(self, count: int, pos: int) -> None:
-        if not self.lost:
+    def _lose(self, count: int, pos: int, n: int) -> int:
+        """Count ``n`` lines from ``pos`` as lost from the live view; returns the accepted ones."""
+        if count and not self.lost:
             self.lost_pos = pos
-        self.lost += count
+        self.lost += count * n
+        return count * n
 
     def due(self, now: float, interval: float, batch_lines: int, batch_bytes: int) -> bool:
         """Whether a push should go now: a full batch, or the oldest line is ``interval`` old."""
-        return len(self.entries) >= batch_lines or self.bytes >= batch_bytes or now >= self.due_at(interval)
+        return self.lines >= batch_lines or self.bytes >= batch_bytes or now >= self.due_at(interval)
 
     def due_at(self, interval: float) -> float:
         """When the oldest entry has waited ``interval``, less a microsecond: a worker that
@@ -151,36 +208,60 @@ class LiveQueue:
         return self.since + interval - 1e-6
 
     def batch(self, max_lines: int, max_bytes: int, marker: LiveMarker) -> Batch:
-        """The head of the queue, up to one PUT's lines and body bytes (at least one entry)."""
+        """The head of the queue, up to one PUT's lines and body bytes (at least one line):
+        whole runs while they fit, then the head of the run that does not."""
         lines: list[bytes] = [marker(self.lost, self.lost_pos)] if self.lost else []
+        size = 1 + sum(map(len, lines)) + len(lines)
         count = taken = 0
-        size = 1 + sum(len(line) + 1 for line in lines)
-        for data, n, _pos in self.entries:
-            if taken and (len(lines) >= max_lines or size + len(data) + 1 > max_bytes):
-                break
-            lines.append(data)
-            count += n
-            taken += 1
-            size += len(data) + 1
-        return Batch(lines, count, taken)
+        for run in self.entries:
+            n = len(run.lines)
+            if len(lines) + n <= max_lines and size + run.size + n <= max_bytes:
+                lines += run.lines
+                count += run.count * n
+                taken += n
+                size += run.size + n
+                continue
+            # The lines of ``run`` that still fit: a running sum over at most a batch of them.
+            room = max_lines - len(lines)
+            ends = list(accumulate(map(add, map(len, islice(run.lines, room)), repeat(1))))
+            k = bisect_right(ends, max_bytes - size)
+            if k == 0 and not taken:  # the first line goes even alone over a cap
+                k = 1
+                ends = [len(run.lines[0]) + 1]
+            if k:
+                lines += run.lines[:k]
+                count += run.count * k
+                taken += k
+                size += ends[k - 1]
+            break
+        return Batch(lines, count, taken, size)
 
     def pop(self, batch: Batch, *, pushed: bool, now: float) -> None:
         """Remove a batch; one that was not pushed widens the live gap instead."""
         if pushed:
             self.lost = 0
-        for _ in range(batch.taken):
-            data, count, pos = self.entries.popleft()
-            self.bytes -= len(data)
+        entries = self.entries
+        left = batch.taken
+        self.lines -= left
+        while left:
+            run = entries[0]
+            n = len(run.lines)
             if not pushed:
-                self._lose(count, pos)
-        if self.entries:
+                self._lose(run.count, run.pos, min(n, left))
+            if n > left:
+                self.bytes -= run.drop_head(left)
+                break
+            entries.popleft()
+            self.bytes -= run.size
+            left -= n
+        if entries:
             self.since = now
 
     def clear(self) -> int:
         """Forget every entry; returns how many accepted lines they carried."""
-        count = sum(n for _, n, _ in self.entries)
+        count = sum(run.count * len(run.lines) for run in self.entries)
         self.entries.clear()
-        self.bytes = 0
+        self.lines = self.bytes = 0
         return count
 
 

@@ -19,7 +19,7 @@ import ssl
 import threading
 import time
 import weakref
-from typing import Any, Callable, Generator, Iterator, Optional, Sequence, Union
+from typing import Any, Callable, Generator, Iterator, Optional, Sequence, Union, cast
 
 import httpx
 
@@ -168,7 +168,10 @@ class LogServiceClient:
 
     def write(self, key: str, lines: Sequence[LineLike], **opts: Any) -> None:
         """``PUT /stream`` with one JSON array of lines; raises ``StreamNotFound`` if closed."""
-        body = json_array(_encoded(lines))
+        try:
+            body = json_array(cast("Sequence[bytes]", lines))  # already encoded: the writer's case
+        except TypeError:  # some are Line objects, which json_array cannot join
+            body = json_array(_encoded(lines))
         self._call(
             "write",
             "PUT",

@@ -190,8 +190,18 @@ class Line:
 
 
 def json_array(encoded: Sequence[bytes]) -> bytes:
-    """The ``PUT /stream`` body: a JSON array of already encoded lines."""
-    return b"[" + b",".join(encoded) + b"]"
+    """The ``PUT /stream`` body: a JSON array of already encoded lines.
+
+    The lines are copied once: the brackets go on copies of the first and the last line,
+    which the join then takes as it takes the others.  ``b"[" + b",".join(...) + b"]"``
+    copies a burst's ~0.8 MB body twice more, several times the join's own cost.
+    """
+    if len(encoded) < 2:
+        return b"[" + b"".join(encoded) + b"]"
+    parts = list(encoded)  # a list of references, not of bytes
+    parts[0] = b"[" + parts[0]
+    parts[-1] += b"]"
+    return b",".join(parts)
 
 
 def ndjson(encoded: Sequence[bytes]) -> bytes:

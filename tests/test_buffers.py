@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import deque
 from typing import Any, Optional
 
 from hypothesis import given, settings
@@ -26,6 +27,10 @@ items = st.tuples(
 
 def marker(lost: int, pos: int) -> bytes:
     return json.dumps({"marker": lost, "pos": pos}).encode()
+
+
+def positions(queue: LiveQueue) -> list[int]:
+    return [run.pos + i for run in queue.entries for i in range(len(run.lines))]
 
 
 # -- PendingLines ---------------------------------------------------------------------------------
@@ -65,7 +70,7 @@ def test_live_queue_bounds_count_every_lost_line_and_mark_its_pos(
     assert overflow == queue.lost == len(encoded) - len(queue)
     if overflow:
         assert queue.lost_pos == 100  # the first line lost: the marker takes its pos
-        assert [pos for _, _, pos in queue.entries] == list(range(100 + overflow, 100 + len(encoded)))
+        assert positions(queue) == list(range(100 + overflow, 100 + len(encoded)))
 
 
 @settings(max_examples=200)
@@ -96,6 +101,110 @@ def test_a_failed_push_becomes_one_marker_at_the_head_of_the_next_batch() -> Non
     assert second.lines == [marker(2, 7), b"c"] and second.count == 1
     queue.pop(second, pushed=True, now=2.0)
     assert queue.lost == 0 and not queue
+
+
+class LineByLine:
+    """The live queue's reference model: one entry per line, one line at a time."""
+
+    def __init__(self, max_lines: int, max_bytes: int) -> None:
+        self.max_lines, self.max_bytes = max_lines, max_bytes
+        self.entries: deque[tuple[bytes, int, int]] = deque()  # (line, count, pos)
+        self.lost = self.lost_pos = 0
+        self.since = 0.0
+
+    @property
+    def bytes(self) -> int:
+        return sum(len(line) for line, _, _ in self.entries)
+
+    def lose(self, count: int, pos: int) -> None:
+        if count and not self.lost:
+            self.lost_pos = pos
+        self.lost += count
+
+    def extend(self, encoded: list[bytes], count: int, first_pos: int, now: float) -> int:
+        if not self.entries:
+            self.since = now
+        self.entries.extend((line, count, first_pos + i) for i, line in enumerate(encoded))
+        overflow = 0
+        while len(self.entries) > self.max_lines or self.bytes > self.max_bytes:
+            _, n, pos = self.entries.popleft()
+            self.lose(n, pos)
+            overflow += n
+        return overflow
+
+    def batch(self, max_lines: int, max_bytes: int) -> tuple[list[bytes], int, int]:
+        """(lines, count, taken): each line taken while it fits, the first one always."""
+        lines = [marker(self.lost, self.lost_pos)] if self.lost else []
+        count = taken = 0
+        for line, n, _ in self.entries:
+            if taken and (
+                len(lines) >= max_lines or len(b"[" + b",".join([*lines, line]) + b"]") > max_bytes
+            ):
+                break
+            lines.append(line)
+            count += n
+            taken += 1
+        return lines, count, taken
+
+    def pop(self, taken: int, pushed: bool, now: float) -> None:
+        if pushed:
+            self.lost = 0
+        for _ in range(taken):
+            _, n, pos = self.entries.popleft()
+            if not pushed:
+                self.lose(n, pos)
+        if self.entries:
+            self.since = now
+
+    def clear(self) -> int:
+        count = sum(n for _, n, _ in self.entries)
+        self.entries.clear()
+        return count
+
+
+live_ops = st.lists(
+    st.one_of(
+        st.tuples(st.just("extend"), st.lists(st.integers(0, 12), max_size=25), st.sampled_from([1, 1, 0])),
+        st.tuples(st.just("push"), st.integers(1, 12), st.integers(1, 80), st.booleans()),
+        st.tuples(st.just("clear")),
+    ),
+    max_size=30,
+)
+
+
+@settings(max_examples=400)
+@given(live_ops, st.integers(1, 40), st.integers(1, 150))
+def test_the_live_queue_by_runs_matches_a_line_by_line_model(
+    ops: list[tuple[Any, ...]], max_lines: int, max_bytes: int
+) -> None:
+    queue, model = LiveQueue(max_lines, max_bytes), LineByLine(max_lines, max_bytes)
+    pos = 0
+    for step, op in enumerate(ops):
+        now = float(step)
+        if op[0] == "extend":
+            # Lines of any length, empty ones too; each told apart by its pos where it has room.
+            encoded = [(b"%d:" % (pos + i) + b"x" * n)[:n] for i, n in enumerate(op[1])]
+            assert queue.extend(encoded, op[2], pos, now) == model.extend(encoded, op[2], pos, now)
+            pos += len(encoded)
+        elif op[0] == "push":
+            _, batch_lines, batch_bytes, pushed = op
+            if not queue.entries:
+                continue  # the writer pushes only while lines are queued
+            batch = queue.batch(batch_lines, batch_bytes, marker)
+            assert (batch.lines, batch.count, batch.taken) == model.batch(batch_lines, batch_bytes)
+            assert batch.body_size == len(b"[" + b",".join(batch.lines) + b"]")
+            queue.pop(batch, pushed=pushed, now=now)
+            model.pop(batch.taken, pushed, now)
+        else:
+            assert queue.clear() == model.clear()
+        assert positions(queue) == [p for _, _, p in model.entries]
+        assert [line for run in queue.entries for line in run.lines] == [line for line, _, _ in model.entries]
+        assert len(queue) == len(model.entries) and queue.bytes == model.bytes
+        assert bool(queue.entries) == bool(model.entries) and bool(queue) == bool(model.entries or model.lost)
+        assert queue.lost == model.lost and queue.since == model.since
+        if model.lost:
+            assert queue.lost_pos == model.lost_pos
+        assert all(run.lines and run.size == sum(map(len, run.lines)) for run in queue.entries)
 
 
 def test_a_queue_is_due_by_age_by_lines_or_by_bytes() -> None:

@@ -189,6 +189,20 @@ def test_auth_errors_are_recognisable_and_not_retried(service: FakeLogService) -
     assert "wrong" not in str(info.value)
 
 
+def test_a_write_of_lines_encoded_or_not_sends_the_same_body(
+    client: LogServiceClient, service: FakeLogService
+) -> None:
+    client.open_stream("k")
+    given = lines("a", "b", "c")
+    encoded = [line.encode() for line in given]
+    client.write("k", encoded)
+    client.write("k", given)
+    client.write("k", [encoded[0], given[1], encoded[2]])  # mixed: Line objects are encoded
+    client.write("k", [given[0]])
+    bodies = [put.body for put in service.requests_for(key="k", method="PUT", path="/stream")]
+    assert bodies == [b"[" + b",".join(encoded) + b"]"] * 3 + [b"[" + encoded[0] + b"]"]
+
+
 def test_write_to_missing_stream_is_permanent(client: LogServiceClient, service: FakeLogService) -> None:
     with pytest.raises(StreamNotFound) as info:
         client.write("never-opened", lines("x"))

@@ -87,6 +87,13 @@ def test_bodies() -> None:
     assert [line.out for line in parse_ndjson(ndjson([a, b]))] == ["a", "b"]
 
 
+@given(st.lists(st.binary(max_size=20), max_size=8))
+def test_the_put_body_is_the_lines_in_brackets_joined_by_commas(encoded: list[bytes]) -> None:
+    given = list(encoded)
+    assert json_array(encoded) == b"[" + b",".join(given) + b"]"
+    assert encoded == given  # the caller's list is left as it was
+
+
 def test_from_dict_rejects_malformed() -> None:
     with pytest.raises(ValueError, match="malformed log line"):
         Line.from_dict({"out": 3, "pos": 0, "time": "2026-01-01T00:00:00Z"})
