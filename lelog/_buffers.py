@@ -186,11 +186,6 @@ class LiveQueue:
                 self.bytes -= head.drop_head(k)
         return overflow
 
-    def lose(self, count: int, pos: int) -> None:
-        """``count`` accepted lines from ``pos`` that never reached the queue (the writer's
-        intake dropped them): the next batch's marker counts them too."""
-        self._lose(1, pos, count)
-
     def _lose(self, count: int, pos: int, n: int) -> int:
         """Count ``n`` lines from ``pos`` as lost from the live view; returns the accepted ones."""
         if count and not self.lost:

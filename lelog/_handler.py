@@ -77,7 +77,6 @@ class _Guarded:
 
 
 _holding_logging_lock = _process.holding_logging_lock
-_NO_CAPTURE = object()  # matches no formatter: every record is formatted on the caller
 
 
 _SHUTDOWN_CODE = logging.shutdown.__code__
@@ -197,12 +196,15 @@ class StreamHandler(logging.Handler):
         # Records go to the writer as captured at call time while this formatter is the
         # handler's (see emit); another formatter runs on the caller, as logging's own do.
         formatter = LogfmtFormatter(exclude=self.exclude)
+        self.exclude = formatter.exclude  # one set for the text and args: emit checks it is kept
         self.setFormatter(formatter)
         self._record_line = RecordLine.EXTRAS_AS_ARGS if extras_as_args else RecordLine.TEXT_ONLY
         self._dual_masker = writer.config.masker() if writer.config.dual_logging_enabled else None
         # The formatter whose records are captured as they are (see emit): the handler's
-        # own, unless dual logging needs each record's text here.
-        self._captures_with: object = _NO_CAPTURE if self._dual_masker is not None else formatter
+        # own, unless dual logging needs each record's text here or a subclass formats
+        # records its own way.
+        own_format = type(self).format is logging.Handler.format
+        self._captures_with = formatter if own_format and self._dual_masker is None else None
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.writer.key!r} ({logging.getLevelName(self.level)})>"
@@ -239,7 +241,8 @@ class StreamHandler(logging.Handler):
         formatted here, on the caller's thread.
         """
         try:
-            if self.formatter is self._captures_with:
+            formatter = self._captures_with
+            if formatter is not None and self.formatter is formatter:
                 ts, levelname = record.created, record.levelname
                 if (
                     type(ts) is float
@@ -247,16 +250,20 @@ class StreamHandler(logging.Handler):
                     and type(levelname) is str
                     and not (record.exc_info or record.exc_text or record.stack_info)
                 ):
-                    extras = None
-                    if len(record.__dict__) > _FRESH_RECORD_SIZE:  # record_extras' own test, inline
-                        extras = record_extras(record, self.exclude)
-                    if not extras:
+                    if len(record.__dict__) <= _FRESH_RECORD_SIZE:  # no extras: record_extras' own test
                         self.writer.write_record(ts, levelname, record.getMessage(), None, self._record_line)
                         return
-                    if all(type(name) is str for name in extras):  # else two could print alike
+                    # The formatter's settings as the handler made them (changed, they are
+                    # honoured on the caller); the extras' names str, else two could print alike.
+                    extras = record_extras(record, self.exclude)
+                    if (
+                        formatter.extras
+                        and formatter.exclude is self.exclude
+                        and all(type(name) is str for name in extras)
+                    ):
                         strings = {name: safe_str(value) for name, value in extras.items()}
                         self.writer.write_record(
-                            ts, levelname, record.getMessage(), strings, self._record_line
+                            ts, levelname, record.getMessage(), strings or None, self._record_line
                         )
                         return
             self._emit_formatted(record)

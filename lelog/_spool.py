@@ -9,7 +9,8 @@ The writer's interface (all of it; nothing else of this module is the writer's b
 
     spool = Spool.for_stream(options.spool_dir, key, config, backend,
                              encode_pending=..., flush_interval=..., budget=...,
-                             max_lines=..., max_bytes=..., fsync_interval=...)  # no I/O
+                             max_lines=..., max_bytes=..., wake_lines=...,
+                             fsync_interval=...)  # no I/O
     spool.start()                         # with the writer's worker
     spool.add_rows(encoded)               # per encoded batch, in pos order (the writer's
                                           # encoding step); never blocks on I/O, never raises
@@ -374,8 +375,9 @@ class Spool:
     is held for a few operations only, never across I/O or a call out, and no other lock is
     taken under it, so it is a leaf and cannot take part in a deadlock (the writer calls
     ``add_rows`` under its ``_encode_lock`` and ``start`` under its ``_lock``; the spool's
-    thread calls the writer's ``encode_pending`` holding no lock).  The spool's thread owns
-    ``_segments`` and the directory outright; ``close`` touches them only once that thread
+    thread calls the writer's ``encode_pending`` holding no lock; ``add_rows`` sets the wake
+    event, itself a leaf, after letting go of it).  The spool's thread owns ``_segments``
+    and the directory outright; ``close`` touches them only once that thread
     has ended (or when it never started).
     """
 
@@ -389,6 +391,7 @@ class Spool:
         budget: int,
         max_lines: int,
         max_bytes: int,
+        wake_lines: int,
         fsync_interval: float = DEFAULT_FSYNC_INTERVAL,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -401,6 +404,7 @@ class Spool:
         self._interval = flush_interval / 2
         self._max_lines = max_lines
         self._max_bytes = max_bytes
+        self._wake_lines = wake_lines
         self._fsync_interval = fsync_interval
         self._clock = clock
         self._warnings = RateLimitedWarnings()
@@ -484,6 +488,9 @@ class Spool:
             self._pending.append(rows)
             self._pending_lines += len(rows)
             self._pending_bytes += size
+            full = self._pending_lines >= self._wake_lines
+        if full:  # a batch is queued: write it now rather than let the queue fill up
+            self._wake.set()
 
     def wake(self) -> None:
         """Encode and write now, not at the next interval (a burst is pending)."""

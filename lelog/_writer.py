@@ -470,6 +470,7 @@ class StreamWriter:
             budget=opts.history_bytes,
             max_lines=opts.max_pending_lines,
             max_bytes=opts.max_pending_bytes,
+            wake_lines=opts.max_batch_lines,
             fsync_interval=opts.spool_fsync_interval,
         )
 
@@ -787,19 +788,23 @@ class StreamWriter:
         to a blackholed service never stops the spool (docs/writer.md#encoding).
         """
         with self._encode_lock:
-            self._encode_locked()
+            failure = self._encode_locked()
+        if failure:
+            self._warn("internal", failure)
 
-    def _encode_locked(self) -> None:
+    def _encode_locked(self) -> Optional[str]:
         """``_encode_pending`` under ``_encode_lock``, which makes it one thread at a time (so
         ``pos`` order is publication order) and guards ``pos``, the history and the intake.
         ``_lock`` is taken under it only to take the pending lines and to count, never the
         other way round; nothing under it waits on I/O, so either thread holds the other up
         for one batch's encoding at most, and callers, who take only ``_lock``, never wait
-        for an encoding or for the history's evictions."""
+        for an encoding or for the history's evictions.  Returns what failed, for a warning
+        once the lock is released (a warning writes to stderr, which may block)."""
         now = self._clock.monotonic()
+        failure = None
         with self._lock:
             if not self._pending.items and not self._from_children.items:
-                return
+                return None
             items, gap = self._pending.take()
             from_children, child_gap = self._from_children.take()
         gap += child_gap
@@ -816,7 +821,7 @@ class StreamWriter:
         try:
             encoded, truncated = encode_batch(items, pos, self._masker, self.config.trim_new_line_suffix)
         except Exception as exc:  # a bug or MemoryError: count the batch, keep the writer
-            self._warn("internal", f"encoding lines for {self.key!r} failed: {exc!r}")
+            failure = f"encoding lines for {self.key!r} failed: {exc!r}"
             encoded, unencodable = [], len(items)
         if encoded:
             batches.append((encoded, 1))
@@ -829,13 +834,13 @@ class StreamWriter:
                 self._spool.add_rows(lines)
             first += len(lines)
         with self._lock:
-            if self._state is WriterState.ABANDONED:
-                return  # no count changes once abandoned
-            counters = self._counters
-            counters.dropped["unencodable"] += unencodable
-            counters.truncated += truncated
-            counters.history_evicted += evicted
-            self._progress.notify_all()
+            if self._state is not WriterState.ABANDONED:  # no count changes once abandoned
+                counters = self._counters
+                counters.dropped["unencodable"] += unencodable
+                counters.truncated += truncated
+                counters.history_evicted += evicted
+                self._progress.notify_all()
+        return failure
 
     def _drain(self) -> None:
         """On the worker: encode what is pending, then move the intake into the live queue."""
@@ -844,18 +849,22 @@ class StreamWriter:
             # short wait, so a flood from children cannot stall the worker.
             self._home.settle(0.01)
         with self._encode_lock:
-            self._encode_locked()
-            if not self._intake:
-                return
-            batches, lost, lost_pos = self._intake.take()
+            failure = self._encode_locked()
+            taken = self._intake.take() if self._intake else None
+        if failure:
+            self._warn("internal", failure)
+        if taken is None:
+            return
+        batches, lost, lost_pos = taken
         overflow = rejected = 0
         stopped = self._live_state is LiveState.STOPPED
         if lost:  # the intake's bound: lines that never reached the live queue
             if stopped:
                 rejected += lost
-            else:
-                self._live.lose(lost, lost_pos)
-                overflow += lost
+            else:  # marked where they were: after what the queue holds, before the rest
+                since = batches[0][3] if batches else self._clock.monotonic()
+                marker = self._live_loss_marker(lost, lost_pos)
+                overflow += lost + self._live.extend([marker], 0, lost_pos, since)
         for encoded, count, first_pos, since in batches:
             if stopped:
                 rejected += count * len(encoded)
@@ -875,14 +884,11 @@ class StreamWriter:
 
     def _batch(self) -> Batch:
         opts = self.options
+        return self._live.batch(opts.max_batch_lines, opts.max_batch_bytes, self._live_loss_marker)
+
+    def _live_loss_marker(self, lost: int, pos: int) -> bytes:
         where = "; they are in the uploaded log" if self._uploads else ""
-        return self._live.batch(
-            opts.max_batch_lines,
-            opts.max_batch_bytes,
-            lambda lost, pos: self._marker(
-                f"{lost:,} lines not streamed live (service too slow or down){where}", pos
-            ),
-        )
+        return self._marker(f"{lost:,} lines not streamed live (service too slow or down){where}", pos)
 
     def _try_open(self) -> None:
         self._after_predecessor(Deadline.after(self.config.open_deadline, self._clock.monotonic))

@@ -181,3 +181,39 @@ def test_a_record_whose_filter_makes_it_odd_is_formatted_on_the_caller(service: 
     assert lines is not None and len(lines) == 1
     assert 'msg="still delivered" 3="a non-str extra name"' in lines[0]["out"]
     assert lines[0]["args"] == {"3": "a non-str extra name"} and handler.stats.sent == 1
+
+
+class _Prefixed(StreamHandler):
+    def format(self, record: logging.LogRecord) -> str:
+        return "[svc] " + super().format(record)
+
+
+def _one_line(service: Any, handler: StreamHandler, **extra: Any) -> str:
+    logger = logging.getLogger(f"tests.encode.one.{handler.writer.key}")
+    logger.propagate = False
+    logger.addHandler(handler)
+    try:
+        logger.warning("hello", extra=extra or None)
+    finally:
+        logger.removeHandler(handler)
+    handler.close()
+    lines = service.blob_lines(handler.writer.key)
+    assert lines is not None and len(lines) == 1
+    return str(lines[0]["out"])
+
+
+def test_a_subclass_that_formats_its_own_way_is_formatted_on_the_caller(service: Any) -> None:
+    out = _one_line(service, _Prefixed("paths/subclass", **plain(service)))
+    assert out.startswith('[svc] time="') and out.endswith('level=warning msg="hello"\n')
+
+
+def test_changes_to_the_handlers_formatter_are_honoured(service: Any) -> None:
+    no_extras = StreamHandler("paths/no-extras", **plain(service))
+    assert isinstance(no_extras.formatter, LogfmtFormatter)
+    no_extras.formatter.extras = False
+    assert _one_line(service, no_extras, user="bob").endswith('msg="hello"\n')
+    excluding = StreamHandler("paths/excluding", **plain(service))
+    assert isinstance(excluding.formatter, LogfmtFormatter)
+    excluding.formatter.exclude = frozenset({"user"})
+    out = _one_line(service, excluding, user="bob", job="7")
+    assert out.endswith('msg="hello" job=7\n')

@@ -7,6 +7,7 @@ import os
 import stat
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any, List
 
@@ -26,7 +27,8 @@ from lelog._spool import (
     redact_url,
     service_of,
 )
-from tests.helpers import run_python, wait_until
+from lelog.testing import MemoryBackend
+from tests.helpers import GENEROUS, run_python, wait_until
 from tests.service import FakeLogService
 
 
@@ -198,6 +200,7 @@ def _spool(tmp_path: Path, **options: Any) -> Spool:
         budget=1 << 20,
         max_lines=1000,
         max_bytes=1 << 20,
+        wake_lines=500,
     )
     values.update(options)
     return Spool.for_stream(str(tmp_path), "k", LogConfig(), lelog.FileStore(tmp_path / "store"), **values)
@@ -301,6 +304,94 @@ def test_the_spool_keeps_writing_while_the_service_is_blackholed(
     assert stats.uploaded is not True
     assert _spooled_outs(spool_dir) == [f"line {i}\n" for i in range(40)]  # kept for recover
     service.blackhole(False)
+
+
+def test_the_spool_keeps_every_line_of_a_healthy_run(tmp_path: Path, service: FakeLogService) -> None:
+    # Regression: the worker encodes each round and queues its rows for the spool; with a long
+    # flush_interval the spool's thread must still be woken by a full batch in its queue, or
+    # the queue fills and refuses lines the service took long before any kill.
+    writer = StreamWriter(
+        "job/healthy",
+        _config(service),
+        spool_dir=tmp_path,
+        flush_interval=20.0,
+        max_pending_lines=1000,
+        max_batch_lines=100,
+        close_timeout=60,
+    )
+    for group in range(30):
+        for i in range(50):
+            writer.write_line(f"line {group * 50 + i}")
+        assert writer.flush(60)
+    writer.close()
+    final = writer.spool_stats
+    assert final is not None and final.lost == 0 and final.written == 1500, final
+
+
+class _Gated(MemoryBackend):
+    """Holds the first ``open_stream`` and the first ``write`` until the test opens the gate,
+    as a slow service would, and says when the worker is waiting there."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waiting = threading.Event()
+        self.gate = threading.Event()
+        self._held: set[str] = set()
+
+    def _hold(self, call: str) -> None:
+        if call not in self._held:
+            self._held.add(call)
+            self.waiting.set()
+            assert self.gate.wait(GENEROUS)
+            self.gate.clear()
+
+    def open_stream(self, key: str, **opts: Any) -> None:
+        self._hold("open_stream")
+        super().open_stream(key, **opts)
+
+    def write(self, key: str, lines: Any, **opts: Any) -> None:
+        self._hold("write")
+        super().write(key, lines, **opts)
+
+
+def _release(backend: _Gated) -> None:
+    backend.waiting.clear()
+    backend.gate.set()
+
+
+def test_lines_the_spool_encoded_during_a_held_push_go_live_in_pos_order(tmp_path: Path) -> None:
+    # While the worker waits on a request the spool's thread encodes what comes in; beyond the
+    # pending bound the oldest of those go from the live view (they are in the log), behind
+    # one marker that follows what the live queue already held: live lines keep pos order.
+    backend = _Gated()
+    writer = StreamWriter(
+        "job/held", backend, spool_dir=tmp_path, flush_interval=0.2, max_pending_lines=20,
+        max_batch_lines=5, close_timeout=60,
+    )  # fmt: skip
+    try:
+        for i in range(12):
+            writer.write_line(f"early {i}")
+        assert backend.waiting.wait(GENEROUS)  # the worker opens the stream: held
+        assert wait_until(lambda: writer.spool_stats.written == 12)  # type: ignore[union-attr]
+        _release(backend)
+        assert backend.waiting.wait(GENEROUS)  # the first PUT (5 lines) is held; 7 wait behind it
+        for first, last in ((0, 12), (12, 24), (24, 30)):  # the spool's thread encodes them
+            for i in range(first, last):
+                writer.write_line(f"late {i}")
+            assert wait_until(lambda: writer.spool_stats.written == 12 + last)  # type: ignore[union-attr]
+    finally:
+        _release(backend)
+    stats = writer.close()
+    live = [(line.pos, line.out) for line in backend.lines("job/held")]
+    positions = [pos for pos, _ in live]
+    assert positions == sorted(set(positions)), live
+    assert [out for _, out in live[:5]] == [f"early {i}\n" for i in range(5)]  # the held PUT
+    assert any("lines not streamed live" in out for _, out in live) and live[-1][1] == "late 29\n"
+    assert stats.dropped["overflow"] > 0 and stats.accepted == stats.sent + stats.dropped_total
+    stored = backend.stream("job/held").uploaded
+    assert [line.out for line in stored] == [f"early {i}\n" for i in range(12)] + [
+        f"late {i}\n" for i in range(30)
+    ]
 
 
 def test_a_failed_upload_at_close_keeps_the_spool(tmp_path: Path, service: FakeLogService) -> None:
