@@ -1,10 +1,11 @@
-"""Issue 14's plan, steps 1-3, as a bare handler, to measure what it reaches end to end.
+"""lelog's per-line work without its guarantees, as a bare handler: what those guarantees cost.
 
-Not lelog and not for use: no retries, limits, drop counting, fork or exit handling.  It does
-the per-line work lelog would still do after the plan: capture on the caller, then on one
-worker thread a one-pass logfmt + mask + JSON encoding per batch, a history kept for the
-final upload, and one PUT of up to 5,000 lines through ``LogServiceClient``.  Run it as the
-``prototype`` subject: ``python -m benchmarks --rows sustained --subjects floor,lelog,prototype``.
+Not lelog and not for use: no recursion guard, lock, counters, bounds, retries, fork or exit
+handling.  It does the per-line work lelog does: capture on the caller (no extras here), then
+on one worker thread lelog's own one-pass encoder (``lelog._encode.encode_batch``: logfmt,
+mask, JSON) per batch, a history kept for the final upload, and one PUT of up to 5,000 lines
+through ``LogServiceClient``.  Run it as the ``prototype`` subject:
+``python -m benchmarks --rows sustained --subjects floor,lelog,prototype``.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ import logging
 import threading
 from typing import Any
 
-from .stages import BATCH, fused_encoder
+from lelog._encode import RecordLine, encode_batch
 
-_FRESH = len(logging.LogRecord("", 0, "", 0, "", (), None).__dict__)
+from .stages import BATCH
 
 
 class PrototypeHandler(logging.Handler):
@@ -31,7 +32,6 @@ class PrototypeHandler(logging.Handler):
         self._key = key
         self._masker = config.masker() or None
         self._trim = config.trim_new_line_suffix
-        self._encode = fused_encoder()
         # deque.append and popleft are atomic under the GIL: the caller takes no lock.
         self._captured: collections.deque[Any] = collections.deque()
         self._history: collections.deque[bytes] = collections.deque(maxlen=200_000)
@@ -49,9 +49,9 @@ class PrototypeHandler(logging.Handler):
         return rv
 
     def emit(self, record: logging.LogRecord) -> None:
-        attrs = record.__dict__
-        extras = None if len(attrs) <= _FRESH else dict(attrs)
-        self._captured.append((record.created, record.levelname, record.getMessage(), extras))
+        self._captured.append(
+            (record.created, record.levelname, record.getMessage(), None, RecordLine.EXTRAS_AS_ARGS)
+        )
         if self._sleeping:  # the worker re-checks the deque after saying so: no lost wake-up
             self._sleeping = False
             self._wake.set()
@@ -79,7 +79,7 @@ class PrototypeHandler(logging.Handler):
                 continue
             pop = captured.popleft
             batch = [pop() for _ in range(min(len(captured), BATCH))]
-            lines = self._encode(batch, self._pos, self._masker, self._trim)
+            lines = encode_batch(batch, self._pos, self._masker, self._trim)[0]
             self._pos += len(lines)
             self._history.extend(lines)
             try:

@@ -4,10 +4,12 @@ Prints one markdown table (also written to ``benchmarks/results-stages.md``, git
 
 - **caller stages**, each timed alone with ``time.thread_time()`` (this thread's CPU only, so
   a worker running meanwhile is not counted): logging's own work (the floor call, and of it
-  ``findCaller`` and the ``LogRecord``), the default formatter, the writer's enqueue, and the
-  whole call through ``lelog.StreamHandler``; the handler's remaining glue is the difference;
+  ``findCaller``, the ``LogRecord`` and ``getMessage``), the writer's enqueue, the whole call
+  through ``lelog.StreamHandler`` with its own formatter (the record captured) and with a
+  formatter set (formatted on the caller); what the capture costs is the difference;
 - **worker stages**, per line, on batches of the default 5,000 lines: masking the token,
-  encoding (mask, trim, truncate, JSON), the live queue's bookkeeping in a burst (queue each
+  encoding captured records (logfmt and JSON in one pass) and lines formatted on the caller
+  (checked to be the same bytes), the live queue's bookkeeping in a burst (queue each
   drained run, cut it into PUTs, pop each pushed one) and with the service down (full, each
   run evicting as much), the PUT body, and the PUT itself through ``LogServiceClient.write``
   to the fake service (its CPU on this side only);
@@ -15,7 +17,7 @@ Prints one markdown table (also written to ``benchmarks/results-stages.md``, git
   ``/proc/self/task/*/stat`` after the service has every line, per thread and per line.
 
 Every figure is the median of ``--reps`` runs.  The fake service runs in its own process.
-``--only worker`` (or ``caller``, ``prototype``, ``burst``) runs one group.
+``--only worker`` (or ``caller``, ``burst``) runs one group.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BATCH = 5000  # WriterOptions.max_batch_lines' default: what one PUT carries in a burst
 DRAIN = 1700  # lines the worker takes at a time in the live-queue stage: not a divisor of BATCH,
 # so PUTs both join runs and cut them, as in a burst
-GROUPS = ("caller", "worker", "prototype", "burst")
+GROUPS = ("caller", "worker", "burst")
 
 
 def per_call_us(fn: Callable[[], Any], n: int, reps: int) -> float:
@@ -82,8 +84,10 @@ def caller_stages(url: str, n: int, reps: int) -> list[tuple[str, float, str]]:
     formatter = LogfmtFormatter()
     text = formatter.format(record)
     handler = lelog.StreamHandler("stages/caller", url=url, account_id=ACCOUNT, token=TOKEN)
-    handler.setFormatter(LogfmtFormatter())
-    lelog_logger = _logger("stages.lelog", handler)
+    lelog_logger = _logger("stages.lelog", handler)  # its own formatter: records are captured
+    on_caller = lelog.StreamHandler("stages/formatted", url=url, account_id=ACCOUNT, token=TOKEN)
+    on_caller.setFormatter(LogfmtFormatter())  # another formatter: formatted on the caller
+    formatted_logger = _logger("stages.formatted", on_caller)
     writer = handler.writer
     created = record.created
     i = iter(range(10**9))
@@ -101,28 +105,32 @@ def caller_stages(url: str, n: int, reps: int) -> list[tuple[str, float, str]]:
                 reps,
             ),
         ),
-        ("formatter: `LogfmtFormatter.format`", per_call_us(lambda: formatter.format(record), n, reps)),
+        ("  of it, `LogRecord.getMessage()`", per_call_us(record.getMessage, n, reps)),
         (
             "enqueue: `writer.write_line` (lock, counters, deque append, wake)",
             per_call_us(lambda: writer.write_line(text, "info", None, time=created), n, reps),
         ),
         (
-            "the whole call through `lelog.StreamHandler` (caller thread only)",
+            "the whole call through `lelog.StreamHandler`, its own formatter: captured",
             per_call_us(lambda: lelog_logger.info(MESSAGE, next(i)), n, reps),
+        ),
+        ("formatter: `LogfmtFormatter.format`", per_call_us(lambda: formatter.format(record), n, reps)),
+        (
+            "the whole call with a formatter set: formatted on the caller",
+            per_call_us(lambda: formatted_logger.info(MESSAGE, next(i)), n, reps),
         ),
     ]
     handler.close()
-    glue = rows[5][1] - rows[0][1] - rows[3][1] - rows[4][1]
-    rows.append(
-        ("  handler glue: the rest (`handle`'s recursion guard and filters, `emit`'s own code)", glue)
-    )
+    on_caller.close()
+    captured = rows[5][1] - rows[0][1] - rows[3][1]
+    rows.append(("  captured: the rest (recursion guard, filters, checks, capture, call)", captured))
     return [(name, us, "caller") for name, us in rows]
 
 
 def worker_stages(url: str, reps: int) -> list[tuple[str, float, str]]:
     from lelog import LogConfig, LogfmtFormatter
     from lelog._client import LogServiceClient
-    from lelog._encode import encode_batch
+    from lelog._encode import RecordLine, encode_batch
     from lelog._line import json_array
 
     config = LogConfig(url=url, account_id=ACCOUNT, token=TOKEN)
@@ -132,9 +140,17 @@ def worker_stages(url: str, reps: int) -> list[tuple[str, float, str]]:
     records = [
         logging.LogRecord("stages", logging.INFO, __file__, 1, MESSAGE, (k,), None) for k in range(BATCH)
     ]
+    for k, record in enumerate(records):  # one time for the text and the line, as a handler has
+        record.created = now + k * 1e-5
     items = [(now + k * 1e-5, "info", formatter.format(r) + "\n", None, None) for k, r in enumerate(records)]
+    captured = [
+        (now + k * 1e-5, "INFO", r.getMessage(), None, RecordLine.EXTRAS_AS_ARGS)
+        for k, r in enumerate(records)
+    ]
     trim = config.trim_new_line_suffix  # the default: False, lines keep their "\n"
     encoded, _ = encode_batch(items, 0, masker, trim)
+    if encode_batch(captured, 0, masker, trim)[0] != encoded:
+        raise AssertionError("captured records encode to other bytes than formatted ones")
 
     def per_line(fn: Callable[[], Any]) -> float:
         return per_call_us(fn, 1, reps * 3) / BATCH
@@ -146,11 +162,11 @@ def worker_stages(url: str, reps: int) -> list[tuple[str, float, str]]:
     rows = [
         ("mask one line (the token; `Masker.mask`)", per_line(lambda: [masker.mask(t[2]) for t in items])),
         (
-            "encode, no masking (`encode_batch`: trim, truncate test, JSON)",
-            per_line(lambda: encode_batch(items, 0, None, trim)),
+            "encode captured records with masking (`encode_batch`: logfmt + JSON, what the worker runs)",
+            per_line(lambda: encode_batch(captured, 0, masker, trim)),
         ),
         (
-            "encode with masking (what the worker runs)",
+            "encode lines formatted on the caller, with masking (a user's formatter)",
             per_line(lambda: encode_batch(items, 0, masker, trim)),
         ),
         (
@@ -219,118 +235,6 @@ def live_overflow_us(lines: list[bytes], reps: int) -> float:
     return per_call_us(overflow, 1, reps * 3) / len(lines)
 
 
-# -- prototypes of the issue's directions (measured here, not library code) -------------------
-
-
-class CaptureHandler(logging.Handler):
-    """Direction 1: the caller captures only what must be fixed at call time (created, level
-    name, the message text, extras if any) and appends it to a deque; the worker does the
-    rest.  ``deque.append`` is atomic under the GIL, so no lock is taken; the worker is
-    woken only when it said it sleeps (one attribute test per call)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.captured: Any = __import__("collections").deque()
-        self.worker_sleeps = False
-        self._fresh = len(logging.LogRecord("", 0, "", 0, "", (), None).__dict__)
-
-    def handle(self, record: logging.LogRecord) -> Any:  # no handler lock: emit is lock-free
-        rv = self.filter(record)
-        if rv:
-            self.emit(record)
-        return rv
-
-    def emit(self, record: logging.LogRecord) -> None:
-        attrs = record.__dict__
-        extras = None if len(attrs) <= self._fresh else dict(attrs)
-        self.captured.append((record.created, record.levelname, record.getMessage(), extras))
-        if self.worker_sleeps:  # pragma: no cover - the prototype's worker never sleeps
-            pass
-
-
-def fused_encoder() -> Callable[..., list[bytes]]:
-    """Direction 2: the worker builds the logfmt text and the JSON line in one pass per batch,
-    the time text made once per second and the JSON head once per level.  Bytes identical
-    to ``LogfmtFormatter`` then ``encode_batch`` (checked in ``prototype_stages``)."""
-    from json.encoder import encode_basestring as quote
-
-    from lelog._line import second_text
-    from lelog._logfmt import ESCAPES, logfmt_value
-
-    def encode(captured: Any, pos: int, masker: Any, trim: bool) -> list[bytes]:
-        out: list[bytes] = []
-        append = out.append
-        first = past = 0
-        date = ""
-        heads: dict[str, tuple[str, str]] = {}
-        for ts, levelname, msg, _extras in captured:
-            if not first <= ts < past:
-                first = int(ts // 1)
-                past, date = first + 1, second_text(first)
-            head = heads.get(levelname)
-            if head is None:
-                level = levelname.lower()
-                head = heads[levelname] = (quote(level), logfmt_value(level))
-            if not msg.isprintable() or '"' in msg or "\\" in msg:
-                msg = msg.translate(ESCAPES)
-            when = f"{date}.{str(1_000_000 + int((ts - first) * 1_000_000))[1:]}Z"
-            text = f'time="{when}" level={head[1]} msg="{msg}"'
-            if not trim:
-                text += "\n"
-            if masker is not None:
-                text = masker.mask(text)
-            append(
-                f'{{"level":{head[0]},"pos":{pos},"out":{quote(text)},"time":"{when}","args":null}}'.encode()
-            )
-            pos += 1
-        return out
-
-    return encode
-
-
-def prototype_stages(n: int, reps: int) -> list[tuple[str, float, str]]:
-    from lelog import LogConfig, LogfmtFormatter
-    from lelog._encode import encode_batch
-
-    capture = CaptureHandler()
-    logger = _logger("stages.capture", capture)
-    i = iter(range(10**9))
-    call = per_call_us(lambda: logger.info(MESSAGE, next(i)), n, reps)
-    config = LogConfig(url="http://127.0.0.1:1", account_id=ACCOUNT, token=TOKEN)
-    masker, trim = config.masker(), config.trim_new_line_suffix
-    captured = list(capture.captured)[:BATCH]
-    formatter = LogfmtFormatter()
-
-    def today() -> list[bytes]:  # the formatter on the caller, then the worker's encoder
-        items = []
-        for ts, levelname, msg, _ in captured:
-            record = logging.LogRecord("stages", logging.INFO, __file__, 1, msg, (), None)
-            record.created, record.levelname = ts, levelname
-            items.append((ts, levelname.lower(), formatter.format(record) + "\n", None, None))
-        return encode_batch(items, 0, masker, trim)[0]
-
-    encode = fused_encoder()
-    if encode(captured, 0, masker, trim) != today():
-        raise AssertionError("the fused encoder's bytes differ from today's")
-    items = [
-        (ts, lv.lower(), formatter.format(_made(ts, lv, msg)) + "\n", None, None)
-        for ts, lv, msg, _ in captured
-    ]
-    fused = per_call_us(lambda: encode(captured, 0, masker, trim), 1, reps * 3) / BATCH
-    split = per_call_us(lambda: encode_batch(items, 0, masker, trim), 1, reps * 3) / BATCH
-    return [
-        ("direction 1: the whole call, capture-only handler (caller thread)", call, "prototype"),
-        ("direction 2: today's worker encode (format already done on the caller)", split, "prototype"),
-        ("direction 2: one-pass logfmt + JSON per line, on the worker", fused, "prototype"),
-    ]
-
-
-def _made(ts: float, levelname: str, msg: str) -> logging.LogRecord:
-    record = logging.LogRecord("stages", logging.INFO, __file__, 1, msg, (), None)
-    record.created, record.levelname = ts, levelname
-    return record
-
-
 def thread_cpu(url: str, n: int) -> list[tuple[str, float, str]]:
     """A burst through the handler: each thread's CPU per line until the service has them all."""
     import lelog
@@ -383,8 +287,6 @@ def main(argv: Optional[list[str]] = None) -> int:
             rows += caller_stages(far.url, args.n, args.reps)
         if "worker" in groups:
             rows += worker_stages(far.url, args.reps)
-        if "prototype" in groups:
-            rows += prototype_stages(args.n, args.reps)
         if "burst" in groups:
             rows += thread_cpu(far.url, args.n)
     finally:

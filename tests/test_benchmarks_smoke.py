@@ -103,7 +103,7 @@ def test_the_spool_subject_spools_into_a_directory_of_its_own_then_removes_it(
     assert not os.path.exists(spool_dir)
 
 
-def test_the_plans_prototype_delivers_every_line_with_todays_bytes(service) -> None:
+def test_the_bare_prototype_delivers_every_line_with_lelogs_bytes(service) -> None:
     key = "bench/prototype"
     target = {"url": service.url, "key": key, "stats": f"{service.url}/_stats?key={key}&accountID=acct"}
     spec = {
@@ -185,9 +185,9 @@ def test_the_report_judges_the_targets_on_medians() -> None:
     assert "- n/a  a handler with an http:// URL costs ≤ 0.1 MiB RSS: not measured" in text
 
 
-def test_the_stage_breakdown_runs_and_its_prototype_writes_todays_bytes(tmp_path) -> None:
-    # stages.py raises if the one-pass prototype encoder's bytes differ from the formatter
-    # followed by the worker's encoder, so a clean exit is that check passing.
+def test_the_stage_breakdown_runs_and_encodes_both_paths_alike(tmp_path) -> None:
+    # stages.py raises if captured records encode to other bytes than the same records
+    # formatted on the caller, so a clean exit is that check passing.
     out = tmp_path / "stages.md"
     done = subprocess.run(
         [sys.executable, "-m", "benchmarks.stages", "--n", "500", "--reps", "1", "--output", str(out)],
@@ -201,7 +201,8 @@ def test_the_stage_breakdown_runs_and_its_prototype_writes_todays_bytes(tmp_path
     for stage in (
         "floor: `logger.info`",
         "formatter: `LogfmtFormatter.format`",
-        "encode with masking",
+        "its own formatter: captured",
+        "encode captured records with masking",
         "thread CPU: caller",
     ):
         assert stage in text, text
