@@ -604,7 +604,9 @@ class StreamWriter:
         """The engine takes one line from any of its writers (``released``: that writer let go)."""
         args = item[3]
         size = len(item[2]) if args is None else item_size(item[2], args)  # no call for most lines
-        with self._lock:
+        lock = self._lock
+        lock.acquire()  # not ``with``: 0.1 us less a line on 3.11-3.13 (benchmarks/: enqueue stage)
+        try:
             counters = self._counters
             counters.accepted += 1
             state = self._state
@@ -622,6 +624,8 @@ class StreamWriter:
             if dropped:
                 counters.dropped["overflow"] += dropped
             waiting = len(pending.items)
+        finally:
+            lock.release()
         if state is _IDLE and start:
             self._start_worker()
         # Wake the worker when a batch is full, and when the first line starts the age clock
