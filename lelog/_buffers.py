@@ -329,7 +329,7 @@ class HistoryRing:
             if excess >= size and len(entries) > 1:
                 entries.popleft()
                 k, gone = len(run), size
-            else:  # the newest line stays
+            else:  # the head of the run (of the last run, never its newest line)
                 k, gone = drop_oldest(run, excess, len(run) if len(entries) > 1 else len(run) - 1)
                 if run:
                     entries[0] = (size - gone, run)
