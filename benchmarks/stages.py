@@ -11,7 +11,8 @@ Prints one markdown table (also written to ``benchmarks/results-stages.md``, git
   encoding captured records (logfmt and JSON in one pass) and lines formatted on the caller
   (checked to be the same bytes), the live queue's bookkeeping in a burst (queue each
   drained run, cut it into PUTs, pop each pushed one) and with the service down (full, each
-  run evicting as much), the PUT body, and the PUT itself through ``LogServiceClient.write``
+  run evicting as much), the history ring held full by its budget (each run evicting as
+  much), the PUT body, and the PUT itself through ``LogServiceClient.write``
   to the fake service (its CPU on this side only);
 - **per-thread CPU** over a real burst through the handler, read from
   ``/proc/self/task/*/stat`` after the service has every line, per thread and per line.
@@ -177,6 +178,10 @@ def worker_stages(url: str, reps: int) -> list[tuple[str, float, str]]:
             "live queue: extend per line, full and evicting (service down)",
             live_overflow_us(encoded * 60, reps),
         ),
+        (
+            f"history: extend per line, full and evicting (runs of {DRAIN:,})",
+            history_overflow_us(encoded * 60, reps),
+        ),
         ("PUT body (`json_array`)", per_line(lambda: json_array(encoded))),
         (
             f"PUT of {BATCH:,} lines (`LogServiceClient.write`, this side's CPU)",
@@ -231,6 +236,23 @@ def live_overflow_us(lines: list[bytes], reps: int) -> float:
         for run in runs:
             queue.extend(run, 1, pos, 0.0)
             pos += len(run)
+
+    return per_call_us(overflow, 1, reps * 3) / len(lines)
+
+
+def history_overflow_us(lines: list[bytes], reps: int) -> float:
+    """The history's work per line in a sustained run: every encoded run kept in a ring held
+    full by the default budget, which evicts as much from the head."""
+    from lelog import WriterOptions
+    from lelog._buffers import HistoryRing
+
+    budget = WriterOptions().history_bytes
+    runs = [lines[start : start + DRAIN] for start in range(0, len(lines), DRAIN)]
+
+    def overflow() -> None:
+        ring = HistoryRing(budget)
+        for run in runs:
+            ring.extend(run)
 
     return per_call_us(overflow, 1, reps * 3) / len(lines)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections import deque
-from itertools import accumulate, islice, repeat
+from itertools import accumulate, islice, repeat, takewhile
 from operator import add
 from typing import Any, Callable, Mapping, Optional, Sequence
 
@@ -260,35 +260,93 @@ class LiveQueue:
         return count
 
 
+def drop_oldest(newest_first: list[bytes], excess: int, most: int) -> tuple[int, int]:
+    """Remove the fewest oldest lines, at most ``most``, whose NDJSON rows make up ``excess``
+    bytes, from a run kept newest first; returns how many went and their bytes.
+
+    They go from the list's end, so the work is per line that goes and in C: a running sum
+    that stops at ``excess``, and a ``del`` that moves nothing.
+    """
+    oldest = len(newest_first[-1]) + 1
+    if oldest >= excess:  # the oldest line is enough (as it often is): no running sum
+        newest_first.pop()
+        return 1, oldest
+    rows = map(add, map(len, islice(reversed(newest_first), most)), repeat(1))
+    short = list(takewhile(excess.__gt__, accumulate(rows)))  # the sums still below excess
+    k = len(short)
+    gone = short[-1]  # at least the oldest line's: it is below excess
+    if k < most:  # the line that reaches ``excess`` goes too
+        gone += len(newest_first[-k - 1]) + 1
+        k += 1
+    del newest_first[len(newest_first) - k :]
+    return k, gone
+
+
 class HistoryRing:
     """The encoded lines the final upload stores, within a byte budget of NDJSON.
 
     When the budget is passed the oldest lines go (at least one line is always kept);
-    ``evicted`` counts them and ``first_pos`` is the ``pos`` of the first line kept.
+    ``evicted`` counts them.  The lines are kept as the runs the encoder handed over, each
+    with its bytes, so the work is per run, and per line only in C (a reversed copy, a sum
+    of lengths, a running sum over the lines that go).
     """
 
-    __slots__ = ("budget", "lines", "bytes", "evicted")
+    __slots__ = ("budget", "entries", "lines", "bytes", "evicted")
 
     def __init__(self, budget: int) -> None:
         self.budget = budget
-        self.lines: deque[bytes] = deque()
-        self.bytes = 0
+        #: (NDJSON bytes, lines newest first) per run, oldest run first; never an empty run.
+        self.entries: deque[tuple[int, list[bytes]]] = deque()
+        self.lines = 0  # lines held
+        self.bytes = 0  # NDJSON bytes held: each row ends in "\n"
         self.evicted = 0
 
     def __len__(self) -> int:
-        return len(self.lines)
+        return self.lines
 
-    def extend(self, encoded: Sequence[bytes]) -> int:
-        """Keep lines; returns how many old lines the budget evicted."""
-        lines = self.lines
-        lines.extend(encoded)
-        self.bytes += sum(map(len, encoded)) + len(encoded)  # each row ends in "\n"
+    def extend(self, encoded: list[bytes]) -> int:
+        """Keep lines (a copy: the caller's list is not held); returns how many old lines the
+        budget evicted."""
+        n = len(encoded)
+        if not n:
+            return 0
+        size = sum(map(len, encoded)) + n
+        self.entries.append((size, encoded[::-1]))
+        self.lines += n
+        self.bytes += size
+        if self.bytes <= self.budget:
+            return 0
+        return self._evict()
+
+    def _evict(self) -> int:
+        """Drop the oldest lines until the budget holds or one line is left, as one line at a
+        time would: whole runs, then the fewest oldest lines of one run."""
+        entries = self.entries
         evicted = 0
-        while self.bytes > self.budget and len(lines) > 1:
-            self.bytes -= len(lines.popleft()) + 1
-            evicted += 1
+        while self.bytes > self.budget and self.lines > 1:
+            size, run = entries[0]
+            excess = self.bytes - self.budget
+            if excess >= size and len(entries) > 1:
+                entries.popleft()
+                k, gone = len(run), size
+            else:  # the head of the run (of the last run, never its newest line)
+                k, gone = drop_oldest(run, excess, len(run) if len(entries) > 1 else len(run) - 1)
+                if run:
+                    entries[0] = (size - gone, run)
+                else:
+                    entries.popleft()
+            evicted += k
+            self.lines -= k
+            self.bytes -= gone
         self.evicted += evicted
         return evicted
+
+    def rows(self) -> list[bytes]:
+        """The lines held, oldest first: the rows of the final upload."""
+        rows: list[bytes] = []
+        for _, run in self.entries:
+            rows += reversed(run)
+        return rows
 
 
 class Intake:

@@ -1139,7 +1139,7 @@ class StreamWriter:
         from the live lines it keeps.
         """
         with self._encode_lock:  # the final drain has run: nothing is encoded after it
-            rows = list(self._history.lines)
+            rows = self._history.rows()
             evicted = self._history.evicted
         if evicted and not keeps_every_line(self._backend):
             first_kept = self._next_pos - len(rows)

@@ -231,9 +231,72 @@ def test_history_keeps_the_newest_within_its_budget_and_counts_evictions(
         everything.extend(lines)
         ring.extend(lines)
         assert ring.bytes <= budget or len(ring) == 1  # one line is always kept
-        assert ring.bytes == sum(len(line) + 1 for line in ring.lines)
+        assert ring.bytes == sum(len(line) + 1 for line in ring.rows())
     assert ring.evicted + len(ring) == len(everything)
-    assert list(ring.lines) == everything[ring.evicted :]
+    assert ring.rows() == everything[ring.evicted :]
+
+
+class LineByLineHistory:
+    """The reference: the history as a deque of lines, evicting one line at a time."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self.lines: deque[bytes] = deque()
+        self.bytes = 0
+        self.evicted = 0
+
+    def extend(self, encoded: list[bytes]) -> int:
+        self.lines.extend(encoded)
+        self.bytes += sum(len(line) + 1 for line in encoded)
+        evicted = 0
+        while self.bytes > self.budget and len(self.lines) > 1:
+            self.bytes -= len(self.lines.popleft()) + 1
+            evicted += 1
+        self.evicted += evicted
+        return evicted
+
+
+# Budgets from below one row to a few dozen; lines from empty to larger than most budgets.
+budgets = st.one_of(st.integers(1, 12), st.integers(1, 400))
+batches = st.lists(st.lists(st.integers(0, 60), max_size=25), max_size=30)
+
+
+@settings(max_examples=500)
+@given(batches, budgets)
+def test_history_evicts_as_one_line_at_a_time_would(chunks: list[list[int]], budget: int) -> None:
+    ring, model = HistoryRing(budget), LineByLineHistory(budget)
+    n = 0
+    for chunk in chunks:
+        lines = [str(n + i).encode() + b"x" * size for i, size in enumerate(chunk)]
+        n += len(lines)
+        assert ring.extend(lines) == model.extend(lines)
+        assert ring.rows() == list(model.lines)
+        assert (ring.bytes, ring.evicted, len(ring)) == (model.bytes, model.evicted, len(model.lines))
+        # Evicted lines are let go at once: the runs hold exactly the lines counted, and
+        # never an empty run.
+        assert all(run and size == sum(len(line) + 1 for line in run) for size, run in ring.entries)
+        held = [line for _, run in ring.entries for line in run]
+        assert (len(held), sum(map(len, held))) == (len(ring), ring.bytes - len(ring))
+
+
+def test_history_keeps_a_copy_of_what_it_is_given() -> None:
+    ring = HistoryRing(100)
+    lines = [b"a", b"b"]
+    ring.extend(lines)
+    lines[0] = b"changed"
+    lines.append(b"more")
+    assert ring.rows() == [b"a", b"b"]
+    assert (ring.bytes, len(ring)) == (4, 2)
+
+
+def test_history_keeps_the_newest_line_even_alone_over_its_budget() -> None:
+    ring = HistoryRing(5)
+    assert ring.extend([b"abc", b"0123456789"]) == 1
+    assert ring.rows() == [b"0123456789"]
+    assert (ring.bytes, ring.evicted, len(ring)) == (11, 1, 1)
+    assert ring.extend([b"d"]) == 1  # the next line takes its place
+    assert ring.rows() == [b"d"]
+    assert (ring.bytes, ring.evicted) == (2, 2)
 
 
 # -- the batch encoder ----------------------------------------------------------------------------
