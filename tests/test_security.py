@@ -234,6 +234,12 @@ def test_a_failing_handler_run_shows_and_stores_no_piece_of_the_token(
     assert not svc.token_leaks()
 
 
+def _token_for_a_name() -> str:
+    # A name starting with "_" is private, not an extra (structlog's _logger): 1 random token
+    # in about 90 would be left out as a name, and the test would see no key at all.
+    return "k" + random_token()[1:]
+
+
 def _log_with_the_token_as_an_extra_name(token: str, **options: Any) -> tuple[bytes, str]:
     """Log one record whose extra's name is the token; the stored log and stdout."""
     svc = FakeLogService(token=token).start()
@@ -256,7 +262,7 @@ def _log_with_the_token_as_an_extra_name(token: str, **options: Any) -> tuple[by
 
 
 def test_dual_logging_masks_extra_names_as_well_as_values() -> None:
-    token = random_token()
+    token = _token_for_a_name()
     _, shown = _log_with_the_token_as_an_extra_name(token, dual_logging_enabled=True)
     assert json.loads(shown)["**************"] == "value"
     assert json.loads(shown)["plain"] == "**************"
@@ -264,7 +270,7 @@ def test_dual_logging_masks_extra_names_as_well_as_values() -> None:
 
 
 def test_the_stored_log_masks_extra_names_as_well_as_values() -> None:
-    token = random_token()
+    token = _token_for_a_name()
     stored, _ = _log_with_the_token_as_an_extra_name(token)
     assert_no_leak(stored.decode(), token)
 
