@@ -40,6 +40,7 @@ import math
 import os
 import socket
 import threading
+import time
 import weakref
 from collections import deque
 from typing import Any, Callable, Mapping, Optional, Union
@@ -99,6 +100,11 @@ _STREAM_SETTINGS = (
     "indirect_upload",
     "history_bytes",
 )
+#: Every this many lines waiting for the worker, the caller lets go of the GIL for a moment.
+_YIELD_EVERY = 256
+#: How long it lets go: anything above zero (sleep(0) does not hand the GIL over on 3.9 and
+#: 3.10, where a waiter can even starve); the system's timer slack (~50 us) sets the rest.
+_YIELD_SECONDS = 1e-6
 #: How often a worker whose stream waits for a hand-off checks that the configuration call
 #: (which holds logging's module lock) has returned.
 _HANDOFF_POLL = 0.05
@@ -451,6 +457,7 @@ class StreamWriter:
         self._ok_calls = 0
         self._close_deadline: Optional[Deadline] = None
         self._worker: Optional[threading.Thread] = None
+        self._worker_awake = False  # the worker runs a round (not waiting for work): _accept yields to it
         self._backend_closed = False
         self._spool = None  # a forked child's lines are its parent's to spool
 
@@ -639,6 +646,12 @@ class StreamWriter:
                 self._spool.wake()
         elif waiting == 1 and not self._live.entries:
             self._wake.set()
+        if not waiting % _YIELD_EVERY and self._worker_awake:
+            # Lines pile up while the worker works: it may be waiting for the GIL, which a
+            # caller in a tight loop lets go of only every switch interval (5 ms), and a
+            # request takes the worker tens of such waits (docs/writer.md#the-gil).  A
+            # sleep lets go now, long enough for the waiting worker to take it.
+            time.sleep(_YIELD_SECONDS)
 
     def _send_up(self, item: Item) -> None:
         """In a fork child, under ``_lock``: one datagram to the owner, in sequence order
@@ -733,6 +746,7 @@ class StreamWriter:
 
     def _run(self) -> None:
         _worker_state.active = True
+        self._worker_awake = True
         while True:
             try:
                 wait = self._round()
@@ -744,7 +758,10 @@ class StreamWriter:
             if wait is None:
                 break
             if wait > 0:
+                # Read by callers without a lock (a stale value costs one yield, or one miss).
+                self._worker_awake = False
                 self._wake.wait(wait)
+                self._worker_awake = True
             # Cleared before the next drain: a line appended after this sets it again.
             self._wake.clear()
         self._finish_and_account()

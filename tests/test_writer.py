@@ -683,3 +683,34 @@ def test_a_history_that_evicted_lines_is_stored_headed_by_a_marker() -> None:
     assert head.level == "warn" and head.pos == first_kept.pos - 1 == stats.history_evicted - 1
     assert [line.out for line in stored[1:]] == [f"line {i:03d}\n" for i in range(stats.history_evicted, 100)]
     assert [line.pos for line in stored] == list(range(head.pos, 100))
+
+
+def test_a_tight_loop_lets_the_worker_take_its_turns_on_the_gil() -> None:
+    # The GIL convoy (docs/writer.md#the-gil): the worker gives up the GIL at every I/O step of
+    # a request and waits for it again; a caller in a tight loop let go of it only every
+    # switch interval (5 ms), so 40 steps of opening the stream let ~36,000 lines pile up and
+    # overflow a 20,000-line bound.  The caller now lets go every 256 waiting lines while
+    # the worker is awake: at most ~10,000 lines pile up, whatever the machine's speed.
+    code = """
+import os, lelog
+from lelog.testing import MemoryBackend
+
+class SlowToOpen(MemoryBackend):
+    def open_stream(self, key, **opts):
+        r, w = os.pipe()
+        os.write(w, b"x" * 40)
+        for _ in range(40):  # 40 I/O steps that return at once, as a request's do
+            os.read(r, 1)
+        os.close(r); os.close(w)
+        super().open_stream(key, **opts)
+
+backend = SlowToOpen()
+writer = lelog.StreamWriter("convoy/k", backend, max_pending_lines=20_000, close_timeout=30)
+for i in range(60_000):
+    writer.write_line(f"line {i}")
+stats = writer.close()
+print(stats.summary())
+assert stats.dropped_total == 0 and len(backend.lines("convoy/k")) == 60_000, stats
+"""
+    result = run_python(code, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
