@@ -193,6 +193,11 @@ def worker_stages(url: str, reps: int) -> list[tuple[str, float, str]]:
     return [(name, us, "worker") for name, us in rows]
 
 
+def _drained_runs(lines: list[bytes]) -> list[list[bytes]]:
+    """``lines`` as the worker drains them in a burst: runs of ``DRAIN``."""
+    return [lines[start : start + DRAIN] for start in range(0, len(lines), DRAIN)]
+
+
 def live_queue_us(lines: list[bytes], reps: int) -> float:
     """The worker's live-queue work per line in a burst, on the writer's default bounds: each
     drained run queued, PUTs of ``BATCH`` lines cut from the head, each popped as pushed."""
@@ -200,7 +205,7 @@ def live_queue_us(lines: list[bytes], reps: int) -> float:
     from lelog._buffers import LiveQueue
 
     opts = WriterOptions()
-    runs = [lines[start : start + DRAIN] for start in range(0, len(lines), DRAIN)]
+    runs = _drained_runs(lines)
 
     def marker(lost: int, pos: int) -> bytes:  # pragma: no cover - nothing is lost here
         raise AssertionError(f"{lost} lines lost from the live queue at {pos}")
@@ -228,7 +233,7 @@ def live_overflow_us(lines: list[bytes], reps: int) -> float:
     from lelog._buffers import LiveQueue
 
     opts = WriterOptions()
-    runs = [lines[start : start + DRAIN] for start in range(0, len(lines), DRAIN)]
+    runs = _drained_runs(lines)
 
     def overflow() -> None:
         queue = LiveQueue(opts.max_pending_lines, opts.max_pending_bytes)
@@ -247,7 +252,7 @@ def history_overflow_us(lines: list[bytes], reps: int) -> float:
     from lelog._buffers import HistoryRing
 
     budget = WriterOptions().history_bytes
-    runs = [lines[start : start + DRAIN] for start in range(0, len(lines), DRAIN)]
+    runs = _drained_runs(lines)
 
     def overflow() -> None:
         ring = HistoryRing(budget)
