@@ -654,7 +654,7 @@ class Spool:
     ) -> None:
         """Count and warn (rate-limited): the spool never raises into the writer."""
         if exc is None:
-            why = "its queue is full (the disk is too slow)"
+            why = "its queue is full (max_pending_lines or max_pending_bytes: the disk or the spool's thread fell behind)"
         elif isinstance(exc, OSError):
             why = exc.strerror or repr(exc)
             if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):

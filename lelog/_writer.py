@@ -100,7 +100,8 @@ _STREAM_SETTINGS = (
     "indirect_upload",
     "history_bytes",
 )
-#: Every this many lines waiting for the worker, the caller lets go of the GIL for a moment.
+#: Once in this many lines accepted while at least as many wait for the worker, the caller
+#: lets go of the GIL for a moment.
 _YIELD_EVERY = 256
 #: How long it lets go: anything above zero (sleep(0) does not hand the GIL over on 3.9 and
 #: 3.10, where a waiter can even starve); the system's timer slack (~50 us) sets the rest.
@@ -631,6 +632,9 @@ class StreamWriter:
             if dropped:
                 counters.dropped["overflow"] += dropped
             waiting = len(pending.items)
+            # One line in _YIELD_EVERY accepted, not a count of waiting lines: a full buffer
+            # holds that count still, and would yield on every line.
+            turn = not counters.accepted % _YIELD_EVERY
         finally:
             lock.release()
         if state is _IDLE and start:
@@ -646,7 +650,7 @@ class StreamWriter:
                 self._spool.wake()
         elif waiting == 1 and not self._live.entries:
             self._wake.set()
-        if not waiting % _YIELD_EVERY and self._worker_awake:
+        if turn and waiting >= _YIELD_EVERY and self._worker_awake:
             # Lines pile up while the worker works: it may be waiting for the GIL, which a
             # caller in a tight loop lets go of only every switch interval (5 ms), and a
             # request takes the worker tens of such waits (docs/writer.md#the-gil).  A

@@ -714,3 +714,39 @@ assert stats.dropped_total == 0 and len(backend.lines("convoy/k")) == 60_000, st
 """
     result = run_python(code, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_full_buffer_behind_a_stuck_request_does_not_make_every_call_yield() -> None:
+    # Review finding: the yield counted the lines waiting, which a full buffer holds still, so
+    # with max_pending_lines a multiple of 256 and the worker stuck in a request every call
+    # slept.  It counts the lines accepted: one yield in 256 at most.
+    code = """
+import threading, time, lelog
+from lelog.testing import MemoryBackend
+
+released = threading.Event()
+
+class Stuck(MemoryBackend):
+    def open_stream(self, key, **opts):
+        released.wait(60)  # a request that does not answer (the worker stays awake in it)
+        super().open_stream(key, **opts)
+
+sleeps = [0]
+real_sleep = time.sleep
+def counting(seconds):
+    sleeps[0] += 1
+    real_sleep(seconds)
+time.sleep = counting
+
+writer = lelog.StreamWriter("stuck/k", Stuck(), max_pending_lines=512, close_timeout=30)
+for i in range(20_000):
+    writer.write_line(f"line {i}")
+yields = sleeps[0]
+released.set()
+stats = writer.close()
+assert yields <= 20_000 // 256 + 1, yields
+assert stats.dropped["overflow"] > 0 and stats.accepted == stats.sent + stats.dropped_total, stats
+print(yields)
+"""
+    result = run_python(code, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
