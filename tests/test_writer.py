@@ -685,41 +685,14 @@ def test_a_history_that_evicted_lines_is_stored_headed_by_a_marker() -> None:
     assert [line.pos for line in stored] == list(range(head.pos, 100))
 
 
-def test_a_tight_loop_lets_the_worker_take_its_turns_on_the_gil() -> None:
-    # The GIL convoy (docs/writer.md#the-gil): the worker gives up the GIL at every I/O step of
-    # a request and waits for it again; a caller in a tight loop let go of it only every
-    # switch interval (5 ms), so 40 steps of opening the stream let ~36,000 lines pile up and
-    # overflow a 20,000-line bound.  The caller now lets go every 256 waiting lines while
-    # the worker is awake: at most ~10,000 lines pile up, whatever the machine's speed.
-    code = """
-import os, lelog
-from lelog.testing import MemoryBackend
-
-class SlowToOpen(MemoryBackend):
-    def open_stream(self, key, **opts):
-        r, w = os.pipe()
-        os.write(w, b"x" * 40)
-        for _ in range(40):  # 40 I/O steps that return at once, as a request's do
-            os.read(r, 1)
-        os.close(r); os.close(w)
-        super().open_stream(key, **opts)
-
-backend = SlowToOpen()
-writer = lelog.StreamWriter("convoy/k", backend, max_pending_lines=20_000, close_timeout=30)
-for i in range(60_000):
-    writer.write_line(f"line {i}")
-stats = writer.close()
-print(stats.summary())
-assert stats.dropped_total == 0 and len(backend.lines("convoy/k")) == 60_000, stats
-"""
-    result = run_python(code, timeout=120)
-    assert result.returncode == 0, result.stdout + result.stderr
-
-
-def test_a_full_buffer_behind_a_stuck_request_does_not_make_every_call_yield() -> None:
-    # Review finding: the yield counted the lines waiting, which a full buffer holds still, so
-    # with max_pending_lines a multiple of 256 and the worker stuck in a request every call
-    # slept.  It counts the lines accepted: one yield in 256 at most.
+def test_a_caller_yields_once_in_256_lines_while_the_worker_is_busy() -> None:
+    # The GIL convoy (docs/writer.md#the-gil): a caller in a tight loop let go of the GIL
+    # only every switch interval, and the worker needed it back at every I/O step of a
+    # request (the benchmark's exit row, which measures the effect, delivered 86,752 of
+    # 100,000).  While the worker is awake and lines pile up, the caller sleeps once in 256
+    # lines.  Counted, not timed.  Review finding: the yield first counted the lines
+    # waiting, which a full buffer holds still, so with max_pending_lines a multiple of 256
+    # every call slept; it counts the lines accepted.
     code = """
 import threading, time, lelog
 from lelog.testing import MemoryBackend
@@ -744,7 +717,7 @@ for i in range(20_000):
 yields = sleeps[0]
 released.set()
 stats = writer.close()
-assert yields <= 20_000 // 256 + 1, yields
+assert 20_000 // 256 - 1 <= yields <= 20_000 // 256 + 1, yields
 assert stats.dropped["overflow"] > 0 and stats.accepted == stats.sent + stats.dropped_total, stats
 print(yields)
 """
