@@ -4,8 +4,8 @@
 guards it with its ``_lock``).  ``HistoryRing`` holds the encoded lines kept for the final
 upload and ``Intake`` those on their way to the live queue (both the encoder's, under the
 writer's ``_encode_lock``); ``LiveQueue`` holds encoded lines not yet pushed live (the
-worker's alone).  Each is bounded; what a bound pushes out is counted and, where a reader would otherwise not
-notice, marked (docs/writer.md#buffers).
+worker's alone).  Each is bounded; what a bound pushes out is counted and, where a reader
+would otherwise not notice, marked (docs/writer.md#buffers).
 """
 
 from __future__ import annotations

@@ -192,10 +192,9 @@ class StreamHandler(logging.Handler):
         super().__init__(level)
         self.writer = writer
         self.extras_as_args = extras_as_args
-        self.exclude = frozenset(exclude)
         # Records go to the writer as captured at call time while this formatter is the
         # handler's (see emit); another formatter runs on the caller, as logging's own do.
-        formatter = LogfmtFormatter(exclude=self.exclude)
+        formatter = LogfmtFormatter(exclude=exclude)
         self.exclude = formatter.exclude  # one set for the text and args: emit checks it is kept
         self.setFormatter(formatter)
         self._record_line = RecordLine.EXTRAS_AS_ARGS if extras_as_args else RecordLine.TEXT_ONLY

@@ -21,12 +21,12 @@ The writer's life is one ``WriterState``, changed only by ``_move`` under ``_loc
 writer without a worker, driven by ``step()``, so tests drive time instead of sleeping.
 
 Locks (docs/writer.md#locks).  ``_lock`` guards the pending lines, the counters and the
-state.  It is held only for a few list operations, never across I/O,
-and nothing is called while holding it, so a caller waits on it for microseconds at most and
-it cannot take part in a deadlock.  ``_split_lock`` serialises ``write()`` callers over the
-partial-line buffer; it is taken before ``_lock`` and never the other way round.
-``_encode_lock`` makes one thread at a time encode, and guards ``pos``, the history and the
-intake; it is taken before ``_lock``, and nothing under it waits.  The thread that runs the worker's rounds (the
+state.  It is held only for a few list operations, never across I/O, and nothing is called
+while holding it, so a caller waits on it for microseconds at most and it cannot take part
+in a deadlock.  ``_split_lock`` serialises ``write()`` callers over the partial-line buffer;
+it is taken before ``_lock`` and never the other way round.  ``_encode_lock`` makes one
+thread at a time encode, and guards ``pos``, the history and the intake; it is taken before
+``_lock``, and nothing under it waits.  The thread that runs the worker's rounds (the
 worker, or a closer when there is none) owns the live queue and the live state outright.
 """
 
