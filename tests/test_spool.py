@@ -463,10 +463,16 @@ def test_a_full_disk_is_counted_and_live_streaming_goes_on(tmp_path: Path, servi
         config = lelog.LogConfig(url={service.url!r}, account_id="acct", token="secret-token")
         writer = lelog.StreamWriter("job/full", config, spool_dir={str(tmp_path / "spool")!r},
                                     flush_interval=0.2, close_timeout=20)
+        def settled():  # every line so far written to the spool or counted as lost
+            stats = writer.spool_stats
+            return stats.written + stats.lost
+
         for i in range(3000):
             writer.write_line(f"line {{i}}")
-            if i % 500 == 0:
-                time.sleep(0.3)  # several spool writes, most of them refused
+            if i % 500 == 0:  # several spool writes, most of them refused: wait for each
+                deadline = time.monotonic() + 60
+                while settled() <= i and time.monotonic() < deadline:
+                    time.sleep(0.01)
         writer.close()
         spooled = writer.spool_stats
         print(json.dumps({{"lost": spooled.lost, "errors": spooled.errors,
