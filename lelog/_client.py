@@ -23,7 +23,7 @@ from typing import Any, Callable, Generator, Iterator, Optional, Sequence, Union
 
 import httpx
 
-from . import _process
+from . import _lifecycle
 from ._clock import Deadline
 from ._config import LogConfig
 from ._exceptions import (
@@ -440,7 +440,7 @@ def _renew_locks_in_child() -> None:
         client._lock = threading.Lock()
 
 
-_process.after_fork_in_child(_renew_locks_in_child)  # lelog's one fork hook runs it
+_lifecycle.after_fork_in_child(_renew_locks_in_child)  # lelog's one fork hook runs it
 
 
 def _error_for(

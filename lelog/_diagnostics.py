@@ -14,7 +14,7 @@ import time
 import weakref
 from typing import Callable
 
-from . import _process
+from . import _lifecycle
 
 __all__ = ["RateLimitedWarnings", "logger"]
 
@@ -59,4 +59,4 @@ def _renew_locks_in_child() -> None:
         warnings._lock = threading.Lock()
 
 
-_process.after_fork_in_child(_renew_locks_in_child)
+_lifecycle.after_fork_in_child(_renew_locks_in_child)

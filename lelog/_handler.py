@@ -2,21 +2,22 @@
 
 Built from plain values only, so ``dictConfig`` and ``fileConfig`` can make it; building it
 opens no connection and starts no thread (docs/hazards.md#side-effects-at-construction, #dictconfig-traps):
-the writer's worker starts on
-the first record.  ``emit`` only formats and appends to the writer's bounded buffer.
+the writer's worker starts on the first record.  ``emit`` only formats and appends to the
+writer's bounded buffer.
 
-Recursion (docs/hazards.md#recursion).  A record is dropped, never buffered, when it is emitted on a
-writer's I/O thread (the HTTP client's own ``httpx``/``httpcore`` records) or on a thread that
-is already inside a ``lelog`` handler (a formatter, filter or ``__str__`` that logs).
+Re-entry (docs/writer.md#re-entry).  ``handle`` is one of lelog's entry points: a record
+logged on a thread already inside lelog (a signal handler or a finalizer that interrupted a
+logging call, a formatter that logs) is deferred until the outer call returns, never
+dropped uncounted; a record logged on lelog's own I/O threads (its HTTP client's) goes to no
+lelog stream.
 
-Locks (docs/hazards.md#deadlock-under-logging-locks).  ``handle`` never takes the handler lock: the writer is
-thread-safe,
-and so no thread ever waits on that lock for us.  ``flush`` and ``close`` wait on the writer's
-worker only when the calling thread does not hold ``logging``'s module lock: the worker's HTTP
-client logs, and ``Logger.isEnabledFor`` takes that lock on a cache miss, so waiting under it
-(``dictConfig`` closing old handlers does exactly that) would stall until the deadline.  Under
-it, ``close`` lets go of the stream for a replacement on the same key to take on
-(docs/writer.md#hand-off).
+Locks (docs/hazards.md#deadlock-under-logging-locks).  ``handle`` never takes the handler
+lock: the writer is thread-safe, and so no thread ever waits on that lock for us.  ``flush``
+and ``close`` wait on the writer's worker only when the calling thread does not hold
+``logging``'s module lock: the worker's HTTP client logs, and ``Logger.isEnabledFor`` takes
+that lock on a cache miss, so waiting under it (``dictConfig`` closing old handlers does
+exactly that) would stall until the deadline.  Under it, ``close`` lets go of the stream for
+a replacement on the same key to take on (docs/writer.md#hand-off).
 
 Shutdown (docs/writer.md#one-deadline).  ``logging.shutdown()`` calls each handler's
 ``flush`` and ``close`` in turn; the first lelog ``flush`` it calls finishes every lelog
@@ -25,16 +26,16 @@ handler in its list in parallel, within one ``close_timeout``.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import sys
-import threading
 import weakref
 from typing import Any, Collection, Mapping, Optional, Union
 
 import attrs
 
-from . import _process
+from . import _lifecycle, _reentry
 from ._config import (
     CONFIG_FIELDS,
     LogConfig,
@@ -47,36 +48,15 @@ from ._exceptions import ConfigError
 from ._line import _MAX_EPOCH
 from ._logfmt import _FRESH_RECORD_SIZE, LogfmtFormatter, record_extras, safe_str
 from ._writer import Stats, StreamWriter, WriterOptions
-from ._writer import _worker_state as _io_thread
 
 __all__ = ["StreamHandler"]
 
 _WRITER_FIELDS = frozenset(f.name for f in attrs.fields(WriterOptions))
 
 
-class _GuardState(threading.local):
-    # A class default, as _writer._WorkerState has: a getattr(..., False) miss costs an
-    # AttributeError on every record (benchmarks/: caller-cost row).
-    active = False
-
-
-_guard = _GuardState()
-
-
-class _Guarded:
-    """Marks this thread as inside ``lelog`` for a block: records logged there are dropped."""
-
-    __slots__ = ("_was",)
-
-    def __enter__(self) -> None:
-        self._was = _guard.active
-        _guard.active = True
-
-    def __exit__(self, *exc_info: object) -> None:
-        _guard.active = self._was
-
-
-_holding_logging_lock = _process.holding_logging_lock
+_holding_logging_lock = _lifecycle.holding_logging_lock
+#: Loggers of lelog's own work: their records on lelog's threads are not a user's.
+_OWN_LOGGERS = ("lelog", "httpx", "httpcore")
 
 
 _SHUTDOWN_CODE = logging.shutdown.__code__
@@ -103,10 +83,11 @@ def _finish_in_parallel(handlers: list[Any]) -> None:
     streams = []
     for item in handlers:
         handler = item() if isinstance(item, weakref.ref) else item
-        if isinstance(handler, StreamHandler) and handler._owns_writer and not handler.writer.closed:
-            if handler.writer._let_go():  # the last writer out finishes its stream
-                streams.append(handler.writer._engine)
-    _process.finish_together(streams)
+        if isinstance(handler, StreamHandler) and handler.owns_writer and not handler.writer.closed:
+            engine = handler.writer.release()
+            if engine is not None:  # the last writer out finishes its stream
+                streams.append(engine)
+    _lifecycle.finish_together(streams)
 
 
 def _lines(text: str) -> list[str]:
@@ -182,15 +163,16 @@ class StreamHandler(logging.Handler):
         config_values.update({k: v for k, v in explicit.items() if v is not None})
         if writer is None:
             writer = _build_writer(key, config, config_values, writer_options)
-            self._owns_writer = True
+            self.owns_writer = True
         elif key is not None or config is not None or config_values or writer_options:
             raise ConfigError("writer= replaces key, config and writer options: give one or the other")
         else:
-            self._owns_writer = False
+            self.owns_writer = False
         # The writer is built before the handler registers with logging: a ConfigError
         # leaves no half-made handler for logging.shutdown() to find.
         super().__init__(level)
         self.writer = writer
+        self._ingress = writer.ingress
         self.extras_as_args = extras_as_args
         # Records go to the writer as captured at call time while this formatter is the
         # handler's (see emit); another formatter runs on the caller, as logging's own do.
@@ -218,16 +200,33 @@ class StreamHandler(logging.Handler):
 
         Returns what the filters returned: a (possibly replaced) record on Python 3.12+.
         """
-        if _guard.active or _io_thread.active:  # inside lelog already, or a writer's I/O
-            return False
-        _guard.active = True
+        entry = _reentry.state
+        if entry.busy:
+            return self._reenter(record)
+        entry.busy = True
         try:
             rv = self.filter(record)
             if rv:
                 self.emit(rv if isinstance(rv, logging.LogRecord) else record)
             return rv
         finally:
-            _guard.active = False  # it was not active, or we would have returned above
+            entry.busy = False
+            if entry.deferred:
+                _reentry.run_deferred()
+
+    def _reenter(self, record: logging.LogRecord) -> bool:
+        """A record logged on a thread already inside lelog: deferred until the outer call
+        returns; on lelog's own threads, its own records go nowhere and anything else (a
+        finalizer that logs there) is counted."""
+        if not _reentry.state.own:
+            _reentry.defer(functools.partial(self.handle, record), self._count_reentrant)
+            return True
+        if not record.name.startswith(_OWN_LOGGERS):
+            self._count_reentrant()
+        return False
+
+    def _count_reentrant(self) -> None:
+        self.writer.count_reentrant()
 
     def emit(self, record: logging.LogRecord) -> None:
         """Append the record's lines to the writer's buffer; never blocks on I/O or raises.
@@ -250,7 +249,7 @@ class StreamHandler(logging.Handler):
                     and not (record.exc_info or record.exc_text or record.stack_info)
                 ):
                     if len(record.__dict__) <= _FRESH_RECORD_SIZE:  # no extras: record_extras' own test
-                        self.writer.write_record(ts, levelname, record.getMessage(), None, self._record_line)
+                        self._ingress.record(ts, levelname, record.getMessage(), None, self._record_line)
                         return
                     # The formatter's settings as the handler made them (changed, they are
                     # honoured on the caller); the extras' names str, else two could print alike.
@@ -261,7 +260,7 @@ class StreamHandler(logging.Handler):
                         and all(type(name) is str for name in extras)
                     ):
                         strings = {name: safe_str(value) for name, value in extras.items()}
-                        self.writer.write_record(
+                        self._ingress.record(
                             ts, levelname, record.getMessage(), strings or None, self._record_line
                         )
                         return
@@ -274,12 +273,12 @@ class StreamHandler(logging.Handler):
         text = self.format(record)
         level = record.levelname.lower()
         args = self._args(record)
-        write_line = self.writer.write_line
+        line = self._ingress.line
         if "\n" in text:
-            for line in _lines(text):
-                write_line(line, level, args, time=record.created)
+            for part in _lines(text):
+                line(part, level, args, record.created)
         else:  # the common one-line record skips the split (caller-cost row)
-            write_line(text, level, args, time=record.created)
+            line(text, level, args, record.created)
         if self._dual_masker is not None:
             self._dual_log(text, record, args)
 
@@ -311,17 +310,19 @@ class StreamHandler(logging.Handler):
         (default: the writer's ``close_timeout``).
 
         Under ``logging``'s module lock it only asks for a push and returns (see the module
-        docstring); records logged by this thread meanwhile are dropped.  Called by
-        ``logging.shutdown()``, it finishes every lelog handler being shut down at once, in
-        parallel, within one deadline (docs/writer.md#one-deadline).
+        docstring).  Called by ``logging.shutdown()``, it finishes every lelog handler being
+        shut down at once, in parallel, within one deadline (docs/writer.md#one-deadline).
+        On a thread already inside lelog (a signal handler) it returns False at once.
         """
-        with _Guarded():
-            handlers = _shutting_down(sys._getframe(1))
-            if handlers is not None:
+        if _reentry.nested():
+            return False
+        handlers = _shutting_down(sys._getframe(1))
+        if handlers is not None:
+            with _reentry.entered():
                 _finish_in_parallel(handlers)
-            # The worker never takes this handler's lock (handle() does not), so waiting for
-            # it here is safe even under logging.shutdown(), which holds that lock.
-            return self.writer.flush(0.0 if _holding_logging_lock() else timeout)
+        # The worker never takes this handler's lock (handle() does not), so waiting for it
+        # here is safe even under logging.shutdown(), which holds that lock.
+        return self.writer.flush(0.0 if _holding_logging_lock() else timeout)
 
     def close(self, timeout: Optional[float] = None) -> None:
         """Finish the stream (final push, upload, close) within ``timeout`` seconds (default:
@@ -330,15 +331,13 @@ class StreamHandler(logging.Handler):
         Under ``logging``'s module lock (``dictConfig`` replacing this handler) it starts the
         close and returns: the worker finishes within the same deadline once the lock is
         free, and the exit hook waits for it.  A writer given with ``writer=`` is not closed.
+        On a thread already inside lelog (a signal handler), the close runs when the call
+        it interrupted returns.
         """
         try:
-            if self._owns_writer:
-                with _Guarded():
-                    self._close_writer(timeout)
+            if self.owns_writer:
+                # Bounded either way; under logging's module lock the worker may need that
+                # lock (httpx logs), so the close is only started and the exit hook waits.
+                self.writer.close(timeout, wait=not _holding_logging_lock())
         finally:
             super().close()
-
-    def _close_writer(self, timeout: Optional[float]) -> None:
-        # Bounded either way; under logging's module lock the worker may need that lock
-        # (httpx logs), so the close is only started and the exit hook waits for it.
-        self.writer.close(timeout, wait=not _holding_logging_lock())

@@ -25,7 +25,7 @@ from typing import Any, Collection, Mapping, Optional, Sequence, Union
 
 import attrs
 
-from . import _process
+from . import _lifecycle
 from ._backend import Backend
 from ._config import LogConfig, check_level
 from ._diagnostics import RateLimitedWarnings
@@ -316,4 +316,4 @@ def _renew_lock_in_child() -> None:
     _registry_lock = threading.Lock()
 
 
-_process.after_fork_in_child(_renew_lock_in_child)
+_lifecycle.after_fork_in_child(_renew_lock_in_child)

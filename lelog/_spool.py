@@ -70,8 +70,8 @@ from ._config import LogConfig
 from ._diagnostics import RateLimitedWarnings
 from ._exceptions import ConfigError
 from ._filestore import FileStore
+from ._lifecycle import start_daemon
 from ._line import encode_line
-from ._process import start_daemon
 
 __all__ = [
     "DEFAULT_FSYNC_INTERVAL",

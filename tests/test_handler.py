@@ -359,7 +359,14 @@ def test_root_at_debug_with_httpx_logging_captures_only_the_programs_records(
     assert handler.stats.accepted == 50
 
 
-def test_records_logged_from_inside_emit_are_dropped(service: FakeLogService, on_root: Any) -> None:
+def test_records_logged_from_inside_emit_are_kept_after_it_and_a_loop_is_counted(
+    service: FakeLogService, on_root: Any
+) -> None:
+    """A filter or formatter that logs re-enters the handler on its own thread: those records
+    are deferred until the outer record is written (kept, in order), and those they log in
+    turn one level deeper; past that depth the chain is cut and counted, never lost silently
+    (docs/writer.md#re-entry)."""
+
     class Chatty(logging.Formatter):
         def format(self, record: logging.LogRecord) -> str:
             logging.getLogger("formatter").warning("formatting %s", record.getMessage())
@@ -368,11 +375,20 @@ def test_records_logged_from_inside_emit_are_dropped(service: FakeLogService, on
     handler = on_root(StreamHandler("reentry/k", **plain(service)))
     handler.setFormatter(Chatty())
     handler.addFilter(lambda record: logging.getLogger("filter").info("filtering") or True)
-    for i in range(5):
-        logging.getLogger("app").info("record %d", i)
-    handler.close()
-    assert outs(service.blob_lines("reentry/k")) == [f"record {i}\n" for i in range(5)]
-
+    logging.getLogger("app").info("record 0")
+    stats = handler.writer.close()
+    assert outs(service.blob_lines("reentry/k")) == [
+        "record 0\n",
+        "filtering\n",  # logged by the filter, deferred until "record 0" was written
+        "formatting record 0\n",
+        "filtering\n",  # logged while the deferred "filtering" record was handled
+        "formatting filtering\n",
+        "filtering\n",
+        "formatting formatting record 0\n",
+    ]
+    # Each of the four records at the deepest level logged twice more: cut and counted.
+    assert stats.dropped["reentrant"] == 8
+    assert stats.accepted == stats.sent + stats.dropped_total == 15
 
 # -- locks, flush and close (docs/hazards.md#deadlock-under-logging-locks, #flush-semantics) ------
 

@@ -16,7 +16,7 @@ import pytest
 
 from lelog import LogConfig, StreamWriter
 from lelog._clock import SystemClock
-from lelog._writer import in_worker_thread
+from lelog._reentry import in_own_thread as in_worker_thread
 from lelog.testing import MemoryBackend
 from tests.helpers import dead_url, run_python, writer_threads_refused
 from tests.service import FakeLogService
@@ -208,7 +208,7 @@ import os, signal, threading, time, lelog
 from lelog.testing import MemoryBackend
 
 # No public effect shows a lock held at the fork: the script takes lelog's private locks
-# itself (the writer's, its warnings', the jobs' registry), on threads that hold them until
+# itself (the stream's ledger, the writer's partial line, its warnings', the jobs' registry), on threads that hold them until
 # the child has ended.  This is the one test that reaches into them; it needs to.
 held = threading.Semaphore(0)
 done_with_child = threading.Event()
@@ -221,11 +221,12 @@ def hold(lock):
     threading.Thread(target=run, daemon=True).start()
 
 writer = lelog.StreamWriter("k", lelog.LogConfig(url={url!r}, account_id="a", token="t"), close_timeout=1)
-hold(writer._lock)
-hold(writer._warnings._lock)
+hold(writer._engine.ledger.lock)
+hold(writer.split_lock)
+hold(writer._engine._warnings._lock)
 import lelog._job as job
 hold(job._registry_lock)
-for _ in range(3):
+for _ in range(4):
     held.acquire()
 pid = os.fork()
 if pid == 0:

@@ -1,0 +1,120 @@
+"""What a stream did: ``Stats`` (the public snapshot) and ``Counters`` (the live counts).
+
+Every accepted line ends up sent, dropped for one of ``DROP_REASONS``, or pending.  The
+counters belong to a stream's ``Ledger``, which guards them with its lock.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Optional
+
+import attrs
+
+__all__ = ["DROP_REASONS", "Counters", "Stats"]
+
+#: Why a line did not reach the live stream ("unencodable": lelog itself failed to encode
+#: it, which only a bug or an exhausted machine causes; "reentrant": a call made on a thread
+#: already inside lelog that could not be deferred, docs/writer.md#re-entry).
+DROP_REASONS = (
+    "overflow",
+    "too_large",
+    "rejected",
+    "retries_exhausted",
+    "after_close",
+    "unencodable",
+    "reentrant",
+)
+
+
+@attrs.frozen
+class Stats:
+    """What a writer did.  Every accepted line ends up sent, dropped (by reason) or pending.
+
+    ``dropped`` counts lines that did not reach the live stream; those of them still in the
+    history (``rejected``, ``retries_exhausted``, and ``overflow`` of the live queue) are in
+    the final upload when it succeeds (``uploaded``).  ``truncated`` lines were sent cut to
+    the protocol's line size.
+    """
+
+    accepted: int = 0
+    sent: int = 0
+    pending: int = 0
+    dropped: Mapping[str, int] = attrs.field(factory=lambda: dict.fromkeys(DROP_REASONS, 0))
+    retries: int = 0
+    batches: int = 0
+    bytes_sent: int = 0
+    truncated: int = 0
+    history_lines: int = 0
+    history_evicted: int = 0
+    uploaded: Optional[bool] = None
+    closed: bool = False
+    last_error: Optional[str] = None
+    #: Another writer took this writer's stream on: it let go while others still used it, or
+    #: a replacement took its hand-off.  The last one out uploads and reports ``uploaded``.
+    handed_on: bool = False
+
+    @property
+    def dropped_total(self) -> int:
+        return sum(self.dropped.values())
+
+    def summary(self) -> str:
+        """One line for people: what was sent, what was dropped and why, what was cut."""
+        text = f"{self.sent:,} of {self.accepted:,} lines sent"
+        if self.dropped_total:
+            reasons = ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in self.dropped.items() if v)
+            text += f", {self.dropped_total:,} dropped ({reasons})"
+        if self.pending:
+            text += f", {self.pending:,} pending"
+        if self.truncated:
+            text += f", {self.truncated:,} truncated to the line size limit"
+        if self.handed_on:
+            text += ", stream handed on to another writer"
+        elif self.uploaded is not None:
+            text += ", log uploaded" if self.uploaded else ", upload FAILED"
+        if self.last_error:
+            text += f"; last error: {self.last_error}"
+        return text
+
+
+class Counters:
+    """A stream's mutable counts; guarded by its ``Ledger``'s lock."""
+
+    __slots__ = (
+        "accepted",
+        "sent",
+        "retries",
+        "batches",
+        "bytes_sent",
+        "truncated",
+        "history_evicted",
+        "uploaded",
+        "last_error",
+        "dropped",
+    )
+
+    def __init__(self) -> None:
+        self.accepted = self.sent = self.retries = self.batches = 0
+        self.bytes_sent = self.truncated = self.history_evicted = 0
+        self.uploaded: Optional[bool] = None
+        self.last_error: Optional[str] = None
+        self.dropped = dict.fromkeys(DROP_REASONS, 0)
+
+    def settled(self) -> int:
+        return self.sent + sum(self.dropped.values())
+
+    def snapshot(self, *, history_lines: int, closed: bool) -> Stats:
+        return Stats(
+            accepted=self.accepted,
+            sent=self.sent,
+            pending=self.accepted - self.settled(),
+            dropped=dict(self.dropped),
+            retries=self.retries,
+            batches=self.batches,
+            bytes_sent=self.bytes_sent,
+            truncated=self.truncated,
+            history_lines=history_lines,
+            history_evicted=self.history_evicted,
+            uploaded=self.uploaded,
+            closed=closed,
+            last_error=self.last_error,
+        )
