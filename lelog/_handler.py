@@ -205,21 +205,24 @@ class StreamHandler(logging.Handler):
             return self._reenter(record)
         entry.busy = True
         try:
-            rv = self.filter(record)
-            if rv:
-                self.emit(rv if isinstance(rv, logging.LogRecord) else record)
-            return rv
+            return self._filter_and_emit(record)
         finally:
-            entry.busy = False
-            if entry.deferred:
-                _reentry.run_deferred()
+            _reentry.leave(entry)
+
+    def _filter_and_emit(self, record: logging.LogRecord) -> Any:
+        rv = self.filter(record)
+        if rv:
+            self.emit(rv if isinstance(rv, logging.LogRecord) else record)
+        return rv
 
     def _reenter(self, record: logging.LogRecord) -> bool:
         """A record logged on a thread already inside lelog: deferred until the outer call
         returns; on lelog's own threads, its own records go nowhere and anything else (a
         finalizer that logs there) is counted."""
         if not _reentry.state.own:
-            _reentry.defer(functools.partial(self.handle, record), self._count_reentrant)
+            _reentry.defer(
+                functools.partial(self._filter_and_emit, record), self._count_reentrant, self.writer.stream
+            )
             return True
         if not record.name.startswith(_OWN_LOGGERS):
             self._count_reentrant()

@@ -11,7 +11,7 @@ a lock the thread already holds (docs/writer.md#re-entry):
 - a formatter, filter or ``__str__`` that logs while its record is being formatted.
 
 Such a call is deferred: it runs when the outermost entry returns, in order, on the same
-thread, holding nothing (it is an entry point itself, called again).  Calls deferred from a deferred call are allowed ``MAX_DEPTH`` deep
+thread, holding nothing, with the thread still marked busy.  Calls deferred from a deferred call are allowed ``MAX_DEPTH`` deep
 (a formatter that logs every time it formats would otherwise loop); beyond that, or beyond
 ``MAX_DEFERRED`` waiting, the call's lines are counted (``reentrant``), never lost silently.
 
@@ -38,7 +38,9 @@ __all__ = [
     "in_own_thread",
     "mark_own_thread",
     "own_io",
+    "leave",
     "run_deferred",
+    "run_deferred_for",
     "state",
 ]
 
@@ -48,8 +50,9 @@ MAX_DEPTH = 2
 #: How many deferred calls one thread may hold while its outermost entry runs.
 MAX_DEFERRED = 10_000
 
-#: A deferred call, and what counts its lines when it cannot run.
-Deferred = tuple[Callable[[], object], Callable[[], None], int]
+#: A deferred call, what counts its lines when it cannot run, its depth, and the stream it
+#: writes to (None: none in particular).
+Deferred = tuple[Callable[[], object], Callable[[], None], int, object]
 
 
 class _ThreadState(threading.local):
@@ -107,9 +110,10 @@ def entered() -> Iterator[None]:
     try:
         yield
     finally:
-        st.busy = was
-        if not was and st.deferred:
-            run_deferred()
+        if was:
+            st.busy = True
+        else:
+            leave(st)
 
 
 def nested() -> bool:
@@ -119,8 +123,8 @@ def nested() -> bool:
     return st.busy and not st.own
 
 
-def defer(call: Callable[[], object], count_lost: Callable[[], None]) -> None:
-    """Run ``call`` (an entry point) when this thread's outermost lelog entry returns; or,
+def defer(call: Callable[[], object], count_lost: Callable[[], None], target: object = None) -> None:
+    """Run ``call`` (an entry point's body) when this thread's outermost lelog entry returns; or,
     past the bounds, count its lines with ``count_lost``.  Call with ``state.busy`` set on a
     thread that is not lelog's own."""
     st = state
@@ -131,26 +135,65 @@ def defer(call: Callable[[], object], count_lost: Callable[[], None]) -> None:
     if depth > MAX_DEPTH or len(queue) >= MAX_DEFERRED:
         count_lost()
         return
-    queue.append((call, count_lost, depth))
+    queue.append((call, count_lost, depth, target))
+
+
+def leave(st: _ThreadState) -> None:
+    """The way out of an outermost entry point: replay what was deferred while still busy
+    (a signal meanwhile queues behind it), else clear ``busy``, then look once more (a
+    signal between the look and the clearing queued a call)."""
+    if st.deferred:
+        run_deferred()
+    else:
+        st.busy = False
+        if st.deferred:
+            run_deferred()
+
+
+def run_deferred_for(target: object) -> None:
+    """Replay now, in order, the deferred calls that write to ``target`` (a close from a
+    signal handler takes the lines deferred for its stream first); the others wait."""
+    st = state
+    queue = st.deferred
+    if not queue or st.draining:
+        return
+    mine = [item for item in queue if item[3] is target]
+    if not mine:
+        return
+    for item in mine:
+        queue.remove(item)
+    st.draining = True
+    outer = st.depth
+    try:
+        for call, _count_lost, depth, _target in mine:
+            st.depth = depth
+            call()
+    finally:
+        st.draining = False
+        st.depth = outer
 
 
 def run_deferred() -> None:
     """Run what was deferred on this thread, in order: an entry point calls it on its way
-    out, after clearing ``busy``, when the queue is not empty.  Each deferred call is an
-    entry point itself, so whatever it defers joins the same queue, one level deeper.  A
-    signal handler's exception (``KeyboardInterrupt``) propagates; what is left waits for
-    the next entry's exit."""
+    out, after clearing ``busy``, when the queue is not empty.
+
+    The thread stays ``busy`` while it replays: a signal meanwhile is deferred behind what
+    waits, so order holds.  Each deferred call is an entry point's body, run as the entry
+    point would run it; what it defers joins the queue one level deeper.  A signal
+    handler's exception (``KeyboardInterrupt``) propagates; what is left waits for the next
+    entry's exit."""
     st = state
     queue = st.deferred
-    if st.draining or not queue:
+    if st.draining:
         return
-    st.draining = True
-    outer = st.depth
-    try:
-        while queue:
-            call, _count_lost, depth = queue.popleft()
-            st.depth = depth
-            call()
-    finally:
-        st.depth = outer
-        st.draining = False
+    while queue:  # checked again once busy is cleared: a signal may have queued a call
+        st.draining = True
+        st.busy = True
+        try:
+            while queue:
+                call, _count_lost, depth, _target = queue.popleft()
+                st.depth = depth
+                call()
+        finally:
+            st.busy = st.draining = False
+            st.depth = 0

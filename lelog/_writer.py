@@ -226,15 +226,13 @@ class StreamWriter:
         """Write text or bytes, io-style: partial lines wait for their ``\\n``.  Never raises."""
         entry = _reentry.state
         if entry.busy:
-            self._reenter(functools.partial(self.write, data))
+            self._reenter(functools.partial(self._write, data))
             return len(data) if isinstance(data, (str, bytes)) else 0
         entry.busy = True
         try:
             return self._write(data)
         finally:
-            entry.busy = False
-            if entry.deferred:
-                _reentry.run_deferred()
+            _reentry.leave(entry)
 
     def write_line(
         self,
@@ -253,15 +251,13 @@ class StreamWriter:
         entry = _reentry.state
         if entry.busy:
             ts = self._clock.time() if time is None else time  # the time it was written
-            self._reenter(functools.partial(self.write_line, out, level, args, time=ts))
+            self._reenter(functools.partial(self._guarded, self.ingress.line, out, level, args, ts))
             return
         entry.busy = True
         try:
             self._guarded(self.ingress.line, out, level, args, time)
         finally:
-            entry.busy = False
-            if entry.deferred:
-                _reentry.run_deferred()
+            _reentry.leave(entry)
 
     def write_record(
         self,
@@ -275,15 +271,16 @@ class StreamWriter:
         ``Ingress.record``).  Never raises."""
         entry = _reentry.state
         if entry.busy:
-            self._reenter(functools.partial(self.write_record, ts, levelname, message, extras, record))
+            call = functools.partial(
+                self._guarded, self.ingress.record, ts, levelname, message, extras, record
+            )
+            self._reenter(call)
             return
         entry.busy = True
         try:
             self._guarded(self.ingress.record, ts, levelname, message, extras, record)
         finally:
-            entry.busy = False
-            if entry.deferred:
-                _reentry.run_deferred()
+            _reentry.leave(entry)
 
     def _write(self, data: Union[str, bytes]) -> int:
         try:
@@ -313,7 +310,7 @@ class StreamWriter:
         if _reentry.state.own:
             self.count_reentrant()
         else:
-            _reentry.defer(call, self.count_reentrant)
+            _reentry.defer(call, self.count_reentrant, self._engine)
 
     def count_reentrant(self) -> None:
         """Count a line given on a thread already inside lelog that could not be kept
@@ -322,10 +319,16 @@ class StreamWriter:
 
     # -- the stream's life ------------------------------------------------------------------------
 
+    @property
+    def stream(self) -> object:
+        """What identifies the stream this writer feeds in this process (shared by every
+        writer on it)."""
+        return self._engine
+
     def open(self) -> StreamWriter:
         """Start streaming now: the worker opens the stream (unless skipped) in the background."""
         if _reentry.nested():
-            _reentry.defer(self._engine.start, _nothing)
+            _reentry.defer(self._engine.start, _nothing, self._engine)
             return self
         with _reentry.entered():
             self._engine.start()
@@ -376,18 +379,24 @@ class StreamWriter:
         waits for that call to return, so a replacement on the same key takes it on.
 
         Called on a thread already inside lelog (a signal handler that interrupted a logging
-        call), the close runs when that call returns, and this returns the stats as they are.
+        call), it closes at once if that call holds none of the locks a close needs; else the
+        close runs when that call returns, and this returns the stats as they are (not closed).
         """
         if _reentry.nested():
-            _reentry.defer(functools.partial(self.close, timeout, wait=wait), _nothing)
-            return self.stats
+            if not self._engine.free_here():
+                _reentry.defer(functools.partial(self._close, timeout, wait), _nothing, self._engine)
+                return self.stats
+            _reentry.run_deferred_for(self._engine)  # lines written before this close go first
         with _reentry.entered():
-            engine = self.release()
-            if engine is not None:
-                engine.begin_close(engine.close_deadline(timeout))
-                if wait:
-                    engine.await_close()
+            self._close(timeout, wait)
         return self.stats
+
+    def _close(self, timeout: Optional[float], wait: bool) -> None:
+        engine = self.release()
+        if engine is not None:
+            engine.begin_close(engine.close_deadline(timeout))
+            if wait:
+                engine.await_close()
 
     def release(self) -> Optional[Engine]:
         """Let go of the stream; the engine when this writer is to finish it (the last one

@@ -390,6 +390,7 @@ def test_records_logged_from_inside_emit_are_kept_after_it_and_a_loop_is_counted
     assert stats.dropped["reentrant"] == 8
     assert stats.accepted == stats.sent + stats.dropped_total == 15
 
+
 # -- locks, flush and close (docs/hazards.md#deadlock-under-logging-locks, #flush-semantics) ------
 
 

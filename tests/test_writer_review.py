@@ -88,6 +88,7 @@ def test_two_closers_of_a_writer_without_a_worker_run_the_final_sequence_once() 
         assert [name for name, _ in backend.calls] == ["open_stream", "write", "upload", "close_stream"]
         assert writer.stats.sent == 3 and writer.stats.closed
 
+
 # -- 3. children's lines stream live even before the parent logs --------------------------------
 
 CHILD_FIRST = """
