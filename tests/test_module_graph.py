@@ -1,0 +1,55 @@
+"""lelog's modules import only downwards: no circle, not even through imports made only for
+type checking (docs/writer.md#the-parts)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent.parent / "lelog"
+
+
+def imports_of(path: Path) -> set[str]:
+    """The lelog modules ``path`` imports, wherever the import stands."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level == 1:
+            if node.module:
+                found.add(node.module.split(".")[0])
+            else:  # from . import a, b
+                found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("lelog."):
+            found.add(node.module.split(".")[1])  # type: ignore[union-attr]
+    return found
+
+
+def graph() -> dict[str, set[str]]:
+    modules = {path.stem: path for path in PACKAGE.glob("*.py")}
+    return {name: imports_of(path) & set(modules) - {name} for name, path in modules.items()}
+
+
+def test_the_modules_import_each_other_without_a_circle() -> None:
+    edges = graph()
+    order: list[str] = []
+    state: dict[str, str] = {}
+
+    def visit(name: str, path: list[str]) -> None:
+        if state.get(name) == "done":
+            return
+        assert state.get(name) != "open", f"import circle: {' -> '.join(path + [name])}"
+        state[name] = "open"
+        for other in sorted(edges[name]):
+            visit(other, path + [name])
+        state[name] = "done"
+        order.append(name)
+
+    for name in sorted(edges):
+        visit(name, [])
+    assert len(order) == len(edges)
+
+
+def test_the_writers_parts_sit_below_the_handle() -> None:
+    edges = graph()
+    for part in ("_ledger", "_pipeline", "_delivery", "_registry", "_channel", "_lifecycle", "_reentry"):
+        assert "_writer" not in edges[part] and "_handler" not in edges[part], part
+    assert edges["_reentry"] == set() and edges["_registry"] == set()
