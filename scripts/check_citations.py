@@ -44,7 +44,7 @@ MD_ANCHOR = re.compile(r"(?<![\w/.\-\(])([\w./\-]+\.md)#([\w\-]+)")
 MD_LINK = re.compile(r"\]\(([^)\s]+)\)")
 ANCHOR_ID = re.compile(r"<a\s+(?:id|name)=\"([^\"]+)\"")
 HEADING = re.compile(r"^#{1,6}\s+(.*?)\s*#*\s*$", re.MULTILINE)
-TEST_REF = re.compile(r"`(test_\w+\.py)::(test_\w+)`")
+TEST_REF = re.compile(r"`((?:\w+/)*test_\w+\.py)::(test_\w+)`")
 SKIP_FILE = "# check-citations: skip-file"
 
 

@@ -1,4 +1,4 @@
-"""``lelog recover`` (issue 15): killed writers' spools become their stored logs, and only there."""
+"""``lelog recover``: killed writers' spools become their stored logs, and only there."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Issue 11 from outside: the token never leaves but in its header, TLS is never off by
+"""Security from outside: the token never leaves but in its header, TLS is never off by
 accident, and what can be checked at configuration is checked there.
 
 A leak is looked for as any 8-character piece of the token, and of its ``repr``, JSON and

@@ -1,4 +1,4 @@
-"""The crash spool (issue 15): files, bounds, masking and failures, without and with a writer."""
+"""The crash spool: files, bounds, masking and failures, without and with a writer."""
 
 from __future__ import annotations
 

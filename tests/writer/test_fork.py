@@ -1,4 +1,4 @@
-"""Fork children belong to their parent's log (issue 10), tested from child processes.
+"""Fork children belong to their parent's log, tested from child processes.
 
 Each script's parent logs through a handler on the root logger, starts fork children that
 log and return, and exits; the stored log must hold every line once, ``pos`` contiguous,
@@ -68,8 +68,8 @@ print(stats.accepted, stats.dropped_total, flush=True)
 """
 
 
-def messages(service: FakeLogService) -> list[str]:
-    return [row["out"].split('msg="')[1].split('"')[0] for row in service.blob_lines("k") or []]
+def messages(service: FakeLogService, key: str = "k") -> list[str]:
+    return [row["out"].split('msg="')[1].split('"')[0] for row in service.blob_lines(key) or []]
 
 
 @pytest.mark.parametrize("how", sorted(CHILDREN))
@@ -203,3 +203,172 @@ def test_a_spawn_child_on_a_held_key_is_refused_with_counted_drops(
     assert result.stderr.count("is held by the parent process") == 1, result.stderr
     assert messages(service) == ["parent before", "parent after"]  # not wiped, not re-opened
     assert len(service.requests_for(key="k", method="POST", path="/stream")) == 1
+
+
+CONFIG = {"account_id": "acct", "token": "secret-token"}
+
+
+# -- children's lines stream live even before the parent logs --------------------------------
+
+CHILD_FIRST = """
+import os, lelog
+from lelog.testing import MemoryBackend
+backend = MemoryBackend()
+writer = lelog.StreamWriter("k", backend, close_timeout=5)  # built, nothing written yet
+pid = os.fork()
+if pid == 0:
+    writer.write_line("child line")
+    os._exit(0)
+os.waitpid(pid, 0)
+print(writer.flush(20), backend.outs("k"), flush=True)
+writer.close()
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_lines_of_fork_children_stream_live_before_the_parent_has_logged() -> None:
+    result = run_python(CHILD_FIRST, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "True ['child line']", result.stdout
+
+
+# -- a grandchild (a fork inside a fork child) sends to the same owner -----------------------
+
+GRANDCHILD = """
+import os, lelog
+from lelog.testing import MemoryBackend
+backend = MemoryBackend()
+writer = lelog.StreamWriter("k", backend, close_timeout=5)
+writer.write_line("parent before")
+pid = os.fork()
+if pid == 0:
+    writer.write_line("child line")
+    grandchild = os.fork()
+    if grandchild == 0:
+        writer.write_line("grandchild line")
+        os._exit(0)
+    os.waitpid(grandchild, 0)
+    os._exit(0)
+os.waitpid(pid, 0)
+writer.write_line("parent after")
+stats = writer.close()
+print([line.out.strip() for line in backend.stream("k").uploaded or ()], stats.accepted, flush=True)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_lines_of_a_grandchild_reach_the_owners_stored_log() -> None:
+    result = run_python(GRANDCHILD, timeout=60)
+    assert result.returncode == 0, result.stderr
+    expected = ["parent before", "child line", "grandchild line", "parent after"]
+    assert result.stdout.strip() == f"{expected} 4", result.stdout
+
+
+# -- a long-lived fork child does not keep its parent's claim on a finished stream -----------
+
+STALE_BEACON = """
+import multiprocessing, os, lelog
+CONFIG = dict(url={url!r}, account_id="acct", token="secret-token")
+
+def child():
+    writer = lelog.StreamWriter("k", lelog.LogConfig(**CONFIG))
+    writer.write_line("spawn child line")
+    stats = writer.close()
+    print("CHILD", stats.sent, stats.dropped["rejected"], flush=True)
+
+if __name__ == "__main__":
+    writer = lelog.StreamWriter("k", lelog.LogConfig(**CONFIG))
+    writer.write_line("parent line")
+    release_r, release_w = os.pipe()
+    pool_worker = os.fork()
+    if pool_worker == 0:  # a long-lived fork child, as a pool worker is
+        os.close(release_w)
+        os.read(release_r, 1)
+        os._exit(0)
+    os.close(release_r)
+    writer.close()  # the parent's stream is finished: the key is free again
+    p = multiprocessing.get_context("spawn").Process(target=child)
+    p.start()
+    p.join()
+    os.close(release_w)
+    os.waitpid(pool_worker, 0)
+"""
+
+
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux") or not hasattr(os, "fork"),
+    reason="the guard uses Linux's abstract socket names; needs fork",
+)
+def test_a_fork_child_does_not_keep_the_parents_claim_on_a_finished_stream(
+    service: FakeLogService, tmp_path: Any
+) -> None:
+    script = tmp_path / "stale.py"
+    script.write_text(STALE_BEACON.format(url=service.url))
+    result = run_python(f"import runpy; runpy.run_path({str(script)!r}, run_name='__main__')", timeout=90)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["CHILD", "1", "0"], (result.stdout, result.stderr)
+    assert "is held by the parent process" not in result.stderr
+    assert [row["out"] for row in service.blob_lines("k") or []] == ["spawn child line\n"]
+
+
+# -- the fork channel's reader ends with the last stream that uses it ------------------------
+
+CHANNEL_ENDS = """
+import os, threading, lelog
+from lelog.testing import MemoryBackend
+
+def fork_a_child_on(key):
+    backend = MemoryBackend()
+    writer = lelog.StreamWriter(key, backend, close_timeout=5)
+    writer.write_line("parent")
+    pid = os.fork()
+    if pid == 0:
+        writer.write_line("child")
+        os._exit(0)
+    os.waitpid(pid, 0)
+    readers = [t for t in threading.enumerate() if t.name == "lelog-fork-channel"]
+    writer.close()
+    for t in readers:
+        t.join(20)  # a condition with a hang bound, not a pause
+    outs = [line.out.strip() for line in backend.stream(key).uploaded or ()]
+    print(key, len(readers), sum(t.is_alive() for t in readers), outs, flush=True)
+
+fork_a_child_on("k")
+fork_a_child_on("k2")  # the next fork makes a new channel
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_the_fork_channel_reader_ends_when_its_last_stream_finishes() -> None:
+    result = run_python(CHANNEL_ENDS, timeout=90)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "k 1 0 ['parent', 'child']",
+        "k2 1 0 ['parent', 'child']",
+    ], result.stdout
+
+
+# -- one os.register_at_fork registration for the whole library ---------------------------------
+
+ONE_FORK_HOOK = """
+import os
+registered = []
+original = os.register_at_fork
+
+def counting(**hooks):
+    if any(getattr(hook, "__module__", "").startswith("lelog") for hook in hooks.values()):
+        registered.append(sorted(hooks))  # lelog's, not the standard library's or httpx's
+    original(**hooks)
+
+os.register_at_fork = counting
+import lelog, lelog.testing, lelog._cli  # every module, the client and the CLI included
+os.register_at_fork = original
+print(registered, flush=True)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "register_at_fork"), reason="needs os.register_at_fork")
+def test_lelog_registers_one_fork_hook() -> None:
+    result = run_python(ONE_FORK_HOOK, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[['after_in_child', 'before']]", result.stdout

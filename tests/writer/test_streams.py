@@ -1,9 +1,11 @@
-"""One stream per far end, account and key in a process (issue 10): writers whose lifetimes
+"""One stream per far end, account and key in a process: writers whose lifetimes
 overlap share one stream, one history and one pos sequence; the last one out finishes it."""
 
 from __future__ import annotations
 
 import json
+import sys
+import threading
 from typing import Any
 
 import pytest
@@ -202,3 +204,150 @@ def test_two_jobs_on_one_key_share_the_stream() -> None:
     stored = [line.out for line in backend.stream("k").uploaded or ()]
     assert [out.split('msg="')[1].split('"')[0] for out in stored] == ["outer before", "inner", "outer after"]
     assert [name for name, _ in backend.calls].count("close_stream") == 1
+
+
+CONFIG = {"account_id": "acct", "token": "secret-token"}
+
+
+def messages(service: FakeLogService, key: str = "k") -> list[str]:
+    return [row["out"].split('msg="')[1].split('"')[0] for row in service.blob_lines(key) or []]
+
+
+# -- handed_on only when another writer took the stream --------------------------------------
+
+HANDOFF_NOBODY_TAKES = (
+    """
+import atexit
+
+def report():  # registered before lelog's exit hook, so it runs after it (atexit is LIFO)
+    stats = first.stats
+    print(stats.handed_on, stats.uploaded, "handed on" in stats.summary(), flush=True)
+
+atexit.register(report)
+"""
+    + stream_dictconfig()
+    + """
+first = logging.getLogger().handlers[0]
+logging.info("first line")
+CFG["handlers"]["stream"]["key"] = "other"
+logging.config.dictConfig(CFG)  # the hand-off waits; nobody on "k" takes it: first finishes it
+logging.info("other line")
+"""
+)
+
+
+def test_a_hand_off_nobody_took_reports_the_upload_not_handed_on(service: FakeLogService) -> None:
+    result = run_python(HANDOFF_NOBODY_TAKES.format(url=service.url), timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False", "True", "False"], result.stdout
+    assert messages(service) == ["first line"]
+
+
+REFUSED_SPAWN_CHILD = """
+import multiprocessing, lelog
+CONFIG = dict(url={url!r}, account_id="acct", token="secret-token")
+
+def child():
+    writer = lelog.StreamWriter("k", lelog.LogConfig(**CONFIG))
+    writer.write_line("refused")
+    stats = writer.close()
+    print("CHILD", stats.handed_on, stats.dropped["rejected"], "handed on" in stats.summary(), flush=True)
+
+if __name__ == "__main__":
+    writer = lelog.StreamWriter("k", lelog.LogConfig(**CONFIG))
+    writer.write_line("parent line")
+    p = multiprocessing.get_context("spawn").Process(target=child)
+    p.start()
+    p.join()
+    writer.close()
+"""
+
+
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="the guard uses Linux's abstract socket names"
+)
+def test_a_refused_spawn_child_does_not_report_handed_on(service: FakeLogService, tmp_path: Any) -> None:
+    script = tmp_path / "refused.py"
+    script.write_text(REFUSED_SPAWN_CHILD.format(url=service.url))
+    result = run_python(f"import runpy; runpy.run_path({str(script)!r}, run_name='__main__')", timeout=90)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["CHILD", "False", "1", "False"], (result.stdout, result.stderr)
+    assert result.stderr.count("is held by the parent process") == 1
+
+
+# -- a conflicting replacement leaves the pending hand-off as it was -------------------------
+
+CONFLICTING_REPLACEMENT = (
+    stream_dictconfig()
+    + """
+first = logging.getLogger().handlers[0]
+for i in range(3):
+    logging.info("first %d", i)
+BAD = dict(CFG, handlers={{"stream": dict(CFG["handlers"]["stream"], history_bytes=1000)}})
+try:
+    logging.config.dictConfig(BAD)  # the old handler lets go; its replacement conflicts
+except ValueError as exc:
+    print("REFUSED", "history_bytes=1000" in str(exc.__cause__), flush=True)
+first.close()  # outside the configuration call: finishes the stream nobody took on
+print("FIRST", first.stats.handed_on, first.stats.uploaded, flush=True)
+logging.config.dictConfig(CFG)  # corrected: a new log on the finished key
+for i in range(2):
+    logging.info("second %d", i)
+"""
+)
+
+
+def test_a_conflicting_replacement_leaves_the_hand_off_to_finish(service: FakeLogService) -> None:
+    result = run_python(CONFLICTING_REPLACEMENT.format(url=service.url), timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["REFUSED", "True", "FIRST", "False", "True"], result.stdout
+    assert messages(service) == ["second 0", "second 1"]  # the second log, after the first ended
+    ends = [r.method for r in service.requests_for(key="k", path="/stream") if r.method in ("POST", "DELETE")]
+    assert ends == ["POST", "DELETE", "POST", "DELETE"]  # one stream at a time, never overlapping
+
+
+# -- a new writer on a key waits for the old one to finish it before opening -----------------
+
+
+class GatedUploads(MemoryBackend):
+    """A far end whose uploads wait for the test to let them through."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.uploading = threading.Event()
+        self.let_through = threading.Event()
+
+    def upload(self, key: str, lines: Any, **opts: Any) -> None:
+        self.uploading.set()
+        assert self.let_through.wait(60)
+        super().upload(key, lines, **opts)
+
+
+def test_a_new_writer_on_a_key_being_finished_opens_only_after_the_old_close() -> None:
+    backend = GatedUploads()
+    old = StreamWriter("k", backend, close_timeout=30)
+    old.write_line("old line")
+    old.close(wait=False)  # the worker runs the final sequence: it waits in the upload
+    assert backend.uploading.wait(30)
+    try:
+        new = StreamWriter("k", backend, close_timeout=30)  # the old one is finishing: a new log
+        new.write_line("new line")
+        # A negative check: the new writer must not open (or push) while the old one is
+        # finishing; it has a second to do so wrongly.  The order below is the proof.
+        assert new.flush(1.0) is False
+    finally:
+        backend.let_through.set()
+    assert old.close().uploaded is True
+    assert new.close().uploaded is True
+    assert backend.calls == [
+        ("open_stream", "k"),
+        ("write", "k"),
+        ("upload", "k"),
+        ("close_stream", "k"),
+        ("open_stream", "k"),
+        ("write", "k"),
+        ("upload", "k"),
+        ("close_stream", "k"),
+    ]
+    stored = [line.out for line in backend.stream("k").uploaded or ()]
+    assert stored == ["new line\n"]  # the second log, as the service does on re-open

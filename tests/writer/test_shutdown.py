@@ -1,4 +1,4 @@
-"""One deadline for every way a program ends (issue 10), tested from child processes.
+"""One deadline for every way a program ends, tested from child processes.
 
 The bounds here are hang bounds with a wide margin: the old behaviour took 2 x
 ``close_timeout`` per handler, one after another (12 s for three handlers at 2 s); the
