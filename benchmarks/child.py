@@ -26,9 +26,8 @@ import sys
 import time
 from typing import Any, Callable
 
+from .common import MESSAGE
 from .subjects import ACCOUNT, TOKEN, Subject, Unavailable, build, wait_received
-
-MESSAGE = "handled request %d: 200 OK in the benchmark loop"
 
 
 def _logger(subject: Subject) -> logging.Logger:

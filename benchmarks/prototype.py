@@ -17,7 +17,7 @@ from typing import Any
 
 from lelog._encode import RecordLine, encode_batch
 
-from .stages import BATCH
+from .common import BATCH
 
 
 class PrototypeHandler(logging.Handler):

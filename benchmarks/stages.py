@@ -33,12 +33,11 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from .child import MESSAGE
+from .common import BATCH, MESSAGE
 from .run import Far
 from .subjects import ACCOUNT, TOKEN, StatsPoller, _Floor, wait_received
 
 ROOT = Path(__file__).resolve().parent.parent
-BATCH = 5000  # WriterOptions.max_batch_lines' default: what one PUT carries in a burst
 DRAIN = 1700  # lines the worker takes at a time in the live-queue stage: not a divisor of BATCH,
 # so PUTs both join runs and cut them, as in a burst
 GROUPS = ("caller", "worker", "burst")

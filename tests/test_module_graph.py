@@ -1,15 +1,17 @@
-"""lelog's modules import only downwards: no circle, not even through imports made only for
-type checking (docs/writer.md#the-parts)."""
+"""lelog's modules, and the benchmark's, import only downwards: no circle, not even through
+imports made only for type checking (docs/writer.md#the-parts)."""
 
 from __future__ import annotations
 
 import ast
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parent.parent / "lelog"
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
-def imports_of(path: Path) -> set[str]:
+def imports_of(path: Path, package: str = "lelog") -> set[str]:
     """The lelog modules ``path`` imports, wherever the import stands."""
     found: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text())):
@@ -18,18 +20,19 @@ def imports_of(path: Path) -> set[str]:
                 found.add(node.module.split(".")[0])
             else:  # from . import a, b
                 found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("lelog."):
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith(package + "."):
             found.add(node.module.split(".")[1])  # type: ignore[union-attr]
     return found
 
 
-def graph() -> dict[str, set[str]]:
-    modules = {path.stem: path for path in PACKAGE.glob("*.py")}
-    return {name: imports_of(path) & set(modules) - {name} for name, path in modules.items()}
+def graph(package: str = "lelog") -> dict[str, set[str]]:
+    modules = {path.stem: path for path in (ROOT / package).glob("*.py")}
+    return {name: imports_of(path, package) & set(modules) - {name} for name, path in modules.items()}
 
 
-def test_the_modules_import_each_other_without_a_circle() -> None:
-    edges = graph()
+@pytest.mark.parametrize("package", ["lelog", "benchmarks"])
+def test_the_modules_import_each_other_without_a_circle(package: str) -> None:
+    edges = graph(package)
     order: list[str] = []
     state: dict[str, str] = {}
 
