@@ -16,9 +16,9 @@ from lelog import LogfmtFormatter, StreamHandler
 from lelog._encode import Item, RecordLine, encode_batch, ready
 from lelog._masking import Masker
 
-from .helpers import GENEROUS
-from .test_handler import plain
-from .test_logfmt_identity import _record, epochs, levels, messages
+from tests.helpers import GENEROUS
+from tests.test_handler import plain
+from tests.test_logfmt_identity import _record, epochs, levels, messages
 
 PROPERTY = settings(max_examples=300, deadline=None)
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import run_python, stream_dictconfig
+from tests.helpers import dead_url, run_python, stream_dictconfig
 from tests.service import FakeLogService
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
@@ -66,6 +66,10 @@ handler.flush()  # lines the children sent are delivered and counted
 stats = handler.stats
 print(stats.accepted, stats.dropped_total, flush=True)
 """
+
+
+def outs(rows: list[dict] | None) -> list[str]:
+    return [row["out"] for row in rows or []]
 
 
 def messages(service: FakeLogService, key: str = "k") -> list[str]:
@@ -372,3 +376,85 @@ def test_lelog_registers_one_fork_hook() -> None:
     result = run_python(ONE_FORK_HOOK, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[['after_in_child', 'before']]", result.stdout
+
+
+# -- lelog's own locks held at the fork, and a child that writes -------------------------------
+
+FORK_WITH_LOCKS_HELD = """
+import os, signal, threading, time, lelog
+from lelog.testing import MemoryBackend
+
+# No public effect shows a lock held at the fork: the script takes lelog's private locks
+# itself (the stream's ledger, the writer's partial line, its warnings', the jobs' registry), on threads that hold them until
+# the child has ended.  This is the one test that reaches into them; it needs to.
+held = threading.Semaphore(0)
+done_with_child = threading.Event()
+
+def hold(lock):
+    def run():
+        with lock:
+            held.release()
+            done_with_child.wait()
+    threading.Thread(target=run, daemon=True).start()
+
+writer = lelog.StreamWriter("k", lelog.LogConfig(url={url!r}, account_id="a", token="t"), close_timeout=1)
+hold(writer._engine.ledger.lock)
+hold(writer.split_lock)
+hold(writer._engine._warnings._lock)
+import lelog._job as job
+hold(job._registry_lock)
+for _ in range(4):
+    held.acquire()
+pid = os.fork()
+if pid == 0:
+    signal.alarm(20)  # the hang bound: a child stuck on a lock is killed (exit code -14)
+    writer.write_line("child")
+    writer.close(timeout=1)
+    with lelog.log_stream("child-job", MemoryBackend()):
+        pass
+    os._exit(0)
+start = time.monotonic()
+_, status = os.waitpid(pid, 0)
+print("CHILD", os.waitstatus_to_exitcode(status), round(time.monotonic() - start, 1))
+done_with_child.set()
+"""
+
+
+def test_fork_while_lelog_locks_are_held_does_not_hang_the_child() -> None:
+    result = run_python(FORK_WITH_LOCKS_HELD.format(url=dead_url()), timeout=40)
+    assert result.returncode == 0, result.stderr
+    tag, code, _elapsed = result.stdout.split()
+    assert (tag, code) == ("CHILD", "0")
+
+
+FORK_SCRIPT = """
+import os, lelog
+config = lelog.LogConfig(url={url!r}, account_id="acct", token="secret-token")
+writer = lelog.StreamWriter("k", config, flush_interval=0.05, close_timeout=3)
+writer.write_line("parent before fork")
+assert writer.flush(3)
+writer.write_line("parent pending at fork")
+pid = os.fork()
+if pid == 0:
+    writer.write_line("child line")
+    ok = writer.flush(3)
+    os._exit(0 if ok else 3)
+_, status = os.waitpid(pid, 0)
+writer.write_line("parent after fork")
+stats = writer.close()
+print(os.waitstatus_to_exitcode(status), stats.sent)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_fork_child_hands_its_lines_to_the_parent_and_nothing_is_sent_twice(service: FakeLogService) -> None:
+    """The parent's pending lines stay the parent's; the child's line goes to the parent's
+    stream through the fork-child channel (tests/test_fork.py has the multiprocessing cases)."""
+    result = run_python(FORK_SCRIPT.format(url=service.url), timeout=30)
+    assert result.returncode == 0, result.stderr
+    child_code, parent_sent = map(int, result.stdout.split())
+    assert child_code == 0 and parent_sent == 4
+    expected = ["parent before fork\n", "parent pending at fork\n", "child line\n", "parent after fork\n"]
+    assert outs(service.all_written("k")) == expected
+    assert outs(service.blob_lines("k")) == expected
+    assert len(service.requests_for(key="k", method="POST", path="/stream")) == 1

@@ -203,53 +203,6 @@ def test_a_writer_holding_only_a_partial_line_is_delivered_at_exit(service: Fake
     assert [row["out"] for row in service.blob_lines("k")] == ["only a partial line"]
 
 
-FORK_WITH_LOCKS_HELD = """
-import os, signal, threading, time, lelog
-from lelog.testing import MemoryBackend
-
-# No public effect shows a lock held at the fork: the script takes lelog's private locks
-# itself (the stream's ledger, the writer's partial line, its warnings', the jobs' registry), on threads that hold them until
-# the child has ended.  This is the one test that reaches into them; it needs to.
-held = threading.Semaphore(0)
-done_with_child = threading.Event()
-
-def hold(lock):
-    def run():
-        with lock:
-            held.release()
-            done_with_child.wait()
-    threading.Thread(target=run, daemon=True).start()
-
-writer = lelog.StreamWriter("k", lelog.LogConfig(url={url!r}, account_id="a", token="t"), close_timeout=1)
-hold(writer._engine.ledger.lock)
-hold(writer.split_lock)
-hold(writer._engine._warnings._lock)
-import lelog._job as job
-hold(job._registry_lock)
-for _ in range(4):
-    held.acquire()
-pid = os.fork()
-if pid == 0:
-    signal.alarm(20)  # the hang bound: a child stuck on a lock is killed (exit code -14)
-    writer.write_line("child")
-    writer.close(timeout=1)
-    with lelog.log_stream("child-job", MemoryBackend()):
-        pass
-    os._exit(0)
-start = time.monotonic()
-_, status = os.waitpid(pid, 0)
-print("CHILD", os.waitstatus_to_exitcode(status), round(time.monotonic() - start, 1))
-done_with_child.set()
-"""
-
-
-def test_fork_while_lelog_locks_are_held_does_not_hang_the_child() -> None:
-    result = run_python(FORK_WITH_LOCKS_HELD.format(url=dead_url()), timeout=40)
-    assert result.returncode == 0, result.stderr
-    tag, code, _elapsed = result.stdout.split()
-    assert (tag, code) == ("CHILD", "0")
-
-
 def test_a_worker_that_hits_a_bug_keeps_going_until_close() -> None:
     """An unexpected error in the worker loop is reported and the loop restarts: lines
     written after it are still sent, and nothing is finished before close() asks."""

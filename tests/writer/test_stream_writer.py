@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 from typing import Any, Iterator
@@ -524,39 +523,6 @@ def test_memory_stays_flat_against_a_dead_service() -> None:
     peak, accepted, overflow = map(int, result.stdout.split())
     assert accepted == 500_000 and overflow > 400_000
     assert peak < 24 << 20, peak
-
-
-FORK_SCRIPT = """
-import os, lelog
-config = lelog.LogConfig(url={url!r}, account_id="acct", token="secret-token")
-writer = lelog.StreamWriter("k", config, flush_interval=0.05, close_timeout=3)
-writer.write_line("parent before fork")
-assert writer.flush(3)
-writer.write_line("parent pending at fork")
-pid = os.fork()
-if pid == 0:
-    writer.write_line("child line")
-    ok = writer.flush(3)
-    os._exit(0 if ok else 3)
-_, status = os.waitpid(pid, 0)
-writer.write_line("parent after fork")
-stats = writer.close()
-print(os.waitstatus_to_exitcode(status), stats.sent)
-"""
-
-
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
-def test_fork_child_hands_its_lines_to_the_parent_and_nothing_is_sent_twice(service: FakeLogService) -> None:
-    """The parent's pending lines stay the parent's; the child's line goes to the parent's
-    stream through the fork-child channel (tests/test_fork.py has the multiprocessing cases)."""
-    result = run_python(FORK_SCRIPT.format(url=service.url), timeout=30)
-    assert result.returncode == 0, result.stderr
-    child_code, parent_sent = map(int, result.stdout.split())
-    assert child_code == 0 and parent_sent == 4
-    expected = ["parent before fork\n", "parent pending at fork\n", "child line\n", "parent after fork\n"]
-    assert outs(service.all_written("k")) == expected
-    assert outs(service.blob_lines("k")) == expected
-    assert len(service.requests_for(key="k", method="POST", path="/stream")) == 1
 
 
 class FlakyBackend:
