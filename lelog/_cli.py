@@ -565,16 +565,6 @@ def _child_env(pass_lelog_env: bool) -> dict[str, str]:
     return env
 
 
-def _literals(config: LogConfig) -> list[str]:
-    """The literal secrets the masker will look for, which a forced break must not split.
-
-    A superset is harmless (a break only moves earlier), so this is every stripped line of
-    the secrets and the token.
-    """
-    texts = [*config.secrets, config.token or ""]
-    return [part.strip() for text in texts for part in text.split("\n") if len(part.strip()) >= 2]
-
-
 def _run(args: argparse.Namespace) -> int:
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
@@ -597,7 +587,7 @@ def _run(args: argparse.Namespace) -> int:
         # Its output waits in the pipes until the readers start: nothing is lost meanwhile.
         writer = _open_writer(key, backend, args)
         with _forward_signals(child):  # until the stream is closed, not only the command
-            _pump_until_exit(child, writer, _literals(config))
+            _pump_until_exit(child, writer, config.literal_secrets())
             stats = writer.close()
         _report(args, stats, backend, key)
         delivered = _delivered(stats, backend, key)

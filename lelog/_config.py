@@ -357,6 +357,13 @@ class LogConfig:
             return []
         return decode_sanitize_patterns(self.sanitize_config.get("sanitize_patterns_content", ""))
 
+    def literal_secrets(self) -> list[str]:
+        """The literal secrets the masker will look for, which a forced break of a long line
+        must not split (two halves would each escape the masker).  A superset is harmless (a
+        break only moves earlier), so this is every stripped line of the secrets and the token."""
+        texts = [*self.secrets, self.token or ""]
+        return [part.strip() for text in texts for part in text.split("\n") if len(part.strip()) >= 2]
+
     def masker(self) -> Masker:
         """The masker for this config's credentials, secrets and sanitize patterns (shared)."""
         return self._masker

@@ -205,11 +205,21 @@ class StreamHandler(logging.Handler):
             return self._reenter(record)
         entry.busy = True
         try:
-            return self._filter_and_emit(record)
+            rv = self.filter(record)
+            if rv:
+                self.emit(rv if isinstance(rv, logging.LogRecord) else record)
+            return rv
         finally:
-            _reentry.leave(entry)
+            # _reentry.leave(entry), inlined: this is every record's path.
+            if entry.deferred:
+                _reentry.run_deferred()
+            else:
+                entry.busy = False
+                if entry.deferred:
+                    _reentry.run_deferred()
 
     def _filter_and_emit(self, record: logging.LogRecord) -> Any:
+        """``handle``'s body, for a record deferred until its thread left lelog."""
         rv = self.filter(record)
         if rv:
             self.emit(rv if isinstance(rv, logging.LogRecord) else record)

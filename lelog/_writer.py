@@ -206,7 +206,8 @@ class StreamWriter:
         self._engine = engine
         self._membership = membership
         self.split_lock = threading.Lock()
-        self._splitter = LineSplitter(self.options.max_partial)
+        # A forced break never cuts a literal secret in two halves the masker could not see.
+        self._splitter = LineSplitter(self.options.max_partial, unbroken=self.config.literal_secrets())
         if built:
             self.ingress = Ingress(engine, None, self._clock)
             engine.own(spool_dir)
@@ -397,6 +398,9 @@ class StreamWriter:
             engine.begin_close(engine.close_deadline(timeout))
             if wait:
                 engine.await_close()
+        elif wait and self._membership.outcome is Outcome.SHARED and not _lifecycle.holding_logging_lock():
+            # Another writer finishes the stream; this one's lines are pushed before it reports.
+            self._engine.flush(timeout)
 
     def release(self) -> Optional[Engine]:
         """Let go of the stream; the engine when this writer is to finish it (the last one

@@ -1,4 +1,4 @@
-"""Tails that follow a stream until it really ends and say how it ended. 
+"""Tails that follow a stream until it really ends and say how it ended.
 
 Against the fake service with short timings: a ping every few tenths of a second stands for
 the service's 30 s, so quiet periods longer than the call deadline take seconds.

@@ -689,3 +689,34 @@ print(yields)
 """
     result = run_python(code, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# -- what a writer reports, and secrets across a forced break -------------------------------------
+
+
+def test_the_summary_says_how_many_lines_were_cut_to_the_line_size_limit() -> None:
+    backend = MemoryBackend()
+    writer = StreamWriter("k", backend)
+    writer.write_line("x" * 80_000)
+    stats = writer.close()
+    assert stats.truncated == 1 and stats.sent == 1
+    assert "1 truncated to the line size limit" in stats.summary()
+
+
+@pytest.mark.parametrize("how", ["writer", "job"])
+def test_a_secret_across_the_forced_break_of_a_long_line_is_still_masked(how: str) -> None:
+    import lelog
+
+    secret = "hunter2hunter2"
+    backend = MemoryBackend(LogConfig(secrets=[secret]))
+    text = "a" * 30 + secret + "b" * 30 + "\n"  # the 40-character break falls inside the secret
+    if how == "writer":
+        writer = StreamWriter("k", backend, max_partial=40)
+        writer.write(text)
+        writer.close()
+    else:
+        with lelog.log_stream("k", backend, logger=[], max_partial=40) as job:
+            job.write(text)
+    stored = "".join(backend.outs("k"))
+    assert secret not in stored and "hunter2" not in stored
+    assert stored.replace("**************", "") == "a" * 30 + "b" * 30

@@ -351,3 +351,16 @@ def test_a_new_writer_on_a_key_being_finished_opens_only_after_the_old_close() -
     ]
     stored = [line.out for line in backend.stream("k").uploaded or ()]
     assert stored == ["new line\n"]  # the second log, as the service does on re-open
+
+
+def test_a_writer_that_hands_the_stream_on_reports_its_lines_sent() -> None:
+    backend = MemoryBackend()
+    first = StreamWriter("k", backend)
+    second = StreamWriter("k", backend)
+    for i in range(9):
+        first.write_line(f"line {i}")
+    stats = first.close()
+    assert stats.handed_on and stats.sent == 9 and stats.pending == 0
+    assert stats.summary() == "9 of 9 lines sent, stream handed on to another writer"
+    second.close()
+    assert backend.outs("k") == [f"line {i}" for i in range(9)]
