@@ -15,7 +15,6 @@ from hypothesis import strategies as st
 from lelog import LogfmtFormatter, StreamHandler
 from lelog._encode import Item, RecordLine, encode_batch, ready
 from lelog._masking import Masker
-
 from tests.helpers import GENEROUS
 from tests.test_handler import plain
 from tests.test_logfmt_identity import _record, epochs, levels, messages
