@@ -3,7 +3,10 @@
 Never blocking the program, never hanging its exit, never losing a line without counting it.
 """
 
-from . import testing  # a submodule: lelog.testing.capture_stream(), MemoryBackend
+from . import (
+    integrations,  # a submodule: lelog.integrations.loguru_sink()
+    testing,  # a submodule: lelog.testing.capture_stream(), MemoryBackend
+)
 from ._client import LogServiceClient
 from ._config import LogConfig
 from ._exceptions import (
@@ -51,6 +54,7 @@ __all__ = [
     "WriterOptions",
     "WriterState",
     "__version__",
+    "integrations",
     "log_stream",
     "testing",
 ]

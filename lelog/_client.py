@@ -37,6 +37,7 @@ from ._exceptions import (
     UploadLinkUnsupported,
 )
 from ._line import Line, json_array, ndjson, parse_line
+from ._quiet import quiet_own_http_records
 from ._retry import OnRetry, RetryPolicy, parse_retry_after
 from ._version import __version__
 
@@ -96,6 +97,7 @@ class LogServiceClient:
     ) -> None:
         if not config.url:
             raise ConfigError("LogServiceClient needs a url; without one use lelog.FileStore")
+        quiet_own_http_records()  # this client's requests must reach no handler (_quiet.py)
         self.config = config
         self.retry = retry or RetryPolicy(max_attempts=config.max_attempts, max_wait=config.max_retry_wait)
         self._scrub = config.scrub

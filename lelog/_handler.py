@@ -45,8 +45,10 @@ from ._config import (
 )
 from ._encode import RecordLine
 from ._exceptions import ConfigError
+from ._fields import record_extras, safe_str
 from ._line import _MAX_EPOCH
-from ._logfmt import _FRESH_RECORD_SIZE, LogfmtFormatter, record_extras, safe_str
+from ._logfmt import LogfmtFormatter
+from ._trace import SpanIds, SpanLogfmtFormatter, span_ids_reader, with_span_ids
 from ._writer import Stats, StreamWriter, WriterOptions
 
 __all__ = ["StreamHandler"]
@@ -91,9 +93,10 @@ def _finish_in_parallel(handlers: list[Any]) -> None:
 
 
 def _lines(text: str) -> list[str]:
-    """One stream line per text line; a final newline does not make an empty line."""
+    """One stream line per text line; final newlines make no empty lines (a formatter that
+    appends ``exc_text`` to a loguru message, which ends in one, adds another)."""
     lines = text.split("\n")
-    if len(lines) > 1 and not lines[-1]:
+    while len(lines) > 1 and not lines[-1]:
         lines.pop()
     return lines
 
@@ -134,8 +137,11 @@ class StreamHandler(logging.Handler):
 
     Each record becomes one stream line per line of its formatted text (a traceback follows
     its message), with the record's level in lower case, its creation time, and its
-    ``extra=`` fields as ``args`` (unless ``extras_as_args`` is false; names in ``exclude``
-    are left out of both the text and ``args``).  The default formatter is
+    ``extra=`` fields whose values are data as ``args`` (unless ``extras_as_args`` is false;
+    names in ``exclude`` are left out of both the text and ``args``, names in ``include`` are
+    kept whatever they hold; see ``LogfmtFormatter``).  loguru's bound fields and structlog's
+    event dict count as extras.  ``trace_context=True`` (or ``LELOG_TRACE_CONTEXT``) adds the
+    active OpenTelemetry span's ``trace_id`` and ``span_id``.  The default formatter is
     ``LogfmtFormatter``: ``time="..." level=info msg="..." key=value``.
     """
 
@@ -151,11 +157,18 @@ class StreamHandler(logging.Handler):
         level: Union[int, str] = logging.NOTSET,
         extras_as_args: bool = True,
         exclude: Collection[str] = (),
+        include: Collection[str] = (),
+        trace_context: Optional[bool] = None,
         **options: Any,
     ) -> None:
         level = check_level(level)
-        if isinstance(exclude, str):
-            raise ConfigError("exclude must be a list of attribute names, not one string")
+        # Checked before the writer is built, as every option: a mistake builds nothing.
+        span_ids = span_ids_reader(trace_context)
+        formatter = (
+            LogfmtFormatter(exclude=exclude, include=include)
+            if span_ids is None
+            else SpanLogfmtFormatter(span_ids, exclude=exclude, include=include)
+        )
         if not isinstance(extras_as_args, bool):
             raise ConfigError(f"extras_as_args must be true or false, got {extras_as_args!r}")
         config_values, writer_options = _split_options(options)
@@ -176,9 +189,14 @@ class StreamHandler(logging.Handler):
         self.extras_as_args = extras_as_args
         # Records go to the writer as captured at call time while this formatter is the
         # handler's (see emit); another formatter runs on the caller, as logging's own do.
-        formatter = LogfmtFormatter(exclude=exclude)
-        self.exclude = formatter.exclude  # one set for the text and args: emit checks it is kept
+        # One set each for the text and args: emit checks they are kept.
+        self.exclude, self.include = formatter.exclude, formatter.include
         self.setFormatter(formatter)
+        self._span_ids: Optional[SpanIds] = span_ids
+        # Records with no more attributes than a fresh one have no extras and take emit's
+        # shortest path; with trace_context every record takes the fields path, which adds
+        # the span's ids (a size no record has: no cost per record when it is off).
+        self._fresh_size = formatter._fresh_size
         self._record_line = RecordLine.EXTRAS_AS_ARGS if extras_as_args else RecordLine.TEXT_ONLY
         self._dual_masker = writer.config.masker() if writer.config.dual_logging_enabled else None
         # The formatter whose records are captured as they are (see emit): the handler's
@@ -261,20 +279,20 @@ class StreamHandler(logging.Handler):
                     and type(levelname) is str
                     and not (record.exc_info or record.exc_text or record.stack_info)
                 ):
-                    if len(record.__dict__) <= _FRESH_RECORD_SIZE:  # no extras: record_extras' own test
+                    if len(record.__dict__) <= self._fresh_size:  # no extras: record_extras' own test
                         self._ingress.record(ts, levelname, record.getMessage(), None, self._record_line)
                         return
                     # The formatter's settings as the handler made them (changed, they are
                     # honoured on the caller); the extras' names str, else two could print alike.
-                    extras = record_extras(record, self.exclude)
+                    fields = self._fields(record)
                     if (
                         formatter.extras
                         and formatter.exclude is self.exclude
-                        and all(type(name) is str for name in extras)
+                        and formatter.include is self.include
+                        and all(type(name) is str for name in fields)
                     ):
-                        strings = {name: safe_str(value) for name, value in extras.items()}
                         self._ingress.record(
-                            ts, levelname, record.getMessage(), strings or None, self._record_line
+                            ts, levelname, record.getMessage(), fields or None, self._record_line
                         )
                         return
             self._emit_formatted(record)
@@ -295,11 +313,17 @@ class StreamHandler(logging.Handler):
         if self._dual_masker is not None:
             self._dual_log(text, record, args)
 
+    def _fields(self, record: logging.LogRecord) -> dict[Any, str]:
+        """The record's fields as text, and the active span's ids with ``trace_context``:
+        read here, on the caller's thread, the one whose context holds the span."""
+        fields = record_extras(record, self.exclude, self.include)
+        return fields if self._span_ids is None else with_span_ids(fields, self._span_ids)
+
     def _args(self, record: logging.LogRecord) -> Optional[dict[str, str]]:
         if not self.extras_as_args:
             return None
-        extras = record_extras(record, self.exclude)
-        return {safe_str(k): safe_str(v) for k, v in extras.items()} if extras else None
+        fields = self._fields(record)
+        return {safe_str(k): v for k, v in fields.items()} if fields else None
 
     def _dual_log(self, text: str, record: logging.LogRecord, args: Optional[dict[str, str]]) -> None:
         """The record as one flat JSON object on stdout, masked like the stream's lines (the

@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 from typing import Any, Collection, Mapping, Optional
 
+from ._exceptions import ConfigError
+from ._fields import _FRESH_RECORD_SIZE, record_extras, safe_str
 from ._line import second_text
 
 __all__ = [
@@ -25,19 +27,6 @@ __all__ = [
     "safe_str",
 ]
 
-# Attributes every LogRecord has, so anything else came from ``extra=`` (or a filter).
-_RESERVED = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
-    "message",
-    "asctime",
-    "taskName",
-}
-
-# Records only gain attributes after __init__ (extra=, filters, record factories), so a record
-# with no more attributes than a fresh one has no extras.  That length test spares the subset
-# test's ~20 hash lookups on almost every record, twice per record in StreamHandler
-# (benchmarks/: caller-cost row).
-_FRESH_RECORD_SIZE = len(logging.LogRecord("", 0, "", 0, "", (), None).__dict__)
-
 # Inside quotes: backslash, quote and every control character (Unicode Cc), JSON style, which is
 # what logfmt parsers (go-logfmt, logrus) read back.
 ESCAPES = {c: f"\\u{c:04x}" for c in (*range(0x20), *range(0x7F, 0xA0))}
@@ -45,22 +34,6 @@ ESCAPES.update({ord("\\"): "\\\\", ord('"'): '\\"', ord("\n"): "\\n", ord("\r"):
 
 # Extras named like the fixed fields are prefixed, as logrus does, so no key appears twice.
 _CLASHING = frozenset({"time", "level", "msg"})
-
-
-def record_extras(record: logging.LogRecord, exclude: Collection[str] = ()) -> dict[str, object]:
-    """The ``extra=`` fields of ``record``, in insertion order, minus ``exclude``.
-
-    Names starting with ``_`` are private, not extras: structlog's ``ProcessorFormatter``
-    keeps its ``_logger`` and ``_name`` there.
-    """
-    attrs = record.__dict__
-    if len(attrs) <= _FRESH_RECORD_SIZE or attrs.keys() <= _RESERVED:  # the common cases
-        return {}
-    return {
-        k: v
-        for k, v in attrs.items()
-        if k not in _RESERVED and k not in exclude and not (isinstance(k, str) and k.startswith("_"))
-    }
 
 
 def _is_bare(text: str) -> bool:
@@ -80,16 +53,6 @@ def _quote(text: str) -> str:
     if text.isprintable() and '"' not in text and "\\" not in text:
         return f'"{text}"'
     return f'"{text.translate(ESCAPES)}"'
-
-
-def safe_str(value: object) -> str:
-    """``str(value)``, or a placeholder when its ``__str__`` raises."""
-    if isinstance(value, str):
-        return value
-    try:
-        return str(value)
-    except Exception:  # one broken extra must not cost the whole line
-        return f"<unprintable {type(value).__name__}>"
 
 
 def logfmt_value(value: object) -> str:
@@ -168,35 +131,79 @@ def logfmt_text(ts: float, levelname: str, msg: str, extras: Optional[Mapping[An
     return text + extras_text(extras) if extras else text
 
 
+# loguru's handler sink sets exc_text to this when it has put the traceback into the message.
+_TRACEBACK_IN_MESSAGE = "\n"
+_TRACEBACK_HEAD = "\nTraceback (most recent call last):"
+
+
+def _split_appended_traceback(message: str) -> tuple[str, str]:
+    """A loguru message with its traceback appended, as the message and a newline + the
+    traceback (without its trailing newlines), so the traceback becomes lines of its own."""
+    cut = message.find(_TRACEBACK_HEAD)
+    if cut < 0:  # an exception without a traceback: loguru writes just "Type: value"
+        cut = message.find("\n")
+    if cut < 0:
+        return message, ""
+    return message[:cut], message[cut:].rstrip("\n")
+
+
+def _field_names(option: str, names: Collection[str]) -> frozenset[str]:
+    """``exclude``/``include`` as a set of names; one string is a mistake (``"ab"`` would
+    otherwise mean ``{"a", "b"}``)."""
+    if isinstance(names, str):
+        raise ConfigError(f"{option} must be a list of field names, not one string: give [{names!r}]")
+    return frozenset(names)
+
+
 class LogfmtFormatter(logging.Formatter):
     """The original system's line format.
 
     ``time="<RFC 3339>" level=<level> msg="<message>" key=value ...``, as logrus writes it.
 
-    ``extras`` adds the record's ``extra=`` fields, except the names in ``exclude``.  An
-    exception or stack follows on the next lines, as ``logging.Formatter`` writes it.  Every
-    option is a plain value, so ``{"()": "lelog._logfmt.LogfmtFormatter"}`` works in
-    ``logging.config.dictConfig``.
+    ``extras`` adds the record's ``extra=`` fields whose values are data (str, number, bool,
+    None, date/time, UUID, Decimal, enum, or a list/tuple/dict of those, as JSON), except
+    presentation-only ones such as uvicorn's ``color_message`` and the names in ``exclude``;
+    names in ``include`` are kept whatever they hold.  An exception or stack follows on the
+    next lines, as ``logging.Formatter`` writes it.  Every option is a plain value, so
+    ``{"()": "lelog.LogfmtFormatter"}`` works in ``logging.config.dictConfig``.
     """
 
-    def __init__(self, *, extras: bool = True, exclude: Collection[str] = ()) -> None:
-        if isinstance(exclude, str):
-            raise TypeError("exclude must be a collection of attribute names, not a single str")
+    #: Records with at most this many attributes have no fields: record_extras' own test,
+    #: made here to spare the call on almost every record.
+    _fresh_size = _FRESH_RECORD_SIZE
+
+    def __init__(
+        self, *, extras: bool = True, exclude: Collection[str] = (), include: Collection[str] = ()
+    ) -> None:
+        exclude, include = _field_names("exclude", exclude), _field_names("include", include)
+        if exclude & include:
+            raise ConfigError(
+                f"{sorted(exclude & include)} are in both exclude and include: name each field in one of them"
+            )
         super().__init__()
         self.extras = bool(extras)
-        self.exclude = frozenset(exclude)
+        self.exclude = exclude
+        self.include = include
+
+    def fields(self, record: logging.LogRecord) -> dict[Any, str]:
+        """The record's fields, as text, in the order they are written."""
+        return record_extras(record, self.exclude, self.include)
 
     def format(self, record: logging.LogRecord) -> str:
         extras = None
-        if self.extras and len(record.__dict__) > _FRESH_RECORD_SIZE:  # record_extras' own test, inline
-            extras = record_extras(record, self.exclude)
+        if self.extras and len(record.__dict__) > self._fresh_size:
+            extras = self.fields(record)
         text = logfmt_text(record.created, record.levelname, record.getMessage(), extras)
         if not (record.exc_info or record.exc_text or record.stack_info):
             return text
-        if record.exc_info and not record.exc_text:
-            record.exc_text = self.formatException(record.exc_info)
-        if record.exc_text:
-            text += "\n" + record.exc_text
+        if record.exc_text == _TRACEBACK_IN_MESSAGE and type(record.__dict__.get("extra")) is dict:
+            message, traceback = _split_appended_traceback(record.getMessage())  # loguru's
+            text = logfmt_text(record.created, record.levelname, message, extras) + traceback
+        else:
+            if record.exc_info and not record.exc_text:
+                record.exc_text = self.formatException(record.exc_info)
+            if record.exc_text:
+                text += "\n" + record.exc_text
         if record.stack_info:
             text += "\n" + self.formatStack(record.stack_info)
         return text

@@ -66,6 +66,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import attrs
 
+from . import _reentry
 from ._config import LogConfig
 from ._diagnostics import RateLimitedWarnings
 from ._exceptions import ConfigError
@@ -548,6 +549,7 @@ class Spool:
     # -- the spool's thread ----------------------------------------------------------------------
 
     def _run(self) -> None:
+        _reentry.mark_own_thread()  # lelog's own: what is logged here goes to no lelog stream
         while True:
             stopping = self._stop.is_set()
             try:

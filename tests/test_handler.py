@@ -272,7 +272,7 @@ class _Unprintable:
 
 
 def test_extra_fields_arrive_as_string_args(service: FakeLogService, app_logger: logging.Logger) -> None:
-    handler = StreamHandler("args/k", exclude=["hidden"], **plain(service))
+    handler = StreamHandler("args/k", exclude=["hidden"], include=["bad"], **plain(service))
     app_logger.addHandler(handler)
     records: list[logging.LogRecord] = []
     app_logger.addFilter(lambda record: records.append(record) or True)

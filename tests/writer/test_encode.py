@@ -97,7 +97,17 @@ class _Broken:
 def _log_everything(logger: logging.Logger) -> None:
     logger.info("handled request %d: %s", 7, "200 OK")
     logger.warning('quote " backslash \\ tab \t newline \n end')
-    logger.error("extras", extra={"user": "ann", "time": "clash", "odd": _Odd(), "broken": _Broken()})
+    logger.error(
+        "extras",
+        extra={
+            "user": "ann",
+            "time": "clash",
+            "odd": _Odd(),
+            "broken": _Broken(),
+            "conn": _Odd(),
+            "tags": ["a", 1],
+        },
+    )
     logger.info("secret hunter22 in the text", extra={"hunter22": "hunter22"})
     logger.log(5, "a custom level")
     logger.critical("unicode: é ✓ \U0001f600 and a lone surrogate \udc80")
@@ -122,12 +132,13 @@ def _lines_by_path(service: Any, handlers: dict[str, StreamHandler]) -> dict[str
 
 
 def test_through_a_handler_the_captured_path_stores_what_the_caller_path_stores(service: Any) -> None:
-    values = dict(plain(service), secrets=["hunter22"], exclude=["hidden"])
+    fields = {"exclude": ["hidden"], "include": ["odd", "broken"]}  # "conn" is no data: left out
+    values = dict(plain(service), secrets=["hunter22"], **fields)
     captured = StreamHandler("paths/captured", **values)  # its own formatter: the capture path
     on_caller = StreamHandler("paths/caller", **values)
-    on_caller.setFormatter(LogfmtFormatter(exclude=["hidden"]))  # another instance: formatted here
+    on_caller.setFormatter(LogfmtFormatter(**fields))  # another instance: formatted here
     text_only = [StreamHandler(f"paths/text-only-{i}", extras_as_args=False, **values) for i in range(2)]
-    text_only[1].setFormatter(LogfmtFormatter(exclude=["hidden"]))
+    text_only[1].setFormatter(LogfmtFormatter(**fields))
     formatted_here: list[str] = []  # records the captured handler formats on the caller
     own = captured.formatter
     assert own is not None
@@ -156,6 +167,7 @@ def test_through_a_handler_the_captured_path_stores_what_the_caller_path_stores(
     outs = "".join(line["out"] for line in stored["captured"])
     assert "hunter22" not in outs and "hidden=no" not in outs and "shown=yes" in outs
     assert 'odd="odd value"' in outs and "broken=<unprintable" in outs.replace('broken="<', "broken=<")
+    assert "conn=" not in outs and 'tags="[\\"a\\",1]"' in outs
     assert captured.stats.dropped_total == 0 and captured.stats.truncated == 2
 
 
