@@ -26,7 +26,7 @@ pytestmark = pytest.mark.skipif(not hasattr(signal, "setitimer"), reason="needs 
 # A main thread writing flat out while SIGALRM fires every millisecond, its handler writing
 # too: through the writer itself, a job's stream, or logging with lelog's handler.
 SIGNALS_WHILE_WRITING = """
-import json, logging, signal, sys, time
+import itertools, json, logging, signal, sys, time
 import lelog
 from lelog.testing import MemoryBackend
 
@@ -48,17 +48,21 @@ else:
     writer = lelog.StreamWriter("k", backend, **options)
     write = writer.write_line if mode == "write_line" else (lambda text: writer.write(text + "\\n"))
 
-fired = 0
+# A handler may be interrupted by the next signal at any bytecode, so each takes its number
+# from a C-level counter and notes it with one C call (both atomic with respect to signals),
+# never by `fired += 1`, which a nested handler can make two handlers read alike.
+numbers = itertools.count(1)
+started = []
 def on_alarm(signum, frame):
-    global fired
-    fired += 1
-    write(f"signal {fired}")
+    number = next(numbers)
+    started.append(number)
+    write(f"signal {number}")
 
 signal.signal(signal.SIGALRM, on_alarm)
 signal.setitimer(signal.ITIMER_REAL, 0.001, 0.001)
 written = 0
 deadline = time.monotonic() + 20
-while (fired < 300 or written < 20_000) and time.monotonic() < deadline:
+while (len(started) < 300 or written < 20_000) and time.monotonic() < deadline:
     write(f"main {written}")
     written += 1
 signal.setitimer(signal.ITIMER_REAL, 0, 0)
@@ -69,6 +73,7 @@ elif mode == "logging":
     stats = handler.writer.close()
 else:
     stats = writer.close()
+fired = len(started)
 outs = [line.rstrip("\\n").rsplit("msg=", 1)[-1].strip('"') for line in backend.outs("k")]
 print(json.dumps({"written": written, "fired": fired, "outs": outs, "accepted": stats.accepted,
                   "sent": stats.sent, "dropped": stats.dropped_total}))
