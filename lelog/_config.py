@@ -1,8 +1,9 @@
 """``LogConfig``: where the log service is and how to talk to it.
 
 The field names are the JSON names of the setup request's ``log_config``
-(docs/protocol.md#setup-request), so a setup request is accepted as it is.  Every value is checked when the config is built: a mistake is a
-``ConfigError`` naming the field and the fix, never a failure later on a worker thread.
+(docs/protocol.md#setup-request), so a setup request is accepted as it is.  Every value is
+checked when the config is built: a mistake is a ``ConfigError`` naming the field and the fix,
+never a failure later on a worker thread.
 Secrets (token, secrets, key material) never appear in ``repr``.
 """
 
