@@ -44,7 +44,7 @@ EXIT_DEADLINE = 2.0
 
 ROWS = ("cost", "throughput", "sustained", "construction", "memory", "latency", "exit")
 #: The rows' subjects: the sustained row is about lelog against the floor, over a long run
-#: (and the plan's prototype, benchmarks/prototype.py, when --subjects names it).
+#: (and the bare prototype, benchmarks/prototype.py, when --subjects names it).
 SUSTAINED_SUBJECTS = ("floor", "stdlib-queue-stream", "lelog", "prototype")
 
 
@@ -887,7 +887,7 @@ def _spool_note(b: Bench) -> str:
 
 
 def targets(b: Bench, peers: list[str]) -> list[tuple[Optional[bool], str]]:
-    """The issue's targets, judged on this run's medians."""
+    """lelog's targets, judged on this run's medians."""
     checks: list[tuple[Optional[bool], str]] = []
 
     def check(value: Optional[float], ok: Callable[[float], bool], text: str) -> None:
@@ -896,8 +896,8 @@ def targets(b: Bench, peers: list[str]) -> list[tuple[Optional[bool], str]]:
         else:
             checks.append((ok(value), text.format(v=value)))
 
-    # Issue 14: toward logging's own floor, judged on the sustained row where it ran (no work
-    # can hide after its loop), else on rows 1 and 2.
+    # Cost and rate against logging's own floor, judged on the sustained row where it ran (no
+    # work can hide after its loop), else on rows 1 and 2.
     row = "sustained" if b.get("sustained", "lelog", "call") else "cost"
     wall = ratio(b.get(row, "lelog", "call"), b.get(row, "floor", "call"))
     cpu = ratio(b.get(row, "lelog", "cpu"), b.get(row, "floor", "cpu"))
@@ -962,7 +962,7 @@ def targets(b: Bench, peers: list[str]) -> list[tuple[Optional[bool], str]]:
         lambda v: v >= b.plan.exit_n,
         f"exit with the service up delivers all {b.plan.exit_n:,} lines: {{v:,.0f}}",
     )
-    # Issue 15: the crash spool keeps caller cost and throughput within 1.2x of lelog without it.
+    # The crash spool keeps caller cost and throughput within 1.2x of lelog without it.
     if "lelog-spool" in b.subjects:
         for name, r in spool_ratios(b).items():
             check(r, lambda v: v <= 1.2, f"with the spool, {name} ≤ 1.2x lelog without it: {{v:.2f}}x")

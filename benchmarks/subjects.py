@@ -191,8 +191,8 @@ def _lelog(target: dict[str, Any], options: dict[str, Any]) -> Subject:
 
 
 def _lelog_spool(target: dict[str, Any], options: dict[str, Any]) -> Subject:
-    """lelog with the crash spool on (issue 15 bounds its cost to 1.2x lelog without it),
-    spooling into a directory of its own for this run."""
+    """lelog with the crash spool on (its cost is held to 1.2x lelog without it), spooling
+    into a directory of its own for this run."""
     spool_dir = tempfile.mkdtemp(prefix="lelog-bench-spool-")
     subject = _lelog(target, {**options, "lelog": {**options.get("lelog", {}), "spool_dir": spool_dir}})
     subject.cleanup = lambda: shutil.rmtree(spool_dir, ignore_errors=True)

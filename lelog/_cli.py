@@ -1,9 +1,9 @@
 """The ``lelog`` command: run a program, push a file, follow or print a stream.
 
 Every subcommand is configured the same way: flags win over a setup-request file
-(``--config``, the seed's format), which wins over ``LELOG_*`` variables; with no url the
-local file store is used.  A user mistake ends in one ``lelog: error: ...`` line and exit
-status 2 (usage) or 1 (the service or a file failed), never in a traceback.
+(``--config``, the original engine's format), which wins over ``LELOG_*`` variables; with no
+url the local file store is used.  A user mistake ends in one ``lelog: error: ...`` line and
+exit status 2 (usage) or 1 (the service or a file failed), never in a traceback.
 
 ``lelog run`` needs a POSIX system: it selects on pipes and forwards signals.
 """

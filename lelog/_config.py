@@ -1,8 +1,9 @@
 """``LogConfig``: where the log service is and how to talk to it.
 
-The field names are the JSON names of the seed's ``log_config`` (docs/protocol.md#setup-request), so a setup
-request is accepted as it is.  Every value is checked when the config is built: a mistake is a
-``ConfigError`` naming the field and the fix, never a failure later on a worker thread.
+The field names are the JSON names of the setup request's ``log_config``
+(docs/protocol.md#setup-request), so a setup request is accepted as it is.  Every value is
+checked when the config is built: a mistake is a ``ConfigError`` naming the field and the fix,
+never a failure later on a worker thread.
 Secrets (token, secrets, key material) never appear in ``repr``.
 """
 
@@ -190,7 +191,7 @@ def _check_verify(_inst: object, _attr: object, value: object) -> None:
 
 
 def _pem(name: str, value: Optional[str]) -> Optional[bytes]:
-    """Decode base64 PEM (the seed's form) or accept PEM text as it is."""
+    """Decode base64 PEM (the setup request's form) or accept PEM text as it is."""
     if value is None or value == "":
         return None
     if not isinstance(value, str):
@@ -389,7 +390,7 @@ class LogConfig:
 
     @classmethod
     def from_setup_request(cls, obj: Mapping[str, Any]) -> LogConfig:
-        """Accept the seed's whole setup request, or only its ``log_config``.
+        """Accept a whole setup request, or only its ``log_config``.
 
         A whole request is recognised by its ``log_config`` key; of its other keys only
         ``le_log_key``, ``secrets`` and ``mtls_config`` are read (the rest is the engine's).

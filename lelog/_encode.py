@@ -6,7 +6,7 @@ A pending line is what a caller handed the writer: ``(time, level, out, args, re
 ``RecordLine``: ``out`` is the record's message, ``level`` its level name and ``args`` its
 extras as strings, all fixed at call time; the worker renders the logfmt text
 (``_logfmt.logfmt_text``) and the JSON line together, so the caller pays only for the capture
-(benchmarks/README.md: the plan's steps 1 and 2).
+(benchmarks/README.md#where-the-time-goes, steps 1 and 2).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""LogConfig: the seed's configuration accepted as-is, and every mistake named with its fix."""
+"""LogConfig: the setup request accepted as-is, and every mistake named with its fix."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import trustme
 import lelog
 from lelog import ConfigError, LogConfig
 
-SEED = {
+SETUP_REQUEST = {
     "le_log_key": "stage-123/lite-engine-logs",
     "log_config": {
         "url": "http://log-service:8080",
@@ -30,8 +30,8 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
-def test_seed_setup_request_is_accepted_as_is() -> None:
-    config = LogConfig.from_setup_request(SEED)
+def test_a_setup_request_is_accepted_as_is() -> None:
+    config = LogConfig.from_setup_request(SETUP_REQUEST)
     assert config.url == "http://log-service:8080"
     assert config.account_id == "account-123"
     assert config.token == "auth-token"
@@ -41,7 +41,7 @@ def test_seed_setup_request_is_accepted_as_is() -> None:
 
 
 def test_only_log_config_is_accepted_too() -> None:
-    config = LogConfig.from_setup_request(SEED["log_config"])
+    config = LogConfig.from_setup_request(SETUP_REQUEST["log_config"])
     assert config.url == "http://log-service:8080"
     assert config.le_log_key == ""
 
@@ -50,7 +50,7 @@ def test_mtls_config_is_read_from_the_setup_request() -> None:
     ca = trustme.CA()
     cert = ca.issue_cert("client")
     request = dict(
-        SEED,
+        SETUP_REQUEST,
         mtls_config={
             "client_cert": _b64(cert.cert_chain_pems[0].bytes()),
             "client_cert_key": _b64(cert.private_key_pem.bytes()),

@@ -195,8 +195,8 @@ def test_a_setup_request_gives_a_config_or_a_config_error(request: Any) -> None:
     assert config.url == "" or config.url.startswith(("http://", "https://"))
 
 
-def test_the_seed_setup_request_is_accepted() -> None:
-    """The fuzz's positive control: the seed's own request (docs/protocol.md#setup-request) gives a config."""
+def test_a_well_formed_setup_request_is_accepted() -> None:
+    """The fuzz's positive control: a well-formed setup request (docs/protocol.md#setup-request) gives a config."""
     config = LogConfig.from_setup_request(
         {
             "le_log_key": "stage-123/lite-engine-logs",

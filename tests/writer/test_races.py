@@ -1,4 +1,4 @@
-"""Regression tests for races and edge cases found in review of the writer.
+"""Regression tests for the writer's races and edge cases.
 
 Each test names the hazard.  Races are provoked with a tiny switch interval and many rounds;
 anything that could hang runs in a subprocess with a timeout.

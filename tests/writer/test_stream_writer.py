@@ -656,9 +656,9 @@ def test_a_caller_yields_once_in_256_lines_while_the_worker_is_busy() -> None:
     # only every switch interval, and the worker needed it back at every I/O step of a
     # request (the benchmark's exit row, which measures the effect, delivered 86,752 of
     # 100,000).  While the worker is awake and lines pile up, the caller sleeps once in 256
-    # lines.  Counted, not timed.  Review finding: the yield first counted the lines
-    # waiting, which a full buffer holds still, so with max_pending_lines a multiple of 256
-    # every call slept; it counts the lines accepted.
+    # lines.  Counted, not timed.  The yield counts the lines accepted, not the lines
+    # waiting: a full buffer holds those still, so with max_pending_lines a multiple of 256
+    # every call would sleep.
     code = """
 import threading, time, lelog
 from lelog.testing import MemoryBackend
