@@ -19,13 +19,13 @@ import ssl
 import threading
 import time
 import weakref
-from typing import Any, Callable, Generator, Iterator, Optional, Sequence, Union, cast
+from typing import Any, Callable, Generator, Iterator, Mapping, Optional, Sequence, Union, cast
 
 import httpx
 
 from . import _process
 from ._clock import Deadline
-from ._config import LogConfig
+from ._config import LogConfig, resolve_config
 from ._exceptions import (
     AuthError,
     BlobNotFound,
@@ -80,6 +80,10 @@ def _untrusted_certificate(exc: BaseException) -> Optional[str]:
 class LogServiceClient:
     """The calls of the log service, each retried per ``RetryPolicy`` within a deadline.
 
+    ``config`` is what ``StreamWriter`` takes as a configuration: a ``LogConfig``, a setup
+    request or its ``log_config`` as a dict (``LELOG_*`` variables fill what it does not
+    give), or None for the ``LELOG_*`` environment alone.  It must name a ``url``.
+
     Thread-safe as ``httpx.Client`` is.  After ``os.fork()`` the child gets a new connection
     pool on its first call (the parent's sockets are left alone, never closed from the child).
     Each call takes ``deadline`` (seconds, all attempts included; the config's default when
@@ -89,11 +93,15 @@ class LogServiceClient:
 
     def __init__(
         self,
-        config: LogConfig,
+        config: Union[LogConfig, Mapping[str, Any], None],
         *,
         transport: Optional[httpx.BaseTransport] = None,
         retry: Optional[RetryPolicy] = None,
     ) -> None:
+        # What a StreamWriter takes as its target, but a backend: a LogConfig, a setup
+        # request or its log_config (the LELOG_* environment fills what it leaves out), or
+        # None for the environment alone.
+        config = resolve_config(config)
         if not config.url:
             raise ConfigError("LogServiceClient needs a url; without one use lelog.FileStore")
         self.config = config
