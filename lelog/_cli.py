@@ -125,9 +125,11 @@ examples:
 
 _TAIL_HELP = """\
 Follow a live stream: print its lines as they arrive, however long it is quiet; exit 0 when
-the stream is closed (a stream that is not open ends at once).  A dropped connection is
-re-established within --timeout, with a marker line where lines may be missing; exit 1 with
-one line when it cannot be, or when the answer is not an event stream.
+the stream is closed (a stream that is not open ends at once; on a service that does not say
+so, within about two seconds).  A dropped connection is re-established within --timeout, with
+a marker line where lines may be missing, and a re-opened stream is marked too; exit 1 with
+one line when the service cannot be reached within --timeout, or when the answer is not an
+event stream.
 
 examples:
   lelog tail --key stage-1/build
