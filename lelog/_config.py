@@ -627,7 +627,11 @@ def warn_env_typos(environ: Mapping[str, str]) -> None:
     not read it, and the setting it was meant for is silently missing otherwise."""
     known = {name[len("LELOG_") :]: name for name in ENV_VARIABLES}
     for variable in environ:
-        if not variable.upper().startswith("LELOG_") or variable in ENV_VARIABLES:
+        if (
+            not variable.upper().startswith("LELOG_")
+            or variable in ENV_VARIABLES
+            or variable in _typos_warned
+        ):
             continue
         close = difflib.get_close_matches(variable[len("LELOG_") :].upper(), known, n=1)
         if not close:
