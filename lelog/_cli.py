@@ -25,6 +25,7 @@ import threading
 import time
 from typing import IO, Any, Callable, Iterator, NoReturn, Optional, Sequence, Union
 
+from ._backend import keeps_every_line
 from ._client import LogServiceClient
 from ._config import MAX_SECONDS, LogConfig, check_positive, resolve_config, setup_request_values
 from ._exceptions import BlobNotFound, ConfigError, LogServiceError
@@ -88,7 +89,8 @@ configuration (flags win over --config, which wins over the environment):
   LELOG_URL, LELOG_ACCOUNT_ID, LELOG_TOKEN   the log service; no url: the file store
   LELOG_HOME                                 the file store's directory (default ./.lelog)
   LELOG_KEY                                  the stream key when no --key or le_log_key
-  LELOG_<FIELD>                              any other LogConfig field, e.g. LELOG_SECRETS
+  LELOG_SECRETS                              a JSON list '["a", "b"]', or one secret per line
+  LELOG_<FIELD>                              any other LogConfig field or writer option
 """
 
 _RUN_HELP = """\
@@ -123,9 +125,11 @@ examples:
 
 _TAIL_HELP = """\
 Follow a live stream: print its lines as they arrive, however long it is quiet; exit 0 when
-the stream is closed (a stream that is not open ends at once).  A dropped connection is
-re-established within --timeout, with a marker line where lines may be missing; exit 1 with
-one line when it cannot be, or when the answer is not an event stream.
+the stream is closed (a stream that is not open ends at once; on a service that does not say
+so, within about two seconds).  A dropped connection is re-established within --timeout, with
+a marker line where lines may be missing, and a re-opened stream is marked too; exit 1 with
+one line when the service cannot be reached within --timeout, or when the answer is not an
+event stream.
 
 examples:
   lelog tail --key stage-1/build
@@ -286,6 +290,13 @@ def _config(args: argparse.Namespace) -> LogConfig:
 
 
 def _key(args: argparse.Namespace, config: LogConfig, default: str = "") -> str:
+    if args.key is not None and not args.key.strip():
+        # An empty --key is a mistake (an unset variable in --key "$STEP"), not "no key":
+        # falling back to le_log_key or the program's name would write to another stream.
+        raise _Failure(
+            f"--key is {'empty' if not args.key else 'blank'}: give the stream key, e.g. --key stage-1/build",
+            2,
+        )
     # config.le_log_key: --config's le_log_key, else LELOG_KEY (or LELOG_LE_LOG_KEY).
     key = args.key or config.le_log_key or default
     if not key:
@@ -367,10 +378,18 @@ def _report(args: argparse.Namespace, stats: Stats, backend: _Backend, key: str)
 
 
 def _delivered(stats: Stats, backend: _Backend, key: str) -> bool:
-    """Whether the whole log was stored: nothing dropped, pending or lost at upload."""
+    """Whether every line reached the log: nothing dropped, pending or lost at upload."""
     if isinstance(backend, FileStore) and backend.dropped(key):
         return False
     return not stats.dropped_total and not stats.pending and stats.uploaded is not False
+
+
+def _stored_whole(stats: Stats, backend: _Backend, key: str) -> bool:
+    """Whether the stored log holds every line: delivered, and, with a service, none of
+    its oldest lines left out of the upload by ``history_bytes`` (the file store keeps
+    every live line, so its stored log is whole either way)."""
+    evicted = stats.history_evicted and not keeps_every_line(backend)
+    return _delivered(stats, backend, key) and not evicted
 
 
 class _Backpressure:
@@ -590,10 +609,10 @@ def _run(args: argparse.Namespace) -> int:
             _pump_until_exit(child, writer, config.literal_secrets())
             stats = writer.close()
         _report(args, stats, backend, key)
-        delivered = _delivered(stats, backend, key)
+        whole = _stored_whole(stats, backend, key)
     code = child.returncode
     status = 128 - code if code < 0 else code
-    if args.strict and status == 0 and not delivered:
+    if args.strict and status == 0 and not whole:
         return STRICT_STATUS
     return status
 

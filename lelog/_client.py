@@ -13,19 +13,26 @@ would print them).
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import enum
+import math
 import os
+import queue
+import re
+import socket
 import ssl
 import threading
 import time
 import weakref
-from typing import Any, Callable, Generator, Iterator, Optional, Sequence, Union, cast
+from typing import Any, Callable, Generator, Iterator, Mapping, Optional, Sequence, Union, cast
 
+import attrs
 import httpx
 
 from . import _lifecycle
 from ._clock import Deadline
-from ._config import LogConfig
+from ._config import LogConfig, resolve_config
 from ._exceptions import (
     AuthError,
     BlobNotFound,
@@ -47,7 +54,23 @@ __all__ = ["LogServiceClient", "LineLike"]
 LineLike = Union[Line, bytes]
 
 _AUTH_MESSAGES = ("no account ID in query params", "no token in header", "operation not permitted")
-_TAIL_READ_TIMEOUT = 75.0  # the service pings every 30 s; two missed pings is a dead stream
+#: A tail connection's read timeout: a backstop only, as the tail notices silence itself (the
+#: service pings every 30 s without lines).
+_TAIL_READ_TIMEOUT = 75.0
+#: A tail that got no line for this long asks whether its stream still lives: a Redis-backed
+#: service never says that it closed (docs/protocol.md#tail-redis).
+_TAIL_QUIET = 2.0
+#: Once the stream is found gone, lines still on their way are read until none came for this long.
+_TAIL_DRAIN = 0.5
+#: How many of the lines shown a tail remembers, to tell its stream from a re-opened one after
+#: a reconnection (the service keeps about 5,000).
+_TAIL_REMEMBER = 8192
+#: Items a tail's reader may hold ahead of the iterating thread; beyond, it waits (TCP holds
+#: the rest).
+_TAIL_READ_AHEAD = 10_000
+#: How long stopping a tail's reader waits for its thread (it ends at once: its socket is
+#: shut down).
+_TAIL_STOP_WAIT = 5.0
 
 
 def _encoded(lines: Sequence[LineLike]) -> list[bytes]:
@@ -81,6 +104,10 @@ def _untrusted_certificate(exc: BaseException) -> Optional[str]:
 class LogServiceClient:
     """The calls of the log service, each retried per ``RetryPolicy`` within a deadline.
 
+    ``config`` is what ``StreamWriter`` takes as a configuration: a ``LogConfig``, a setup
+    request or its ``log_config`` as a dict (``LELOG_*`` variables fill what it does not
+    give), or None for the ``LELOG_*`` environment alone.  It must name a ``url``.
+
     Thread-safe as ``httpx.Client`` is.  After ``os.fork()`` the child gets a new connection
     pool on its first call (the parent's sockets are left alone, never closed from the child).
     Each call takes ``deadline`` (seconds, all attempts included; the config's default when
@@ -90,11 +117,15 @@ class LogServiceClient:
 
     def __init__(
         self,
-        config: LogConfig,
+        config: Union[LogConfig, Mapping[str, Any], None],
         *,
         transport: Optional[httpx.BaseTransport] = None,
         retry: Optional[RetryPolicy] = None,
     ) -> None:
+        # What a StreamWriter takes as its target, but a backend: a LogConfig, a setup
+        # request or its log_config (the LELOG_* environment fills what it leaves out), or
+        # None for the environment alone.
+        config = resolve_config(config)
         if not config.url:
             raise ConfigError("LogServiceClient needs a url; without one use lelog.FileStore")
         quiet_own_http_records()  # this client's requests must reach no handler (_quiet.py)
@@ -248,40 +279,52 @@ class LogServiceClient:
     def tail(self, key: str, **opts: Any) -> Iterator[Line]:
         """Follow a live stream (server-sent events): history first, then lines as they come.
 
-        It ends cleanly at the service's end marker (``event: error`` / ``data: eof``, sent
-        without the blank line a strict SSE parser waits for), or, on a service that sends
-        none (the Redis backend), when an empty ``PUT /stream`` probe made on a quiet
-        period's ping answers ``stream: not found``.  Quiet periods of any length keep it
-        open: the call deadline bounds connecting, not the tail.  A dropped connection to a
-        stream that still lives is re-established within the deadline; lines already
-        yielded are skipped by ``pos``, and where lines may be missing a marker line is
-        yielded (``pos`` -1, ``args`` ``{"lelog": "gap"}``).  A connection that cannot be
-        re-established, or an answer that is not an event stream, raises
-        ``LogServiceError`` from the iteration (docs/protocol.md#tail).
+        It ends at the service's end marker (``event: error`` / ``data: eof``, sent without
+        the blank line a strict SSE parser waits for).  A service that sends none (the Redis
+        backend) is asked: after two seconds without a line, an empty ``PUT /stream`` (which
+        writes nothing) answers ``stream: not found`` once the stream is gone; lines still on
+        their way are read, and lines the stored log has but the tail never got (a stream
+        re-opened under it, lines written as it closed) follow a marker line.  Quiet periods
+        of any length keep it open.
+
+        ``deadline`` (the config's ``call_deadline`` by default) is how long the tail keeps
+        trying to reach the service: connecting, re-establishing a dropped connection (the
+        probe and every attempt within one deadline), and hearing nothing at all (no line,
+        ping or answer to a probe) while it follows.  Past it, ``LogServiceError`` is raised
+        from the iteration.  Lines already yielded are skipped by ``pos`` after a
+        reconnection; a marker line (``pos`` -1, ``args`` ``{"lelog": "gap"}``) stands where
+        lines may be missing or the stream was re-opened (docs/protocol.md#tail).  An answer
+        that is not an event stream raises ``LogServiceError``.
         """
         budget = self._budget(opts, self.config.call_deadline)
         policy = self._policy(opts)
+        patience = float(budget["deadline"])  # a Deadline converts to the seconds it has left
 
-        def connect() -> httpx.Response:
-            return policy.run(lambda remaining: self._tail_attempt(key, remaining), **budget)
+        def connect(deadline: Deadline) -> httpx.Response:
+            return policy.run(
+                lambda remaining: self._tail_attempt(key, remaining),
+                deadline=deadline,
+                cancel=budget["cancel"],
+                on_retry=budget["on_retry"],
+            )
 
-        return _Tail(key, connect(), connect, lambda: self._stream_lives(key, budget["deadline"])).lines()
+        def stored(deadline: Deadline) -> Optional[bytes]:
+            try:
+                return self.download(key, deadline=deadline)
+            except LogServiceError:
+                return None
+
+        first = connect(Deadline.after(patience))  # a failure to connect raises here, at the call
+        tail = _Tail(key, connect, patience, lives=lambda d: self._stream_lives(key, d), stored=stored)
+        return tail.lines(first)
 
     def _tail_attempt(self, key: str, remaining: float) -> httpx.Response:
-        t = self._timeout
         request = self.http.build_request(
             "GET",
             self.config.url + "/stream",
             params=self._params(key),
             headers=self._auth_headers(),
-            # Connecting is bounded by the deadline; reading is not: the service pings a
-            # quiet tail every 30 s, and two missed pings mean a dead connection.
-            timeout=httpx.Timeout(
-                connect=min(t.connect or remaining, remaining),
-                read=_TAIL_READ_TIMEOUT,
-                write=min(t.write or remaining, remaining),
-                pool=min(t.pool or remaining, remaining),
-            ),
+            timeout=self._within(remaining),  # the answer's headers come within the deadline
         )
         response = self._send("tail", key, request, stream=True)
         kind = response.headers.get("content-type", "")
@@ -293,11 +336,17 @@ class LogServiceClient:
                 status=response.status_code,
                 call="tail",
             )
+        # The body is the tail, quiet for as long as the stream is: its reads get a long
+        # timeout, a backstop only (the tail notices silence itself).  httpcore reads the
+        # request's timeouts when the body starts being read, so this applies to the body.
+        timeouts = response.request.extensions.get("timeout")
+        if isinstance(timeouts, dict):
+            timeouts["read"] = _TAIL_READ_TIMEOUT
         return response
 
-    def _stream_lives(self, key: str, deadline: float) -> Optional[bool]:
-        """Whether the stream is open, by an empty ``PUT /stream`` (which changes nothing):
-        204 while it lives, ``400 stream: not found`` once it is gone; None: no answer."""
+    def _stream_lives(self, key: str, deadline: Deadline) -> _Liveness:
+        """Whether the stream is open, by an empty ``PUT /stream`` (which writes no line): 204
+        while it lives, ``400 stream: not found`` once it is gone."""
         try:
             self._call(
                 "write",
@@ -309,10 +358,12 @@ class LogServiceClient:
                 deadline=deadline,
             )
         except StreamNotFound:
-            return False
+            return _Liveness.GONE
+        except TransportError:
+            return _Liveness.SILENT
         except LogServiceError:
-            return None
-        return True
+            return _Liveness.ANSWERED  # the service is there, but did not say (a 403, a 5xx)
+        return _Liveness.LIVES
 
     def info(self, **opts: Any) -> dict[str, Any]:
         """``GET /stream/info``: the account's open streams and their sizes."""
@@ -473,119 +524,357 @@ def _error_for(
     return LogServiceError(text, retry_after=retry_after, **kwargs)
 
 
-class _TailEnd(enum.Enum):
-    """How one connection of a tail ended."""
+class _Liveness(enum.Enum):
+    """What a probe of a stream found."""
+
+    LIVES = "lives"
+    GONE = "gone"
+    ANSWERED = "answered"  # the service answered, but not whether the stream lives
+    SILENT = "silent"  # no answer from the service
+
+
+class _Event(enum.Enum):
+    """What a tail connection says besides lines."""
+
+    PING = "ping"
+    EOF = "eof"
+
+
+class _Ending(enum.Enum):
+    """How following one connection of a tail ended."""
 
     EOF = "the end marker"
-    CLOSED = "the stream was closed (an empty write answered 'stream: not found')"
-    DROPPED = "the connection dropped"
+    CLOSED = "the stream was found gone"
+
+
+@attrs.frozen
+class _Dropped:
+    """The connection ended without the end marker."""
+
+    reason: str
+
+
+_Item = Union[Line, _Event, _Dropped, BaseException]
 
 
 def _gap(text: str) -> Line:
     return Line(f"lelog: --- {text} ---\n", -1, time.time(), "warn", {"lelog": "gap"})
 
 
-class _Tail:
-    """One tail across reconnections: which lines were yielded, and how it ends.
+def _sse_items(key: str, response: httpx.Response) -> Iterator[Union[Line, _Event]]:
+    """The lines and pings of one event stream, up to its end marker."""
+    event = ""
+    for raw in response.iter_lines():
+        if not raw:
+            event = ""  # a blank line ends an event
+            continue
+        if raw.startswith(":"):
+            yield _Event.PING
+            continue
+        field, _, value = raw.partition(":")
+        value = value[1:] if value.startswith(" ") else value
+        if field == "event":
+            event = value
+        elif field == "data":
+            if event == "error":  # the service's end marker: "event: error" then "data: eof"
+                yield _Event.EOF
+                return
+            yield _parse_event_data(key, value)
 
-    Used by the one thread iterating the tail; it holds no lock.
+
+class _Reader:
+    """Reads one connection of a tail on a thread of its own, into a queue: the iterating
+    thread then waits with a timeout, and notices a quiet period whatever the service sends.
+
+    Only this thread uses the response (httpx objects are not shared between threads).
+    ``stop`` wakes a read blocked on the socket by shutting the socket down, which is safe
+    from any thread; ``_lock`` keeps that apart from the reader closing the socket, whose
+    number could otherwise be reused by another connection in between.
+    """
+
+    def __init__(self, key: str, response: httpx.Response) -> None:
+        self._key = key
+        self._response = response
+        self._items: queue.Queue[_Item] = queue.Queue(_TAIL_READ_AHEAD)
+        self._stopped = threading.Event()
+        self._lock = threading.Lock()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="lelog-tail-reader", daemon=True)
+        self._thread.start()
+
+    def get(self, timeout: Optional[float]) -> Optional[_Item]:
+        """The next item, or None when none came within ``timeout`` seconds (None: wait)."""
+        try:
+            return self._items.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def stop(self) -> None:
+        """End the reading and wait (briefly) for the thread; what was not read is dropped."""
+        self._stopped.set()
+        with self._lock:  # held for one shutdown call, which does not block
+            if not self._closed:
+                stream = self._response.extensions.get("network_stream")
+                sock = stream.get_extra_info("socket") if stream is not None else None
+                if isinstance(sock, socket.socket):
+                    with contextlib.suppress(OSError):
+                        # The base class's shutdown: an SSLSocket's own would drop its SSL
+                        # object under the reading thread.
+                        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+        if self._thread is not threading.current_thread():
+            self._thread.join(_TAIL_STOP_WAIT)
+
+    def _run(self) -> None:
+        try:
+            for item in _sse_items(self._key, self._response):
+                if not self._put(item):
+                    return
+            self._put(_Dropped("the service ended the event stream without its end marker"))
+        except (httpx.TransportError, httpx.StreamError, ssl.SSLError, OSError) as exc:
+            self._put(_Dropped(f"{type(exc).__name__}: {exc}".rstrip(": ")))
+        except BaseException as exc:  # an event that is not a line, or a bug: raised by the iterator
+            self._put(exc)
+        finally:
+            with self._lock:
+                self._closed = True
+                self._response.close()
+
+    def _put(self, item: _Item) -> bool:
+        """Queue ``item``, waiting while the iterating thread is behind; False once stopped."""
+        while not self._stopped.is_set():
+            try:
+                self._items.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+
+class _Tail:
+    """One tail across reconnections: which lines were shown, when to probe, how it ends.
+
+    Used by the one thread iterating the tail (its connections are read by ``_Reader``s);
+    it holds no lock.  ``patience`` is how long it keeps trying to reach the service.
+    ``lives`` probes the stream and ``stored`` fetches its stored log; without them (a
+    parser on its own) the tail ends at the end marker and never probes.
     """
 
     def __init__(
         self,
         key: str,
-        response: httpx.Response,
-        reconnect: Callable[[], httpx.Response],
-        lives: Callable[[], Optional[bool]],
+        reconnect: Callable[[Deadline], httpx.Response],
+        patience: float,
+        *,
+        lives: Optional[Callable[[Deadline], _Liveness]] = None,
+        stored: Optional[Callable[[Deadline], Optional[bytes]]] = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._key = key
-        self._response = response
         self._reconnect = reconnect
+        self._patience = patience
         self._lives = lives
+        self._stored = stored
+        self._clock = clock
         self._last: Optional[Line] = None  # the last line yielded
-        self._resync = False  # after a reconnection: until the stream is found where it was
+        # pos -> (time, hash of out) of the last lines yielded: after a reconnection, whether
+        # the stream is the one the tail showed, or a re-opened one (pos starts again at 0).
+        self._shown: collections.OrderedDict[int, tuple[str, int]] = collections.OrderedDict()
+        self._resync = False  # after a reconnection: until its first line says where it is
+        self._skipping = False  # the same stream: history shown before the reconnection
 
-    def lines(self) -> Iterator[Line]:
-        while True:
-            reason = ""
-            try:
-                end = yield from self._events(self._response)
-            except httpx.TransportError as exc:
-                end, reason = _TailEnd.DROPPED, f"{type(exc).__name__}: {exc}".rstrip(": ")
-            finally:
-                self._response.close()
-            if end is not _TailEnd.DROPPED:
-                return
-            self._resume(reason or "the service ended the event stream without its end marker")
-
-    def _resume(self, reason: str) -> None:
-        what = f"tail {self._key!r}: the connection to the log service dropped ({reason})"
-        lives = self._lives()
-        if lives is False:
-            raise LogServiceError(
-                f"{what} and the stream has closed since; its last lines may be missing "
-                "(the stored log has them all)",
-                call="tail",
-            )
+    def lines(self, response: httpx.Response) -> Iterator[Line]:
+        reader = _Reader(self._key, response)
         try:
-            self._response = self._reconnect()
+            while True:
+                ending = yield from self._follow(reader)
+                reader.stop()
+                if ending is _Ending.CLOSED:
+                    yield from self._from_stored_log()
+                    return
+                resumed = self._resume(ending)
+                if resumed is None:
+                    return
+                reader = _Reader(self._key, resumed)
+        finally:
+            reader.stop()
+
+    def _follow(self, reader: _Reader) -> Generator[Line, None, Union[_Ending, _Dropped]]:
+        """Yield the lines of one connection until it ends; probe the stream when quiet."""
+        # Probes come often enough for two of them to fit the patience: a healthy quiet tail
+        # hears an answer in time with a deadline shorter than the probe interval (but never
+        # more than ten probes a second, whatever deadline it was given).
+        quiet = min(_TAIL_QUIET, max(self._patience / 2, 0.1))
+        heard = quiet_since = self._clock()  # the service last heard from; the last line (or probe)
+        while True:
+            wait = None if self._lives is None else max(0.0, quiet_since + quiet - self._clock())
+            item = reader.get(wait)
+            now = self._clock()
+            if item is None:  # no line for a while: does the stream still live?
+                assert self._lives is not None
+                found = self._lives(Deadline.after(max(heard + self._patience - now, 0.001)))
+                now = self._clock()
+                if found is _Liveness.GONE:
+                    yield from self._drain(reader)
+                    return _Ending.CLOSED
+                if found is not _Liveness.SILENT:
+                    heard = now
+                elif now - heard >= self._patience:
+                    raise LogServiceError(
+                        f"tail {self._key!r}: no answer from the log service for "
+                        f"{self._patience:g} s (no line, ping or answer to a probe)",
+                        call="tail",
+                    )
+                quiet_since = now
+                continue
+            heard = now
+            if isinstance(item, Line):
+                quiet_since = now
+                yield from self._checked(item)
+            elif item is _Event.EOF:
+                return _Ending.EOF
+            elif isinstance(item, _Dropped):
+                return item
+            elif isinstance(item, BaseException):
+                raise item  # from the reader: an event that is not a log line
+
+    def _drain(self, reader: _Reader) -> Iterator[Line]:
+        """Lines written just before the close may still be on their way: read until none
+        came for ``_TAIL_DRAIN`` (pings do not count: a Redis-backed service keeps pinging)."""
+        until = self._clock() + _TAIL_DRAIN
+        while True:
+            item = reader.get(max(until - self._clock(), 0.0))
+            if isinstance(item, Line):
+                yield from self._checked(item)
+                until = self._clock() + _TAIL_DRAIN
+            elif item is not _Event.PING:
+                return
+
+    def _resume(self, ending: Union[_Ending, _Dropped]) -> Optional[httpx.Response]:
+        """A new connection, or None when the tail is over; the probe and the connection
+        attempts share one deadline."""
+        deadline = Deadline.after(self._patience)
+        lives = self._lives(deadline) if self._lives is not None else None
+        if isinstance(ending, _Dropped):
+            what = f"tail {self._key!r}: the connection to the log service dropped ({ending.reason})"
+            if lives is _Liveness.GONE:
+                raise LogServiceError(
+                    f"{what} and the stream has closed since; its last lines may be missing "
+                    "(the stored log has them all)",
+                    call="tail",
+                )
+        elif lives is _Liveness.LIVES:
+            # The stream lives on after its end marker: it was re-opened (a memory-backed
+            # service ends its tails then), or the service ended a long tail.  Follow it on.
+            what = f"tail {self._key!r}: the stream lives on after its end marker"
+        else:
+            return None
+        try:
+            response = self._reconnect(deadline)
         except LogServiceError as exc:
             raise LogServiceError(f"{what} and could not be re-established: {exc}", call="tail") from None
         self._resync = True
-
-    def _events(self, response: httpx.Response) -> Generator[Line, None, _TailEnd]:
-        event = ""
-        first = True
-        for raw in response.iter_lines():
-            if not raw:
-                event = ""  # a blank line ends an event
-                continue
-            if raw.startswith(":"):
-                # A ping after a quiet period, when every line written before it has come:
-                # a service that sends no end marker (Redis) is asked whether the stream
-                # still lives.  Not the ping that opens the answer: the history follows it.
-                if not first and self._lives() is False:
-                    return _TailEnd.CLOSED
-                first = False
-                continue
-            first = False
-            field, _, value = raw.partition(":")
-            value = value[1:] if value.startswith(" ") else value
-            if field == "event":
-                event = value
-            elif field == "data":
-                if event == "error":
-                    return _TailEnd.EOF  # the service's end marker: "event: error" then "data: eof"
-                line = _parse_event_data(self._key, value)
-                yield from self._checked(line)
-        return _TailEnd.DROPPED
+        return response
 
     def _checked(self, line: Line) -> Iterator[Line]:
-        """``line`` unless it was yielded before a reconnection, with a gap marker first
-        where lines may be missing."""
+        """``line`` unless it was yielded before a reconnection, with a marker first where
+        lines may be missing or the stream was re-opened."""
         last = self._last
-        if self._resync and last is not None:
-            if line.pos < last.pos:
-                return  # history the tail has shown already
-            self._resync = False
-            if line.pos == last.pos:
-                if line.time == last.time:
-                    return  # found where it was: go on from the next line
-                yield _gap("the stream was re-opened; lines may be missing")
-            elif line.pos > last.pos + 1:
-                yield _gap(f"{line.pos - last.pos - 1:,} lines may be missing")
-        self._last = line
+        if last is not None:
+            if self._resync:
+                self._resync = False
+                if line.pos <= last.pos:
+                    if self._shown.get(line.pos) == _mark(line):
+                        self._skipping = True  # the same stream: skip what was shown
+                        return
+                    yield from self._reopened()
+                elif line.pos > last.pos + 1:
+                    yield _gap(f"{line.pos - last.pos - 1:,} lines may be missing")
+            elif self._skipping:
+                if line.pos <= last.pos:
+                    return
+                self._skipping = False
+                if line.pos > last.pos + 1:
+                    yield _gap(f"{line.pos - last.pos - 1:,} lines may be missing")
+            elif line.pos <= last.pos:
+                # On one connection pos only grows: a stream re-opened under the tail (whose
+                # service hands it the new stream) starts again at 0.
+                yield from self._reopened()
+        self._remember(line)
         yield line
+
+    def _reopened(self) -> Iterator[Line]:
+        self._shown.clear()
+        self._skipping = False
+        yield _gap("the stream was re-opened; lines may be missing")
+
+    def _remember(self, line: Line) -> None:
+        self._last = line
+        self._shown[line.pos] = _mark(line)
+        self._shown.move_to_end(line.pos)
+        if len(self._shown) > _TAIL_REMEMBER:
+            self._shown.popitem(last=False)
+
+    def _from_stored_log(self) -> Iterator[Line]:
+        """After a close found by a probe: the lines of the stored log the tail never got.
+
+        A service that sends no end marker may also never send a re-opened stream's lines
+        to a tail of the old one, nor lines written as the stream closed; its stored log
+        (uploaded before the close) has them.  Nothing is yielded when the tail showed the
+        stored log's last line, or when there is no stored log to read.
+        """
+        data = self._stored(Deadline.after(self._patience)) if self._stored is not None else None
+        rows: list[Line] = []
+        for row in (data or b"").splitlines():
+            with contextlib.suppress(ValueError):
+                rows.append(parse_line(row))
+        last = self._last
+        if not rows or (last is not None and _same(rows[-1], last)):
+            return
+        start = 0
+        if last is not None:
+            found = next((i for i in range(len(rows) - 1, -1, -1) if _same(rows[i], last)), None)
+            if found is None:  # the tail's lines are not in it: another stream's log
+                yield _gap("the stream was re-opened; its stored log follows")
+                yield from rows
+                return
+            start = found + 1
+        yield _gap(f"{len(rows) - start:,} lines did not come live; from the stored log")
+        yield from rows[start:]
+
+
+#: An RFC 3339 time: up to the seconds, the fraction, the zone.
+_RFC3339 = re.compile(r"(.*?)(?:\.(\d+))?([Zz]|[+-]\d\d:\d\d)\Z")
+
+
+def _instant(text: str) -> str:
+    """One spelling of an RFC 3339 time: the service re-encodes live lines' times (Go drops
+    a fraction's trailing zeros), while the stored log keeps them as they were written."""
+    match = _RFC3339.match(text)
+    if match is None:
+        return text
+    seconds, fraction, zone = match.groups()
+    fraction = (fraction or "").rstrip("0")
+    zone = "Z" if zone in ("Z", "z", "+00:00", "-00:00") else zone
+    return f"{seconds}.{fraction}{zone}" if fraction else seconds + zone
+
+
+def _mark(line: Line) -> tuple[str, int]:
+    """What tells two lines of one ``pos`` apart: their time and text."""
+    return (_instant(line.time), hash(line.out))
+
+
+def _same(a: Line, b: Line) -> bool:
+    return a.pos == b.pos and _mark(a) == _mark(b)
 
 
 def _iter_sse(key: str, response: httpx.Response) -> Iterator[Line]:
     """Lines of one event stream, with no reconnection and no probe: it ends at the end
     marker, and a connection that ends otherwise raises ``LogServiceError``."""
 
-    def cannot_reconnect() -> httpx.Response:
+    def cannot_reconnect(_deadline: Deadline) -> httpx.Response:
         raise LogServiceError("this tail does not reconnect", call="tail")
 
-    return _Tail(key, response, cannot_reconnect, lambda: None).lines()
+    return _Tail(key, cannot_reconnect, math.inf).lines(response)
 
 
 def _parse_event_data(key: str, data: str) -> Line:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import difflib
+import json
 import logging
 import math
 import os
@@ -22,19 +23,24 @@ from typing import Any, Callable, Collection, Iterable, Mapping, Optional, Union
 
 import attrs
 
+from ._diagnostics import logger as diagnostics
 from ._exceptions import ConfigError
 from ._masking import Masker, decode_sanitize_patterns
 from ._tls import tls_context
 
 __all__ = [
     "CONFIG_FIELDS",
+    "ENV_VARIABLES",
     "MAX_SECONDS",
+    "WRITER_ENV_OPTIONS",
     "LogConfig",
     "check_level",
     "check_positive",
     "reject_unknown",
     "resolve_config",
     "setup_request_values",
+    "warn_env_typos",
+    "writer_options_from_env",
 ]
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
@@ -401,23 +407,29 @@ class LogConfig:
     def from_env(cls, environ: Optional[Mapping[str, str]] = None, **overrides: Any) -> LogConfig:
         """Read ``LELOG_<FIELD>`` variables (``LELOG_URL``, ``LELOG_TOKEN``, ...).
 
-        ``overrides`` win over the environment; a value of ``None`` there means "not given".
-        ``LELOG_SECRETS`` holds one secret per line; booleans take 1/0, true/false, yes/no;
-        ``LELOG_VERIFY`` takes true/false (1/0, yes/no) or a CA bundle path, never blank.
-        The stream key is ``LELOG_KEY`` (``LELOG_LE_LOG_KEY`` is accepted too; both set
-        and different is a ``ConfigError``).
+        ``overrides`` win over the environment, whose variables for them are not read at all
+        (a bad ``LELOG_VERIFY`` does not matter when ``verify`` is given); a value of
+        ``None`` there means "not given".  ``LELOG_SECRETS`` is a JSON list of strings when
+        it starts with ``[``, else one secret per line; booleans take 1/0, true/false,
+        yes/no; ``LELOG_VERIFY`` takes true/false (1/0, yes/no) or a CA bundle path, never
+        blank.  The stream key is ``LELOG_KEY`` (``LELOG_LE_LOG_KEY`` is accepted too; both
+        set and different is a ``ConfigError``).  An unknown ``LELOG_*`` variable that looks
+        like a misspelt known one is warned about once (``warn_env_typos``).
         """
         env = os.environ if environ is None else environ
         reject_unknown(overrides, CONFIG_FIELDS, "LogConfig")
+        given = {k: v for k, v in overrides.items() if v is not None}
+        warn_env_typos(env)
         values: dict[str, Any] = {}
-        for name in sorted(CONFIG_FIELDS - {"le_log_key"}):  # the key: _env_key below
+        for name in sorted(CONFIG_FIELDS - {"le_log_key"} - given.keys()):  # the key: _env_key
             raw = env.get("LELOG_" + name.upper())
             if raw is not None:
                 values[name] = _parse_env(name, raw)
-        key = _env_key(env)
-        if key is not None:
-            values["le_log_key"] = key
-        values.update({k: v for k, v in overrides.items() if v is not None})
+        if "le_log_key" not in given:
+            key = _env_key(env)
+            if key is not None:
+                values["le_log_key"] = key
+        values.update(given)
         return cls(**values)
 
 
@@ -512,6 +524,26 @@ def _parse_number(kind: Callable[[str], Any], name: str, raw: str) -> Any:
         raise ConfigError(f"LELOG_{name.upper()} must be a number, got {raw!r}") from None
 
 
+def _parse_secrets(raw: str) -> list[str]:
+    """``LELOG_SECRETS``: a JSON list of strings (the setup request's form) when it starts
+    with ``[``, else one secret per line.  A value that starts with ``[`` and is not such a
+    list is a mistake, never one literal secret: the real ones would go unmasked."""
+    if not raw.lstrip().startswith("["):
+        return [line for line in raw.splitlines() if line.strip()]
+    how = (
+        'write it as ["first", "second"], or give one secret per line (a secret that itself '
+        'starts with "[" goes inside a JSON list)'
+    )
+    try:
+        value = json.loads(raw)
+    except ValueError as exc:  # its text quotes no part of the value: only where it failed
+        where = f" at character {exc.pos + 1}" if isinstance(exc, json.JSONDecodeError) else ""
+        raise ConfigError(f"LELOG_SECRETS starts with '[' but is not valid JSON{where}; {how}") from None
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ConfigError(f"LELOG_SECRETS starts with '[' but is not a JSON list of strings; {how}")
+    return value
+
+
 def _parse_env(name: str, raw: str) -> Any:
     if name in _BOOL_FIELDS:
         return _parse_bool(name, raw)
@@ -529,7 +561,7 @@ def _parse_env(name: str, raw: str) -> Any:
     if name in _FLOAT_FIELDS:
         return _parse_number(float, name, raw)
     if name == "secrets":
-        return [line for line in raw.splitlines() if line.strip()]
+        return _parse_secrets(raw)
     if name == "sanitize_config":
         return {"sanitize_patterns_content": raw.strip()}
     return raw
@@ -545,3 +577,75 @@ _FLOAT_FIELDS = frozenset(
     for f in attrs.fields(LogConfig)
     if f.name.endswith(("_timeout", "_deadline")) or f.name == "max_retry_wait"
 )
+
+#: The writer options (``WriterOptions``) a ``LELOG_<OPTION>`` variable may set, each with
+#: whether it is a whole number (the rest are seconds).  ``spool_dir`` is read by the writer
+#: itself, from ``LELOG_SPOOL_DIR``.
+WRITER_ENV_OPTIONS: Mapping[str, bool] = {
+    "flush_interval": False,
+    "max_batch_lines": True,
+    "max_batch_bytes": True,
+    "max_pending_lines": True,
+    "max_pending_bytes": True,
+    "history_bytes": True,
+    "close_timeout": False,
+    "max_partial": True,
+    "spool_fsync_interval": False,
+}
+
+#: Every environment variable lelog reads: the ``LogConfig`` fields, the stream key, the
+#: writer options, the file store's, the spool's and the trace context's.
+ENV_VARIABLES = frozenset(
+    {"LELOG_" + name.upper() for name in CONFIG_FIELDS | WRITER_ENV_OPTIONS.keys()}
+    | {"LELOG_KEY", "LELOG_HOME", "LELOG_STORE_MAX_BYTES", "LELOG_SPOOL_DIR", "LELOG_TRACE_CONTEXT"}
+)
+
+
+def writer_options_from_env(environ: Optional[Mapping[str, str]] = None) -> dict[str, Any]:
+    """The writer options set by ``LELOG_<OPTION>`` variables (``LELOG_FLUSH_INTERVAL``,
+    ``LELOG_CLOSE_TIMEOUT``, ``LELOG_HISTORY_BYTES``, ...), checked as the keyword
+    arguments are; a bad value is a ``ConfigError`` naming the variable.  Explicit keyword
+    arguments win over these."""
+    env = os.environ if environ is None else environ
+    options: dict[str, Any] = {}
+    for name, whole in WRITER_ENV_OPTIONS.items():
+        variable = "LELOG_" + name.upper()
+        raw = env.get(variable)
+        if raw is None:
+            continue
+        text = raw.strip()
+        try:
+            value: float = int(text) if whole else float(text)
+        except ValueError:
+            what = "a whole number" if whole else "a number of seconds"
+            raise ConfigError(f"{variable} must be {what}, got {raw!r}") from None
+        check_positive(variable, value, whole=whole, maximum=math.inf if whole else MAX_SECONDS)
+        options[name] = value
+    return options
+
+
+#: Misspelt variables already warned about, so each is warned about once per process: a
+#: ``dict.setdefault`` decides who warns, atomically, with no lock to renew after a fork.
+_typos_warned: dict[str, object] = {}
+
+
+def warn_env_typos(environ: Mapping[str, str]) -> None:
+    """Warn once per process about each unknown ``LELOG_*`` variable that looks like a
+    misspelt known one (``LELOG_ACOUNT_ID``), naming the one it probably means: lelog does
+    not read it, and the setting it was meant for is silently missing otherwise."""
+    known = {name[len("LELOG_") :]: name for name in ENV_VARIABLES}
+    for variable in environ:
+        if (
+            not variable.upper().startswith("LELOG_")
+            or variable in ENV_VARIABLES
+            or variable in _typos_warned
+        ):
+            continue
+        close = difflib.get_close_matches(variable[len("LELOG_") :].upper(), known, n=1)
+        if not close:
+            continue  # not ours to judge: some other tool's LELOG_ variable
+        mine = object()
+        if _typos_warned.setdefault(variable, mine) is mine:
+            diagnostics.warning(
+                "lelog: %s is not a variable lelog reads; did you mean %s?", variable, known[close[0]]
+            )

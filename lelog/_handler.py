@@ -36,6 +36,7 @@ from typing import Any, Collection, Mapping, Optional, Union
 import attrs
 
 from . import _lifecycle, _reentry
+from ._backend import Backend
 from ._config import (
     CONFIG_FIELDS,
     LogConfig,
@@ -111,19 +112,31 @@ def _split_options(options: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str
 
 def _build_writer(
     key: Optional[str],
-    config: Union[Mapping[str, Any], LogConfig, None],
+    config: Union[Mapping[str, Any], LogConfig, Backend, None],
     config_values: dict[str, Any],
     writer_options: dict[str, Any],
 ) -> StreamWriter:
-    """The writer for plain values: explicit values, then ``config``, then ``LELOG_*``."""
-    log_config = resolve_config(config, **config_values)
+    """The writer for plain values: explicit values, then ``config``, then ``LELOG_*``;
+    or for a backend given as ``config``, as ``StreamWriter`` takes one."""
+    target: Union[LogConfig, Backend]
+    if isinstance(config, Backend):
+        if config_values:
+            raise ConfigError(
+                f"config= is a {type(config).__name__}, which has its own configuration: give "
+                f"{', '.join(sorted(config_values))} to it, not to StreamHandler"
+            )
+        target = config
+        own = getattr(config, "config", None)
+        log_config = own if isinstance(own, LogConfig) else LogConfig()
+    else:
+        target = log_config = resolve_config(config, **config_values)
     key = key or log_config.le_log_key
     if not isinstance(key, str) or not key:
         raise ConfigError(
             "key: give the stream key (e.g. 'stage-1/step-2'), or le_log_key in the setup "
             "request, or LELOG_KEY in the environment"
         )
-    return StreamWriter(key, log_config, **writer_options)
+    return StreamWriter(key, target, **writer_options)
 
 
 class StreamHandler(logging.Handler):
@@ -131,7 +144,9 @@ class StreamHandler(logging.Handler):
 
     ``StreamHandler(key, url=..., account_id=..., token=..., **options)`` or
     ``StreamHandler(key, config={...})`` with a setup request or its ``log_config``; values
-    not given come from ``LELOG_*`` variables.  ``options`` are any other ``LogConfig`` field
+    not given come from ``LELOG_*`` variables.  ``config`` may also be a ``LogConfig``, or
+    a backend (``FileStore``, ``LogServiceClient``, ...) as ``StreamWriter`` takes it, which
+    its owner closes.  ``options`` are any other ``LogConfig`` field
     and the writer's options (``flush_interval``, ``close_timeout``, ...).  ``writer=`` feeds
     an existing ``StreamWriter`` instead, which its owner closes.
 
@@ -149,7 +164,7 @@ class StreamHandler(logging.Handler):
         self,
         key: Optional[str] = None,
         *,
-        config: Union[Mapping[str, Any], LogConfig, None] = None,
+        config: Union[Mapping[str, Any], LogConfig, Backend, None] = None,
         url: Optional[str] = None,
         account_id: Optional[str] = None,
         token: Optional[str] = None,

@@ -8,7 +8,7 @@ from typing import Any, Callable, Mapping, Optional
 
 import attrs
 
-from ._config import MAX_SECONDS, check_positive, reject_unknown
+from ._config import MAX_SECONDS, check_positive, reject_unknown, writer_options_from_env
 from ._line import MAX_LINE_BYTES
 from ._spool import DEFAULT_FSYNC_INTERVAL, SPOOL_DIR_ENV
 
@@ -62,6 +62,7 @@ class WriterOptions:
 
     @classmethod
     def from_kwargs(cls, options: Mapping[str, Any]) -> WriterOptions:
-        """Build from keyword arguments, naming any unknown one."""
+        """Build from keyword arguments, naming any unknown one; options not given come from
+        their ``LELOG_<OPTION>`` variables where set (``writer_options_from_env``)."""
         reject_unknown(options, {f.name for f in attrs.fields(cls)}, "StreamWriter")
-        return cls(**options)
+        return cls(**{**writer_options_from_env(), **options})

@@ -7,7 +7,10 @@ missing stream, an unterminated SSE eof, the form-body "EOF" trap), records ever
 and injects faults on demand (errors, 429, TCP resets, stalls, a blackhole, redirects,
 expired upload links).  Its timings are settable (``keepalive``: the ping interval;
 ``answer_delay``; ``tail_tick``), so a quiet-tail test takes seconds, and
-``eof_at_close=False`` mimics the Redis backend, which sends no eof when a stream closes.
+``eof_at_close=False`` mimics the Redis backend, which sends no eof when a stream closes or
+is re-opened: a re-open starts a new stream, and the old one's tails either get nothing
+more (``reopen_follows=False``, what a tail was seen to do) or go on with the new stream's
+lines, ``pos`` starting again at 0 (``reopen_follows=True``, a tail reading the key).
 
 Threads: one acceptor and one thread per TCP connection, all named ``fake-service-*``;
 ``stop()`` unblocks and joins every one of them.
@@ -523,6 +526,7 @@ class FakeLogService:
         object_storage: bool = True,
         keepalive: float = 30.0,
         eof_at_close: bool = True,
+        reopen_follows: bool = False,
         answer_delay: float = 0.0,
         tail_tick: float = 0.2,
         ssl_context: Optional[ssl.SSLContext] = None,
@@ -545,6 +549,9 @@ class FakeLogService:
         #: False mimics the Redis backend (docs/protocol.md#tail): closing or expiring a stream sends
         #: its tails no eof, and their connections stay open, pinging, until the client leaves.
         self.eof_at_close = eof_at_close
+        #: Without ``eof_at_close``: whether the tails of a re-opened stream go on with the new
+        #: stream's lines (True) or are left with pings only (False).
+        self.reopen_follows = reopen_follows
         #: Seconds every log-service request waits before it is answered (a slow service).
         self.answer_delay = answer_delay
         #: How often a tail handler looks for new lines, pings and a departed client.
@@ -1110,13 +1117,19 @@ class FakeLogService:
             self._issue_link(h, full)
 
     def _open(self, h: _Handler, full: str) -> None:
-        """POST /stream: (re)create the stream; re-opening wipes it and ends old tails."""
+        """POST /stream: (re)create the stream; re-opening wipes it.  Its old tails get the eof,
+        or, without ``eof_at_close``, nothing more or the new stream's lines (``reopen_follows``)."""
         with self._lock:  # pushes take only leaf subscriber locks
-            old = self._streams.get(full)
+            old = self._live(full)
+            new = self._streams[full] = _Stream(self.retention)
             if old is not None:
-                for sub in old.subs:
-                    sub.push(_EOF)
-            self._streams[full] = _Stream(self.retention)
+                if self.eof_at_close:
+                    for sub in old.subs:
+                        sub.push(_EOF)
+                elif self.reopen_follows:
+                    new.subs.update(old.subs)
+                else:
+                    self._orphans.update(old.subs)
         h.respond(204)
 
     def _write(self, h: _Handler, full: str, body: bytes) -> None:
@@ -1282,6 +1295,9 @@ class FakeLogService:
             selector.close()
             with self._lock:  # short critical section: no I/O, no waiting, no other lock taken
                 stream.subs.discard(sub)
+                followed = self._streams.get(full)  # the stream a re-open handed this tail on to
+                if followed is not None:
+                    followed.subs.discard(sub)
                 self._orphans.discard(sub)
             self._bump()
 
@@ -1324,6 +1340,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--retention", type=int, default=5000)
     parser.add_argument("--keepalive", type=float, default=30.0, help="seconds of quiet before a ping")
     parser.add_argument("--no-eof", action="store_true", help="as the Redis backend: no eof at close")
+    parser.add_argument(
+        "--reopen-follows",
+        action="store_true",
+        help="with --no-eof: the tails of a re-opened stream go on with the new stream's lines",
+    )
     parser.add_argument("--answer-delay", type=float, default=0.0, help="seconds before each answer")
     parser.add_argument("--no-object-storage", action="store_true")
     parser.add_argument(
@@ -1340,6 +1361,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         object_storage=not args.no_object_storage,
         keepalive=args.keepalive,
         eof_at_close=not args.no_eof,
+        reopen_follows=args.reopen_follows,
         answer_delay=args.answer_delay,
         discard=args.discard,
         port=args.port,

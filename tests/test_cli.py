@@ -26,6 +26,8 @@ ROOT = Path(__file__).resolve().parent.parent
 KEY = "stage-1/build step"
 #: For run and push: a live line shows within 0.1 s instead of 1 s (keeps the suite fast).
 FAST = ["--flush-interval", "0.1"]
+#: A close that is not about the deadline gets a generous one: a loaded machine never cuts it.
+GENEROUS_CLOSE = 30
 
 # A command that prints, then waits for the test to create the file named by argv[1].
 GATED = """\
@@ -784,6 +786,72 @@ def test_a_bad_key_fails_before_the_command_runs(env: Dict[str, str], tmp_path: 
         lelog("run", "--key", "a\nb", "--home", str(tmp_path), "--", "touch", str(ran)), env, tmp_path
     )
     assert result.returncode == 2 and "control character" in error_line(result) and not ran.exists()
+
+
+@pytest.mark.parametrize("key", ["", "  "])
+def test_an_empty_key_is_a_usage_error_not_the_programs_name(
+    env: Dict[str, str], tmp_path: Path, key: str
+) -> None:
+    ran = tmp_path / "ran"
+    result = run(lelog("run", "--key", key, "--home", str(tmp_path), "--", "touch", str(ran)), env, tmp_path)
+    assert result.returncode == 2 and "--key is " in error_line(result) and not ran.exists()
+    assert not list(tmp_path.glob("touch*"))
+
+
+def test_a_misspelt_variable_is_named_with_the_one_it_probably_means(
+    env: Dict[str, str], tmp_path: Path
+) -> None:
+    result = run(
+        lelog("run", "--key", "k", "--home", str(tmp_path), "--", sys.executable, "-c", "print(1)"),
+        dict(env, LELOG_ACOUNT_ID="acct"),
+        tmp_path,
+    )
+    assert result.returncode == 0
+    warnings = [row for row in result.stderr.decode().splitlines() if "LELOG_ACOUNT_ID" in row]
+    assert warnings == [
+        "lelog: LELOG_ACOUNT_ID is not a variable lelog reads; did you mean LELOG_ACCOUNT_ID?"
+    ]
+
+
+def test_strict_fails_a_successful_command_whose_stored_log_left_out_its_oldest_lines(
+    service: FakeLogService, env: Dict[str, str], tmp_path: Path
+) -> None:
+    # About 6 MiB of output: more than the history the writer uploads (5 MiB by default).
+    code = "import sys\nfor i in range(3000): sys.stdout.write(f'line {i} ' + 'x' * 2000 + '\\n')"
+    target = ServiceTarget(service, env)
+    base = lelog("run", "--key", "big", *target.flags, "--close-timeout", str(GENEROUS_CLOSE))
+    lax, strict = (
+        run([*base, *flag, "--", sys.executable, "-c", code], target.env, tmp_path)
+        for flag in ([], ["--strict"])
+    )
+    assert lax.returncode == 0, lax.stderr
+    assert strict.returncode == 74, strict.stderr
+    summary = strict.stderr.decode().splitlines()[-1]
+    assert "0 dropped" in summary and "the stored log keeps the last" in summary
+    stored = target.stored("big")
+    assert stored is not None and stored[-1].startswith("line 2999 ") and not stored[0].startswith("line 0 ")
+
+
+def test_secrets_given_as_a_json_list_in_the_environment_are_masked(
+    env: Dict[str, str], tmp_path: Path
+) -> None:
+    result = run(
+        lelog(
+            "run",
+            "--key",
+            "k",
+            "--home",
+            str(tmp_path),
+            "--",
+            sys.executable,
+            "-c",
+            "print('pw hunter2hunter2')",
+        ),
+        dict(env, LELOG_SECRETS='["hunter2hunter2"]'),
+        tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert outs_of(FileStore(tmp_path).download("k")) == ["pw **************\n"]
 
 
 def test_strict_fails_a_successful_command_whose_log_lost_lines(env: Dict[str, str], tmp_path: Path) -> None:

@@ -132,6 +132,24 @@ def test_any_key_round_trips(client: LogServiceClient, service: FakeLogService, 
     assert json.loads(client.download(key).decode())["out"] == "x\n"
 
 
+@pytest.mark.parametrize("shape", ["log_config", "setup request"])
+def test_a_client_takes_a_config_dict_as_a_writer_does(
+    service: FakeLogService, monkeypatch: pytest.MonkeyPatch, shape: str
+) -> None:
+    monkeypatch.setenv("LELOG_TOKEN", service.token)  # what the dict leaves out comes from here
+    values = {"url": service.url, "account_id": "acct"}
+    with LogServiceClient(values if shape == "log_config" else {"log_config": values}) as client:
+        assert client.config.token == service.token
+        client.open_stream("k")
+        client.write("k", lines("from a dict"))
+    assert [line["out"] for line in service.live_lines("k")] == ["from a dict\n"]
+
+
+def test_a_client_given_something_else_says_what_to_pass() -> None:
+    with pytest.raises(ConfigError, match="config must be a LogConfig, a setup request or its log_config"):
+        LogServiceClient(["http://log-service:8080"])  # type: ignore[arg-type]
+
+
 def test_tail_follows_history_then_live_then_ends_at_close(
     client: LogServiceClient, service: FakeLogService
 ) -> None:

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import base64
+import logging
+import re
+from typing import Iterator, List
 
+import attrs
 import pytest
 import trustme
 
 import lelog
+import lelog._config
 from lelog import ConfigError, LogConfig
 
 SETUP_REQUEST = {
@@ -200,3 +205,101 @@ def test_a_client_cert_key_password_that_is_not_a_string_is_a_config_error() -> 
     # Found by test_fuzz: a list here was a TypeError from attrs, not a ConfigError.
     with pytest.raises(ConfigError, match="client_cert_key_password must be a string"):
         LogConfig.from_setup_request({"client_cert_key_password": []})
+
+
+# -- the environment ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "secrets"),
+    [
+        ('["hunter2hunter2"]', ("hunter2hunter2",)),  # as the setup request gives them
+        ('  ["one", "two"]\n', ("one", "two")),
+        ('["[starts-with-a-bracket"]', ("[starts-with-a-bracket",)),
+        ("one\ntwo\n", ("one", "two")),  # one secret per line, as before
+        ("not [a list]", ("not [a list]",)),
+    ],
+)
+def test_lelog_secrets_takes_a_json_list_or_one_secret_per_line(raw: str, secrets: tuple) -> None:
+    assert LogConfig.from_env({"LELOG_SECRETS": raw}).secrets == secrets
+
+
+@pytest.mark.parametrize("raw", ['["hunter2hunter2"', "[hunter2hunter2]", '["a", 1]', "[]x", '[{"a": "b"}]'])
+def test_lelog_secrets_that_starts_with_a_bracket_must_be_a_json_list_of_strings(raw: str) -> None:
+    with pytest.raises(ConfigError, match=r"LELOG_SECRETS starts with '\[' but is not") as info:
+        LogConfig.from_env({"LELOG_SECRETS": raw})
+    assert "hunter2" not in str(info.value)  # the value is a secret: never shown
+
+
+@pytest.mark.parametrize("verify", [False, True])
+def test_an_explicit_verify_wins_over_a_blank_lelog_verify(verify: bool) -> None:
+    env = {"LELOG_VERIFY": ""}
+    assert LogConfig.from_env(env, verify=verify).verify is verify
+    request = {"log_config": {"url": "http://h:1", "account_id": "a", "token": "t", "verify": verify}}
+    assert lelog._config.resolve_config(request, environ=env).verify is verify
+    with pytest.raises(ConfigError, match="LELOG_VERIFY is empty"):
+        LogConfig.from_env(env)  # not given: the environment's mistake is still reported
+
+
+def test_an_explicit_key_wins_over_conflicting_key_variables() -> None:
+    env = {"LELOG_KEY": "a", "LELOG_LE_LOG_KEY": "b"}
+    assert LogConfig.from_env(env, le_log_key="mine").le_log_key == "mine"
+    with pytest.raises(ConfigError, match="LELOG_KEY and LELOG_LE_LOG_KEY"):
+        LogConfig.from_env(env)
+
+
+def test_writer_options_come_from_their_variables() -> None:
+    env = {"LELOG_FLUSH_INTERVAL": "0.25", "LELOG_HISTORY_BYTES": " 4096 ", "LELOG_CLOSE_TIMEOUT": "2"}
+    options = lelog._config.writer_options_from_env(env)
+    assert options == {"flush_interval": 0.25, "history_bytes": 4096, "close_timeout": 2.0}
+    assert lelog.WriterOptions(**options).history_bytes == 4096
+
+
+def test_every_writer_option_but_the_spool_directory_has_a_variable() -> None:
+    fields = {f.name: f.default for f in attrs.fields(lelog.WriterOptions) if f.name != "spool_dir"}
+    whole = {name: isinstance(default, int) for name, default in fields.items()}
+    assert whole == dict(lelog._config.WRITER_ENV_OPTIONS)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"LELOG_FLUSH_INTERVAL": "x"}, "LELOG_FLUSH_INTERVAL must be a number of seconds, got 'x'"),
+        ({"LELOG_CLOSE_TIMEOUT": "-1"}, "LELOG_CLOSE_TIMEOUT must be a positive number of seconds"),
+        ({"LELOG_CLOSE_TIMEOUT": "inf"}, "LELOG_CLOSE_TIMEOUT must be a positive number of seconds"),
+        ({"LELOG_MAX_PENDING_LINES": "1e6"}, "LELOG_MAX_PENDING_LINES must be a whole number, got '1e6'"),
+        ({"LELOG_HISTORY_BYTES": "0"}, "LELOG_HISTORY_BYTES must be a whole number > 0"),
+    ],
+)
+def test_a_bad_writer_option_variable_is_a_config_error_naming_it(env: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        lelog._config.writer_options_from_env(env)
+
+
+@pytest.fixture
+def lelog_warnings(monkeypatch: pytest.MonkeyPatch) -> Iterator[List[str]]:
+    """What lelog warns about on its own (non-propagating) logger; no misspelling warned yet."""
+    monkeypatch.setattr(lelog._config, "_typos_warned", {})
+    seen: List[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record.getMessage())  # type: ignore[method-assign]
+    logger = logging.getLogger("lelog")
+    logger.addHandler(handler)
+    try:
+        yield seen
+    finally:
+        logger.removeHandler(handler)
+
+
+def test_a_misspelt_variable_is_warned_about_once_naming_the_intended_one(lelog_warnings: List[str]) -> None:
+    env = {
+        "LELOG_ACOUNT_ID": "acct",
+        "LELOG_URL": "",
+        "LELOG_HYPOTHESIS_PROFILE": "x",
+        "LELOG_FLUSH_INTERVAL": "1",
+    }
+    LogConfig.from_env(env)
+    LogConfig.from_env(env)
+    assert lelog_warnings == [
+        "lelog: LELOG_ACOUNT_ID is not a variable lelog reads; did you mean LELOG_ACCOUNT_ID?"
+    ]

@@ -236,6 +236,27 @@ def test_configuration_errors_name_the_field(
     assert isinstance(info.value.__cause__, ConfigError) and field in str(info.value.__cause__)
 
 
+def test_a_file_store_given_as_config_is_taken_as_a_writer_takes_it(
+    tmp_path: Path, app_logger: logging.Logger
+) -> None:
+    store = lelog.FileStore(tmp_path)
+    handler = StreamHandler("files/k", config=store, close_timeout=GENEROUS)
+    app_logger.addHandler(handler)
+    app_logger.warning("into the file store")
+    app_logger.removeHandler(handler)
+    handler.close()
+    (row,) = store.download("files/k").splitlines()
+    assert json.loads(row)["out"].endswith('level=warning msg="into the file store"\n')
+    store.close()  # its owner closes it, as with StreamWriter
+
+
+def test_a_backend_given_as_config_takes_no_service_values(tmp_path: Path) -> None:
+    with pytest.raises(
+        ConfigError, match="config= is a FileStore, which has its own configuration: give token"
+    ):
+        StreamHandler("k", config=lelog.FileStore(tmp_path), token="t")
+
+
 def test_a_missing_key_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("LELOG_LE_LOG_KEY", raising=False)
     with pytest.raises(ConfigError, match="key"):

@@ -818,6 +818,28 @@ def test_without_eof_at_close_a_tail_stays_open_pinging_after_the_close(
             assert b"eof" not in after and not svc.is_open("k")
 
 
+@pytest.mark.parametrize("follows", [False, True])
+def test_without_eof_at_close_a_re_open_starts_a_new_stream_and_sends_no_eof(
+    service_factory: Callable[..., FakeLogService], follows: bool
+) -> None:
+    svc = service_factory(keepalive=0.2, eof_at_close=False, reopen_follows=follows)
+    with new_client(svc) as http:
+        http.post("/stream", params=params())
+        old = make_line(0, "old\n")
+        http.put("/stream", params=params(), json=[old])
+        with http.stream("GET", "/stream", params=params()) as resp:
+            sse = SSE(resp)
+            sse.until(sse_data(old))
+            assert http.post("/stream", params=params()).status_code == 204  # re-open: a new stream
+            new = make_line(0, "new\n")
+            http.put("/stream", params=params(), json=[new])
+            assert svc.live_lines("k") == [new]
+            after = sse.until(sse_data(new) if follows else b": ping\n: ping\n")
+            assert b"eof" not in after
+            assert (sse_data(new) in after) is follows
+            assert svc.subscribers("k") == (1 if follows else 0)
+
+
 def test_answers_can_be_delayed(service_factory: Callable[..., FakeLogService]) -> None:
     svc = service_factory(answer_delay=0.3)
     with new_client(svc) as http:

@@ -720,3 +720,20 @@ def test_a_secret_across_the_forced_break_of_a_long_line_is_still_masked(how: st
     stored = "".join(backend.outs("k"))
     assert secret not in stored and "hunter2" not in stored
     assert stored.replace("**************", "") == "a" * 30 + "b" * 30
+
+
+def test_writer_options_not_given_come_from_their_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LELOG_FLUSH_INTERVAL", "0.25")
+    monkeypatch.setenv("LELOG_HISTORY_BYTES", "4096")
+    writer = StreamWriter("k", MemoryBackend(), threaded=False, history_bytes=8192)
+    try:
+        assert writer.options.flush_interval == 0.25  # from the environment
+        assert writer.options.history_bytes == 8192  # the explicit value wins
+    finally:
+        writer.close()
+
+
+def test_a_bad_writer_option_variable_fails_the_writer_naming_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LELOG_CLOSE_TIMEOUT", "-1")
+    with pytest.raises(ConfigError, match="LELOG_CLOSE_TIMEOUT must be a positive number"):
+        StreamWriter("k", MemoryBackend(), threaded=False)
