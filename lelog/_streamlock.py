@@ -158,12 +158,13 @@ class Holder:
         return text
 
 
-def _identity(purpose: str, local_pid: Optional[int] = None) -> Holder:
+def _identity(purpose: str) -> Holder:
+    """This process as a holder."""
     pid = os.getpid()
     found = proc_stat(pid)
     return Holder(
         pid=pid,
-        local_pid=local_pid if local_pid is not None else pid,
+        local_pid=pid,
         pid_namespace=pid_namespace(),
         start_time=None if found is None else found[1],
         boot_id=boot_id(),
