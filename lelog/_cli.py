@@ -30,8 +30,9 @@ from ._client import LogServiceClient
 from ._config import MAX_SECONDS, LogConfig, check_positive, resolve_config, setup_request_values
 from ._exceptions import BlobNotFound, ConfigError, LogServiceError
 from ._filestore import FileStore, KeyInUse
-from ._recover import Status, recover_spools
+from ._recover import Newer, Status, recover_spools
 from ._splitter import LineSplitter
+from ._spool import check_spool_dir
 from ._version import __version__
 from ._writer import Stats, StreamWriter
 
@@ -150,14 +151,18 @@ examples:
 _RECOVER_HELP = """\
 Find the spools of writers that died (killed, crashed, the machine restarted), store each as
 the log of its key in the service configured here, close its stream, and remove the spool.
-One line per spool.  Spools of running writers, of another service or account, and of a key
-a running writer holds are left alone; a spool whose upload fails stays for the next try.
-With no service configured, it then also stores the live files of writers that are gone (a
-killed 'lelog run', with or without --spool) as their keys' logs in the file store (--home).
+One line per spool.  Left alone, each with the reason: a spool whose stream a running writer
+holds (its lock), or whose live stream shows another writer's lines; a spool of another
+service or account; a spool whose key's stored log is newer (a later run stored it: --merge
+stores both in one log, --replace the spool's); a spool with no readable rows.  A spool
+whose upload fails stays for the next try (exit status 1).  With no service configured, it
+then also stores the live files of writers that are gone (a killed 'lelog run', with or
+without --spool) as their keys' logs in the file store (--home).  --key: only that key.
 
 examples:
   lelog run --spool /var/spool/lelog --key ci/step-2 -- make test     # killed midway
   lelog recover --spool /var/spool/lelog                              # stores ci/step-2
+  lelog recover --spool /var/spool/lelog --key ci/step-2 --merge      # a later run stored it
   lelog recover --home .lelog              # no service: a killed 'lelog run' -> its stored log
 
 """
@@ -255,6 +260,22 @@ def _build_parser() -> _Parser:
         "--spool",
         metavar="DIR",
         help="the spool directory (default: LELOG_SPOOL_DIR; optional without a service)",
+    )
+    newer = recover.add_mutually_exclusive_group()
+    newer.add_argument(
+        "--merge",
+        dest="newer",
+        action="store_const",
+        const=Newer.MERGE,
+        default=Newer.LEAVE,
+        help="when a key's stored log is newer than its spool: store both in one log, by time",
+    )
+    newer.add_argument(
+        "--replace",
+        dest="newer",
+        action="store_const",
+        const=Newer.REPLACE,
+        help="when a key's stored log is newer than its spool: store the spool's over it",
     )
     return parser
 
@@ -730,11 +751,18 @@ def _texts(key: str, data: bytes) -> list[str]:
 
 
 def _recover(args: argparse.Namespace) -> int:
+    spool = check_spool_dir(args.spool, "--spool")
     config = _config(args)
     backend = _backend(args, config, writes=False)
     with contextlib.closing(backend):
         outcomes = recover_spools(
-            args.spool, backend, config, out=sys.stdout, call_options=_call_options(args)
+            spool,
+            backend,
+            config,
+            out=sys.stdout,
+            call_options=_call_options(args),
+            newer=args.newer,
+            key=args.key,
         )
     if not outcomes and not args.quiet:
         found = "spools" if config.url else "spools or live files of dead writers"

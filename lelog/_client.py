@@ -318,6 +318,46 @@ class LogServiceClient:
         tail = _Tail(key, connect, patience, lives=lambda d: self._stream_lives(key, d), stored=stored)
         return tail.lines(first)
 
+    def peek(self, key: str, *, quiet: float = 1.0, max_lines: int = 5000, **opts: Any) -> list[Line]:
+        """The lines the live stream holds now, without following it: a tail read until the
+        service ends it, ``max_lines`` came, or nothing came for ``quiet`` seconds (the
+        history arrives at once when a tail connects).  Empty for a stream that is not open.
+        Bounded by the call's deadline as every call is: what came by then is the answer.
+        """
+        budget = self._budget(opts, self.config.call_deadline)
+        deadline = budget["deadline"]
+        deadline = deadline if isinstance(deadline, Deadline) else Deadline.after(deadline)
+        budget["deadline"] = deadline
+
+        def attempt(remaining: float) -> list[Line]:
+            t = self._timeout
+            request = self.http.build_request(
+                "GET",
+                self.config.url + "/stream",
+                params=self._params(key),
+                headers=self._auth_headers(),
+                timeout=httpx.Timeout(
+                    connect=min(t.connect or remaining, remaining),
+                    read=min(quiet, remaining),
+                    write=min(t.write or remaining, remaining),
+                    pool=min(t.pool or remaining, remaining),
+                ),
+            )
+            response = self._send("peek", key, request, stream=True)
+            try:
+                kind = response.headers.get("content-type", "")
+                if not kind.startswith("text/event-stream"):
+                    raise LogServiceError(
+                        f"peek {key!r}: the answer is not an event stream (Content-Type: {kind or 'none'})",
+                        status=response.status_code,
+                        call="peek",
+                    )
+                return _held_lines(key, response, max_lines, deadline)
+            finally:
+                response.close()
+
+        return self._policy(opts).run(attempt, **budget)
+
     def _tail_attempt(self, key: str, remaining: float) -> httpx.Response:
         request = self.http.build_request(
             "GET",
@@ -875,6 +915,33 @@ def _iter_sse(key: str, response: httpx.Response) -> Iterator[Line]:
         raise LogServiceError("this tail does not reconnect", call="tail")
 
     return _Tail(key, cannot_reconnect, math.inf).lines(response)
+
+
+def _held_lines(key: str, response: httpx.Response, max_lines: int, deadline: Deadline) -> list[Line]:
+    """The lines of one event stream until its end marker, ``max_lines``, ``deadline``, or a
+    read timeout (the connection's read timeout is the quiet period ``peek`` waits for)."""
+    lines: list[Line] = []
+    event = ""
+    try:
+        for raw in response.iter_lines():
+            if not raw:
+                event = ""  # a blank line ends an event
+                continue
+            field, _, value = raw.partition(":")
+            value = value[1:] if value.startswith(" ") else value
+            if field == "event":
+                event = value
+            elif field == "data":
+                if event == "error":
+                    break  # the service's end marker
+                lines.append(_parse_event_data(key, value))
+                if len(lines) >= max_lines:
+                    break
+            if deadline.expired():
+                break
+    except httpx.ReadTimeout:
+        pass  # quiet: the stream held no more
+    return lines
 
 
 def _parse_event_data(key: str, data: str) -> Line:

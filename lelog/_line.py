@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import math
+import re
 import time as _time
 from json.encoder import encode_basestring
 from typing import Any, Iterable, Mapping, Optional, Sequence, Union
@@ -29,6 +30,7 @@ __all__ = [
     "parse_line",
     "parse_ndjson",
     "second_text",
+    "time_seconds",
     "truncate_out",
 ]
 
@@ -121,6 +123,24 @@ def _to_time(value: TimeLike) -> str:
             raise ValueError(f"time {value!r} is not an epoch in seconds between 1970 and 3000")
         return format_time(ts)
     raise TypeError(f"time must be a float epoch, a datetime or an RFC 3339 string, not {value!r}")
+
+
+_FRACTION = re.compile(r"\.(\d+)")
+
+
+def time_seconds(text: str) -> Optional[float]:
+    """The epoch seconds of an RFC 3339 time with a zone (as lines carry it); None for
+    anything else.  Python 3.9's ``fromisoformat`` takes neither ``Z`` nor a fraction other
+    than 3 or 6 digits, so both are rewritten first (nanoseconds are cut to microseconds)."""
+    if not isinstance(text, str) or "T" not in text or not _has_zone(text):
+        return None
+    if text[-1:] in ("Z", "z"):
+        text = text[:-1] + "+00:00"
+    text = _FRACTION.sub(lambda m: "." + m.group(1)[:6].ljust(6, "0"), text, count=1)
+    try:
+        return _dt.datetime.fromisoformat(text).timestamp()
+    except (ValueError, OverflowError):
+        return None
 
 
 def _to_args(value: Optional[Mapping[str, Any]]) -> Optional[dict[str, str]]:

@@ -17,11 +17,21 @@ The writer's interface (all of it; nothing else of this module is the writer's b
     spool.wake()                          # many lines are pending: encode and write them now
     spool.discard()                       # the stored log is uploaded and the stream closed:
                                           # nothing to recover, the spool goes
-    spool.close(timeout)                  # the writer is done otherwise: stop, keep the files
+    spool.close(timeout)                  # the writer is done otherwise: stop, keep the files,
+                                          # let go of the stream lock: recover may take them
 
 ``Spool.prepare_directory(path)`` checks ``spool_dir`` when the writer is built (a
-``ConfigError`` naming it).  Rows come from the writer's encoder, masked and numbered: they
-are the bytes the service gets, encoded once for both.
+``ConfigError`` naming it; ``check_spool_dir`` is the check of the value alone, for every
+place a spool directory comes in).  Rows come from the writer's encoder, masked and
+numbered: they are the bytes the service gets, encoded once for both.
+
+Whose a spool is.  While it is open, a spool holds its stream's lock (``_streamlock``; taken
+before its directory is made, released by ``close`` and, after the files are gone, by
+``discard``), so ``lelog recover`` leaves it alone for as long as its writer has it, in any
+pid namespace, and may take it as soon as the writer closed or died.  When this process holds
+the stream already (its writer took the lock), that lock covers the spool, which takes the
+lock itself once it is free.  When another process holds it, or the lock cannot be had, the
+manifest says so (``stream_locked`` false) and recovery judges the spool by its writer's pid.
 
 Why the spool's thread calls ``encode_pending`` itself: the writer's worker encodes between
 HTTP requests, and a request to a blackholed service holds it for many seconds.  The writer's
@@ -48,6 +58,7 @@ last 5 s of a machine crash are lost, for one ~1 ms sync per stream every 5 s; R
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import errno
 import json
@@ -71,8 +82,12 @@ from ._config import LogConfig
 from ._diagnostics import RateLimitedWarnings
 from ._exceptions import ConfigError
 from ._filestore import FileStore
+from ._host import boot_id as _boot_id
+from ._host import proc_stat as _proc_stat
 from ._lifecycle import start_daemon
-from ._line import encode_line
+from ._line import MAX_LINE_BYTES, TRUNCATION_SUFFIX, Line, encode_line, time_seconds
+from ._runtime import runtime_dir
+from ._streamlock import StreamLock, StreamName, holder_of
 
 __all__ = [
     "DEFAULT_FSYNC_INTERVAL",
@@ -84,6 +99,7 @@ __all__ = [
     "Segments",
     "Spool",
     "SpoolStats",
+    "check_spool_dir",
     "read_log",
     "redact_url",
     "remove_spool",
@@ -99,35 +115,35 @@ MANIFEST = "manifest.json"
 _SEGMENT_RE = re.compile(r"\A(\d{10})\.ndjson\Z")
 _MANIFEST_VERSION = 1
 _MARKER = (
-    "[lelog] {count:,} lines missing here: the spool could not keep them (byte budget, full disk or overload)"
+    "[lelog] {count:,} lines missing here: the spool could not keep them (byte budget, full disk "
+    "or overload) or they were unreadable"
 )
+#: The longest ``out`` a line of lelog's can have: the service's limit and the cut's suffix.
+_MAX_OUT_BYTES = MAX_LINE_BYTES + len(TRUNCATION_SUFFIX.encode())
+#: Rows longer than this are not even decoded: no line lelog writes comes near it.
+_MAX_ROW_BYTES = 8 << 20
+
+
+def check_spool_dir(value: object, name: str = "spool_dir") -> Optional[str]:
+    """A spool directory as given (a string or ``os.PathLike``), as a ``str``; None for None
+    (no spool).  ``ConfigError`` naming ``name`` for what cannot be one: empty or blank (a
+    blank value would be a directory named " "), a NUL byte, anything but a path."""
+    if value is None:
+        return None
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if not isinstance(value, str):
+        raise ConfigError(
+            f"{name} must be a directory path (a str or os.PathLike), not {type(value).__name__}"
+        )
+    if not value.strip():
+        raise ConfigError(f"{name} is empty: give a directory, or leave {name} unset for no spool")
+    if "\0" in value:
+        raise ConfigError(f"{name} holds a NUL byte ({value!r}): give a directory path")
+    return value
 
 
 # -- who wrote a spool ---------------------------------------------------------------------------
-
-
-def _boot_id() -> Optional[str]:
-    try:
-        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as fh:
-            return fh.read().strip() or None
-    except OSError:
-        return None
-
-
-def _proc_stat(pid: int) -> Optional[tuple[str, int]]:
-    """The state and start time (clock ticks since boot) of process ``pid`` from Linux's
-    ``/proc``; None when there is no such process or no ``/proc``."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            data = fh.read()
-    except OSError:
-        return None
-    # The name (field 2) may hold spaces and parentheses: fields resume after the last ')'.
-    fields = data[data.rfind(b")") + 2 :].split()
-    try:
-        return fields[0].decode("ascii", "replace"), int(fields[19])  # fields 3 and 22 of proc(5)
-    except (IndexError, ValueError):
-        return None
 
 
 @attrs.frozen
@@ -204,6 +220,9 @@ class Manifest:
     skip_opening_stream: bool
     trim_new_line_suffix: bool
     created: float
+    #: The spool's writer holds (or waits for) the stream lock while the spool is open, so
+    #: ``lelog recover`` judges it by the lock; False (and in older manifests): by the pid.
+    stream_locked: bool = False
 
     def to_json(self) -> bytes:
         obj = {"version": _MANIFEST_VERSION, **attrs.asdict(self)}
@@ -226,13 +245,14 @@ class Manifest:
                 skip_opening_stream=obj["skip_opening_stream"],
                 trim_new_line_suffix=obj["trim_new_line_suffix"],
                 created=obj["created"],
+                stream_locked=obj.get("stream_locked", False),
             )
         except (AttributeError, KeyError, TypeError, ValueError, RecursionError) as exc:
             raise ValueError(f"not a spool manifest ({type(exc).__name__}: {exc})") from None
         for name in ("key", "account_id", "service"):
             if not isinstance(getattr(manifest, name), str):
                 raise ValueError(f"not a spool manifest: {name} is not a string")
-        for name in ("skip_opening_stream", "trim_new_line_suffix"):
+        for name in ("skip_opening_stream", "trim_new_line_suffix", "stream_locked"):
             if not isinstance(getattr(manifest, name), bool):
                 raise ValueError(f"not a spool manifest: {name} is not true or false")
         if isinstance(manifest.created, bool) or not isinstance(manifest.created, (int, float)):
@@ -395,9 +415,18 @@ class Spool:
         wake_lines: int,
         fsync_interval: float = DEFAULT_FSYNC_INTERVAL,
         clock: Callable[[], float] = time.monotonic,
+        stream: Optional[StreamName] = None,
     ) -> None:
         self.directory = directory
         self.manifest = manifest
+        # The stream whose lock covers the spool while it is open (None: a backend of this
+        # process only); see _take_stream_lock.  The three fields below are the spool's
+        # thread's, except that close() takes _stream_lock (under _lock) once it is done.
+        self._stream = stream
+        self._stream_lock: Optional[StreamLock] = None
+        self._lock_dir: Optional[str] = None
+        self._lock_wanted = False  # this process held the stream: take it when it is free
+        self._let_go = False  # close() released the lock: a late one is released at once
         # The writer's encoding step: it hands its rows to add_rows (see the module docstring).
         self._encode_pending = encode_pending
         # Half the writer's interval: a line is on disk within flush_interval even when a
@@ -447,14 +476,22 @@ class Spool:
             created=time.time(),
         )
         name = f"{owner.pid}-{secrets.token_hex(4)}"
-        return cls(os.path.join(os.path.abspath(spool_dir), name), manifest, **options)
+        try:
+            stream: Optional[StreamName] = StreamName.of(config, backend, key)
+        except TypeError:
+            stream = None  # a test double: no other process can write its stream
+        return cls(os.path.join(os.path.abspath(spool_dir), name), manifest, stream=stream, **options)
 
     @staticmethod
-    def prepare_directory(path: str) -> str:
-        """Create ``spool_dir`` (0700) if needed and check it is usable; its absolute path."""
-        if not isinstance(path, str) or not path:
-            raise ConfigError(f"spool_dir must be a directory path (a non-empty string), got {path!r}")
-        path = os.path.abspath(path)
+    def prepare_directory(value: object) -> str:
+        """Check ``spool_dir`` (``check_spool_dir``), create it (0700) if needed and check it
+        is usable; its absolute path.  The runtime directory, where the spool's stream lock
+        lives, is checked too: a ``ConfigError`` now, not a spool without its lock later."""
+        checked = check_spool_dir(value)
+        if checked is None:
+            raise ConfigError("spool_dir must be a directory path, not None")
+        runtime_dir()
+        path = os.path.abspath(checked)
         try:
             os.makedirs(path, mode=0o700, exist_ok=True)
         except OSError as exc:
@@ -513,11 +550,16 @@ class Spool:
             self._thread = start_daemon(self._run, f"lelog-spool[{self.manifest.key}]")
 
     def close(self, timeout: float = 1.0) -> None:
-        """Write what is queued, sync, and stop; the files stay for ``lelog recover``.
+        """Write what is queued, sync, and stop; the files stay for ``lelog recover``, which
+        may take them from now on: the stream lock is released.
 
         Waits at most ``timeout`` for the spool's thread (a hung disk must not hang the
         writer's close); without a thread the writing happens here.
         """
+        self._stop_writing(timeout)
+        self._release_stream_lock()
+
+    def _stop_writing(self, timeout: float) -> None:
         with self._lock:
             if self._closed:
                 return
@@ -543,8 +585,16 @@ class Spool:
         """
         with self._lock:
             self._discarded = True
-        self.close(timeout)
-        remove_spool(self.directory)
+        self._stop_writing(timeout)
+        remove_spool(self.directory)  # before the lock goes: recovery never sees it half gone
+        self._release_stream_lock()
+
+    def _release_stream_lock(self) -> None:
+        with self._lock:
+            self._let_go = True
+            lock, self._stream_lock = self._stream_lock, None
+        if lock is not None:
+            lock.release()
 
     # -- the spool's thread ----------------------------------------------------------------------
 
@@ -599,6 +649,8 @@ class Spool:
             except OSError as exc:
                 self._failed(lines, "creating", exc)
                 return
+        elif self._lock_wanted:
+            self._retake_stream_lock()
         if not lines:
             self._maybe_sync()
             return
@@ -638,6 +690,9 @@ class Spool:
             self._failed(0, "syncing", exc)
 
     def _create(self) -> None:
+        # The lock first: recovery never finds this spool's directory without it.
+        if self._take_stream_lock():
+            self.manifest = attrs.evolve(self.manifest, stream_locked=True)
         os.mkdir(self.directory, 0o700)
         try:
             _write_manifest(self.directory, self.manifest)
@@ -646,6 +701,43 @@ class Spool:
                 os.rmdir(self.directory)
             raise
         self._segments = Segments(self.directory, self._budget)
+
+    def _take_stream_lock(self) -> bool:
+        """Whether the stream's lock covers this spool while it is open: taken here, or held
+        by this process already (its writer's, or a finishing predecessor's: then taken as
+        soon as it is free).  Not when another process holds the stream, or the lock cannot
+        be had: ``lelog recover`` then judges the spool by its writer's pid, as before."""
+        if self._stream is None:
+            return False
+        try:
+            self._lock_dir = runtime_dir()
+            if self._retake_stream_lock():
+                return True
+            holder = holder_of(self._stream, self._lock_dir)
+        except (ConfigError, OSError) as exc:
+            self._failed(0, "locking the stream of", exc, "lelog recover will judge it by its pid")
+            return False
+        self._lock_wanted = holder is not None and holder.is_this_process()
+        return self._lock_wanted
+
+    def _retake_stream_lock(self) -> bool:
+        """Try the stream lock once (never waits); True once the spool holds it."""
+        assert self._stream is not None
+        try:
+            lock = StreamLock.try_acquire(self._stream, self._lock_dir)
+        except (ConfigError, OSError) as exc:
+            self._failed(0, "locking the stream of", exc, "lelog recover will judge it by its pid")
+            lock = None
+        if lock is None:
+            return False
+        self._lock_wanted = False
+        with self._lock:
+            late = self._let_go
+            if not late:
+                self._stream_lock = lock
+        if late:  # close() is over: the writer let go of the stream
+            lock.release()
+        return True
 
     def _failed(
         self,
@@ -689,48 +781,137 @@ def remove_spool(directory: str) -> None:
 
 # -- reading a spool back ------------------------------------------------------------------------
 
+#: More lines a second than any writer numbers: a gap in ``pos`` wider than this allows for
+#: the time between its two rows is a row out of range, not lines the spool lost.
+_MAX_LINES_PER_SECOND = 10_000_000
+
 
 @attrs.frozen
 class LogBody:
-    """A spool's rows as a stored log: NDJSON, a marker row in front of every gap;
-    ``lines`` counts the spooled lines (not the markers), ``missing`` the lines in gaps."""
+    """A spool's rows as a stored log: NDJSON, a marker row in front of every gap.
+
+    ``lines`` counts the spooled lines (not the markers), ``missing`` the lines in gaps,
+    ``skipped`` the rows that were there but not usable (torn, malformed, a ``pos`` out of
+    range or order, an ``out`` over the line limit), ``unreadable`` the segment files that
+    are not regular files (a link, a fifo); ``rows`` are the spooled lines, in ``pos`` order.
+    """
 
     body: bytes
     lines: int
     missing: int
+    skipped: int = 0
+    unreadable: int = 0
+    rows: tuple[Line, ...] = ()
 
 
 def read_log(directory: str, manifest: Manifest) -> LogBody:
     """The rows of a spool, in pos order, with a counted marker where lines are missing.
 
-    Rows that are torn (a kill mid-write), malformed, or out of order are skipped.
+    Every row is checked as it is read (see ``LogBody``); a bad row is skipped and counted,
+    and its ``pos``, if the rows around it have theirs, is inside a marked gap.  The rows kept
+    are the most that rise in ``pos`` in the order they were written, so one row with a
+    ``pos`` far out of range costs that row, never the good rows after it.
     """
     names = sorted(name for name in os.listdir(directory) if _SEGMENT_RE.match(name))
-    rows: list[bytes] = []
-    expected = missing = lines = 0
+    found: list[tuple[Line, bytes]] = []
+    seen: set[int] = set()
+    skipped = unreadable = 0
     for name in names:
-        path = os.path.join(directory, name)
-        st = os.lstat(path)
-        if not stat.S_ISREG(st.st_mode):
+        data = _read_segment(os.path.join(directory, name))
+        if data is None:
+            unreadable += 1
             continue
-        with open(path, "rb") as fh:
-            data = fh.read()
-        for row in data.split(b"\n")[:-1]:  # the last piece is b"" or a torn row
-            try:
-                obj = json.loads(row)
-                pos, when = obj["pos"], obj["time"]
-            except (ValueError, TypeError, KeyError, RecursionError):
+        pieces = data.split(b"\n")
+        skipped += bool(pieces[-1])  # a row torn by a kill mid-write
+        for row in pieces[:-1]:
+            line = _spool_row(row)
+            if line is None or line.pos in seen:
+                skipped += 1
                 continue
-            if type(pos) is not int or pos < expected or not isinstance(when, str):
-                continue
-            if pos > expected:
-                out = _MARKER.format(count=pos - expected)
-                if not manifest.trim_new_line_suffix:
-                    out += "\n"
-                rows.append(encode_line("warn", expected, out, when, None))
-                missing += pos - expected
-            rows.append(row)
-            lines += 1
-            expected = pos + 1
-    body = b"\n".join(rows) + b"\n" if rows else b""
-    return LogBody(body, lines, missing)
+            seen.add(line.pos)
+            found.append((line, row))
+    kept = _rising(found)
+    skipped += len(found) - len(kept)
+    body: list[bytes] = []
+    rows: list[Line] = []
+    expected = missing = 0
+    previous = manifest.created
+    for line, row in kept:
+        when = time_seconds(line.time) or 0.0
+        gap = line.pos - expected
+        if gap > _MAX_LINES_PER_SECOND * max(when - previous, 1.0):
+            skipped += 1  # out of range: no writer numbered that many lines in that time
+            continue
+        if gap:
+            out = _MARKER.format(count=gap)
+            if not manifest.trim_new_line_suffix:
+                out += "\n"
+            body.append(encode_line("warn", expected, out, line.time, None))
+            missing += gap
+        body.append(row)
+        rows.append(line)
+        expected, previous = line.pos + 1, when
+    data = b"\n".join(body) + b"\n" if body else b""
+    return LogBody(data, len(rows), missing, skipped, unreadable, tuple(rows))
+
+
+def _read_segment(path: str) -> Optional[bytes]:
+    """A segment's bytes; None when it is not a regular file (a link or a fifo someone put
+    there: never followed, never waited on)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            return fh.read()
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def _spool_row(row: bytes) -> Optional[Line]:
+    """One spool row as a line; None unless it is one lelog could have written."""
+    if len(row) > _MAX_ROW_BYTES:
+        return None
+    try:
+        obj = json.loads(row)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(obj, dict):
+        return None
+    pos, out, when, level, args = (obj.get(name) for name in ("pos", "out", "time", "level", "args"))
+    if type(pos) is not int or pos < 0 or not isinstance(out, str) or not isinstance(level, str):
+        return None
+    if not isinstance(when, str) or time_seconds(when) is None:
+        return None
+    if args is not None and not (isinstance(args, dict) and all(isinstance(v, str) for v in args.values())):
+        return None
+    if len(out) > _MAX_OUT_BYTES // 4 and len(out.encode("utf-8", "surrogatepass")) > _MAX_OUT_BYTES:
+        return None  # over the service's line limit: lelog cuts every line to it
+    return Line(out, pos, when, level, args)
+
+
+def _rising(found: list[tuple[Line, bytes]]) -> list[tuple[Line, bytes]]:
+    """The longest run of rows rising in ``pos``, in the order given (patience sorting)."""
+    ends: list[int] = []  # ends[k]: the smallest last pos of a rising run of k + 1 rows
+    last: list[int] = []  # ...and the index of that row in ``found``
+    back = [-1] * len(found)  # the row before each one in its best run
+    for i, (line, _) in enumerate(found):
+        k = bisect.bisect_left(ends, line.pos)
+        back[i] = last[k - 1] if k else -1
+        if k == len(ends):
+            ends.append(line.pos)
+            last.append(i)
+        else:
+            ends[k] = line.pos
+            last[k] = i
+    chosen: list[tuple[Line, bytes]] = []
+    i = last[-1] if last else -1
+    while i != -1:
+        chosen.append(found[i])
+        i = back[i]
+    return chosen[::-1]

@@ -10,7 +10,8 @@ Exit status 1, with one ``path:line: problem`` per finding, when:
   does not resolve (links resolve from the file that holds them, citations from the root);
 * a design note is cited by its bare name, without ``docs/``: the team's notes those names
   came from are not in the repository (``docs/`` holds the pages to cite);
-* a ``tests/...`` test named in a ``docs/`` page (```test_x.py::test_name```) does not exist.
+* a ``tests/...`` test named in a ``docs/`` page (```test_x.py::test_name```, or
+  ```folder/test_x.py::test_name``` below ``tests/``) does not exist.
 
 An anchor is an ``<a id="...">`` or a heading's slug as GitHub makes it.  Only tracked and
 untracked-but-not-ignored files are read (everything when ``ROOT`` is not a git checkout).

@@ -96,6 +96,8 @@ def test_links_in_docs_and_the_tests_they_name_are_checked(
     status, out = run(
         {
             "docs/extra.md": "[x](protocol.md#gone) [y](writer.md) `test_x.py::test_gone` `test_x.py::test_real`\n"
+            "`sub/test_y.py::test_real` `sub/test_y.py::test_gone`\n",
+            "tests/sub/test_y.py": "def test_real():\n    pass\n",
         }
     )
     assert status == 1
@@ -103,4 +105,5 @@ def test_links_in_docs_and_the_tests_they_name_are_checked(
         "docs/extra.md:1: link 'protocol.md#gone': no anchor #gone",
         "docs/extra.md:1: link 'writer.md': no such file",
         "docs/extra.md:1: no test tests/test_x.py::test_gone",
+        "docs/extra.md:2: no test tests/sub/test_y.py::test_gone",
     ]

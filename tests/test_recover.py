@@ -294,8 +294,12 @@ def test_a_running_writer_and_its_key_are_left_alone(tmp_path: Path, service: Fa
     finally:
         assert writer.close().uploaded is True
     assert _spools(spool) == [dead]  # the clean close removed its own spool
-    assert _recover(spool, service).returncode == 0
-    assert _outs(service, "job/again") == [f"line {i}\n" for i in range(20)]  # the dead run's
+    # The new run's stored log is newer than the dead run's spool: it stays, and so does the spool.
+    result = _recover(spool, service)
+    assert result.returncode == 0, result.stderr
+    assert "left alone: the stored log is newer" in result.stdout
+    assert _outs(service, "job/again") == ["the new run\n"]
+    assert _spools(spool) == [dead]
 
 
 def test_a_reused_pid_does_not_make_a_dead_writer_look_alive(tmp_path: Path, service: FakeLogService) -> None:
@@ -343,8 +347,14 @@ def test_of_two_dead_runs_of_a_key_the_newer_log_is_the_one_stored(
     result = _recover(spool, service)
     assert result.returncode == 0, result.stderr
     assert result.stdout.index("(9-older)") < result.stdout.index("(0-newer)")
+    # The newer run re-opened the stream: the older spool's stream is not its own any more.
+    assert "(9-older): left alone: its live stream holds a line 0 that is not the spool's" in result.stdout
     assert _outs(service, "job/twice") == ["newer 0\n", "newer 1\n", "newer 2\n"]
-    assert _spools(spool) == []
+    assert _spools(spool) == [spool / "9-older"]
+    # Once the newer run's log is stored, the older spool never replaces it.
+    again = _recover(spool, service)
+    assert "(9-older): left alone: the stored log is newer" in again.stdout
+    assert _outs(service, "job/twice") == ["newer 0\n", "newer 1\n", "newer 2\n"]
 
 
 def test_a_spool_another_recovery_holds_is_left_alone(tmp_path: Path, service: FakeLogService) -> None:
@@ -396,7 +406,7 @@ def test_skip_opening_stream_is_closed_with_a_snapshot_and_not_uploaded(
     result = _recover(spool, service)
     assert result.returncode == 0, result.stderr
     assert "stream closed with a snapshot" in result.stdout
-    assert service.requests_for("job/snap", path="/blob") == []
+    assert service.requests_for("job/snap", method="POST", path="/blob") == []
     assert service.requests_for("job/snap", path="/blob/link/upload") == []
     assert _outs(service, "job/snap") == [f"line {i}\n" for i in range(20)]
 
@@ -406,10 +416,9 @@ def test_no_spool_directory_is_a_usage_error_with_a_service(tmp_path: Path) -> N
     assert result.returncode == 2
     assert "no spool directory: give --spool DIR or set LELOG_SPOOL_DIR" in result.stderr
     # The file store needs none: it has its live files to look at.
-    for spool in (["--spool", str(tmp_path / "none")], []):
-        result = _lelog("recover", *spool, env=_env(LELOG_HOME=str(tmp_path)))
-        assert result.returncode == 0, result.stderr
-        assert "no spools or live files of dead writers to recover" in result.stderr
+    result = _lelog("recover", env=_env(LELOG_HOME=str(tmp_path)))
+    assert result.returncode == 0, result.stderr
+    assert "no spools or live files of dead writers to recover" in result.stderr
 
 
 # -- the file store: a killed `lelog run` ----------------------------------------------------------
