@@ -594,10 +594,11 @@ WRITER_ENV_OPTIONS: Mapping[str, bool] = {
 }
 
 #: Every environment variable lelog reads: the ``LogConfig`` fields, the stream key, the
-#: writer options, the file store's, the spool's and the trace context's.
+#: writer options, the file store's, the spool's, the runtime directory and the trace context.
 ENV_VARIABLES = frozenset(
     {"LELOG_" + name.upper() for name in CONFIG_FIELDS | WRITER_ENV_OPTIONS.keys()}
-    | {"LELOG_KEY", "LELOG_HOME", "LELOG_STORE_MAX_BYTES", "LELOG_SPOOL_DIR", "LELOG_TRACE_CONTEXT"}
+    | {"LELOG_KEY", "LELOG_LE_LOG_KEY", "LELOG_HOME", "LELOG_STORE_MAX_BYTES", "LELOG_SPOOL_DIR"}
+    | {"LELOG_RUNTIME_DIR", "LELOG_TRACE_CONTEXT"}
 )
 
 

@@ -10,7 +10,7 @@ import attrs
 
 from ._config import MAX_SECONDS, check_positive, reject_unknown, writer_options_from_env
 from ._line import MAX_LINE_BYTES
-from ._spool import DEFAULT_FSYNC_INTERVAL, SPOOL_DIR_ENV
+from ._spool import DEFAULT_FSYNC_INTERVAL, SPOOL_DIR_ENV, check_spool_dir
 
 __all__ = ["WriterOptions"]
 
@@ -25,9 +25,10 @@ def _positive(kind: type) -> Callable[[Any, attrs.Attribute[Any], Any], None]:
     return check
 
 
-def _path_or_none(value: Any) -> Any:
-    """A ``PathLike`` as its ``str``; anything else as it is (checked when the spool is made)."""
-    return os.fspath(value) if isinstance(value, os.PathLike) else value
+def _spool_dir_from_env() -> Optional[str]:
+    """``$LELOG_SPOOL_DIR``, checked as an explicit value is: set but empty is a mistake."""
+    value = os.environ.get(SPOOL_DIR_ENV)
+    return None if value is None else check_spool_dir(value, SPOOL_DIR_ENV)
 
 
 @attrs.frozen(kw_only=True)
@@ -53,10 +54,7 @@ class WriterOptions:
     #: Also append every accepted line to a crash spool here, for ``lelog recover`` after a
     #: kill (default ``$LELOG_SPOOL_DIR``; None: no spool).  A writer option, not a
     #: ``LogConfig`` field: it is a path on this machine, not a setting of the service.
-    spool_dir: Optional[str] = attrs.field(
-        factory=lambda: os.environ.get(SPOOL_DIR_ENV) or None,
-        converter=_path_or_none,
-    )
+    spool_dir: Optional[str] = attrs.field(factory=_spool_dir_from_env, converter=check_spool_dir)
     #: How often the spool is synced to disk (only a machine crash loses what is not).
     spool_fsync_interval: float = attrs.field(default=DEFAULT_FSYNC_INTERVAL, validator=_positive(float))
 
