@@ -35,12 +35,14 @@ from ._config import LogConfig
 from ._delivery import Delivery
 from ._diagnostics import RateLimitedWarnings
 from ._encode import Item, ready
+from ._exceptions import ConfigError
 from ._ledger import ENDED, IDLE, RUNNING, Ledger, WriterState
 from ._line import truncate_out
 from ._options import WriterOptions
 from ._pipeline import Pipeline
 from ._spool import Spool, SpoolStats
 from ._stats import Stats
+from ._streamlock import StreamLock, StreamName, holder_of
 
 __all__ = ["Engine", "PartialLines"]
 
@@ -103,6 +105,10 @@ class Engine:
         self._slot = _channel.slot_for(self)
         self._beacon: Optional[socket.socket] = None
         self.spool: Optional[Spool] = None
+        # The host-wide lock of the stream (docs/recover.md#stream-lock), taken before the
+        # first open on the thread running rounds and released when the engine is done; None
+        # while not taken or where it cannot be had.
+        self._stream_lock: Optional[StreamLock] = None
         # Where this stream's lines go when it is another process's: a fork child's uplink
         # to its parent, or a refused spawn child's refusal.
         self._outlet: Optional[_channel.Outlet] = None
@@ -374,6 +380,40 @@ class Engine:
         if predecessor is not None:
             predecessor._finished.wait(deadline.remaining())
             self._predecessor = None
+        self._hold_stream()
+
+    def _hold_stream(self) -> None:
+        """Take the stream's host-wide lock before opening it, so ``lelog recover`` leaves a
+        live stream alone, in any pid namespace (docs/recover.md#stream-lock).  When another
+        process holds it, say so: two processes that each open one key wipe each other's
+        live stream, and the later upload replaces the other's stored log.  Never raises: a
+        lock that cannot be had costs recovery its certainty, not the stream.  Runs on the
+        thread running rounds; the lock table's own lock is a leaf (``_streamlock``)."""
+        if self._stream_lock is not None:
+            return
+        try:
+            name = StreamName.of(self.config, self.backend, self.key)
+        except TypeError:
+            return  # a test double: its streams are this process's alone
+        try:
+            self._stream_lock = StreamLock.try_acquire(name)
+            holder = None if self._stream_lock is not None else holder_of(name)
+        except (ConfigError, OSError) as exc:
+            self.warn("stream_lock", f"stream {self.key!r}: its host-wide lock cannot be had ({exc})")
+            return
+        if holder is not None and not holder.is_this_process():
+            self.warn(
+                "shared",
+                f"stream {self.key!r} is held by another process on this host ({holder.describe()}, "
+                f"{holder.purpose}); two processes that each open one key wipe each other's live "
+                "stream and the later upload replaces the stored log: give each process its own "
+                "key, or build the handler in the parent before it forks",
+            )
+
+    def _release_stream(self) -> None:
+        lock, self._stream_lock = self._stream_lock, None
+        if lock is not None:
+            lock.release()
 
     # -- flush ------------------------------------------------------------------------------------
 
@@ -542,6 +582,7 @@ class Engine:
                     self.spool.discard(remaining)
                 else:  # kept for lelog recover
                     self.spool.close(remaining)
+            self._release_stream()  # after the spool: recover never finds it unlocked early
             self._finished.set()
             _channel.release(self)
             self._leave_registry()  # a new writer on this key starts a new log
@@ -562,6 +603,7 @@ class Engine:
             )
         if self.spool is not None:  # the worker is stuck: get the spool's queue on disk
             self.spool.close()
+        self._release_stream()
         self.warn(
             "abandoned",
             f"closing {self.key!r}: the service did not answer in time; lines not yet sent are counted as dropped",
@@ -612,4 +654,5 @@ class Engine:
             self._beacon.close()
             self._beacon = None
         self.spool = None  # a fork child's lines are its parent's to spool
+        self._stream_lock = None  # the parent's: the kernel gave the child none (_streamlock)
         self._build_parts()

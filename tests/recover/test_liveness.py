@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Callable, List
 
@@ -90,21 +91,42 @@ def test_a_writer_in_another_pid_namespace_is_left_alone_until_it_dies(
     assert outs(service, "job/ns") == [f"line {i}\n" for i in range(20)]
 
 
-def test_a_new_run_without_a_spool_keeps_its_live_stream(tmp_path: Path, service: FakeLogService) -> None:
+def test_a_new_run_without_a_spool_holds_the_stream_lock_and_keeps_its_live_stream(
+    tmp_path: Path, service: FakeLogService
+) -> None:
     spool = tmp_path / "spool"
     dead = dead_spool(spool, service, "job/rerun")
-    new = writer(service, "job/rerun")  # no spool, so no stream lock: only its lines tell
+    new = writer(service, "job/rerun")  # no spool: the writer itself holds the stream lock
     for i in range(20):
         new.write_line(f"new {i}")
     assert new.flush(timeout=30)
     result = recover(spool, service)
     assert result.returncode == 0, result.stderr
-    assert "left alone: its live stream holds a line 0 that is not the spool's" in result.stdout
+    assert f"left alone: a running writer (pid {os.getpid()}) holds this key now" in result.stdout
     assert service.is_open("job/rerun") and _spools(spool) == [dead]
     new.write_line("new 20")
     stats = new.close()
     assert stats.uploaded is True and stats.dropped_total == 0 and stats.last_error is None
     assert outs(service, "job/rerun") == [f"new {i}\n" for i in range(21)]
+
+
+def test_a_live_stream_written_from_elsewhere_is_left_alone_by_its_lines(
+    tmp_path: Path, service: FakeLogService
+) -> None:
+    spool = tmp_path / "spool"
+    dead = dead_spool(spool, service, "job/elsewhere")
+    # A writer on another host holds no lock here: only the stream's own lines tell.
+    config = lelog.LogConfig(url=service.url, account_id="acct", token=TOKEN)
+    with lelog.LogServiceClient(config) as client:
+        client.open_stream("job/elsewhere")
+        client.write(
+            "job/elsewhere", [lelog.Line(out=f"other {i}\n", pos=i, time=time.time()) for i in range(5)]
+        )
+        result = recover(spool, service)
+        assert result.returncode == 0, result.stderr
+        assert "left alone: its live stream holds a line 0 that is not the spool's" in result.stdout
+        assert service.is_open("job/elsewhere") and _spools(spool) == [dead]
+        assert live_rows(service, "job/elsewhere") == [f"other {i}\n" for i in range(5)]
 
 
 def test_a_crashed_writers_own_live_stream_is_finished(tmp_path: Path, service: FakeLogService) -> None:

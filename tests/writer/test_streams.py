@@ -4,13 +4,15 @@ overlap share one stream, one history and one pos sequence; the last one out fin
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 from typing import Any
 
 import pytest
 
-from lelog import ConfigError, LogConfig, StreamWriter
+from lelog import ConfigError, LogConfig, LogServiceClient, StreamWriter
+from lelog._streamlock import StreamName, holder_of
 from lelog.testing import ManualClock, MemoryBackend
 from tests.helpers import run_python, stream_dictconfig
 from tests.service import FakeLogService
@@ -364,3 +366,44 @@ def test_a_writer_that_hands_the_stream_on_reports_its_lines_sent() -> None:
     assert stats.summary() == "9 of 9 lines sent, stream handed on to another writer"
     second.close()
     assert backend.outs("k") == [f"line {i}" for i in range(9)]
+
+
+def _stream_name(service: FakeLogService, key: str) -> StreamName:
+    config = LogConfig(url=service.url, account_id="acct", token="secret-token")
+    with LogServiceClient(config) as client:
+        return StreamName.of(config, client, key)
+
+
+def test_a_writer_holds_its_streams_host_wide_lock_from_open_to_close(service: FakeLogService) -> None:
+    writer = StreamWriter("job/locked", LogConfig(url=service.url, account_id="acct", token="secret-token"))
+    name = _stream_name(service, "job/locked")
+    assert holder_of(name) is None  # built, not yet streaming: no I/O at construction
+    writer.write_line("a line")
+    assert writer.flush(timeout=30)
+    holder = holder_of(name)
+    assert holder is not None and holder.is_this_process() and holder.purpose == "writer"
+    assert writer.close().uploaded is True
+    assert holder_of(name) is None
+
+
+SECOND_PROCESS = """
+import lelog
+writer = lelog.StreamWriter("job/twice", lelog.LogConfig(url={url!r}, account_id="acct", token="secret-token"))
+writer.write_line("from the second process")
+print(writer.close().summary())
+"""
+
+
+def test_a_second_process_on_a_held_stream_is_told_who_holds_it(service: FakeLogService) -> None:
+    writer = StreamWriter("job/twice", LogConfig(url=service.url, account_id="acct", token="secret-token"))
+    try:
+        writer.write_line("from this process")
+        assert writer.flush(timeout=30)
+        result = run_python(SECOND_PROCESS.format(url=service.url), timeout=60)
+        assert result.returncode == 0, result.stderr
+        assert f"stream 'job/twice' is held by another process on this host (pid {os.getpid()}, writer)" in (
+            result.stderr
+        )
+        assert "give each process its own key" in result.stderr and "secret-token" not in result.stderr
+    finally:
+        writer.close()
