@@ -55,8 +55,6 @@ _YIELD_SECONDS = 1e-6
 #: How often a worker whose stream waits for a hand-off checks that the configuration call
 #: (which holds logging's module lock) has returned.
 _HANDOFF_POLL = 0.05
-#: How long a close from a signal handler tries each lock it needs (see ``free_here``).
-_PROBE_SECONDS = 0.05
 
 
 class PartialLines(Protocol):
@@ -451,25 +449,6 @@ class Engine:
         return done and dropped_now == dropped_before
 
     # -- the close --------------------------------------------------------------------------------
-
-    def free_here(self) -> bool:
-        """Whether this thread holds none of the locks a close takes (asked by a close made
-        on a thread already inside lelog: a signal handler).  Each lock is tried for a moment
-        and let go: one this thread holds cannot be taken again (none is re-entrant), so a
-        failure means "not here" (or another thread held it that long: then too the close
-        is left to the call that was interrupted)."""
-        locks = [handle.split_lock for handle in sorted(self._handles, key=id)]
-        locks += [self.ledger.lock, self.pipeline.encode_lock]
-        taken: list[threading.Lock] = []
-        try:
-            for lock in locks:
-                if not lock.acquire(timeout=_PROBE_SECONDS):
-                    return False
-                taken.append(lock)
-            return True
-        finally:
-            for lock in reversed(taken):
-                lock.release()
 
     def close_deadline(self, timeout: Optional[float]) -> Deadline:
         """A close's deadline: ``timeout`` from now, but no later than a failed flush's

@@ -260,16 +260,12 @@ class StreamHandler(logging.Handler):
 
     def _reenter(self, record: logging.LogRecord) -> bool:
         """A record logged on a thread already inside lelog: deferred until the outer call
-        returns; on lelog's own threads, its own records go nowhere and anything else (a
-        finalizer that logs there) is counted."""
-        if not _reentry.state.own:
-            _reentry.defer(
-                functools.partial(self._filter_and_emit, record), self._count_reentrant, self.writer.stream
-            )
-            return True
-        if not record.name.startswith(_OWN_LOGGERS):
-            self._count_reentrant()
-        return False
+        returns.  Records of lelog's own I/O (its HTTP client's) go nowhere; anything else
+        logged on lelog's own threads (a finalizer run there) is counted."""
+        if _reentry.state.own and record.name.startswith(_OWN_LOGGERS):
+            return False
+        _reentry.defer(functools.partial(self._filter_and_emit, record), self._count_reentrant)
+        return True
 
     def _count_reentrant(self) -> None:
         self.writer.count_reentrant()

@@ -5,10 +5,12 @@ reason), so ``accepted == sent + dropped + pending`` is kept in one place.  It a
 stream's ``WriterState`` (changed only by ``move``) and the record of the backend calls that
 lets a close share a failed flush's budget (docs/writer.md#one-deadline).
 
-Lock (docs/writer.md#locks): ``lock`` guards everything here.  It is held for a few list and
-counter operations, never across I/O, and nothing outside this module is called while it is
-held, so callers wait on it for microseconds at most and it takes part in no deadlock.
-``progress`` is a ``Condition`` of it, notified as lines settle and when the stream ends.
+Lock (docs/writer.md#locks): ``lock`` guards everything here but ``count_reentrant``'s
+tally.  It is held for a few list and counter operations, never across I/O, and nothing
+outside this module is called while it is held (``count``'s update is lelog's own and only
+adds numbers), so callers wait on it for microseconds at most and it takes part in no
+deadlock.  ``progress`` is a ``Condition`` of it, notified as lines settle and when the
+stream ends.
 """
 
 from __future__ import annotations
@@ -67,6 +69,10 @@ class Ledger:
         self.failing = False
         self.ok_calls = 0
         self.spent: Optional[Deadline] = None
+        # Lines counted where no lock may be taken (count_reentrant): one list.append each,
+        # atomic under the GIL, so safe on a thread that holds ``lock`` (a signal handler
+        # interrupted it); folded into the counters under ``lock``.
+        self._reentrant: list[int] = []
 
     # -- the state ------------------------------------------------------------------------------
 
@@ -181,6 +187,20 @@ class Ledger:
                 update(self.counters)
                 self.progress.notify_all()
 
+    def count_reentrant(self) -> None:
+        """One line accepted and dropped as ``reentrant`` (docs/writer.md#re-entry), counted
+        without the lock: the caller is on a thread inside lelog that may hold it."""
+        self._reentrant.append(1)
+
+    def _fold_reentrant(self) -> None:
+        """Move ``count_reentrant``'s tally into the counters (``lock`` held).  ``pop`` is
+        atomic too: a line tallied meanwhile is folded now or by the next call."""
+        tally, counters = self._reentrant, self.counters
+        while tally:
+            tally.pop()
+            counters.accepted += 1
+            counters.dropped["reentrant"] += 1
+
     def unsettled(self) -> int:
         with self.lock:
             return self.counters.accepted - self.counters.settled()
@@ -188,6 +208,7 @@ class Ledger:
     def settle_the_rest(self, reason: str) -> None:
         """Count every line not yet settled as dropped for ``reason`` (the end of a stream)."""
         with self.lock:
+            self._fold_reentrant()
             counters = self.counters
             left = counters.accepted - counters.settled()
             if left > 0 and self.state is not WriterState.ABANDONED:
@@ -214,6 +235,9 @@ class Ledger:
         """The counts now; ``locked=False`` reads them without the lock (a caller that may
         hold it already: a signal handler interrupting its own thread), possibly mid-update."""
         if not locked:
-            return self.counters.snapshot(history_lines=history_lines, closed=self.state in ENDED)
+            return self.counters.snapshot(
+                history_lines=history_lines, closed=self.state in ENDED, reentrant=len(self._reentrant)
+            )
         with self.lock:
+            self._fold_reentrant()
             return self.counters.snapshot(history_lines=history_lines, closed=self.state in ENDED)

@@ -23,6 +23,7 @@ import threading
 import weakref
 from typing import Any, Callable, Iterable, Optional, Protocol
 
+from . import _reentry
 from ._clock import Deadline
 
 __all__ = [
@@ -79,18 +80,20 @@ def finish_together(
     them unless ``budget`` is given.
 
     Every close is started before any is waited for, so N streams take one budget, not N.
-    ``wait=False`` only starts them (a caller under ``logging``'s module lock).
+    ``wait=False`` only starts them (a caller under ``logging``'s module lock).  An entry
+    point (docs/writer.md#re-entry): a signal handler that writes meanwhile is deferred.
     """
     streams = list(streams)
     if not streams:
         return
     seconds = budget if budget is not None else max(s.close_timeout for s in streams)
     deadline = Deadline.after(seconds)
-    for stream in streams:
-        stream.begin_close(deadline)
-    if wait:
+    with _reentry.entered():
         for stream in streams:
-            stream.await_close()
+            stream.begin_close(deadline)
+        if wait:
+            for stream in streams:
+                stream.await_close()
 
 
 def close_all(timeout: Optional[float] = None) -> None:
@@ -98,7 +101,7 @@ def close_all(timeout: Optional[float] = None) -> None:
     finish_together(registered(), timeout)
 
 
-def start_daemon(target: Callable[[], None], name: str) -> Optional[threading.Thread]:
+def start_daemon(target: Callable[[], object], name: str) -> Optional[threading.Thread]:
     """Start a daemon thread, or return None where Python no longer starts threads (at
     interpreter shutdown, docs/hazards.md#no-thread-at-shutdown): its owner then does the
     work on its own thread.  Safe under the owner's lock: ``start()`` waits only for the new

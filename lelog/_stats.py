@@ -102,12 +102,16 @@ class Counters:
     def settled(self) -> int:
         return self.sent + sum(self.dropped.values())
 
-    def snapshot(self, *, history_lines: int, closed: bool) -> Stats:
+    def snapshot(self, *, history_lines: int, closed: bool, reentrant: int = 0) -> Stats:
+        """The counts as ``Stats``, with ``reentrant`` lines (accepted and dropped) not yet
+        in the counters."""
+        dropped = dict(self.dropped)
+        dropped["reentrant"] += reentrant
         return Stats(
-            accepted=self.accepted,
+            accepted=self.accepted + reentrant,
             sent=self.sent,
             pending=self.accepted - self.settled(),
-            dropped=dict(self.dropped),
+            dropped=dropped,
             retries=self.retries,
             batches=self.batches,
             bytes_sent=self.bytes_sent,

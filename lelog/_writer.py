@@ -46,7 +46,7 @@ from ._options import WriterOptions
 from ._registry import Outcome, Settings, StreamRegistry
 from ._splitter import LineSplitter
 from ._spool import Spool, SpoolStats
-from ._stats import DROP_REASONS, Counters, Stats
+from ._stats import DROP_REASONS, Stats
 
 __all__ = ["DROP_REASONS", "Ingress", "Stats", "StreamWriter", "WriterOptions", "WriterState"]
 
@@ -161,6 +161,19 @@ class StreamWriter:
         clock: Optional[Clock] = None,
         threaded: bool = True,
         **options: Any,
+    ) -> None:
+        # An entry point: a finalizer that closes a writer while this one takes the
+        # registry's lock is deferred to the end of the construction (docs/writer.md#re-entry).
+        with _reentry.entered():
+            self._setup(key, target, clock, threaded, options)
+
+    def _setup(
+        self,
+        key: str,
+        target: Union[LogConfig, Mapping[str, Any], Backend, None],
+        clock: Optional[Clock],
+        threaded: bool,
+        options: dict[str, Any],
     ) -> None:
         if not isinstance(key, str) or not key:
             raise ConfigError("key must be a non-empty string: the stream key, e.g. 'stage-1/step-2'")
@@ -308,15 +321,12 @@ class StreamWriter:
     def _reenter(self, call: Callable[[], object]) -> None:
         """A call made on a thread already inside lelog: deferred to the end of the outer
         call; on lelog's own threads (a finalizer run there) counted, never waited for."""
-        if _reentry.state.own:
-            self.count_reentrant()
-        else:
-            _reentry.defer(call, self.count_reentrant, self._engine)
+        _reentry.defer(call, self.count_reentrant)
 
     def count_reentrant(self) -> None:
         """Count a line given on a thread already inside lelog that could not be kept
-        (docs/writer.md#re-entry): accepted, and dropped as ``reentrant``."""
-        self._engine.ledger.count(_count_one_reentrant)
+        (docs/writer.md#re-entry): accepted, and dropped as ``reentrant``.  Takes no lock."""
+        self._engine.ledger.count_reentrant()
 
     # -- the stream's life ------------------------------------------------------------------------
 
@@ -328,8 +338,8 @@ class StreamWriter:
 
     def open(self) -> StreamWriter:
         """Start streaming now: the worker opens the stream (unless skipped) in the background."""
-        if _reentry.nested():
-            _reentry.defer(self._engine.start, _nothing, self._engine)
+        if _reentry.nested():  # a line starts the stream too: on lelog's own threads, nothing
+            _reentry.defer(self._engine.start, _nothing)
             return self
         with _reentry.entered():
             self._engine.start()
@@ -339,7 +349,8 @@ class StreamWriter:
         """Run one round of the worker on this thread: take pending lines, open the stream or
         push a batch when due.  Returns the seconds until a round is due again, or None once
         ``close()`` was asked.  Only for a writer built with ``threaded=False``."""
-        return self._engine.step()
+        with _reentry.entered():
+            return self._engine.step()
 
     def flush(self, timeout: Optional[float] = None) -> bool:
         """Push everything accepted so far; True when all of it was sent within ``timeout``.
@@ -380,14 +391,16 @@ class StreamWriter:
         waits for that call to return, so a replacement on the same key takes it on.
 
         Called on a thread already inside lelog (a signal handler that interrupted a logging
-        call), it closes at once if that call holds none of the locks a close needs; else the
-        close runs when that call returns, and this returns the stats as they are (not closed).
+        call), the close runs when that call returns (after the lines written before it),
+        and this returns the stats as they are, not closed.  On one of lelog's own threads (a
+        finalizer run there), the close runs on a thread of its own.
         """
         if _reentry.nested():
-            if not self._engine.free_here():
-                _reentry.defer(functools.partial(self._close, timeout, wait), _nothing, self._engine)
-                return self.stats
-            _reentry.run_deferred_for(self._engine)  # lines written before this close go first
+            if _reentry.resident():  # nothing deferred here would run: this thread never leaves
+                _lifecycle.start_daemon(functools.partial(self.close, timeout, wait=wait), "lelog-close")
+            else:
+                _reentry.defer(functools.partial(self._close, timeout, wait), _nothing)
+            return self.stats
         with _reentry.entered():
             self._close(timeout, wait)
         return self.stats
@@ -488,11 +501,6 @@ class StreamWriter:
             return None
         with _reentry.entered():
             return self._engine.spool_stats
-
-
-def _count_one_reentrant(counters: Counters) -> None:
-    counters.accepted += 1
-    counters.dropped["reentrant"] += 1
 
 
 def _nothing() -> None:

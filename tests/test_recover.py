@@ -555,7 +555,7 @@ def test_a_running_lelog_runs_live_file_is_left_alone(tmp_path: Path) -> None:
         result = _lelog("recover", "--home", str(home), env=_env())
         assert result.returncode == 0, result.stderr
         assert result.stdout.splitlines() == [
-            f"lelog recover: 'ci/running' (live file): left alone: process {run.pid} is writing it"
+            f"lelog recover: 'ci/running' (live file): left alone: a running writer (pid {run.pid}) holds this key now"
         ]
         assert _live_rows(live) >= 50 and not os.path.exists(store.log_path("ci/running"))
     finally:

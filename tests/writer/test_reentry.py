@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import gc
 import json
-import os
 import signal
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -206,10 +206,9 @@ def test_calls_deferred_past_the_bound_are_counted() -> None:
     assert backend.outs("k")[:2] == ["outer", "nested 0"]
 
 
-def test_a_close_from_inside_a_write_that_holds_no_lock_closes_at_once() -> None:
-    """A close made inside a call that holds none of the locks it needs (a SIGTERM handler
-    that closes while the program formats a record) closes there and then; the line being
-    written when it came is counted after the close."""
+def test_a_close_from_inside_a_write_runs_when_the_write_returns_after_its_line() -> None:
+    """A close made inside a call (a SIGTERM handler that closes while the program formats a
+    record) takes no lock there: it runs when that call returns, after the call's line."""
     backend = MemoryBackend()
     writer = StreamWriter("k", backend, threaded=False)
     writer.write_line("before")
@@ -221,9 +220,9 @@ def test_a_close_from_inside_a_write_that_holds_no_lock_closes_at_once() -> None
             return "outer"
 
     writer.write_line(Closing())  # type: ignore[arg-type]
-    assert seen == [True]
+    assert seen == [False]  # deferred: it returned the stats as they were
     stats = writer.stats
-    assert backend.outs("k") == ["before"] and stats.dropped["after_close"] == 1
+    assert stats.closed and backend.outs("k") == ["before", "outer"] and stats.dropped_total == 0
 
 
 def test_a_close_from_inside_a_write_that_holds_its_lock_runs_when_the_write_returns() -> None:
@@ -246,16 +245,38 @@ def test_a_close_from_inside_a_write_that_holds_its_lock_runs_when_the_write_ret
 
 def test_a_record_logged_on_lelogs_own_thread_by_the_program_is_counted() -> None:
     """On lelog's own threads only its own records (httpx, httpcore, lelog) go nowhere
-    uncounted; anything else logged there (a finalizer run on the worker) is counted."""
+    uncounted; anything else logged there (a finalizer run on the worker) is counted, as
+    nothing can be deferred on a thread that never leaves lelog."""
     import logging
 
     from lelog import StreamHandler
 
     backend = MemoryBackend()
     handler = StreamHandler(writer=StreamWriter("k", backend, threaded=False))
-    with _reentry.own_io():
+
+    def on_a_lelog_thread() -> None:
+        _reentry.mark_own_thread()
         handler.handle(logging.LogRecord("httpx", logging.INFO, __file__, 1, "HTTP Request", None, None))
         handler.handle(logging.LogRecord("app", logging.INFO, __file__, 1, "from a finalizer", None, None))
+
+    thread = threading.Thread(target=on_a_lelog_thread)
+    thread.start()
+    thread.join()
     stats = handler.writer.close()
-    assert stats.dropped["reentrant"] == 1 and stats.accepted == 1
-    assert os.environ.get("LELOG_NEVER_SET") is None  # the test touched no environment
+    assert stats.dropped["reentrant"] == 1 and stats.accepted == 1 and backend.outs("k") == []
+
+
+def test_a_record_logged_during_lelogs_io_on_a_callers_thread_is_kept_after_it() -> None:
+    import logging
+
+    from lelog import StreamHandler
+
+    backend = MemoryBackend()
+    handler = StreamHandler(writer=StreamWriter("k", backend, threaded=False))
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    with _reentry.own_io():  # a close's final sequence run on the caller's thread
+        handler.handle(logging.LogRecord("httpx", logging.INFO, __file__, 1, "HTTP Request", None, None))
+        handler.handle(logging.LogRecord("app", logging.INFO, __file__, 1, "from a finalizer", None, None))
+        assert backend.outs("k") == [] and handler.writer.stats.accepted == 0
+    stats = handler.writer.close()
+    assert backend.outs("k") == ["from a finalizer"] and stats.accepted == 1 and stats.dropped_total == 0
