@@ -921,20 +921,10 @@ def _held_lines(key: str, response: httpx.Response, max_lines: int, deadline: De
     """The lines of one event stream until its end marker, ``max_lines``, ``deadline``, or a
     read timeout (the connection's read timeout is the quiet period ``peek`` waits for)."""
     lines: list[Line] = []
-    event = ""
     try:
-        for raw in response.iter_lines():
-            if not raw:
-                event = ""  # a blank line ends an event
-                continue
-            field, _, value = raw.partition(":")
-            value = value[1:] if value.startswith(" ") else value
-            if field == "event":
-                event = value
-            elif field == "data":
-                if event == "error":
-                    break  # the service's end marker
-                lines.append(_parse_event_data(key, value))
+        for item in _sse_items(key, response):
+            if isinstance(item, Line):
+                lines.append(item)
                 if len(lines) >= max_lines:
                     break
             if deadline.expired():
