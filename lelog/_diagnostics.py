@@ -47,6 +47,11 @@ class RateLimitedWarnings:
             held = self._held.pop(kind, 0)
         if held:
             message += f" ({held} similar warning{'s' if held != 1 else ''} held back)"
+        # dictConfig's disable_existing_loggers (on by default) disables every logger that
+        # existed before the call, this one included.  These warnings are how a user learns
+        # that lines were lost, so that side effect does not silence them; the logger's
+        # level and handlers are the user's to set.
+        logger.disabled = False
         logger.warning("lelog: %s", message)
         return True
 

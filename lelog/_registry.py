@@ -93,27 +93,35 @@ class StreamRegistry(Generic[E]):
     def share(
         self, identity: Hashable, settings: Settings, build: Callable[[Optional[E]], E]
     ) -> tuple[E, Optional[Membership], list[str]]:
-        """The engine a new writer with ``settings`` is to use, and its membership: a live
-        stream's, or one made by ``build(predecessor)``, ``predecessor`` being the engine
-        still finishing this identity's previous stream.  With the settings that conflict
-        with the live stream's, naming both values, the membership is None and nothing has
-        changed (a pending hand-off still waits, and still expires)."""
+        """The engine a new writer with ``settings`` is to use, its membership, and the
+        settings that differ from the stream's, naming both values: a live stream's engine,
+        or one made by ``build(predecessor)``, ``predecessor`` being the engine still
+        finishing this identity's previous stream.
+
+        A writer that differs from a stream other writers use is refused: the membership is
+        None and nothing has changed.  A replacement taking on a pending hand-off (every
+        writer let go inside a configuration call) takes it on with the stream's settings,
+        so the lines of the configuration it replaces stay in the same log; the caller says
+        so.  Only a spool it asks for that the stream does not have refuses it: that cannot
+        be kept."""
         with self._lock:
             live = self._engines.get(identity)
             entry = None if live is None else self._entries.get(live)
             if live is not None and entry is not None and self._joinable(live, entry):
-                conflicts = [
-                    f"{name}={mine!r} (the first writer has {theirs!r})"
+                differing = [
+                    (name, f"{name}={mine!r} (the first writer has {theirs!r})")
                     for (name, mine), (_, theirs) in zip(settings, entry.settings)
                     if mine is not None and mine != theirs
                 ]
-                if conflicts:
+                conflicts = [text for _, text in differing]
+                replacing = entry.users == 0 and bool(entry.handoff)
+                if conflicts and (not replacing or any(name == "spool_dir" for name, _ in differing)):
                     return live, None, conflicts
                 entry.users += 1
                 for handed in entry.handoff:  # the pending hand-off is taken: they handed on
                     handed.handed_on = True
                 entry.handoff = []
-                return live, Membership(), []
+                return live, Membership(), conflicts
             engine = build(live)
             self._engines[identity] = engine
             self._entries[engine] = _Entry(settings)

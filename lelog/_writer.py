@@ -216,6 +216,13 @@ class StreamWriter:
                 f"other stream-level settings: {', '.join(conflicts)}; give the same values, or "
                 "use another key"
             )
+        if conflicts:  # a replacement took on a hand-off: the stream keeps its settings
+            engine.warn(
+                "settings",
+                f"stream {key!r} is taken on from the configuration this one replaces and keeps "
+                f"its settings until it ends, so every line stays in one log: {', '.join(conflicts)}; "
+                "the new values apply to the next stream on this key",
+            )
         self._engine = engine
         self._membership = membership
         self.split_lock = threading.Lock()

@@ -64,3 +64,17 @@ def test_a_dead_service_warns_a_few_times_on_stderr_not_per_attempt() -> None:
     assert 1 <= len(lelog_lines) <= 6, result.stderr
     assert "Traceback" not in result.stderr
     assert "WARNING:lelog" not in result.stderr  # not through the root logger's handler
+
+
+def test_a_dict_config_that_disables_existing_loggers_does_not_silence_lelogs_warnings() -> None:
+    result = run_python(
+        """
+        import logging.config
+        from lelog._diagnostics import RateLimitedWarnings
+        logging.config.dictConfig({"version": 1})  # disable_existing_loggers: on by default
+        RateLimitedWarnings().warn("kind", "lines were lost")
+        """,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "lelog: lines were lost" in result.stderr

@@ -58,6 +58,19 @@ def test_a_hand_off_is_taken_by_a_successor_or_expires() -> None:
     assert not registry.expire_handoff("id", engine)
 
 
+def test_a_replacement_with_other_settings_takes_a_pending_hand_off_with_the_streams() -> None:
+    registry: StreamRegistry[Engine] = StreamRegistry()
+    engine, old, _ = registry.share("id", SETTINGS, build)
+    assert old is not None and registry.leave("id", engine, old, handoff=True) is Outcome.HANDOFF
+    # A spool the stream does not have cannot be kept: refused, and the hand-off still waits.
+    _, refused, _ = registry.share("id", (("history_bytes", 7), ("spool_dir", "/s")), build)
+    assert refused is None and registry.handoff_pending("id", engine) and not old.handed_on
+    successor, new, conflicts = registry.share("id", (("history_bytes", 7), ("spool_dir", None)), build)
+    assert successor is engine and new is not None and old.handed_on
+    assert conflicts == ["history_bytes=7 (the first writer has 100)"]  # kept: the caller says so
+    assert registry.leave("id", engine, new, handoff=False) is Outcome.LAST
+
+
 def test_a_finishing_engine_is_the_next_ones_predecessor_until_forgotten() -> None:
     registry: StreamRegistry[Engine] = StreamRegistry()
     old, membership, _ = registry.share("id", SETTINGS, build)

@@ -277,35 +277,37 @@ def test_a_refused_spawn_child_does_not_report_handed_on(service: FakeLogService
     assert result.stderr.count("is held by the parent process") == 1
 
 
-# -- a conflicting replacement leaves the pending hand-off as it was -------------------------
+# -- a replacement with other settings takes the hand-off and keeps every line --------------
 
-CONFLICTING_REPLACEMENT = (
+REPLACEMENT_WITH_OTHER_SETTINGS = (
     stream_dictconfig()
     + """
 first = logging.getLogger().handlers[0]
 for i in range(3):
     logging.info("first %d", i)
-BAD = dict(CFG, handlers={{"stream": dict(CFG["handlers"]["stream"], history_bytes=1000)}})
-try:
-    logging.config.dictConfig(BAD)  # the old handler lets go; its replacement conflicts
-except ValueError as exc:
-    print("REFUSED", "history_bytes=1000" in str(exc.__cause__), flush=True)
-first.close()  # outside the configuration call: finishes the stream nobody took on
-print("FIRST", first.stats.handed_on, first.stats.uploaded, flush=True)
-logging.config.dictConfig(CFG)  # corrected: a new log on the finished key
+OTHER = dict(CFG, handlers={{"stream": dict(CFG["handlers"]["stream"], history_bytes=1000)}})
+logging.config.dictConfig(OTHER)  # the old handler lets go; its replacement differs
+second = logging.getLogger().handlers[0]
 for i in range(2):
     logging.info("second %d", i)
+print("FIRST", first.stats.handed_on, flush=True)
+logging.shutdown()
+print("SECOND", second.stats.uploaded, flush=True)
 """
 )
 
 
-def test_a_conflicting_replacement_leaves_the_hand_off_to_finish(service: FakeLogService) -> None:
-    result = run_python(CONFLICTING_REPLACEMENT.format(url=service.url), timeout=60)
+def test_a_replacement_with_other_settings_takes_the_hand_off_and_keeps_every_line(
+    service: FakeLogService,
+) -> None:
+    result = run_python(REPLACEMENT_WITH_OTHER_SETTINGS.format(url=service.url), timeout=60)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["REFUSED", "True", "FIRST", "False", "True"], result.stdout
-    assert messages(service) == ["second 0", "second 1"]  # the second log, after the first ended
+    assert result.stdout.split() == ["FIRST", "True", "SECOND", "True"], result.stdout
+    assert messages(service) == ["first 0", "first 1", "first 2", "second 0", "second 1"]
     ends = [r.method for r in service.requests_for(key="k", path="/stream") if r.method in ("POST", "DELETE")]
-    assert ends == ["POST", "DELETE", "POST", "DELETE"]  # one stream at a time, never overlapping
+    assert ends == ["POST", "DELETE"]  # one stream, opened once
+    assert "keeps its settings until it ends" in result.stderr
+    assert "history_bytes=1000 (the first writer has 5242880)" in result.stderr
 
 
 # -- a new writer on a key waits for the old one to finish it before opening -----------------
