@@ -13,6 +13,10 @@ final sequence (``_finish``), the worker, or the closer when there is none, havi
 state to FINISHING in the same step as it checked CLOSING; ``await_close`` waits for it, and
 abandons a worker still in a request at the deadline.
 
+What this process holds on the host for the stream (the spawn beacon, the host-wide stream
+lock, the crash spool) is its ``Claim`` (``_claim.py``), taken in ``own`` and before the first
+open, let go in ``_finish_and_account`` or ``_abandon``.
+
 Threads: the caller's (``accept``, any thread); the worker (``_run``); the spool's thread
 (``pipeline.encode_pending``); the fork channel's reader (``accept_from_children``).  Only
 the thread running rounds touches the delivery.
@@ -30,19 +34,18 @@ from typing import Any, Callable, Hashable, Optional, Protocol
 from . import _channel, _lifecycle, _reentry
 from ._backend import Backend, keeps_every_line, retry_policy
 from ._buffers import item_size
+from ._claim import Claim
 from ._clock import Clock, Deadline
 from ._config import LogConfig
 from ._delivery import Delivery
 from ._diagnostics import RateLimitedWarnings
 from ._encode import Item, ready
-from ._exceptions import ConfigError
 from ._ledger import ENDED, IDLE, RUNNING, Ledger, WriterState
 from ._line import truncate_out
 from ._options import WriterOptions
 from ._pipeline import Pipeline
-from ._spool import Spool, SpoolStats
+from ._spool import SpoolStats
 from ._stats import Stats
-from ._streamlock import StreamLock, StreamName, holder_of
 
 __all__ = ["Engine", "PartialLines"]
 
@@ -101,12 +104,8 @@ class Engine:
         self._warnings = RateLimitedWarnings()
         self._handles: weakref.WeakSet[Any] = weakref.WeakSet()  # PartialLines
         self._slot = _channel.slot_for(self)
-        self._beacon: Optional[socket.socket] = None
-        self.spool: Optional[Spool] = None
-        # The host-wide lock of the stream (docs/recover.md#stream-lock), taken before the
-        # first open on the thread running rounds and released when the engine is done; None
-        # while not taken or where it cannot be had.
-        self._stream_lock: Optional[StreamLock] = None
+        # The beacon, stream lock and spool this process holds for the stream (_claim.py).
+        self.claim = Claim(key, config, backend, self.warn)
         # Where this stream's lines go when it is another process's: a fork child's uplink
         # to its parent, or a refused spawn child's refusal.
         self._outlet: Optional[_channel.Outlet] = None
@@ -166,22 +165,9 @@ class Engine:
         if parent is not None:
             self._refuse(parent)
         else:
-            self._beacon = self._beacon or _channel.beacon(self.identity)  # or a predecessor's
-            if spool_dir is not None and not self.config.skip_closing_stream:
-                self.spool = Spool.for_stream(
-                    spool_dir,
-                    self.key,
-                    self.config,
-                    self.backend,
-                    encode_pending=self._encode_for_spool,
-                    flush_interval=self.options.flush_interval,
-                    budget=self.options.history_bytes,
-                    max_lines=self.options.max_pending_lines,
-                    max_bytes=self.options.max_pending_bytes,
-                    wake_lines=self.options.max_batch_lines,
-                    fsync_interval=self.options.spool_fsync_interval,
-                )
-                self.pipeline.spool_rows = self.spool.add_rows
+            self.claim.take(self.identity, spool_dir, self.options, self._encode_for_spool)
+            if self.claim.spool is not None:
+                self.pipeline.spool_rows = self.claim.spool.add_rows
             _channel.want_channel(self)
         _lifecycle.register(self)
 
@@ -259,8 +245,9 @@ class Engine:
                 self._wake.set()
         elif waiting == self._wake_lines:  # a full batch
             self._wake.set()
-            if self.spool is not None:  # it encodes too when the worker is in a request
-                self.spool.wake()
+            spool = self.claim.spool
+            if spool is not None:  # it encodes too when the worker is in a request
+                spool.wake()
         if (
             waiting >= _YIELD_EVERY
             and self._worker_awake
@@ -306,8 +293,8 @@ class Engine:
             if worker is None:  # interpreter shutdown: close() drains on its own thread
                 return
             self._worker = worker
-            if self.spool is not None:
-                self.spool.start()
+            if self.claim.spool is not None:
+                self.claim.spool.start()
 
     def step(self) -> Optional[float]:
         """One round on this thread (``threaded=False`` only): seconds until the next is
@@ -378,40 +365,7 @@ class Engine:
         if predecessor is not None:
             predecessor._finished.wait(deadline.remaining())
             self._predecessor = None
-        self._hold_stream()
-
-    def _hold_stream(self) -> None:
-        """Take the stream's host-wide lock before opening it, so ``lelog recover`` leaves a
-        live stream alone, in any pid namespace (docs/recover.md#stream-lock).  When another
-        process holds it, say so: two processes that each open one key wipe each other's
-        live stream, and the later upload replaces the other's stored log.  Never raises: a
-        lock that cannot be had costs recovery its certainty, not the stream.  Runs on the
-        thread running rounds; the lock table's own lock is a leaf (``_streamlock``)."""
-        if self._stream_lock is not None:
-            return
-        try:
-            name = StreamName.of(self.config, self.backend, self.key)
-        except TypeError:
-            return  # a test double: its streams are this process's alone
-        try:
-            self._stream_lock = StreamLock.try_acquire(name)
-            holder = None if self._stream_lock is not None else holder_of(name)
-        except (ConfigError, OSError) as exc:
-            self.warn("stream_lock", f"stream {self.key!r}: its host-wide lock cannot be had ({exc})")
-            return
-        if holder is not None and not holder.is_this_process():
-            self.warn(
-                "shared",
-                f"stream {self.key!r} is held by another process on this host ({holder.describe()}, "
-                f"{holder.purpose}); two processes that each open one key wipe each other's live "
-                "stream and the later upload replaces the stored log: give each process its own "
-                "key, or build the handler in the parent before it forks",
-            )
-
-    def _release_stream(self) -> None:
-        lock, self._stream_lock = self._stream_lock, None
-        if lock is not None:
-            lock.release()
+        self.claim.hold_stream()  # before the first open (docs/recover.md#stream-lock)
 
     # -- flush ------------------------------------------------------------------------------------
 
@@ -555,13 +509,8 @@ class Engine:
         finally:
             ledger.settle_the_rest("retries_exhausted")
             ledger.moved(WriterState.FINISHED, allowed=(WriterState.FINISHING,))
-            if self.spool is not None:
-                remaining = max(deadline.remaining() if deadline is not None else 0.0, 0.1)
-                if stored:  # stored and closed: nothing to recover
-                    self.spool.discard(remaining)
-                else:  # kept for lelog recover
-                    self.spool.close(remaining)
-            self._release_stream()  # after the spool: recover never finds it unlocked early
+            remaining = max(deadline.remaining() if deadline is not None else 0.0, 0.1)
+            self.claim.let_go(stored=stored, seconds=remaining)
             self._finished.set()
             _channel.release(self)
             self._leave_registry()  # a new writer on this key starts a new log
@@ -580,9 +529,7 @@ class Engine:
             counters.last_error = (
                 counters.last_error or "the service did not answer before the close deadline"
             )
-        if self.spool is not None:  # the worker is stuck: get the spool's queue on disk
-            self.spool.close()
-        self._release_stream()
+        self.claim.abandon()
         self.warn(
             "abandoned",
             f"closing {self.key!r}: the service did not answer in time; lines not yet sent are counted as dropped",
@@ -595,16 +542,13 @@ class Engine:
         """Finished: leave the registry, and give the spawn beacon to the successor on this
         key (which could not bind the name while this engine held it), or close it."""
         successor = self._on_finished(self)
-        held, self._beacon = self._beacon, None
+        held = self.claim.give_beacon()
         if held is not None and (successor is None or not successor.adopt_beacon(held)):
             held.close()
 
     def adopt_beacon(self, held: socket.socket) -> bool:
         """Take a predecessor's beacon when this engine could not bind the name itself."""
-        if self._beacon is not None or self.finished():
-            return False
-        self._beacon = held
-        return True
+        return not self.finished() and self.claim.adopt_beacon(held)
 
     # -- reports ----------------------------------------------------------------------------------
 
@@ -613,7 +557,8 @@ class Engine:
 
     @property
     def spool_stats(self) -> Optional[SpoolStats]:
-        return None if self.spool is None else self.spool.stats
+        spool = self.claim.spool
+        return None if spool is None else spool.stats
 
     # -- fork -------------------------------------------------------------------------------------
 
@@ -627,11 +572,5 @@ class Engine:
         elif isinstance(self._outlet, _channel.Uplink):
             self._outlet = _channel.uplink_of(self, self._slot) or self._outlet  # a grandchild
         self._predecessor = None  # the parent's to wait for: this process opens nothing
-        if self._beacon is not None:
-            # The child's copy of the parent's claim: kept open, a long-lived child (a pool
-            # worker) would say the parent holds the stream after the parent finished it.
-            self._beacon.close()
-            self._beacon = None
-        self.spool = None  # a fork child's lines are its parent's to spool
-        self._stream_lock = None  # the parent's: the kernel gave the child none (_streamlock)
+        self.claim.forget_in_child()  # a fork child's lines are its parent's to spool
         self._build_parts()

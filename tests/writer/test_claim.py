@@ -1,0 +1,94 @@
+"""The claim alone: what a process holds on the host for a stream it owns, and lets go of."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from lelog import FileStore, LogConfig
+from lelog._claim import Claim
+from lelog._streamlock import StreamName, holder_of
+from lelog.testing import MemoryBackend
+from tests.helpers import ROOT
+
+
+def _claim(store: FileStore, warnings: list[str]) -> Claim:
+    return Claim("k", LogConfig(), store, lambda kind, text: warnings.append(f"{kind}: {text}"))
+
+
+def test_the_stream_lock_is_held_from_hold_stream_until_let_go(tmp_path: Path) -> None:
+    store = FileStore(tmp_path)
+    name = StreamName.of(LogConfig(), store, "k")
+    warnings: list[str] = []
+    claim = _claim(store, warnings)
+    assert holder_of(name) is None
+    claim.hold_stream()
+    claim.hold_stream()  # again (an open retried): still the one lock
+    holder = holder_of(name)
+    assert holder is not None and holder.is_this_process() and holder.purpose == "writer"
+    claim.let_go(stored=True, seconds=1.0)
+    assert holder_of(name) is None and warnings == []
+
+
+def test_a_fork_child_forgets_the_claim_and_the_parent_keeps_the_stream(tmp_path: Path) -> None:
+    store = FileStore(tmp_path)
+    name = StreamName.of(LogConfig(), store, "k")
+    claim = _claim(store, [])
+    claim.hold_stream()
+    pid = os.fork()
+    if pid == 0:  # the child: none of it is its own; letting go must release nothing
+        try:
+            claim.forget_in_child()
+            claim.let_go(stored=False, seconds=1.0)
+            claim.abandon()
+        finally:
+            os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    assert status == 0
+    holder = holder_of(name)
+    assert holder is not None and holder.is_this_process()  # still the parent's
+    claim.abandon()
+    assert holder_of(name) is None
+
+
+def test_a_test_double_has_no_host_wide_stream() -> None:
+    warnings: list[str] = []
+    claim = Claim("k", LogConfig(), MemoryBackend(), lambda kind, text: warnings.append(text))
+    claim.hold_stream()
+    claim.let_go(stored=True, seconds=1.0)
+    assert warnings == []
+
+
+HOLDER = """
+import sys, time
+from lelog import FileStore, LogConfig
+from lelog._claim import Claim
+claim = Claim("k", LogConfig(), FileStore(sys.argv[1]), lambda kind, text: None)
+claim.hold_stream()
+print("held", flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_a_stream_another_process_holds_is_named_in_one_warning(tmp_path: Path) -> None:
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(tmp_path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=str(ROOT),
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        warnings: list[str] = []
+        claim = _claim(FileStore(tmp_path), warnings)
+        claim.hold_stream()
+        assert len(warnings) == 1 and warnings[0].startswith("shared: stream 'k' is held by another process")
+        assert f"(pid {holder.pid}, writer)" in warnings[0]
+        claim.let_go(stored=True, seconds=1.0)
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.close()
+        holder.wait(30)
