@@ -383,6 +383,7 @@ class Engine:
         may_spend = not _lifecycle.holding_logging_lock()
         counters = ledger.counters
         with ledger.lock:
+            ledger.fold_reentrant()  # both counts below include the lines tallied so far
             target = counters.accepted
             dropped_before = counters.settled() - counters.sent
             ok_before = ledger.ok_calls
@@ -395,6 +396,7 @@ class Engine:
         self._wake.set()
         done = ledger.wait_settled(target, deadline)
         with ledger.lock:
+            ledger.fold_reentrant()
             dropped_now = counters.settled() - counters.sent
             if not done and may_spend and (ledger.failing or ledger.ok_calls == ok_before):
                 # A failing service: the close that follows spends no second budget on it.

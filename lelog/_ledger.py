@@ -192,7 +192,7 @@ class Ledger:
         without the lock: the caller is on a thread inside lelog that may hold it."""
         self._reentrant.append(1)
 
-    def _fold_reentrant(self) -> None:
+    def fold_reentrant(self) -> None:
         """Move ``count_reentrant``'s tally into the counters (``lock`` held).  ``pop`` is
         atomic too: a line tallied meanwhile is folded now or by the next call."""
         tally, counters = self._reentrant, self.counters
@@ -208,7 +208,7 @@ class Ledger:
     def settle_the_rest(self, reason: str) -> None:
         """Count every line not yet settled as dropped for ``reason`` (the end of a stream)."""
         with self.lock:
-            self._fold_reentrant()
+            self.fold_reentrant()
             counters = self.counters
             left = counters.accepted - counters.settled()
             if left > 0 and self.state is not WriterState.ABANDONED:
@@ -239,5 +239,5 @@ class Ledger:
                 history_lines=history_lines, closed=self.state in ENDED, reentrant=len(self._reentrant)
             )
         with self.lock:
-            self._fold_reentrant()
+            self.fold_reentrant()
             return self.counters.snapshot(history_lines=history_lines, closed=self.state in ENDED)

@@ -97,8 +97,11 @@ def finish_together(
 
 
 def close_all(timeout: Optional[float] = None) -> None:
-    """The exit hook: finish every registered stream within one shared deadline."""
-    finish_together(registered(), timeout)
+    """The exit hook: finish every registered stream within one shared deadline.  An entry
+    point as a whole (docs/writer.md#re-entry): a finalizer that closes a writer while the
+    registered streams are listed is deferred, never waits on the lock held to list them."""
+    with _reentry.entered():
+        finish_together(registered(), timeout)
 
 
 def start_daemon(target: Callable[[], object], name: str) -> Optional[threading.Thread]:

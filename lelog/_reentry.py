@@ -117,9 +117,13 @@ def own_io() -> Iterator[None]:
 @contextlib.contextmanager
 def entered() -> Iterator[None]:
     """Mark a block as inside lelog (an entry point's body); on the way out of the outermost
-    one, run what was deferred meanwhile.  The hot entry points inline this."""
+    one, run what was deferred meanwhile.  Calls left over from a replay that an exception
+    cut short (``run_deferred``) run first, so a close or the exit hook comes after them.
+    The hot entry points inline this, without the look at leftovers."""
     st = state
     was = st.busy
+    if not was and st.deferred:
+        run_deferred()
     st.busy = True
     try:
         yield
@@ -171,12 +175,14 @@ def run_deferred() -> None:
     waits, so order holds.  Each deferred call is an entry point's body, run as the entry
     point would run it; what it defers joins the queue one level deeper.  A call that
     raises (a user's filter) is reported on the ``lelog`` logger and the rest still run: it
-    is not the exception of the call returning now.  A signal handler's ``KeyboardInterrupt``
-    or ``SystemExit`` propagates; what is left waits for the next entry's exit."""
+    is not the exception of the call returning now.  A signal handler's ``SystemExit`` or
+    ``KeyboardInterrupt`` is raised once the queue is empty (a handler that closes, then
+    calls ``sys.exit``, has its close run behind the lines before it)."""
     st = state
     queue = st.deferred
     if st.draining:
         return
+    raised: Optional[BaseException] = None
     while queue:  # checked again once busy is cleared: a signal may have queued a call
         st.draining = True
         st.busy = True
@@ -188,9 +194,13 @@ def run_deferred() -> None:
                     call()
                 except Exception as exc:
                     _report(exc)
+                except BaseException as exc:  # SystemExit, KeyboardInterrupt: after the rest
+                    raised = raised or exc
         finally:
             st.busy = st.draining = False
             st.depth = 0
+    if raised is not None:
+        raise raised
 
 
 def _report(exc: Exception) -> None:

@@ -403,6 +403,8 @@ class StreamWriter:
         finalizer run there), the close runs on a thread of its own.
         """
         if _reentry.nested():
+            if self.ingress.released and self._engine.finished():
+                return self.stats  # closed already: nothing to defer
             if _reentry.resident():  # nothing deferred here would run: this thread never leaves
                 _lifecycle.start_daemon(functools.partial(self.close, timeout, wait=wait), "lelog-close")
             else:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 
 import pytest
 
@@ -261,3 +262,108 @@ def test_a_deferred_record_whose_filter_fails_costs_only_itself() -> None:
     finally:
         log.removeHandler(handler)
         handler.close()
+
+
+FINALIZERS_CLOSING_AT_EXIT = """
+import gc
+from lelog import StreamWriter
+from lelog.testing import MemoryBackend
+
+backend = MemoryBackend()
+writers = [StreamWriter(f"w{i}", backend) for i in range(20)]
+for writer in writers:
+    writer.write_line("x")
+
+class Job:  # a cycle whose __del__ closes its writer and leaves another Job for the next collection
+    def __init__(self, writer):
+        self.writer = writer
+        self.me = self
+    def __del__(self):
+        Job(self.writer)
+        self.writer.close(timeout=1)
+
+for writer in writers:
+    Job(writer)
+del writer
+gc.set_threshold(1)  # a collection inside the exit hook, while it lists the streams
+print('{"exiting": true}', flush=True)
+"""
+
+
+def test_finalizers_that_close_writers_during_the_exit_hook_never_hang_it() -> None:
+    assert _run(FINALIZERS_CLOSING_AT_EXIT) == {"exiting": True}
+
+
+SIGTERM_DURING_A_REPLAY = """
+import atexit, json, os, signal, sys
+# Registered before lelog registers its exit hook (atexit runs last-in first-out): runs after it.
+atexit.register(lambda: print(json.dumps({"stored": backend.outs("k"), "closed_first": closed_first,
+                                          "accepted": writer.stats.accepted,
+                                          "dropped": writer.stats.dropped_total})))
+import logging
+from lelog import StreamHandler, StreamWriter
+from lelog.testing import MemoryBackend
+
+backend = MemoryBackend()
+writer = StreamWriter("k", backend)
+handler = StreamHandler(writer=writer)
+handler.setFormatter(logging.Formatter("%(message)s"))
+log = logging.getLogger("app")
+log.addHandler(handler)
+log.setLevel(logging.INFO)
+log.propagate = False
+closed_first = None
+atexit.register(lambda: globals().__setitem__("closed_first", writer.closed))  # before lelog's hook
+
+def on_term(signum, frame):  # the usual SIGTERM handler: log, close, leave
+    writer.write_line("from the SIGTERM handler")
+    writer.close()
+    sys.exit(0)
+
+signal.signal(signal.SIGTERM, on_term)
+
+class Interrupted(logging.Filter):
+    def filter(self, record):
+        if record.msg == "outer":
+            log.info("inner-1")  # deferred
+            log.info("inner-2")  # deferred
+        elif record.msg == "inner-1":
+            os.kill(os.getpid(), signal.SIGTERM)  # arrives while inner-1 is replayed
+        return True
+
+handler.addFilter(Interrupted())
+log.info("before")
+log.info("outer")
+"""
+
+
+def test_a_sigterm_handler_that_exits_during_a_replay_closes_after_the_lines_before_it() -> None:
+    report = _run(SIGTERM_DURING_A_REPLAY)
+    # inner-1 was cut by the handler's SystemExit in its own filter; everything else is kept,
+    # and the deferred close ran before the exit hook, behind the lines written before it.
+    assert report["stored"] == ["before", "outer", "inner-2", "from the SIGTERM handler"]
+    assert report["closed_first"] is True and report["accepted"] == 4 and report["dropped"] == 0
+
+
+def test_a_flush_is_not_failed_by_a_line_counted_reentrant_before_it() -> None:
+    writer = StreamWriter("k", MemoryBackend())
+    writer.write_line("first")
+    assert writer.flush(30)
+    writer.count_reentrant()  # a finalizer's line on the worker, counted before this flush
+    stop = threading.Event()
+
+    def metrics() -> None:  # a thread reading the counts while the flush waits
+        while not stop.is_set():
+            _ = writer.stats
+
+    reader = threading.Thread(target=metrics)
+    reader.start()
+    try:
+        for i in range(2000):
+            writer.write_line(f"line {i}")
+        assert writer.flush(30)
+    finally:
+        stop.set()
+        reader.join()
+    stats = writer.close()
+    assert stats.sent == 2001 and stats.dropped["reentrant"] == 1 and stats.accepted == 2002
