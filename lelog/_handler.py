@@ -47,7 +47,7 @@ from ._config import (
 from ._encode import RecordLine
 from ._exceptions import ConfigError
 from ._fields import record_extras, safe_str
-from ._line import _MAX_EPOCH
+from ._line import MAX_EPOCH
 from ._logfmt import LogfmtFormatter
 from ._trace import SpanIds, SpanLogfmtFormatter, span_ids_reader, with_span_ids
 from ._writer import Stats, StreamWriter, WriterOptions
@@ -211,7 +211,7 @@ class StreamHandler(logging.Handler):
         # Records with no more attributes than a fresh one have no extras and take emit's
         # shortest path; with trace_context every record takes the fields path, which adds
         # the span's ids (a size no record has: no cost per record when it is off).
-        self._fresh_size = formatter._fresh_size
+        self.fresh_record_size = formatter.fresh_record_size
         self._record_line = RecordLine.EXTRAS_AS_ARGS if extras_as_args else RecordLine.TEXT_ONLY
         self._dual_masker = writer.config.masker() if writer.config.dual_logging_enabled else None
         # The formatter whose records are captured as they are (see emit): the handler's
@@ -286,11 +286,11 @@ class StreamHandler(logging.Handler):
                 ts, levelname = record.created, record.levelname
                 if (
                     type(ts) is float
-                    and 0.0 <= ts < _MAX_EPOCH
+                    and 0.0 <= ts < MAX_EPOCH
                     and type(levelname) is str
                     and not (record.exc_info or record.exc_text or record.stack_info)
                 ):
-                    if len(record.__dict__) <= self._fresh_size:  # no extras: record_extras' own test
+                    if len(record.__dict__) <= self.fresh_record_size:  # no extras: record_extras' own test
                         self._ingress.record(ts, levelname, record.getMessage(), None, self._record_line)
                         return
                     # The formatter's settings as the handler made them (changed, they are

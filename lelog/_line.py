@@ -20,6 +20,7 @@ import attrs
 
 __all__ = [
     "args_json",
+    "MAX_EPOCH",
     "MAX_LINE_BYTES",
     "TRUNCATION_SUFFIX",
     "Line",
@@ -43,12 +44,12 @@ _quote = encode_basestring
 _compact = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 TimeLike = Union[float, int, str, _dt.datetime]
-_MAX_EPOCH = 32_503_680_000.0  # 3000-01-01: beyond it time.gmtime overflows on some platforms
+MAX_EPOCH = 32_503_680_000.0  # 3000-01-01: beyond it time.gmtime overflows on some platforms
 
 
 def is_valid_epoch(ts: float) -> bool:
     """Whether ``ts`` is a time lelog can format: 1970 to 3000 (so not nan or inf either)."""
-    return 0.0 <= ts < _MAX_EPOCH
+    return 0.0 <= ts < MAX_EPOCH
 
 
 def truncate_out(out: str, limit: int = MAX_LINE_BYTES) -> tuple[str, bool]:

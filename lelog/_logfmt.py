@@ -170,7 +170,7 @@ class LogfmtFormatter(logging.Formatter):
 
     #: Records with at most this many attributes have no fields: record_extras' own test,
     #: made here to spare the call on almost every record.
-    _fresh_size = _FRESH_RECORD_SIZE
+    fresh_record_size = _FRESH_RECORD_SIZE
 
     def __init__(
         self, *, extras: bool = True, exclude: Collection[str] = (), include: Collection[str] = ()
@@ -191,7 +191,7 @@ class LogfmtFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         extras = None
-        if self.extras and len(record.__dict__) > self._fresh_size:
+        if self.extras and len(record.__dict__) > self.fresh_record_size:
             extras = self.fields(record)
         text = logfmt_text(record.created, record.levelname, record.getMessage(), extras)
         if not (record.exc_info or record.exc_text or record.stack_info):

@@ -180,11 +180,6 @@ class StreamRegistry(Generic[E]):
                 return None
             return current
 
-    def current(self, identity: Hashable) -> Optional[E]:
-        """The engine registered for ``identity`` (live, or finishing)."""
-        with self._lock:
-            return self._engines.get(identity)
-
     def after_fork_in_child(self) -> None:
         """A fresh lock (a parent thread may have held it); a hand-off the parent was
         waiting for is the child's to finish as a child does."""

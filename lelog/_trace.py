@@ -79,7 +79,7 @@ class SpanLogfmtFormatter(LogfmtFormatter):
     """``LogfmtFormatter`` whose records' fields carry the active span's ids: the formatter
     of a ``StreamHandler`` with ``trace_context``, so a line's text and its ``args`` agree."""
 
-    _fresh_size = -1  # every record has fields to look at: the span's ids
+    fresh_record_size = -1  # every record has fields to look at: the span's ids
 
     def __init__(self, span_ids: SpanIds, **options: Any) -> None:
         super().__init__(**options)

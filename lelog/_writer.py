@@ -39,7 +39,7 @@ from ._encode import Item, RecordLine, ready
 from ._engine import Engine
 from ._exceptions import ConfigError
 from ._ledger import WriterState
-from ._line import _MAX_EPOCH, is_valid_epoch
+from ._line import MAX_EPOCH, is_valid_epoch
 from ._logfmt import safe_str
 from ._masking import Masker
 from ._options import WriterOptions
@@ -95,7 +95,7 @@ class Ingress:
             args = {"args": safe_str(args)}
         if ts is None:
             ts = self._clock.time()
-        elif not (type(ts) is float and 0.0 <= ts < _MAX_EPOCH):  # a record's created passes as is
+        elif not (type(ts) is float and 0.0 <= ts < MAX_EPOCH):  # a record's created passes as is
             ts = self._checked_time(ts)
         if self._premask is None:
             self._engine.accept((ts, level, out, args, None), self.released)

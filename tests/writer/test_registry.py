@@ -79,8 +79,9 @@ def test_a_finishing_engine_is_the_next_ones_predecessor_until_forgotten() -> No
     new, _, _ = registry.share("id", SETTINGS, build)
     assert new is not old and new.predecessor is old
     assert registry.forget("id", old) is new  # the successor, for the spawn beacon
-    assert registry.current("id") is new
-    assert registry.forget("id", new) is None and registry.current("id") is None
+    assert registry.forget("id", new) is None
+    fresh, _, _ = registry.share("id", SETTINGS, build)
+    assert fresh is not new and fresh.predecessor is None  # nothing left to wait for
 
 
 @pytest.mark.parametrize("elsewhere", [True, False])
