@@ -7,15 +7,17 @@ and the crash spool (its files, for ``lelog recover`` after a kill).  An engine 
 stream takes them; a fork child's copy holds none of them.
 
 Threads: ``take`` runs on the thread building the engine; ``hold_stream`` on the thread
-running its rounds, before the first open; ``let_go`` and ``abandon`` on the thread
-finishing the stream; ``forget_in_child`` in a fork child.  No lock of its own: each runs on
-one thread at a time by the engine's protocol, and the lock table's and the spool's locks
-are leaves.
+that starts the stream (a caller's, any of them) and again on the thread running its rounds
+before the first open; ``let_go`` and ``abandon`` on the thread finishing the stream;
+``forget_in_child`` in a fork child.  ``_lock`` makes taking and letting go of the stream
+lock one step each: it is held across the few local file calls that take the lock (never
+across network I/O), and only the lock table's lock, a leaf, is taken under it.
 """
 
 from __future__ import annotations
 
 import socket
+import threading
 from typing import Callable, Hashable, Optional
 
 from . import _channel
@@ -42,6 +44,7 @@ class Claim:
         self.beacon: Optional[socket.socket] = None
         self.spool: Optional[Spool] = None
         self._stream_lock: Optional[StreamLock] = None
+        self._lock = threading.Lock()  # renewed in a fork child (forget_in_child)
 
     def take(
         self,
@@ -73,17 +76,22 @@ class Claim:
         it, say so: two processes that each open one key wipe each other's live stream, and
         the later upload replaces the other's stored log.  Never raises: a lock that cannot
         be had costs recovery its certainty, not the stream."""
-        if self._stream_lock is not None:
-            return
         try:
             name = StreamName.of(self._config, self._backend, self._key)
         except TypeError:
             return  # a test double: its streams are this process's alone
-        try:
-            self._stream_lock = StreamLock.try_acquire(name)
-            holder = None if self._stream_lock is not None else holder_of(name)
-        except (ConfigError, OSError) as exc:
-            self._warn("stream_lock", f"stream {self._key!r}: its host-wide lock cannot be had ({exc})")
+        with self._lock:
+            if self._stream_lock is not None:
+                return
+            try:
+                self._stream_lock = StreamLock.try_acquire(name)
+                holder = None if self._stream_lock is not None else holder_of(name)
+            except (ConfigError, OSError) as exc:
+                failure: Optional[Exception] = exc
+            else:
+                failure = None
+        if failure is not None:
+            self._warn("stream_lock", f"stream {self._key!r}: its host-wide lock cannot be had ({failure})")
             return
         if holder is not None and not holder.is_this_process():
             self._warn(
@@ -134,8 +142,10 @@ class Claim:
             self.beacon = None
         self.spool = None
         self._stream_lock = None
+        self._lock = threading.Lock()  # a parent thread may have held it at the fork
 
     def _release_stream(self) -> None:
-        lock, self._stream_lock = self._stream_lock, None
+        with self._lock:
+            lock, self._stream_lock = self._stream_lock, None
         if lock is not None:
             lock.release()

@@ -283,9 +283,21 @@ class Engine:
     def start(self) -> None:
         """Start streaming: the worker opens the stream (unless skipped) in the background.
 
+        The stream's host-wide lock is taken first, on this thread and holding no other
+        lock (``Claim.hold_stream``, a few local file calls once per stream): on the worker,
+        each of those calls would wait for the GIL behind a caller logging flat out, and lines
+        would pile up before the first open (benchmarks/: exit row).
+
         The thread is started under the ledger's lock and published only once it runs, so a
         close never sees a thread it cannot join.  Holding the lock here cannot deadlock:
         ``start()`` waits only for the new thread's bootstrap, which takes no lelog lock."""
+        if (
+            self.ledger.state is IDLE
+            and self._threaded
+            and not self.elsewhere
+            and not self.config.skip_opening_stream
+        ):
+            self.claim.hold_stream()  # a predecessor still holding it: the worker tries again
         with self.ledger.lock:
             if not self.ledger.move(RUNNING, allowed=(IDLE,)) or not self._threaded or self.elsewhere:
                 return
@@ -365,7 +377,7 @@ class Engine:
         if predecessor is not None:
             predecessor._finished.wait(deadline.remaining())
             self._predecessor = None
-        self.claim.hold_stream()  # before the first open (docs/recover.md#stream-lock)
+        self.claim.hold_stream()  # before the first open, if start() could not (docs/recover.md#stream-lock)
 
     # -- flush ------------------------------------------------------------------------------------
 
