@@ -67,12 +67,15 @@ print(json.dumps({{"on_worker": len(on_worker), "accepted": stats.accepted, "sen
 def test_a_finalizer_run_on_the_worker_never_waits_on_the_workers_locks(call: str) -> None:
     report = _run(FINALIZER_ON_THE_WORKER.format(call=call))
     dropped = {reason: n for reason, n in report["dropped"].items() if n}
-    if call == "write":  # nothing can be deferred on lelog's own thread: counted, by reason
-        assert dropped == ({"reentrant": report["on_worker"]} if report["on_worker"] else {})
-    else:
-        assert dropped == {}
+    assert set(dropped) <= ({"reentrant"} if call == "write" else set())
     assert report["accepted"] == report["sent"] + sum(dropped.values())
-    assert report["sent"] == 10_000
+    if call == "write":
+        # Nothing can be deferred on lelog's own thread: a finalizer's line there is counted,
+        # by reason; one that ran before the worker marked itself as lelog's (in the thread's
+        # first steps) is an ordinary line, and sent.
+        assert report["sent"] - 10_000 + dropped.get("reentrant", 0) == report["on_worker"]
+    else:
+        assert report["sent"] == 10_000
 
 
 FINALIZER_WHILE_BUILDING = """
