@@ -16,6 +16,7 @@ across network I/O), and only the lock table's lock, a leaf, is taken under it.
 
 from __future__ import annotations
 
+import functools
 import socket
 import threading
 from typing import Callable, Hashable, Optional
@@ -76,9 +77,8 @@ class Claim:
         it, say so: two processes that each open one key wipe each other's live stream, and
         the later upload replaces the other's stored log.  Never raises: a lock that cannot
         be had costs recovery its certainty, not the stream."""
-        try:
-            name = StreamName.of(self._config, self._backend, self._key)
-        except TypeError:
+        name = self._name
+        if name is None:
             return  # a test double: its streams are this process's alone
         with self._lock:
             if self._stream_lock is not None:
@@ -101,6 +101,15 @@ class Claim:
                 "stream and the later upload replaces the stored log: give each process its own "
                 "key, or build the handler in the parent before it forks",
             )
+
+    @functools.cached_property
+    def _name(self) -> Optional[StreamName]:
+        """The stream's host-wide name, made once (a file store's is its real path: file
+        calls); None for a test double."""
+        try:
+            return StreamName.of(self._config, self._backend, self._key)
+        except TypeError:
+            return None
 
     def let_go(self, *, stored: bool, seconds: float) -> None:
         """The stream is finished: the spool goes when the log is stored and the stream
