@@ -1,57 +1,59 @@
-"""How child processes reach the stream their parent owns (docs/writer.md#fork-children).
+"""How other processes hand their lines to the process that owns a stream
+(docs/writer.md#fork-children, docs/writer.md#processes-on-one-key).
 
-- ``Inbox``: datagrams to lines by stream, counting the lines a full channel cost from each
-  child's sequence numbers.  Pure: tested from raw bytes, without sockets or threads.
-- ``Channel``: one ``AF_UNIX`` datagram socket pair per owning process, made before its
-  first fork (a ``_lifecycle.before_fork`` step), read by one thread of its own.
+- ``Inbox``: messages to lines by stream, counting the lines a full channel cost from each
+  sender's sequence numbers.  Pure: tested from raw bytes, without sockets or threads.
+- ``Channel``: the process's one reader thread and its sockets: an ``AF_UNIX`` datagram
+  socket pair its fork children write to (made before its first fork, a
+  ``_lifecycle.before_fork`` step), and the listening socket of each stream it owns on the
+  host, with one ``SOCK_SEQPACKET`` connection per member process (``listen``).
 - ``Uplink``: a fork child's end: one datagram per line by a non-blocking ``send``.
-- ``Refusal``: where a refused spawn child's lines go (nowhere, counted as rejected), and
-  the spawn ``beacon`` a parent binds so its spawn children can tell (docs/writer.md#spawn-children).
+- ``MemberLink``: a member process's end: one message per line on its own connection.
 
 Which stream owns which channel is kept here (``home_of``, ``uplink_of``), not in the
 streams: the streams register as ``Receiver`` s and ask.
 
 Locks: ``_lock`` guards the module's tables (dict and set operations only; nothing is called
-while it is held).  ``Channel._cond`` guards the reader's busy/closed state.  ``Uplink._lock``
-keeps one child's sequence numbers in send order; it is held across one non-blocking
-``send`` and nothing else.  All three are leaves: none is held while another is taken.
+while it is held).  ``Channel._cond`` guards the reader's busy/closed state and the requests
+for it.  ``Uplink._lock`` and ``MemberLink._lock`` keep one sender's sequence numbers in send
+order; each is held across one non-blocking ``send`` or ``connect`` and nothing else.  All
+are leaves: none is held while another is taken.
 """
 
 from __future__ import annotations
 
 import array
-import errno
+import contextlib
+import enum
 import fcntl
-import hashlib
 import itertools
 import json
 import os
 import select
 import socket
-import sys
 import termios
 import threading
 import weakref
-from typing import Any, Hashable, Optional, Protocol, Union
+from typing import Any, Optional, Protocol, Union
 
-from . import _lifecycle, _reentry
+from . import _hostwide, _lifecycle, _reentry
 from ._clock import Deadline
 
 __all__ = [
     "CHANNEL_BUFFER",
-    "REFUSAL",
     "SETTLE_AT_FLUSH",
     "Channel",
     "ChildLine",
     "Inbox",
+    "MemberLink",
     "Receiver",
-    "Refusal",
+    "Sent",
     "Uplink",
-    "beacon",
     "home_of",
-    "parent_holds",
+    "listen",
     "release",
     "slot_for",
+    "stop_listening",
     "uplink_of",
     "want_channel",
 ]
@@ -63,7 +65,7 @@ _MAX_DATAGRAM = 1 << 20
 _BATCH = 256
 #: How long a flush waits at most for the lines already in the channel to be delivered; a
 #: close waits up to a fifth of its budget.
-SETTLE_AT_FLUSH = 0.25
+SETTLE_AT_FLUSH = 0.5
 
 #: A line as a child sent it: (lines lost before it, time, level, out, args).
 ChildLine = tuple[int, float, str, str, Any]
@@ -72,7 +74,8 @@ ChildLine = tuple[int, float, str, str, Any]
 class Receiver(Protocol):
     """A stream that takes its fork children's lines."""
 
-    def accept_from_children(self, lines: list[ChildLine]) -> None: ...
+    def accept_from_children(self, lines: list[ChildLine], *, members: bool = False) -> None:
+        """Lines of fork children, or of member processes (``members``)."""
 
 
 class Inbox:
@@ -105,12 +108,16 @@ def encode_datagram(slot: int, pid: int, seq: int, ts: float, level: str, out: s
 
 
 class Channel:
-    """The socket pair fork children write to, and its reader thread (see the module docstring).
+    """This process's one reader of lines other processes hand over (see the module docstring):
+    the socket pair its fork children write to, and the listening sockets of the streams it
+    owns on the host, with a connection per member process.
 
-    A child's ``send`` is atomic however many children write at once and never waits on the
-    parent (a full channel is a counted drop).  The reader is the channel's only reader (so
-    sequence numbers arrive in order); it takes no lock but the streams' ledgers' and
-    ``_cond``, so neither a stuck request nor a child can stop it.
+    A sender's ``send`` is atomic however many write at once and never waits on this
+    process (a full channel is a counted drop).  The reader is the only reader of every
+    socket (so sequence numbers arrive in order), and the only thread that adds, accepts or
+    closes one: other threads ask it (``listen``, ``stop_listening``) and wake it.  It takes
+    no lock but the streams' ledgers' and ``_cond``, so neither a stuck request nor another
+    process can stop it.
     """
 
     def __init__(self) -> None:
@@ -121,31 +128,70 @@ class Channel:
             pass  # the system's default size then
         self.sender.setblocking(False)
         self._inbox = Inbox()
-        # _busy: the reader is taking datagrams out of the socket; _closed: close() was asked
-        # (the reader then ends and closes both sockets).  Notified when the reader is done
-        # with a batch, for settle().
+        # _busy: the reader is taking lines out of its sockets; _closed: close() was asked
+        # (the reader then ends and closes every socket); _asked: listening sockets to add
+        # or stop, for the reader.  Notified when the reader is done with a batch, for settle().
         self._cond = threading.Condition(threading.Lock())
         self._busy = False
         self._closed = False
-        self._reader = threading.Thread(target=self._read, name="lelog-fork-channel", daemon=True)
+        self._asked: list[tuple[Receiver, Optional[socket.socket], threading.Event]] = []
+        # The reader's own tables (no lock: only the reader thread touches them).
+        self._listeners: dict[int, tuple[socket.socket, Receiver]] = {}
+        self._members: dict[int, tuple[socket.socket, Receiver, Inbox]] = {}
+        self._reader = threading.Thread(target=self._read, name="lelog-channel", daemon=True)
         self._reader.start()
 
     def close(self) -> None:
         """Stop the reader: it ends at its next wake-up, which an empty datagram brings now,
-        and closes both sockets.  A child still sending then meets a closed channel: its
+        and closes every socket.  A child still sending then meets a closed channel: its
         lines are counted as dropped there."""
         with self._cond:
             self._closed = True
+        self._wake()
+
+    def forget_in_child(self) -> None:
+        """In a fork child: close its copies of the listening sockets and members'
+        connections (a copy left open would keep a listener the parent closed listening,
+        with nobody reading).  The socket pair stays: the child sends to it."""
+        for sock, _ in list(self._listeners.values()):
+            sock.close()
+        for conn, _, _ in list(self._members.values()):
+            conn.close()
+        for _, listener, _ in self._asked:
+            if listener is not None:
+                listener.close()
+
+    def _wake(self) -> None:
         try:
-            self.sender.send(b"")  # wakes the reader; a full socket wakes it anyway
+            self.sender.send(b"")  # not a line (the inbox skips it); a full socket wakes it anyway
         except OSError:
             pass
+
+    def listen(self, listener: socket.socket, receiver: Receiver) -> None:
+        """Take lines for ``receiver`` from the member processes that connect to ``listener``
+        (bound and listening, handed over to the reader)."""
+        with self._cond:
+            self._asked.append((receiver, listener, threading.Event()))
+        self._wake()
+
+    def stop_listening(self, receiver: Receiver, timeout: float) -> bool:
+        """Close ``receiver``'s listening socket and end its members' connections for
+        reading, so each member's next send fails at once (``EPIPE``: it takes the stream
+        over or waits for it); what they sent before is delivered first.  True once done,
+        within ``timeout``."""
+        done = threading.Event()
+        with self._cond:
+            if self._closed:
+                return True
+            self._asked.append((receiver, None, done))
+        self._wake()
+        return done.wait(timeout)
 
     def settle(self, timeout: float) -> None:
         """Wait at most ``timeout`` until every line already in the channel is delivered.
 
-        Correct without a race: the reader only takes datagrams out while ``_busy``, so
-        either the socket still holds them or ``_busy`` says they are being delivered.
+        Correct without a race: the reader only takes lines out while ``_busy``, so either
+        a socket still holds them or ``_busy`` says they are being delivered.
         """
         deadline = Deadline.after(timeout)
         with self._cond:
@@ -155,9 +201,23 @@ class Channel:
                 self._cond.wait(deadline.remaining())
 
     def _queued(self) -> int:
+        """Bytes waiting in the sockets, or 1 when a member's connection waits to be
+        accepted (it may hold lines already)."""
+        listeners = [sock for sock, _ in list(self._listeners.values())]
+        try:
+            if listeners and select.select(listeners, [], [], 0)[0]:
+                return 1
+        except (OSError, ValueError):
+            pass  # closed by the reader meanwhile
+        total = 0
         size = array.array("i", [0])
-        fcntl.ioctl(self.receiver.fileno(), termios.FIONREAD, size)
-        return size[0]
+        for sock in [self.receiver, *(conn for conn, _, _ in list(self._members.values()))]:
+            try:
+                fcntl.ioctl(sock.fileno(), termios.FIONREAD, size)
+            except (OSError, ValueError):
+                continue  # closed by the reader meanwhile
+            total += size[0]
+        return total
 
     def _read(self) -> None:
         _reentry.mark_own_thread()
@@ -168,35 +228,139 @@ class Channel:
         finally:
             with self._cond:
                 self._closed = True
-                self.receiver.close()
-                self.sender.close()
+                asked, self._asked = self._asked, []
+                for sock in [self.receiver, self.sender, *(s for s, _ in self._listeners.values())]:
+                    sock.close()
+                for conn, _, _ in self._members.values():
+                    conn.close()
+                self._listeners.clear()
+                self._members.clear()
                 self._cond.notify_all()
+            for _, listener, done in asked:
+                if listener is not None:
+                    listener.close()
+                done.set()
 
     def _read_until_closed(self, poller: select.poll) -> None:
         while not self._closed:
-            poller.poll()  # waits with no lock held
+            ready = poller.poll()  # waits with no lock held
             with self._cond:
                 self._busy = True
+                asked, self._asked = self._asked, []
             try:
-                more = True
-                while more:  # in batches: one lock per stream per batch, not per line
-                    batch = []
-                    for _ in range(_BATCH):
-                        try:
-                            batch.append(self.receiver.recv(_MAX_DATAGRAM, socket.MSG_DONTWAIT))
-                        except BlockingIOError:
-                            more = False
-                            break
-                    for slot, lines in self._inbox.sort(batch).items():
-                        receiver = _slots.get(slot)
-                        if receiver is not None:
-                            receiver.accept_from_children(lines)
+                for fd, _ in ready:
+                    if fd == self.receiver.fileno():
+                        self._read_children()
+                    elif fd in self._listeners:
+                        self._accept(poller, fd)
+                    elif fd in self._members:
+                        self._read_member(poller, fd)
+                for receiver, listener, done in asked:
+                    if listener is not None:
+                        listener.setblocking(False)
+                        self._listeners[listener.fileno()] = (listener, receiver)
+                        poller.register(listener, select.POLLIN)
+                    else:
+                        self._stop(poller, receiver)
+                    done.set()
             except OSError:
                 return
             finally:
                 with self._cond:
                     self._busy = False
                     self._cond.notify_all()
+
+    def _read_children(self) -> None:
+        more = True
+        while more:  # in batches: one lock per stream per batch, not per line
+            batch, more = _recv_batch(self.receiver)
+            for slot, lines in self._inbox.sort(batch).items():
+                receiver = _slots.get(slot)
+                if receiver is not None:
+                    receiver.accept_from_children(lines)
+
+    def _accept(self, poller: select.poll, fd: int) -> None:
+        """New members: only processes of this user (checked by the kernel's credentials)."""
+        listener, receiver = self._listeners[fd]
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            uid = _hostwide.peer_uid(conn)
+            if uid is not None and uid != os.geteuid():
+                conn.close()
+                continue
+            conn.setblocking(False)
+            self._members[conn.fileno()] = (conn, receiver, Inbox())
+            poller.register(conn, select.POLLIN)
+
+    def _read_member(self, poller: select.poll, fd: int) -> bool:
+        """A member's lines, to its stream; True when the member is gone (its connection
+        is then closed)."""
+        conn, receiver, inbox = self._members[fd]
+        more = True
+        while more:
+            try:
+                batch, more = _recv_batch(conn)
+            except OSError:
+                batch, more = [], False
+                ended = True
+            else:
+                ended = bool(batch) and batch[-1] == b""
+                if ended:
+                    batch.pop()
+                    more = False
+            lines = [line for by_slot in inbox.sort(batch).values() for line in by_slot]
+            if lines:
+                receiver.accept_from_children(lines, members=True)
+            if ended:
+                poller.unregister(fd)
+                del self._members[fd]
+                conn.close()
+                return True
+        return False
+
+    def _stop(self, poller: select.poll, receiver: Receiver) -> None:
+        for fd, (listener, owner) in list(self._listeners.items()):
+            if owner is receiver:
+                # Accepted first: a member that connected has sent lines it counts as sent.
+                # Its path is gone already (stop_listening), so nobody new connects after.
+                self._accept(poller, fd)
+                poller.unregister(fd)
+                del self._listeners[fd]
+                listener.close()
+        for fd, (conn, owner, _) in list(self._members.items()):
+            if owner is receiver:
+                with contextlib.suppress(OSError):
+                    conn.shutdown(socket.SHUT_RD)  # the member's next send fails: EPIPE
+                while not self._read_member(poller, fd):
+                    pass  # what it sent before the shutdown, to the last line
+
+
+def _recv_batch(sock: socket.socket) -> tuple[list[bytes], bool]:
+    """Up to ``_BATCH`` messages without waiting, and whether more may wait.  An empty
+    message from a connection is its end, and ends the batch."""
+    batch: list[bytes] = []
+    for _ in range(_BATCH):
+        try:
+            data = sock.recv(_MAX_DATAGRAM, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return batch, False
+        batch.append(data)
+        if not data and sock.type == socket.SOCK_SEQPACKET:
+            return batch, False
+    return batch, True
+
+
+class Sent(enum.Enum):
+    """What became of a line handed to another process."""
+
+    SENT = "sent"
+    #: No room (or closed): counted as dropped for the outlet's ``drop_reason``.
+    FULL = "full"
+    #: Nobody listens any more: the stream's owner left; the line is still the sender's.
+    GONE = "gone"
 
 
 class Uplink:
@@ -211,8 +375,8 @@ class Uplink:
         self._seq = 0
         self._lock = threading.Lock()  # a leaf, held across one non-blocking send
 
-    def send(self, ts: float, level: str, out: str, args: Any) -> bool:
-        """Hand one line over; False when the channel is full or closed (never waits)."""
+    def send(self, ts: float, level: str, out: str, args: Any) -> Sent:
+        """Hand one line over; FULL when the channel is full or closed (never waits)."""
         with self._lock:
             seq = self._seq
             self._seq += 1
@@ -220,22 +384,89 @@ class Uplink:
             try:
                 self._channel.sender.send(data)
             except OSError:  # full (EAGAIN), closed, or a line too long for one datagram
-                return False
+                return Sent.FULL
+            return Sent.SENT
+
+
+class MemberLink:
+    """A member process's connection to the process that owns the stream on the host
+    (docs/writer.md#processes-on-one-key): one message per line, sent by the caller, so a
+    line is with the owner when ``emit`` returns, even if this process then leaves by
+    ``os._exit``.  Numbered from 0 on each connection; a number skipped is a line that
+    found the connection full, which the owner marks in its place."""
+
+    drop_reason = "overflow"
+
+    def __init__(self, address: _hostwide.SocketAddress) -> None:
+        self._address = address
+        self._sock: Optional[socket.socket] = None
+        self._seq = 0
+        self._lock = threading.Lock()  # a leaf, held across one non-blocking connect or send
+
+    @property
+    def connected(self) -> bool:
+        return self._sock is not None
+
+    def connect(self) -> bool:
+        """Connect to the owner if not connected; False when nobody listens."""
+        with self._lock:
+            return self._connect_locked()
+
+    def _connect_locked(self) -> bool:
+        if self._sock is not None:
             return True
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, CHANNEL_BUFFER)
+        except OSError:
+            pass  # the system's default size then
+        sock.setblocking(False)
+        try:
+            sock.connect(self._address)
+        except OSError:  # no socket, nobody listening, or its backlog full
+            sock.close()
+            return False
+        self._sock = sock
+        self._seq = 0
+        return True
+
+    def send(self, ts: float, level: str, out: str, args: Any) -> Sent:
+        """Hand one line to the owner (never waits)."""
+        with self._lock:
+            if not self._connect_locked():
+                return Sent.GONE
+            sock = self._sock
+            assert sock is not None
+            seq = self._seq
+            data = encode_datagram(0, os.getpid(), seq, ts, level, out, args)
+            try:
+                sock.send(data)
+            except OSError as exc:
+                if _hostwide.gone(exc):
+                    self._disconnect_locked()
+                    return Sent.GONE
+                self._seq += 1  # full, or a line too long for one message: a gap the owner marks
+                return Sent.FULL
+            self._seq += 1
+            return Sent.SENT
+
+    def close(self) -> None:
+        with self._lock:
+            self._disconnect_locked()
+
+    def _disconnect_locked(self) -> None:
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            sock.close()
+
+    def forget_in_child(self) -> None:
+        """In a fork child: the parent's connection is the parent's; the child makes its own
+        (closing the inherited copy leaves the parent's connection open)."""
+        self._lock = threading.Lock()
+        self._disconnect_locked()
 
 
-class Refusal:
-    """Where the lines of a spawn or forkserver child go when its parent holds the stream:
-    nowhere, each counted as rejected (docs/writer.md#spawn-children)."""
-
-    drop_reason = "rejected"
-
-    def send(self, ts: float, level: str, out: str, args: Any) -> bool:
-        return False
-
-
-REFUSAL = Refusal()
-Outlet = Union[Uplink, Refusal]
+Outlet = Union[Uplink, MemberLink]
 
 # -- which stream uses which channel ---------------------------------------------------------------
 
@@ -275,6 +506,40 @@ def uplink_of(receiver: Receiver, slot: int) -> Optional[Uplink]:
     return None if channel is None else Uplink(channel, slot)
 
 
+def listen(receiver: Receiver, address: _hostwide.SocketAddress) -> None:
+    """``receiver`` owns its stream on the host: member processes connect to ``address``.
+    Binds on the caller's thread, so a failure is the caller's (``OSError``, or
+    ``RuntimeError`` when no thread can be started).  Call it holding the stream lock: a
+    socket file left at ``address`` by an owner that died is replaced."""
+    global _channel
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        if isinstance(address, str):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(address)
+        listener.bind(address)
+        listener.listen(socket.SOMAXCONN)
+        with _lock:
+            if _channel is None:
+                _channel = Channel()
+            channel = _channel
+            _homes[receiver] = channel
+    except BaseException:
+        listener.close()
+        raise
+    channel.listen(listener, receiver)
+
+
+def stop_listening(receiver: Receiver, address: _hostwide.SocketAddress, timeout: float) -> bool:
+    """No more members for ``receiver``: its socket is removed, and what its members sent is
+    delivered (``Channel.stop_listening``).  Call it holding the stream lock."""
+    if isinstance(address, str):
+        with contextlib.suppress(OSError):
+            os.unlink(address)  # new members find nobody at once
+    channel = _homes.get(receiver)
+    return channel is None or channel.stop_listening(receiver, timeout)
+
+
 def release(receiver: Receiver) -> None:
     """A finished stream lets go of its channel; the last one out closes it, so its reader
     thread and sockets do not outlive the streams (the next fork makes a new one)."""
@@ -282,7 +547,10 @@ def release(receiver: Receiver) -> None:
     with _lock:
         _owners.discard(receiver)
         channel = _homes.pop(receiver, None)
-        if channel is None or channel in _homes.values():
+        if channel is None:
+            return
+        if channel in _homes.values():
+            channel.stop_listening(receiver, 0.0)  # its members, if any, find nobody now
             return
         if _channel is channel:
             _channel = None
@@ -310,6 +578,8 @@ def _after_fork_in_child() -> None:
     parent's, or in a grandchild the one its parent sent to.  It owns nothing yet."""
     global _lock, _channel
     _lock = threading.Lock()
+    if _channel is not None:
+        _channel.forget_in_child()
     for receiver, channel in list(_homes.items()):
         _uplinks[receiver] = channel
     _homes.clear()
@@ -319,46 +589,3 @@ def _after_fork_in_child() -> None:
 
 _lifecycle.before_fork(_before_fork)
 _lifecycle.after_fork_in_child(_after_fork_in_child)
-
-# -- spawn children ----------------------------------------------------------------------------------
-
-
-def _beacon_name(pid: int, identity: Hashable) -> Optional[bytes]:
-    if not isinstance(identity, tuple) or identity[0] == "object" or not sys.platform.startswith("linux"):
-        return None  # an object is a far end of this process only; abstract names are Linux's
-    digest = hashlib.sha256(repr(identity).encode()).hexdigest()[:32]
-    return f"\0lelog/{pid}/{digest}".encode()
-
-
-def beacon(identity: Hashable) -> Optional[socket.socket]:
-    """Say, while the returned socket is open, that this process holds the stream: an
-    abstract ``AF_UNIX`` name its spawn and forkserver children can probe (Linux)."""
-    name = _beacon_name(os.getpid(), identity)
-    if name is None:
-        return None
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    try:
-        sock.bind(name)
-    except OSError:
-        sock.close()
-        return None
-    return sock
-
-
-def parent_holds(identity: Hashable) -> Optional[int]:
-    """In a multiprocessing spawn or forkserver child: the parent's pid if it holds the
-    stream (its beacon is bound), else None."""
-    mp = sys.modules.get("multiprocessing")
-    parent = mp.parent_process() if mp is not None else None
-    pid = parent.pid if parent is not None else None
-    name = _beacon_name(pid, identity) if pid is not None else None
-    if pid is None or name is None:
-        return None
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    try:
-        probe.bind(name)
-    except OSError as exc:
-        return pid if exc.errno == errno.EADDRINUSE else None
-    finally:
-        probe.close()
-    return None

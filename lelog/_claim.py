@@ -1,39 +1,55 @@
-"""``Claim``: what a process holds on the host for a stream it owns, and lets go of in one place.
+"""``Claim``: what a process holds on the host for a stream, and lets go of in one place.
 
-Three things say "this process has stream S" to others: the spawn children's beacon (a
-named socket a spawn child finds, docs/writer.md#spawn-children), the host-wide stream lock
-(``_streamlock``: ``lelog recover`` leaves a held stream alone, docs/recover.md#stream-lock)
-and the crash spool (its files, for ``lelog recover`` after a kill).  An engine that owns its
-stream takes them; a fork child's copy holds none of them.
+Two things say "this process has stream S" to others: the host-wide stream lock
+(``_streamlock``: the holder owns the stream, other processes on the key hand it their lines,
+and ``lelog recover`` leaves it alone, docs/writer.md#processes-on-one-key) and the crash
+spool (its files, for ``lelog recover`` after a kill).  A process that owns a stream shared
+on the host also keeps its history in a file (``_hostwide.HistoryFile``) for whoever takes
+the stream over; a member holds a shared lock on the stream's members file instead.
 
-Threads: ``take`` runs on the thread building the engine; ``hold_stream`` on the thread
-that starts the stream (a caller's, any of them) and again on the thread running its rounds
-before the first open; ``let_go`` and ``abandon`` on the thread finishing the stream;
-``forget_in_child`` in a fork child.  ``_lock`` makes taking and letting go of the stream
-lock one step each: it is held across the few local file calls that take the lock (never
-across network I/O), and only the lock table's lock, a leaf, is taken under it.
+Threads: ``take`` runs on the thread building the engine; ``hold_stream`` and ``take_over``
+on the thread that starts the stream or takes it over (a caller's, or the worker); the rest
+on the thread finishing the stream; ``forget_in_child`` in a fork child.  ``_lock`` makes
+taking and letting go of the stream lock one step each: it is held across the few local
+file calls that take or release the lock (never across network I/O), and only the lock
+table's lock, a leaf, is taken under it.
 """
 
 from __future__ import annotations
 
+import enum
 import functools
-import socket
 import threading
-from typing import Callable, Hashable, Optional
+from typing import Callable, Optional
 
-from . import _channel
 from ._backend import Backend
 from ._config import LogConfig
 from ._exceptions import ConfigError
+from ._hostwide import PRESENCE, History, HistoryFile, Meeting, load_history
 from ._options import WriterOptions
+from ._runtime import runtime_dir
 from ._spool import Spool
-from ._streamlock import StreamLock, StreamName, holder_of
+from ._streamlock import Holder, StreamLock, StreamName, holder_of
 
-__all__ = ["Claim"]
+__all__ = ["Claim", "Hold"]
+
+
+class Hold(enum.Enum):
+    """What asking for the stream lock came to."""
+
+    #: This claim holds it: the process owns the stream.
+    HELD = "held"
+    #: Another process of the host holds it: this one joins as a member.
+    OTHER = "other"
+    #: An engine of this process still holds it (a predecessor finishing): ask again later.
+    HERE = "here"
+    #: No lock can be had (a test double's stream, or no usable runtime directory): the
+    #: stream is this process's alone.
+    NONE = "none"
 
 
 class Claim:
-    """The beacon, the stream lock and the spool of one stream this process owns."""
+    """The stream lock, members' presence, history file and spool of one stream."""
 
     def __init__(
         self, key: str, config: LogConfig, backend: Backend, warn: Callable[[str, str], None]
@@ -42,21 +58,16 @@ class Claim:
         self._config = config
         self._backend = backend
         self._warn = warn
-        self.beacon: Optional[socket.socket] = None
         self.spool: Optional[Spool] = None
+        self.history: Optional[HistoryFile] = None
         self._stream_lock: Optional[StreamLock] = None
+        self._member = False
         self._lock = threading.Lock()  # renewed in a fork child (forget_in_child)
 
     def take(
-        self,
-        identity: Hashable,
-        spool_dir: Optional[str],
-        options: WriterOptions,
-        encode_pending: Callable[[], None],
+        self, spool_dir: Optional[str], options: WriterOptions, encode_pending: Callable[[], None]
     ) -> None:
-        """At construction: the spawn beacon (unless a predecessor still has the name and
-        hands it over when it finishes: ``adopt_beacon``) and the spool (no I/O yet)."""
-        self.beacon = self.beacon or _channel.beacon(identity)
+        """At construction: the spool (no I/O yet)."""
         if spool_dir is not None and not self._config.skip_closing_stream:
             self.spool = Spool.for_stream(
                 spool_dir,
@@ -72,17 +83,17 @@ class Claim:
                 fsync_interval=options.spool_fsync_interval,
             )
 
-    def hold_stream(self) -> None:
-        """Take the stream's host-wide lock before opening it.  When another process holds
-        it, say so: two processes that each open one key wipe each other's live stream, and
-        the later upload replaces the other's stored log.  Never raises: a lock that cannot
-        be had costs recovery its certainty, not the stream."""
+    # -- the stream lock ---------------------------------------------------------------------------
+
+    def hold_stream(self) -> Hold:
+        """Take the stream's host-wide lock before opening it.  Never raises: a lock that
+        cannot be had makes the stream this process's alone, with a warning."""
         name = self._name
         if name is None:
-            return  # a test double: its streams are this process's alone
+            return Hold.NONE  # a test double: its streams are this process's alone
         with self._lock:
             if self._stream_lock is not None:
-                return
+                return Hold.HELD
             try:
                 self._stream_lock = StreamLock.try_acquire(name)
                 holder = None if self._stream_lock is not None else holder_of(name)
@@ -92,15 +103,12 @@ class Claim:
                 failure = None
         if failure is not None:
             self._warn("stream_lock", f"stream {self._key!r}: its host-wide lock cannot be had ({failure})")
-            return
-        if holder is not None and not holder.is_this_process():
-            self._warn(
-                "shared",
-                f"stream {self._key!r} is held by another process on this host ({holder.describe()}, "
-                f"{holder.purpose}); two processes that each open one key wipe each other's live "
-                "stream and the later upload replaces the stored log: give each process its own "
-                "key, or build the handler in the parent before it forks",
-            )
+            return Hold.NONE
+        if self._stream_lock is not None:
+            return Hold.HELD
+        if holder is not None and holder.is_this_process():
+            return Hold.HERE
+        return Hold.OTHER
 
     @functools.cached_property
     def _name(self) -> Optional[StreamName]:
@@ -111,15 +119,115 @@ class Claim:
         except TypeError:
             return None
 
-    def let_go(self, *, stored: bool, seconds: float) -> None:
-        """The stream is finished: the spool goes when the log is stored and the stream
-        closed, else it is kept for ``lelog recover``; then the lock, so recovery never finds
-        the spool unlocked while it is still being written."""
+    @functools.cached_property
+    def meeting(self) -> Optional[Meeting]:
+        """Where the stream's processes meet; None when they cannot (a test double, no
+        usable runtime directory: ``hold_stream`` said so)."""
+        name = self._name
+        if name is None:
+            return None
+        try:
+            return Meeting(runtime_dir(), name.digest)
+        except ConfigError:
+            return None
+
+    @property
+    def crashed_holder(self) -> Optional[Holder]:
+        """The process that held the lock before this claim took it and died holding it."""
+        lock = self._stream_lock
+        return None if lock is None else lock.previous
+
+    def _release_stream(self) -> None:
+        with self._lock:
+            lock, self._stream_lock = self._stream_lock, None
+        if lock is not None:
+            lock.release()
+
+    # -- sharing the stream with the host's other processes ----------------------------------------
+
+    def join(self) -> bool:
+        """Say this process writes the stream as a member; False when it cannot (the
+        caller then keeps the stream to itself)."""
+        meeting = self.meeting
+        if meeting is None:
+            return False
+        try:
+            PRESENCE.join(meeting.members_path)
+        except OSError as exc:
+            self._warn("members", f"stream {self._key!r}: cannot join the processes that write it ({exc})")
+            return False
+        self._member = True
+        return True
+
+    def leave(self) -> None:
+        """This process writes the stream as a member no more."""
+        meeting = self.meeting
+        if self._member and meeting is not None:
+            self._member = False
+            PRESENCE.leave(meeting.members_path)
+
+    def take_over(self) -> bool:
+        """A member takes the stream lock when its owner has gone: True when it now owns the
+        stream (and is a member no more)."""
+        if self.hold_stream() is not Hold.HELD:
+            return False
+        self.leave()
+        return True
+
+    def others_waiting(self) -> bool:
+        """Whether other processes of the host are members of the stream now."""
+        meeting = self.meeting
+        return meeting is not None and PRESENCE.others(meeting.members_path)
+
+    def history_left(self) -> Optional[History]:
+        """What the stream's previous owner on this host left to continue from."""
+        meeting = self.meeting
+        return None if meeting is None else load_history(meeting.history_path)
+
+    def keep_history(self, rows: list[bytes], budget: int) -> Optional[HistoryFile]:
+        """Begin this owner's history file with ``rows``, for a successor."""
+        meeting = self.meeting
+        if meeting is None:
+            return None
+        self.history = HistoryFile(meeting.history_path, budget)
+        self.history.start(rows)
+        return self.history
+
+    def last_out(self) -> bool:
+        """At the end of the owner's final push: True when no other process writes the
+        stream any more and this one is to store and close it; False when it is handed on.
+
+        The lock is let go before the members are asked, and taken again after: a member
+        lets go of its presence before it tries the lock, so of a member and an owner
+        leaving together, exactly one takes the lock and finishes, whatever the order.  A
+        process that takes the lock in between continues from the history file (complete:
+        every row was written before)."""
+        meeting = self.meeting
+        if meeting is None or self._stream_lock is None:
+            return True
+        self._release_stream()
+        if self.others_waiting():
+            return False
+        return self.hold_stream() is Hold.HELD
+
+    # -- letting go --------------------------------------------------------------------------------
+
+    def let_go(self, *, stored: bool, handed_on: bool, seconds: float) -> None:
+        """The stream is finished here: the spool goes when the log is stored or another
+        process took the stream on, else it is kept for ``lelog recover``; the history
+        file goes when the log is stored; then the lock, so recovery never finds the spool
+        unlocked while it is still being written."""
         if self.spool is not None:
-            if stored:
+            if stored or handed_on:
                 self.spool.discard(seconds)
             else:
                 self.spool.close(seconds)
+        if self.history is not None:
+            if stored:
+                self.history.remove()
+            else:
+                self.history.close()
+        self.leave()
         self._release_stream()
 
     def abandon(self) -> None:
@@ -127,34 +235,17 @@ class Claim:
         goes to disk and the stream is let go (the worker makes no further request)."""
         if self.spool is not None:
             self.spool.close()
+        if self.history is not None:
+            self.history.close()
+        self.leave()
         self._release_stream()
 
-    def give_beacon(self) -> Optional[socket.socket]:
-        """The beacon, for a successor on the key (or to close): this claim has it no more."""
-        held, self.beacon = self.beacon, None
-        return held
-
-    def adopt_beacon(self, held: socket.socket) -> bool:
-        """Take a predecessor's beacon when this claim could not bind the name itself."""
-        if self.beacon is not None:
-            return False
-        self.beacon = held
-        return True
-
     def forget_in_child(self) -> None:
-        """In a fork child: none of it is the child's.  The beacon's copy is closed (kept
-        open, a long-lived child would say the parent holds the stream after the parent
-        finished it); the spool and the lock are the parent's (the kernel gave the child no
-        lock, ``_streamlock``)."""
-        if self.beacon is not None:
-            self.beacon.close()
-            self.beacon = None
+        """In a fork child: none of it is the child's.  The spool, the history file and the
+        lock are the parent's (the kernel gave the child no lock, ``_streamlock``), and so
+        is the parent's presence (``_hostwide``)."""
         self.spool = None
+        self.history = None
         self._stream_lock = None
+        self._member = False
         self._lock = threading.Lock()  # a parent thread may have held it at the fork
-
-    def _release_stream(self) -> None:
-        with self._lock:
-            lock, self._stream_lock = self._stream_lock, None
-        if lock is not None:
-            lock.release()

@@ -93,6 +93,16 @@ class Delivery:
         self._attempts: Optional[Attempts] = None
         #: ``flush()``: push without waiting for age until this many lines are settled.
         self.push_upto = 0
+        #: The stream was taken over from another process, not opened here: a service that
+        #: no longer knows it (``stream: not found``) has it opened afresh, once.
+        self._resumed = False
+
+    def resume(self) -> None:
+        """Continue a stream another process of the host opened: no open, and the upload
+        and close at the end as if this delivery had opened it (before the first step)."""
+        self.live_state = LiveState.OPEN
+        self.uploads = self.closes
+        self._resumed = True
 
     # -- the live view ----------------------------------------------------------------------------
 
@@ -183,7 +193,10 @@ class Delivery:
     def _not_pushed(self, exc: LogServiceError, batch: Batch) -> None:
         self.live.pop(batch, pushed=False, now=self._clock.monotonic())
         self._ledger.settle(batch.count, drop="retries_exhausted" if exc.retryable else "rejected")
-        if isinstance(exc, (StreamNotFound, AuthError, TLSError)):
+        if isinstance(exc, StreamNotFound) and self._resumed:
+            self._resumed = False  # its owner's run ended long ago: a stream of its own
+            self.live_state = LiveState.UNOPENED
+        elif isinstance(exc, (StreamNotFound, AuthError, TLSError)):
             self._stop_live(exc)
 
     def _stop_live(self, exc: LogServiceError) -> None:
@@ -197,9 +210,11 @@ class Delivery:
 
     # -- the final sequence -----------------------------------------------------------------------
 
-    def finish(self, deadline: Deadline) -> bool:
+    def finish(self, deadline: Deadline, last_out: Callable[[], bool]) -> bool:
         """Final push, history upload and close, all by ``deadline`` (the pipeline's final
-        drain has run).  True when the log is stored and the stream closed."""
+        drain has run).  True when the log is stored and the stream closed.  After the push,
+        ``last_out()`` says whether this process stores and closes the stream, or hands it
+        on to another process of the host (then False: neither is done here)."""
         # Shares of what is left: the push may not starve the upload that stores the log, and
         # open + one PUT fit in the push's share on a slow service (0.5 s a request at 2 s).
         push_by = deadline.share(0.6)
@@ -218,7 +233,7 @@ class Delivery:
         left = self.live.clear()
         if left:
             self._ledger.settle(left, drop="retries_exhausted")
-        if not self.closes:
+        if not self.closes or not last_out():
             return False
         uploaded = True
         if self.uploads:

@@ -131,6 +131,15 @@ class Ledger:
                 return False
             return True
 
+    def keep(self, item: Item, size: int) -> None:
+        """A line ``admit`` counted that could not go elsewhere (the stream's owner on the
+        host left): it waits here with the others, for this process's encoder or for the
+        next owner."""
+        with self.lock:
+            dropped = self.pending.add(item, size)
+            if dropped:
+                self.counters.dropped["overflow"] += dropped
+
     def accept_from_children(self, lines: list[tuple[int, float, str, str, Any]]) -> bool:
         """Lines fork children wrote, each as (gap, time, level, out, args), ``gap`` being the
         lines before it that the channel had no room for (overflow, marked in their place).

@@ -26,6 +26,7 @@ from typing import Callable, Optional
 from ._buffers import HistoryRing, Intake
 from ._clock import Clock
 from ._encode import Item, encode_batch
+from ._hostwide import HistoryFile
 from ._ledger import Ledger
 from ._line import encode_line, format_time, ndjson
 from ._masking import Masker
@@ -67,6 +68,22 @@ class Pipeline:
         self.intake = Intake(max_lines, max_bytes)
         self.next_pos = 0
         self.spool_rows: Optional[RowSink] = None
+        #: The owner's history file, when the stream is shared on the host (``_hostwide``).
+        self.history_file: Optional[HistoryFile] = None
+
+    def resume(self, rows: list[bytes], next_pos: int, note: Optional[str]) -> None:
+        """Continue a stream another process of the host owned: its history, its ``pos``,
+        and ``note`` (a marker) when it ended without handing the stream over.  Before the
+        first line is encoded (the caller's promise)."""
+        with self.encode_lock:
+            self.history.extend(rows)
+            self.history.evicted = next_pos - len(self.history)
+            self.next_pos = next_pos
+            if note is not None:
+                marker = self.marker(note, next_pos)
+                self.history.extend([marker])
+                self.intake.put([marker], 0, next_pos, self._clock.monotonic())
+                self.next_pos += 1
 
     def marker(self, text: str, pos: int) -> bytes:
         """A ``[lelog]`` warning line at ``pos``, now."""
@@ -114,12 +131,14 @@ class Pipeline:
             batches.append((encoded, 1))
         self.next_pos = pos + len(encoded)
         evicted = 0
-        spool_rows = self.spool_rows
+        spool_rows, history_file = self.spool_rows, self.history_file
         for lines, count in batches:
             evicted += self.history.extend(lines)
             self.intake.put(lines, count, first, now)
             if spool_rows is not None:
                 spool_rows(lines)
+            if history_file is not None:
+                history_file.append(lines, self.history.rows)
             first += len(lines)
 
         def update(counters: Counters) -> None:

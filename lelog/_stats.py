@@ -52,6 +52,10 @@ class Stats:
     #: Another writer took this writer's stream on: it let go while others still used it, or
     #: a replacement took its hand-off.  The last one out uploads and reports ``uploaded``.
     handed_on: bool = False
+    #: Other processes of the host wrote this stream too (docs/writer.md#processes-on-one-key):
+    #: with ``handed_on``, another process stores the log; without it, this one did, with
+    #: their lines.
+    shared: bool = False
 
     @property
     def dropped_total(self) -> int:
@@ -67,7 +71,9 @@ class Stats:
             text += f", {self.pending:,} pending"
         if self.truncated:
             text += f", {self.truncated:,} truncated to the line size limit"
-        if self.handed_on:
+        if self.handed_on and self.shared:
+            text += ", stream shared with other processes on this host; handed on"
+        elif self.handed_on:
             text += ", stream handed on to another writer"
         elif self.uploaded is not None:
             text += ", log uploaded" if self.uploaded else ", upload FAILED"
@@ -90,6 +96,8 @@ class Counters:
         "uploaded",
         "last_error",
         "dropped",
+        "handed_on",
+        "shared",
     )
 
     def __init__(self) -> None:
@@ -98,6 +106,7 @@ class Counters:
         self.uploaded: Optional[bool] = None
         self.last_error: Optional[str] = None
         self.dropped = dict.fromkeys(DROP_REASONS, 0)
+        self.handed_on = self.shared = False
 
     def settled(self) -> int:
         return self.sent + sum(self.dropped.values())
@@ -121,4 +130,6 @@ class Counters:
             uploaded=self.uploaded,
             closed=closed,
             last_error=self.last_error,
+            handed_on=self.handed_on,
+            shared=self.shared,
         )

@@ -238,10 +238,15 @@ _table_lock = threading.Lock()
 class StreamLock:
     """A held stream lock; ``release`` lets go (the kernel does at death)."""
 
-    def __init__(self, name: StreamName, path: str, fd: int, holder: Holder) -> None:
+    def __init__(
+        self, name: StreamName, path: str, fd: int, holder: Holder, previous: Optional[Holder] = None
+    ) -> None:
         self.name = name
         self.path = path
         self.holder = holder
+        #: Who held the lock before and died holding it (a holder that lets go removes the
+        #: file, so one that is still there names a process that ended without letting go).
+        self.previous = previous
         self._fd: Optional[int] = fd  # guarded by _table_lock
 
     def __repr__(self) -> str:
@@ -263,10 +268,14 @@ class StreamLock:
             if path in _held:
                 return None
             holder = _identity(purpose)
-            fd = _lock_file(path, _identity_bytes(holder))
-            if fd is None:
+            locked = _lock_file(path, _identity_bytes(holder))
+            if locked is None:
                 return None
-            lock = cls(name, path, fd, holder)
+            fd, left = locked
+            previous = _parse_identity(left, None) if left else None
+            lock = cls(
+                name, path, fd, holder, previous if previous is not None and previous.purpose else None
+            )
             _held[path] = lock
         return lock
 
@@ -290,8 +299,9 @@ class StreamLock:
             os.close(fd)
 
 
-def _lock_file(path: str, identity: bytes) -> Optional[int]:
-    """Open and lock ``path``; its descriptor, or None when another process holds it.
+def _lock_file(path: str, identity: bytes) -> Optional[tuple[int, bytes]]:
+    """Open and lock ``path``; its descriptor and what a holder that died left in it, or
+    None when another process holds it.
     Called under ``_table_lock`` with no lock of this process on ``path``, so closing a
     descriptor of it here drops nothing."""
     for _ in range(_ATTEMPTS):
@@ -306,10 +316,12 @@ def _lock_file(path: str, identity: bytes) -> Optional[int]:
         if not _same_file(fd, path):  # its holder removed it between our open and lock
             os.close(fd)
             continue
+        left = b""
         with contextlib.suppress(OSError):  # only for messages: a lock without it still holds
+            left = os.pread(fd, _MAX_IDENTITY, 0)
             os.ftruncate(fd, 0)
             os.pwrite(fd, identity, 0)
-        return fd
+        return fd, left
     raise OSError(errno.EAGAIN, f"the stream lock {path} kept being replaced")
 
 

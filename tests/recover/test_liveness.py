@@ -219,9 +219,11 @@ def test_recover_holds_the_stream_lock_while_it_finishes_a_spool(
     assert outs(service, "job/busy") == [f"line {i}\n" for i in range(20)]
 
 
-def test_a_spool_on_a_stream_another_process_holds_is_judged_by_its_writers_pid(
-    tmp_path: Path, service: FakeLogService
+def test_a_writer_waits_while_a_process_that_takes_no_lines_holds_its_stream(
+    tmp_path: Path, service: FakeLogService, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """The holder is not a writer (as ``lelog recover`` finishing an old run): the writer
+    neither opens over it nor spools; its lines wait, and it takes the stream once free."""
     spool = tmp_path / "spool"
     config = lelog.LogConfig(url=service.url, account_id="acct", token=TOKEN)
     with lelog.LogServiceClient(config) as client:
@@ -229,26 +231,24 @@ def test_a_spool_on_a_stream_another_process_holds_is_judged_by_its_writers_pid(
     code = f"""
 import sys
 from lelog._streamlock import StreamLock, StreamName
-lock = StreamLock.try_acquire(StreamName({name.service!r}, "acct", "job/shared"))
+lock = StreamLock.try_acquire(StreamName({name.service!r}, "acct", "job/shared"), purpose="lelog recover")
 print("held", flush=True)
 sys.stdin.read()
 """
     holder = _start_holder([sys.executable, "-c", code])
     w = writer(service, "job/shared", spool_dir=str(spool))
     try:
-        w.write_line("mine")
-        assert wait_until(lambda: _spooled(spool) == 1)
-        (directory,) = _spools(spool)
-        assert json.loads((directory / MANIFEST).read_bytes())["stream_locked"] is False
-        result = recover(spool, service)
-        assert f"left alone: a running writer (pid {holder.pid}) holds this key now" in result.stdout
+        for i in range(5):
+            w.write_line(f"mine {i}")
+        assert wait_until(lambda: "takes no lines" in caplog.text, timeout=30)
+        assert not service.requests and _spooled(spool) == 0 and w.pending == 5
         _end(holder)
-        result = recover(spool, service)
-        assert f"left alone: its writer still runs (pid {os.getpid()})" in result.stdout
-        assert _spools(spool) == [directory]
+        assert w.flush(timeout=30)
     finally:
         _end(holder)
-        w.close()
+        stats = w.close()
+    assert stats.uploaded is True and stats.dropped_total == 0
+    assert outs(service, "job/shared") == [f"mine {i}\n" for i in range(5)]
 
 
 @pytest.mark.parametrize("eof_at_close", [True, False])

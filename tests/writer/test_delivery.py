@@ -125,7 +125,7 @@ def test_a_permanent_answer_stops_the_live_push_and_counts_the_lines_rejected() 
     write(ledger, delivery, "b")  # straight to the history: never pushed live
     stats = ledger.snapshot(0)
     assert stats.dropped["rejected"] == 2 and backend.outs("k") == []
-    assert delivery.finish(Deadline.after(5.0, clock.monotonic))
+    assert delivery.finish(Deadline.after(5.0, clock.monotonic), lambda: True)
     assert [line.out for line in backend.stream("k").uploaded or ()] == ["a\n", "b\n"]
 
 
@@ -136,7 +136,7 @@ def test_the_final_sequence_keeps_the_uploads_share_of_the_deadline_from_a_slow_
     write(ledger, delivery, "a")
     backend.cost["write"] = 7.0  # every attempt to push takes 7 s of a 10 s deadline
     backend.failures["write"] = [TransportError("slow", call="write")] * 5
-    stored = delivery.finish(Deadline.after(10.0, clock.monotonic))
+    stored = delivery.finish(Deadline.after(10.0, clock.monotonic), lambda: True)
     assert stored  # uploaded and closed in the 3 s the push could not take
     # One push attempt fits in its 6 s share; the upload and the close still run.
     assert backend.attempts == ["open_stream", "write", "upload"]

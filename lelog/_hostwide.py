@@ -1,0 +1,292 @@
+"""Where the processes of a host that write one stream meet (docs/writer.md#processes-on-one-key).
+
+A stream has one owner on the host at a time, the holder of its stream lock (``_streamlock``);
+every other process on the key is a member and hands its lines to the owner.  Beside the
+lock, in the runtime directory (``_runtime``), a stream has:
+
+* ``<digest>.sock``: the owner's listening ``AF_UNIX`` ``SOCK_SEQPACKET`` socket.  Each member
+  connects once: a connection of its own keeps message boundaries, is bounded by the
+  member's send buffer (not by ``net.unix.max_dgram_qlen``, 10 on many hosts), tells the
+  owner the member's user (``SO_PEERCRED``) and tells the member at once when the owner
+  is gone (``EPIPE``).  A path too long for ``sun_path`` (108 bytes) is replaced by a
+  Linux abstract name made from it.
+* ``<digest>.members``: each member holds a shared ``fcntl`` lock on it while it writes the
+  stream (``Presence``); the owner asks the kernel, without taking a lock, whether any other
+  process holds one.  The kernel drops a member's lock however it ends.
+* ``<digest>.history``: the owner's history, the encoded rows in ``pos`` order (``HistoryFile``),
+  so a process that takes the stream over, after the owner closed, exited or was killed,
+  continues its ``pos`` and uploads the whole log without re-opening the stream.
+
+A leaf below ``_streamlock``: files and sockets only, no writer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import socket
+import struct
+import sys
+import threading
+from typing import Callable, Optional, Union
+
+import attrs
+
+from . import _lifecycle
+
+__all__ = ["PRESENCE", "History", "HistoryFile", "Meeting", "Presence", "SocketAddress", "load_history"]
+
+#: ``sun_path``'s size on Linux, its terminating NUL included.
+_SUN_PATH = 108
+
+SocketAddress = Union[str, bytes]
+
+
+@attrs.frozen
+class Meeting:
+    """The files of one stream in the runtime directory (see the module docstring)."""
+
+    directory: str
+    digest: str
+
+    def _path(self, suffix: str) -> str:
+        return os.path.join(self.directory, self.digest + suffix)
+
+    @property
+    def members_path(self) -> str:
+        return self._path(".members")
+
+    @property
+    def history_path(self) -> str:
+        return self._path(".history")
+
+    @property
+    def socket_path(self) -> str:
+        return self._path(".sock")
+
+    @property
+    def address(self) -> SocketAddress:
+        """Where the owner listens: the socket's path, or an abstract name made from it when
+        the path is too long for ``sun_path`` (Linux; elsewhere the path, which then fails
+        to bind and the stream is this process's alone, with a warning)."""
+        path = self.socket_path
+        if len(os.fsencode(path)) < _SUN_PATH or not sys.platform.startswith("linux"):
+            return path
+        digest = hashlib.sha256(os.fsencode(path)).hexdigest()[:40]
+        return f"\0lelog/{digest}".encode()
+
+
+# -- presence: who else writes the stream -------------------------------------------------------
+
+# struct flock for F_GETLK (as _streamlock): Linux's field order, else the BSDs' and macOS's.
+if sys.platform.startswith("linux"):
+    _FLOCK, _FIELDS = "hhqqi", ("type", "whence", "start", "len", "pid")
+else:  # pragma: no cover - not the test machine's layout
+    _FLOCK, _FIELDS = "qqihh", ("start", "len", "pid", "type", "whence")
+
+_OPEN_FLAGS = getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
+
+
+class Presence:
+    """The members files this process has open, and how many of its streams are members.
+
+    POSIX record locks belong to the process, and closing any descriptor of a file drops
+    them all: so this process opens a members file once, keeps one shared lock on it while
+    at least one of its streams is a member, and asks about others through that same
+    descriptor.  ``_lock`` guards the table; it is a leaf held across a few non-blocking
+    file calls (``F_SETLK``, ``F_GETLK`` never wait).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._files: dict[str, tuple[int, int]] = {}  # path -> (descriptor, members here)
+
+    def join(self, path: str) -> None:
+        """Say that this process writes the stream as a member (``OSError`` when it cannot)."""
+        with self._lock:
+            fd, count = self._files.get(path, (-1, 0))
+            if fd < 0:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | _OPEN_FLAGS, 0o600)
+            if count == 0:
+                try:
+                    fcntl.lockf(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                except OSError:
+                    if path not in self._files:
+                        os.close(fd)
+                    raise
+            self._files[path] = (fd, count + 1)
+
+    def leave(self, path: str) -> None:
+        """One member of this process leaves; the last one lets go of the lock (the
+        descriptor stays open, for ``others``)."""
+        with self._lock:
+            fd, count = self._files.get(path, (-1, 0))
+            if count <= 0:
+                return
+            if count == 1:
+                with contextlib.suppress(OSError):
+                    fcntl.lockf(fd, fcntl.LOCK_UN)
+            self._files[path] = (fd, count - 1)
+
+    def others(self, path: str) -> bool:
+        """Whether a process other than this one is a member now."""
+        with self._lock:
+            fd, _ = self._files.get(path, (-1, 0))
+            if fd < 0:
+                try:
+                    fd = os.open(path, os.O_RDWR | os.O_CREAT | _OPEN_FLAGS, 0o600)
+                except OSError:
+                    return False
+                self._files[path] = (fd, 0)
+            ask = {"type": fcntl.F_WRLCK, "whence": os.SEEK_SET, "start": 0, "len": 0, "pid": 0}
+            try:
+                answer = fcntl.fcntl(fd, fcntl.F_GETLK, struct.pack(_FLOCK, *(ask[f] for f in _FIELDS)))
+            except OSError:
+                return False
+            got = dict(zip(_FIELDS, struct.unpack(_FLOCK, answer)))
+            return bool(got["type"] != fcntl.F_UNLCK)
+
+    def forget_in_child(self) -> None:
+        """In a fork child: it holds none of the parent's locks; the inherited descriptors
+        are closed (which drops nothing of the parent's)."""
+        self._lock = threading.Lock()
+        for fd, _ in self._files.values():
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._files.clear()
+
+
+PRESENCE = Presence()
+_lifecycle.after_fork_in_child(PRESENCE.forget_in_child)
+
+
+# -- the history a successor continues ------------------------------------------------------------
+
+
+class HistoryFile:
+    """The owner's copy of its history: appended as the encoder publishes rows, rewritten
+    from the history ring when it passes twice the history budget.  Only the encoder (under
+    the pipeline's ``encode_lock``) and the final sequence call it."""
+
+    def __init__(self, path: str, budget: int) -> None:
+        self.path = path
+        self._limit = max(2 * budget, 1 << 16)
+        self._fd: Optional[int] = None
+        self._size = 0
+        self.failed: Optional[OSError] = None
+
+    def start(self, rows: list[bytes]) -> None:
+        """Begin the file with ``rows`` (what a successor continues from); replaces any."""
+        self._rewrite(rows)
+
+    def append(self, rows: list[bytes], ring_rows: Callable[[], list[bytes]]) -> None:
+        """Add ``rows``; past the limit, rewrite the file from ``ring_rows()`` (the history
+        ring's, which hold these rows already)."""
+        if self._fd is None:
+            return
+        data = b"\n".join(rows) + b"\n"
+        if self._size + len(data) > self._limit:
+            self._rewrite(ring_rows())
+            return
+        try:
+            os.write(self._fd, data)  # O_APPEND: one write per batch, rows whole
+        except OSError as exc:
+            self._fail(exc)
+            return
+        self._size += len(data)
+
+    def _rewrite(self, rows: list[bytes]) -> None:
+        temporary = f"{self.path}.{os.getpid()}.tmp"
+        data = b"".join(row + b"\n" for row in rows)
+        try:
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | _OPEN_FLAGS, 0o600)
+            try:
+                os.write(fd, data)
+                os.replace(temporary, self.path)
+            except BaseException:
+                os.close(fd)
+                raise
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+            self._fail(exc)
+            return
+        old, self._fd = self._fd, fd
+        if old is not None:
+            with contextlib.suppress(OSError):
+                os.close(old)
+        self._size = len(data)
+
+    def _fail(self, exc: OSError) -> None:
+        """A full disk: a successor would continue from a short history, so none is kept
+        (a successor then opens the stream afresh); said once by the caller."""
+        self.failed = self.failed or exc
+        self.close()
+        with contextlib.suppress(OSError):
+            os.unlink(self.path)
+
+    def close(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def remove(self) -> None:
+        """The stream is finished: nobody is to continue it."""
+        self.close()
+        with contextlib.suppress(OSError):
+            os.unlink(self.path)
+
+
+@attrs.frozen
+class History:
+    """A history file as a successor reads it."""
+
+    rows: list[bytes]
+    #: The ``pos`` the next line takes.
+    next_pos: int
+
+
+def load_history(path: str) -> Optional[History]:
+    """The rows of a history file and the next ``pos``; None when there is none (a row cut
+    short by a kill at the end is left out)."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return None
+    rows = data.split(b"\n")
+    rows.pop()  # what follows the last newline: empty, or a row cut short
+    while rows:
+        try:
+            pos = json.loads(rows[-1])["pos"]
+        except (ValueError, KeyError, TypeError):
+            rows.pop()
+            continue
+        if type(pos) is int:
+            return History(rows, pos + 1)
+        rows.pop()
+    return None
+
+
+def peer_uid(conn: socket.socket) -> Optional[int]:
+    """The user id of the process at the other end of an ``AF_UNIX`` connection (Linux)."""
+    option = getattr(socket, "SO_PEERCRED", None)
+    if option is None:
+        return None
+    try:
+        data = conn.getsockopt(socket.SOL_SOCKET, option, struct.calcsize("3i"))
+    except OSError:
+        return None
+    return int(struct.unpack("3i", data)[1])
+
+
+def gone(exc: OSError) -> bool:
+    """Whether a send failed because nobody listens any more (not because it was full)."""
+    return exc.errno in (errno.EPIPE, errno.ECONNRESET, errno.ECONNREFUSED, errno.ENOENT, errno.ENOTCONN)

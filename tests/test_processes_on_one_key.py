@@ -1,0 +1,250 @@
+"""Processes of one host on one key share its stream: one open, one stored log with every line.
+
+Each process here is a real child process built as a user would build it; the test drives
+them through their stdin and reads what they say on stdout, so every step waits on a
+condition.  The stored log is checked from the fake service: every line once, ``pos``
+contiguous from 0, one ``POST /stream``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from tests.helpers import ROOT, run_python
+from tests.service import FakeLogService
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="AF_UNIX and fcntl: Linux")
+
+#: A process on key "k": it obeys one command per line of its stdin and says "ok" after each.
+#: ``log NAME N``: N lines; ``flush``; ``close`` (prints its stats); ``exit`` (``os._exit``).
+PROCESS = """
+import json, os, sys, lelog
+writer = lelog.StreamWriter("k", lelog.LogConfig(url=sys.argv[1], account_id="acct", token="secret-token"),
+                            close_timeout=20)
+print("started", flush=True)
+for command in sys.stdin:
+    words = command.split()
+    if words[0] == "log":
+        for i in range(int(words[2])):
+            writer.write_line(f"{words[1]} {i}")
+        print("ok", flush=True)
+    elif words[0] == "flush":
+        print("ok", writer.flush(timeout=20), flush=True)
+    elif words[0] == "fork":
+        pid = os.fork()
+        if pid == 0:
+            for i in range(int(words[2])):
+                writer.write_line(f"{words[1]} {i}")
+            stats = writer.close()
+            print("child", json.dumps([stats.sent, stats.handed_on]), flush=True)
+            os._exit(0)
+        os.waitpid(pid, 0)
+        print("ok", flush=True)
+    elif words[0] == "close":
+        stats = writer.close()
+        print("ok", json.dumps([stats.accepted, stats.sent, stats.uploaded, stats.handed_on, stats.shared]), flush=True)
+        break
+    elif words[0] == "exit":
+        os._exit(0)
+"""
+
+
+class Process:
+    """One writer process on the key, driven line by line."""
+
+    def __init__(self, service: FakeLogService, env: dict[str, str]) -> None:
+        self.popen = subprocess.Popen(
+            [sys.executable, "-c", PROCESS, service.url],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=str(ROOT),
+        )
+        assert self.read() == "started"
+
+    def read(self) -> str:
+        assert self.popen.stdout is not None
+        line = self.popen.stdout.readline()  # each child is bounded: the test's timeout and finally
+        assert line, f"process {self.popen.pid} ended early (status {self.popen.poll()})"
+        return line.strip()
+
+    def ask(self, command: str) -> str:
+        assert self.popen.stdin is not None
+        self.popen.stdin.write(command + "\n")
+        self.popen.stdin.flush()
+        if command == "exit":
+            assert self.popen.wait(30) == 0
+            return ""
+        answer = self.read()
+        while answer.startswith("child"):  # a fork child's report comes first
+            self.child = json.loads(answer.split(" ", 1)[1])
+            answer = self.read()
+        assert answer.startswith("ok"), answer
+        return answer[2:].strip()
+
+    def close(self) -> list[object]:
+        stats: list[object] = json.loads(self.ask("close"))
+        assert self.popen.wait(30) == 0
+        return stats
+
+    def kill(self) -> None:
+        self.popen.send_signal(signal.SIGKILL)
+        self.popen.wait(30)
+
+
+class Processes:
+    """The writer processes a test started; any still running at its end are killed."""
+
+    def __init__(self, service: FakeLogService, runtime: Path) -> None:
+        self._service = service
+        self._env = dict(os.environ, PYTHONPATH=str(ROOT), LELOG_RUNTIME_DIR=str(runtime))
+        self.started: list[Process] = []
+
+    def start(self) -> Process:
+        process = Process(self._service, self._env)
+        self.started.append(process)
+        return process
+
+
+@pytest.fixture
+def processes(service: FakeLogService, tmp_path: Path) -> Iterator[Processes]:
+    started = Processes(service, tmp_path / "runtime")
+    try:
+        yield started
+    finally:
+        for process in started.started:
+            if process.popen.poll() is None:
+                process.kill()
+
+
+def stored(service: FakeLogService, key: str = "k") -> list[str]:
+    """The stored log's lines, after checking that ``pos`` runs from 0 without a gap and
+    that the stream was opened once."""
+    rows = service.blob_lines(key) or []
+    assert [row["pos"] for row in rows] == list(range(len(rows)))
+    assert len(service.requests_for(key=key, method="POST", path="/stream")) == 1
+    return [row["out"].rstrip("\n") for row in rows]
+
+
+def lines(name: str, count: int, start: int = 0) -> list[str]:
+    return [f"{name} {i}" for i in range(start, start + count)]
+
+
+def test_processes_on_one_key_store_every_line_once_and_the_last_out_uploads(
+    service: FakeLogService, processes: Processes
+) -> None:
+    first, second, third = (processes.start() for _ in range(3))
+    for process, name in ((first, "a"), (second, "b"), (third, "c")):
+        process.ask(f"log {name} 100")
+    reports = [second.close(), first.close(), third.close()]  # the owner leaves in the middle
+    # [accepted, sent, uploaded, handed_on, shared]: two hand the stream on, the last stores it.
+    assert [report[2:] for report in reports] == [[None, True, True], [None, True, True], [True, False, True]]
+    assert sorted(stored(service)) == sorted(lines("a", 100) + lines("b", 100) + lines("c", 100))
+
+
+def test_a_member_takes_the_stream_over_when_its_owner_closes_and_continues_pos(
+    service: FakeLogService, processes: Processes
+) -> None:
+    owner = processes.start()
+    owner.ask("log owner 10")
+    assert owner.ask("flush") == "True"  # it has opened the stream: it owns it
+    member = processes.start()
+    member.ask("log member 10")
+    assert owner.close()[2:] == [None, True, True]  # handed on: a member still writes
+    member.ask("log later 10")  # its owner is gone: it takes the stream over
+    assert member.close()[2:] == [True, False, True]
+    assert stored(service) == lines("owner", 10) + lines("member", 10) + lines("later", 10)
+
+
+def test_processes_that_come_and_go_around_a_long_lived_one_keep_every_line(
+    service: FakeLogService, processes: Processes
+) -> None:
+    long_lived = processes.start()
+    long_lived.ask("log long 5")
+    expected = lines("long", 5)
+    for n in range(4):  # as workers recycled every few requests
+        worker = processes.start()
+        worker.ask(f"log worker{n} 20")
+        worker.close()
+        long_lived.ask("log long 5")
+        expected += lines(f"worker{n}", 20) + lines("long", 5)
+    assert long_lived.close()[2] is True
+    assert sorted(stored(service)) == sorted(expected)
+
+
+@pytest.mark.parametrize("how", ["kill -9", "os._exit"])
+def test_an_owner_that_vanishes_is_succeeded_and_its_loss_is_marked(
+    service: FakeLogService, processes: Processes, how: str
+) -> None:
+    owner = processes.start()
+    owner.ask("log owner 20")
+    assert owner.ask("flush") == "True"
+    members = [processes.start(), processes.start()]
+    for n, member in enumerate(members):
+        member.ask(f"log m{n} 20")
+    assert owner.ask("flush") == "True"  # the members' lines are the owner's, and in its history
+    if how == "kill -9":
+        owner.kill()
+    else:
+        owner.ask("exit")
+    for n, member in enumerate(members):
+        member.ask(f"log after{n} 20")  # the first finds its owner gone, and takes over
+    reports = [member.close() for member in members]
+    assert sorted(str(report[2]) for report in reports) == ["None", "True"]  # one stores the log
+    outs = stored(service)
+    markers = [out for out in outs if out.startswith("[lelog] ")]
+    assert len(markers) == 1 and "ended without handing it over" in markers[0], markers
+    assert sorted(out for out in outs if not out.startswith("[lelog] ")) == sorted(
+        lines("owner", 20) + lines("m0", 20) + lines("m1", 20) + lines("after0", 20) + lines("after1", 20)
+    )
+
+
+def test_a_fork_child_of_a_member_is_a_member_of_its_own(
+    service: FakeLogService, processes: Processes
+) -> None:
+    owner = processes.start()
+    owner.ask("log owner 5")
+    assert owner.ask("flush") == "True"
+    member = processes.start()
+    member.ask("log member 5")
+    member.ask("fork child 5")
+    assert member.child == [5, True]  # the child handed its lines on, as a member
+    member.ask("log member 5")
+    member.close()
+    owner.close()
+    assert sorted(stored(service)) == sorted(
+        lines("owner", 5) + lines("member", 5) + lines("child", 5) + lines("member", 5, 0)
+    )
+
+
+CRASHED_THEN_RERUN = """
+import os, lelog
+config = lelog.LogConfig(url={url!r}, account_id="acct", token="secret-token")
+writer = lelog.StreamWriter("k", config)
+writer.write_line({run!r})
+writer.flush(timeout=20)
+if {run!r} == "crashed run":
+    os._exit(0)
+print(writer.close().uploaded)
+"""
+
+
+def test_a_crashed_runs_leftover_is_not_continued_by_a_new_run(
+    service: FakeLogService, tmp_path: Path
+) -> None:
+    """Nobody waits on the crashed run's stream: a re-run's log is a new log, as before."""
+    env = {"LELOG_RUNTIME_DIR": str(tmp_path / "runtime")}
+    for argument in ("crashed run", "new run"):
+        result = run_python(CRASHED_THEN_RERUN.format(url=service.url, run=argument), timeout=60, env=env)
+        assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["True"]
+    assert [row["out"] for row in service.blob_lines("k") or []] == ["new run\n"]
