@@ -178,14 +178,27 @@ class Channel:
         """Close ``receiver``'s listening socket and end its members' connections for
         reading, so each member's next send fails at once (``EPIPE``: it takes the stream
         over or waits for it); what they sent before is delivered first.  True once done,
-        within ``timeout``."""
+        within ``timeout``; at once when no member is connected (the socket's name is gone
+        already, ``stop_listening`` below, so none can connect any more)."""
         done = threading.Event()
         with self._cond:
             if self._closed:
                 return True
             self._asked.append((receiver, None, done))
+            waits = self._connected(receiver)
         self._wake()
-        return done.wait(timeout)
+        return done.wait(timeout) if waits else True
+
+    def _connected(self, receiver: Receiver) -> bool:
+        """Whether a member is connected to ``receiver``, or waits to be accepted.  Read on
+        another thread than the reader's: a copy of each table, one C call each."""
+        if any(owner is receiver for _, owner, _ in list(self._members.values())):
+            return True
+        listeners = [sock for sock, owner in list(self._listeners.values()) if owner is receiver]
+        try:
+            return bool(listeners and select.select(listeners, [], [], 0)[0])
+        except (OSError, ValueError):
+            return False  # closed by the reader meanwhile
 
     def settle(self, timeout: float) -> None:
         """Wait at most ``timeout`` until every line already in the channel is delivered.

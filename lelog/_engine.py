@@ -17,12 +17,8 @@ What this process holds on the host for the stream (the host-wide stream lock, t
 spool, the history file or a member's presence) is its ``Claim`` (``_claim.py``), taken in
 ``own`` and when the stream starts, let go in ``_finish_and_account`` or ``_abandon``.
 
-Processes of the host on one key share its stream (docs/writer.md#processes-on-one-key): the
-one that holds the stream lock owns it (``Role.OWN``) and listens for the others, members
-(``Role.MEMBER``), which hand it each line as it is written.  A member whose owner has left
-(``Role.WAITING``) keeps its lines until it reaches the next owner or takes the stream over
-itself, continuing the history the owner left.  The role changes only in ``_become``, under
-``_role_lock``.
+Processes of the host on one key share its stream (docs/writer.md#processes-on-one-key):
+this process's role in it (owner or member) is its ``Sharing`` (``_sharing.py``).
 
 Threads: the caller's (``accept``, any thread); the worker (``_run``); the spool's thread
 (``pipeline.encode_pending``); the fork channel's reader (``accept_from_children``).  Only
@@ -32,7 +28,6 @@ the thread running rounds touches the delivery.
 from __future__ import annotations
 
 import contextlib
-import enum
 import threading
 import time
 import weakref
@@ -42,7 +37,7 @@ from . import _channel, _lifecycle, _reentry
 from ._backend import Backend, keeps_every_line, retry_policy
 from ._buffers import item_size
 from ._channel import MemberLink, Sent
-from ._claim import Claim, Hold
+from ._claim import Claim
 from ._clock import Clock, Deadline
 from ._config import LogConfig
 from ._delivery import Delivery
@@ -52,10 +47,11 @@ from ._ledger import ENDED, IDLE, RUNNING, Ledger, WriterState
 from ._line import truncate_out
 from ._options import WriterOptions
 from ._pipeline import Pipeline
+from ._sharing import Role, Sharing, count_shared
 from ._spool import SpoolStats
-from ._stats import Counters, Stats
+from ._stats import Stats
 
-__all__ = ["Engine", "PartialLines", "Role"]
+__all__ = ["Engine", "PartialLines"]
 
 #: Once in this many lines accepted while at least as many wait for the worker, the caller
 #: lets go of the GIL for a moment (docs/writer.md#the-gil).
@@ -66,23 +62,6 @@ _YIELD_SECONDS = 1e-6
 #: How often a worker whose stream waits for a hand-off checks that the configuration call
 #: (which holds logging's module lock) has returned.
 _HANDOFF_POLL = 0.05
-#: How often a member whose owner left tries to reach the next owner or take the stream over.
-_WAITING_POLL = 0.02
-#: How long a member waits for an owner before it says so.
-_STUCK_AFTER = 2.0
-
-
-class Role(enum.Enum):
-    """What this process does for the stream on the host; changed only by ``Engine._become``."""
-
-    #: Opens, pushes, numbers and stores the stream (it holds the stream lock, or no lock
-    #: applies: a test double's stream is this process's alone).  The role before a start.
-    OWN = "own"
-    #: Hands each line to the process that owns the stream, over its connection.
-    MEMBER = "member"
-    #: A member whose owner left: its lines wait here until it reaches the next owner or
-    #: takes the stream over (its worker tries both).
-    WAITING = "waiting"
 
 
 class PartialLines(Protocol):
@@ -131,12 +110,8 @@ class Engine:
         self._slot = _channel.slot_for(self)
         # The stream lock, presence, history file and spool of this process (_claim.py).
         self.claim = Claim(key, config, backend, self.warn)
-        self.role = Role.OWN
-        self._role_lock = threading.Lock()  # see _become
-        self._link: Optional[MemberLink] = None  # a member's connection to the owner
-        self._listening = False  # the owner's socket is bound (Role.OWN with members)
-        self._handed_on = False  # another process of the host stores the stream
-        self._waiting_since: Optional[float] = None  # the worker's, for _warn_if_stuck
+        # This process's role in the stream the host's processes share (_sharing.py).
+        self.sharing = Sharing(self)
         # Where this stream's lines go when they are another process's: a fork child's
         # uplink to its parent, or a member's link to the owner.
         self._outlet: Optional[_channel.Outlet] = None
@@ -287,176 +262,20 @@ class Engine:
         elif sent is Sent.FULL:
             self.ledger.settle(1, drop=outlet.drop_reason)
         else:
-            self._owner_left((item[0], level, out, args, None))
+            self.sharing.owner_left((item[0], level, out, args, None))
 
-    # -- sharing the stream with the host's other processes ---------------------------------------
-
-    def _become(self, role: Role) -> None:
-        """The one place the role changes (``_role_lock`` held): a member's lines go out
-        through its link, anyone else's into this process's ledger."""
-        self.role = role
-        self._outlet = self._link if role is Role.MEMBER else None
-
-    def _take_part(self) -> None:
-        """At the start: own the stream (the stream lock is this process's) or join the
-        process that does.  On the thread that starts the stream, before the worker exists."""
-        hold = self.claim.hold_stream()
-        meeting = self.claim.meeting
-        if hold is Hold.HELD:
-            with self._role_lock:
-                self._as_owner(listen=True, member=False)
-        elif hold is Hold.OTHER and meeting is not None and self.claim.join():
-            with self._role_lock:
-                self._link = MemberLink(meeting.address)
-                self._become(Role.MEMBER)
-            self.ledger.count(_count_shared)
-            self._hand_on_kept()  # the line that started the stream, and any beside it
-        # Hold.HERE: a predecessor of this process still has it; the worker asks again.
-
-    def _as_owner(self, *, listen: bool, member: bool = True) -> bool:
-        """Own the stream (``_role_lock`` held, stream lock taken): continue the history a
-        previous owner of the host left (then without opening), keep a history file for the
-        next, and listen for members.  True when it continues a previous owner's stream.
-
-        A member continues it; so does a new writer that finds members of it waiting.  A
-        history nobody waits for is a run that ended by a kill (its spool, if any, is
-        ``lelog recover``'s): the new writer's stream is a new log, as a re-run's is."""
-        history = self.claim.history_left()
-        continues = member or self.claim.others_waiting()
-        resumed = history is not None and continues and self.pipeline.next_pos == 0
-        if history is not None and resumed:
-            crashed = self.claim.crashed_holder
-            note = None
-            if crashed is not None:
-                note = (
-                    f"the process that wrote this stream ({crashed.describe()}) ended without "
-                    "handing it over; lines it had not stored yet are lost"
-                )
-            self.pipeline.resume(history.rows, history.next_pos, note)
-            self.delivery.resume()
-            self.ledger.count(_count_shared)
-        with self.pipeline.encode_lock:
-            self.pipeline.history_file = self.claim.keep_history(
-                self.pipeline.history.rows(), self.options.history_bytes
-            )
-        meeting = self.claim.meeting
-        if listen and meeting is not None and not self._listening:
-            try:
-                _channel.listen(self, meeting.address)
-                self._listening = True
-            except (OSError, RuntimeError) as exc:
-                self.warn("listen", f"stream {self.key!r}: other processes cannot reach this one ({exc})")
-        self._become(Role.OWN)
-        return resumed
-
-    def _owner_left(self, item: Item) -> None:
-        """A member's line found no owner: it waits here, and this process takes the stream
-        over at once if it can, else its worker keeps trying (``_round``)."""
-        self.ledger.keep(item, item_size(item[2], item[3]))
-        with self._role_lock:
-            if self.role is Role.MEMBER:
-                self._become(Role.WAITING)
-        self._reach_owner()
-        if self.role is Role.WAITING and self._threaded:
-            self._start_worker()
-
-    def _reach_owner(self) -> bool:
-        """A waiting member: take the stream over, or hand what it kept to the next owner.
-        True when it is no longer waiting."""
-        if self.role is not Role.WAITING:
-            return True
-        if self.claim.take_over():
-            with self._role_lock:
-                if self.role is Role.WAITING:
-                    self._as_owner(listen=True)
-            if self._threaded:
-                self._start_worker()
-            self._wake.set()
-            return True
-        link = self._link
-        if link is not None and link.connect():
-            with self._role_lock:
-                if self.role is Role.WAITING:
-                    self._become(Role.MEMBER)
-            self._hand_on_kept()
-            return self.role is not Role.WAITING
-        return False
-
-    def _warn_if_stuck(self) -> None:
-        """Once, when a member has waited a while: the holder takes no lines (``lelog
-        recover`` finishing an old run, or a process that is not a writer)."""
-        now = self.clock.monotonic()
-        if self._waiting_since is None:
-            self._waiting_since = now
-        elif now - self._waiting_since >= _STUCK_AFTER:
-            self._waiting_since = float("inf")  # said once
-            self.warn(
-                "waiting",
-                f"stream {self.key!r} is held by another process on this host that takes no lines "
-                "(lelog recover, or a process that is not a writer); lines wait here, up to "
-                "max_pending_lines, until it lets go of the stream",
-            )
-
-    def _promoted(self) -> bool:
-        return self.role is Role.OWN
-
-    def _hand_on_kept(self) -> None:
-        """A member: the lines its ledger holds go to the owner, in order."""
-        outlet = self._link
-        waiting = self.ledger.take()
-        if outlet is None or waiting is None:
-            return
-        items, from_children, _ = waiting  # the gap's lines were counted as they went
-        for at, item in enumerate([*items, *from_children]):
-            level, out, args = ready(item)
-            out, _ = truncate_out(out)
-            sent = outlet.send(item[0], level, out, args)
-            if sent is Sent.GONE:
-                for rest in [*items, *from_children][at:]:
-                    self.ledger.keep(rest, item_size(rest[2], rest[3]))
-                with self._role_lock:
-                    if self.role is Role.MEMBER:
-                        self._become(Role.WAITING)
-                return
-            self.ledger.settle(1, drop="" if sent is Sent.SENT else outlet.drop_reason)
-
-    def _settle_role(self, deadline: Deadline) -> None:
-        """At the close, before the final sequence: a waiting member reaches the next owner
-        or takes over, within ``deadline``; a member then leaves, and finishes the stream
-        itself when it finds it was the last process on it (it takes the lock)."""
-        while self.role is Role.WAITING and not deadline.expired():
-            if not self._reach_owner():
-                self.clock.sleep(min(_WAITING_POLL, max(deadline.remaining(), 0.0)))
-        if self.role is Role.MEMBER:
-            self.claim.leave()  # before the lock: see Claim.last_out
-            if self.claim.take_over():
-                with self._role_lock:
-                    resumed = self._as_owner(listen=False)
-                if not resumed and not self.ledger.unsettled():
-                    self._hand_on()  # the stream was stored and closed: nothing to open
-            else:
-                self._hand_on()
-
-    def _hand_on(self) -> None:
-        """This process leaves the stream to another: no upload or close here."""
-        self._handed_on = True
-        self.ledger.count(_count_handed_on)
-
-    def _last_out(self) -> bool:
-        """The owner's final push is done: store and close, or hand the stream on."""
-        if self.claim.last_out():
-            return True
-        self._hand_on()
-        return False
+    def route(self, link: Optional[MemberLink]) -> None:
+        """Where lines go: through a member's ``link`` to the stream's owner, or (None) into
+        this process's ledger.  Only ``Sharing`` calls it, when the role changes."""
+        self._outlet = link
 
     def accept_from_children(self, lines: list[_channel.ChildLine], *, members: bool = False) -> None:
         """On the channel's reader thread: lines fork children or members wrote."""
         if members and not self.ledger.counters.shared:  # read without the lock: set once
-            self.ledger.count(_count_shared)
+            self.ledger.count(count_shared)
         if self.ledger.accept_from_children(lines):
             self.start()  # a parent that has not logged yet has no worker
-        if self.role is Role.MEMBER:
-            self._hand_on_kept()  # a member's fork children's lines go on to the owner
+        self.sharing.hand_on_kept()  # a member's fork children's lines go on to the owner
         self._wake.set()
 
     # -- the worker -----------------------------------------------------------------------------
@@ -478,13 +297,13 @@ class Engine:
             and not self.elsewhere
             and not self.config.skip_opening_stream
         ):
-            self._take_part()
+            self.sharing.take_part()
         with self.ledger.lock:
-            if not self.ledger.move(RUNNING, allowed=(IDLE,)) or self.role is Role.MEMBER:
+            if not self.ledger.move(RUNNING, allowed=(IDLE,)) or self.sharing.role is Role.MEMBER:
                 return
-        self._start_worker()
+        self.start_worker()
 
-    def _start_worker(self) -> None:
+    def start_worker(self) -> None:
         """The worker, once (see ``start``)."""
         with self.ledger.lock:
             if (
@@ -498,7 +317,7 @@ class Engine:
             if worker is None:  # interpreter shutdown: close() drains on its own thread
                 return
             self._worker = worker
-            if self.claim.spool is not None and self.role is Role.OWN:
+            if self.claim.spool is not None and self.sharing.owns:
                 self.claim.spool.start()
 
     def step(self) -> Optional[float]:
@@ -532,14 +351,8 @@ class Engine:
         self._finish_and_account()
 
     def _round(self) -> Optional[float]:
-        if self.role is not Role.OWN:  # a member's worker: it only waits for an owner
-            if not self.ledger.accepting:
-                return None
-            if not self._reach_owner():
-                self._warn_if_stuck()
-                return _WAITING_POLL
-            owner = self._promoted()
-            return 0.0 if owner else 1.0  # an owner now: rounds at once; a member idles
+        if not self.sharing.owns:  # a member's worker: it only waits for an owner
+            return self.sharing.waiting_round() if self.ledger.accepting else None
         handoff = self._handoff_pending(self)
         if handoff and _lifecycle.configuration_over() and self._expire_handoff(self):
             # Nobody took the stream on while the configuration call ran: finish as usual.
@@ -578,12 +391,7 @@ class Engine:
         if predecessor is not None:
             predecessor._finished.wait(deadline.remaining())
             self._predecessor = None
-        # Before the first open, if start() could not (docs/recover.md#stream-lock): taken
-        # now, the stream is this process's (a member would have had to join before it
-        # encoded its first line).
-        if self.claim.hold_stream() is Hold.HELD and self.pipeline.history_file is None:
-            with self._role_lock:
-                self._as_owner(listen=True, member=False)
+        self.sharing.own_late()  # if start() could not take the lock (docs/recover.md#stream-lock)
 
     # -- flush ------------------------------------------------------------------------------------
 
@@ -723,22 +531,19 @@ class Engine:
         stored = False
         try:
             if deadline is not None:
-                self._settle_role(deadline)
-                if self.role is Role.OWN and not self._handed_on:
-                    meeting = self.claim.meeting
-                    if self._listening and meeting is not None:
-                        # Members' lines sent before this are delivered; later ones find
-                        # nobody and wait for whoever takes the stream on.
-                        _channel.stop_listening(self, meeting.address, deadline.remaining() / 5)
+                sharing = self.sharing
+                sharing.settle(deadline)
+                if sharing.owns and not sharing.handed_on:
+                    sharing.stop_listening(deadline)
                     self._drain()
-                    stored = self.delivery.finish(deadline, self._last_out)
+                    stored = self.delivery.finish(deadline, sharing.last_out)
         except BaseException as exc:
             self.warn("internal", f"closing {self.key!r} failed: {exc!r}")
         finally:
             ledger.settle_the_rest("retries_exhausted")
             ledger.moved(WriterState.FINISHED, allowed=(WriterState.FINISHING,))
             remaining = max(deadline.remaining() if deadline is not None else 0.0, 0.1)
-            self.claim.let_go(stored=stored, handed_on=self._handed_on, seconds=remaining)
+            self.claim.let_go(stored=stored, handed_on=self.sharing.handed_on, seconds=remaining)
             self._finished.set()
             _channel.release(self)
             self._leave_registry()  # a new writer on this key starts a new log
@@ -789,14 +594,7 @@ class Engine:
 
         A member's child is a process of the host like any other: it starts undecided, and
         its first line makes it a member (or the owner) of its own."""
-        self._role_lock = threading.Lock()  # a parent thread may have held it at the fork
-        self._listening = self._handed_on = False
-        member = self.role is not Role.OWN
-        self.role = Role.OWN
-        if self._link is not None:
-            self._link.forget_in_child()
-            self._link = None
-        if member:
+        if self.sharing.after_fork_in_child():
             self._outlet = None
             self._predecessor = None
             self.claim.forget_in_child()
@@ -810,11 +608,3 @@ class Engine:
         self._predecessor = None  # the parent's to wait for: this process opens nothing
         self.claim.forget_in_child()  # a fork child's lines are its parent's to spool
         self._build_parts()
-
-
-def _count_shared(counters: Counters) -> None:
-    counters.shared = True
-
-
-def _count_handed_on(counters: Counters) -> None:
-    counters.handed_on = counters.shared = True

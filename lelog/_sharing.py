@@ -1,0 +1,309 @@
+"""``Sharing``: this process's part in a stream the host's processes share
+(docs/writer.md#processes-on-one-key).
+
+The process that holds the stream lock owns the stream (``Role.OWN``): it opens, numbers,
+pushes and stores it, keeps its history in a file for a successor, and listens for the
+others.  Every other process on the key is a member (``Role.MEMBER``): each line goes to the
+owner as it is written, over the member's own connection.  A member whose owner has left
+(``Role.WAITING``) keeps its lines until it reaches the next owner or takes the stream over
+itself, continuing the history and ``pos`` the owner left, without opening the stream again.
+The last process out stores and closes the stream (``Claim.last_out``).
+
+A ``Sharing`` acts on its stream's parts through ``SharedStream`` (the engine), and the role
+changes only in ``_become``, under ``_role_lock``: a leaf held for a few local file and
+socket calls (the stream lock, the history file, binding a socket), never across a request
+or another lelog lock but the pipeline's encode lock and the ledger's, which it takes in
+their order (docs/writer.md#locks).
+"""
+
+from __future__ import annotations
+
+import enum
+import threading
+from typing import Optional, Protocol
+
+from . import _channel
+from ._buffers import item_size
+from ._channel import ChildLine, MemberLink, Sent
+from ._claim import Claim, Hold
+from ._clock import Clock, Deadline
+from ._delivery import Delivery
+from ._encode import Item, ready
+from ._ledger import Ledger
+from ._line import truncate_out
+from ._options import WriterOptions
+from ._pipeline import Pipeline
+from ._stats import Counters
+
+__all__ = ["WAITING_POLL", "Role", "SharedStream", "Sharing", "count_shared"]
+
+#: How often a member whose owner left tries to reach the next owner or take the stream over.
+WAITING_POLL = 0.02
+#: How long a member waits for an owner before it says so.
+_STUCK_AFTER = 2.0
+
+
+class Role(enum.Enum):
+    """What this process does for the stream on the host."""
+
+    #: Opens, pushes, numbers and stores the stream (it holds the stream lock, or no lock
+    #: applies: a test double's stream is this process's alone).  The role before a start.
+    OWN = "own"
+    #: Hands each line to the process that owns the stream, over its connection.
+    MEMBER = "member"
+    #: A member whose owner left: its lines wait in its ledger until it reaches the next
+    #: owner or takes the stream over (its worker tries both).
+    WAITING = "waiting"
+
+
+class SharedStream(Protocol):
+    """What a ``Sharing`` uses of its stream (the engine)."""
+
+    key: str
+    options: WriterOptions
+    clock: Clock
+    claim: Claim
+    ledger: Ledger
+    pipeline: Pipeline
+    delivery: Delivery
+
+    def warn(self, kind: str, message: str) -> None: ...
+
+    def wake(self) -> None: ...
+
+    def start_worker(self) -> None:
+        """Start the worker, if the stream has none and may have one."""
+
+    def route(self, link: Optional[MemberLink]) -> None:
+        """Send each line through ``link`` (a member), or keep it here (None)."""
+
+    def accept_from_children(self, lines: list[ChildLine], *, members: bool = False) -> None: ...
+
+
+class Sharing:
+    """The role of one stream in this process, and the moves between roles."""
+
+    def __init__(self, stream: SharedStream) -> None:
+        self._stream = stream
+        self.role = Role.OWN
+        self._role_lock = threading.Lock()
+        self._link: Optional[MemberLink] = None
+        self._listening = False  # the owner's socket is bound
+        #: Another process of the host stores the stream: this one did not upload or close it.
+        self.handed_on = False
+        self._waiting_since: Optional[float] = None  # for _warn_if_stuck, on the worker
+
+    def _become(self, role: Role) -> None:
+        """The one place the role changes (``_role_lock`` held): a member's lines go out
+        through its link, anyone else's into this process's ledger."""
+        self.role = role
+        self._stream.route(self._link if role is Role.MEMBER else None)
+
+    # -- taking part -----------------------------------------------------------------------------
+
+    def take_part(self) -> None:
+        """At the start: own the stream (the stream lock is this process's) or join the
+        process that does.  On the thread that starts the stream, before the worker exists.
+        ``Hold.HERE`` (a predecessor of this process still has the lock): the worker asks
+        again before it opens (``own_late``)."""
+        claim = self._stream.claim
+        hold = claim.hold_stream()
+        meeting = claim.meeting
+        if hold is Hold.HELD:
+            with self._role_lock:
+                self._as_owner(listen=True, member=False)
+        elif hold is Hold.OTHER and meeting is not None and claim.join():
+            with self._role_lock:
+                self._link = MemberLink(meeting.address)
+                self._become(Role.MEMBER)
+            self._stream.ledger.count(count_shared)
+            self.hand_on_kept()  # the line that started the stream, and any beside it
+
+    def own_late(self) -> None:
+        """Before the first open, when ``take_part`` could not take the lock: taken now, the
+        stream is this process's (a member would have joined before its first line)."""
+        if self._stream.claim.hold_stream() is Hold.HELD and self._stream.pipeline.history_file is None:
+            with self._role_lock:
+                self._as_owner(listen=True, member=False)
+
+    def _as_owner(self, *, listen: bool, member: bool = True) -> bool:
+        """Own the stream (``_role_lock`` held, stream lock taken): continue the history a
+        previous owner of the host left (then without opening), keep a history file for the
+        next, and listen for members.  True when it continues a previous owner's stream.
+
+        A member continues it; so does a new writer that finds members of it waiting.  A
+        history nobody waits for is a run that ended by a kill (its spool, if any, is
+        ``lelog recover``'s): the new writer's stream is a new log, as a re-run's is."""
+        stream, claim = self._stream, self._stream.claim
+        pipeline = stream.pipeline
+        history = claim.history_left()
+        continues = member or claim.others_waiting()
+        resumed = history is not None and continues and pipeline.next_pos == 0
+        if history is not None and resumed:
+            crashed = claim.crashed_holder
+            note = None
+            if crashed is not None:
+                note = (
+                    f"the process that wrote this stream ({crashed.describe()}) ended without "
+                    "handing it over; lines it had not stored yet are lost"
+                )
+            pipeline.resume(history.rows, history.next_pos, note)
+            stream.delivery.resume()
+            stream.ledger.count(count_shared)
+        with pipeline.encode_lock:
+            pipeline.history_file = claim.keep_history(pipeline.history.rows(), stream.options.history_bytes)
+        meeting = claim.meeting
+        if listen and meeting is not None and not self._listening:
+            try:
+                _channel.listen(stream, meeting.address)
+                self._listening = True
+            except (OSError, RuntimeError) as exc:
+                stream.warn("listen", f"stream {stream.key!r}: other processes cannot reach this one ({exc})")
+        self._become(Role.OWN)
+        return resumed
+
+    # -- a member whose owner left ---------------------------------------------------------------
+
+    def owner_left(self, item: Item) -> None:
+        """A member's line found no owner: it waits here, and this process takes the stream
+        over at once if it can, else its worker keeps trying (``waiting_round``)."""
+        self._stream.ledger.keep(item, item_size(item[2], item[3]))
+        with self._role_lock:
+            if self.role is Role.MEMBER:
+                self._become(Role.WAITING)
+        self._reach_owner()
+        if self.role is Role.WAITING:
+            self._stream.start_worker()
+
+    def waiting_round(self) -> float:
+        """A round of a member's worker: seconds until the next (0 once it owns the stream)."""
+        if not self._reach_owner():
+            self._warn_if_stuck()
+            return WAITING_POLL
+        return 0.0 if self.owns else 1.0  # an owner now: rounds at once; a member idles
+
+    @property
+    def owns(self) -> bool:
+        return self.role is Role.OWN
+
+    def _reach_owner(self) -> bool:
+        """A waiting member: take the stream over, or hand what it kept to the next owner.
+        True when it is no longer waiting."""
+        if self.role is not Role.WAITING:
+            return True
+        stream = self._stream
+        if stream.claim.take_over():
+            with self._role_lock:
+                if self.role is Role.WAITING:
+                    self._as_owner(listen=True)
+            stream.start_worker()
+            stream.wake()
+            return True
+        link = self._link
+        if link is not None and link.connect():
+            with self._role_lock:
+                if self.role is Role.WAITING:
+                    self._become(Role.MEMBER)
+            self.hand_on_kept()
+            return self.role is not Role.WAITING
+        return False
+
+    def _warn_if_stuck(self) -> None:
+        """Once, when a member has waited a while: the holder takes no lines (``lelog
+        recover`` finishing an old run, or a process that is not a writer)."""
+        now = self._stream.clock.monotonic()
+        if self._waiting_since is None:
+            self._waiting_since = now
+        elif now - self._waiting_since >= _STUCK_AFTER:
+            self._waiting_since = float("inf")  # said once
+            self._stream.warn(
+                "waiting",
+                f"stream {self._stream.key!r} is held by another process on this host that takes "
+                "no lines (lelog recover, or a process that is not a writer); lines wait here, up "
+                "to max_pending_lines, until it lets go of the stream",
+            )
+
+    def hand_on_kept(self) -> None:
+        """A member: the lines its ledger holds (kept while it had no owner, or from its own
+        fork children) go to the owner, in order."""
+        ledger, link = self._stream.ledger, self._link
+        if link is None or self.role is not Role.MEMBER:
+            return
+        waiting = ledger.take()
+        if waiting is None:
+            return
+        items, from_children, _ = waiting  # the gap's lines were counted as they went
+        kept = [*items, *from_children]
+        for at, item in enumerate(kept):
+            level, out, args = ready(item)
+            out, _ = truncate_out(out)
+            sent = link.send(item[0], level, out, args)
+            if sent is Sent.GONE:
+                for rest in kept[at:]:
+                    ledger.keep(rest, item_size(rest[2], rest[3]))
+                with self._role_lock:
+                    if self.role is Role.MEMBER:
+                        self._become(Role.WAITING)
+                return
+            ledger.settle(1, drop="" if sent is Sent.SENT else link.drop_reason)
+
+    # -- leaving ---------------------------------------------------------------------------------
+
+    def settle(self, deadline: Deadline) -> None:
+        """At the close, before the final sequence: a waiting member reaches the next owner
+        or takes over, within ``deadline``; a member then leaves, and finishes the stream
+        itself when it finds it was the last process on it (it takes the lock)."""
+        stream = self._stream
+        while self.role is Role.WAITING and not deadline.expired():
+            if not self._reach_owner():
+                stream.clock.sleep(min(WAITING_POLL, max(deadline.remaining(), 0.0)))
+        if self.role is not Role.OWN:
+            stream.claim.leave()  # before the lock: see Claim.last_out
+            if self.role is Role.MEMBER and stream.claim.take_over():
+                with self._role_lock:
+                    resumed = self._as_owner(listen=False)
+                if not resumed and not stream.ledger.unsettled():
+                    self._hand_on()  # the stream was stored and closed: nothing to open
+            else:
+                self._hand_on()
+
+    def stop_listening(self, deadline: Deadline) -> None:
+        """The owner's final sequence begins: what members sent so far is delivered; later
+        lines find nobody and wait for whoever takes the stream on."""
+        meeting = self._stream.claim.meeting
+        if self._listening and meeting is not None:
+            _channel.stop_listening(self._stream, meeting.address, deadline.remaining() / 5)
+
+    def last_out(self) -> bool:
+        """The owner's final push is done: True to store and close, False when the stream
+        is handed on to another process."""
+        if self._stream.claim.last_out():
+            return True
+        self._hand_on()
+        return False
+
+    def _hand_on(self) -> None:
+        self.handed_on = True
+        self._stream.ledger.count(_count_handed_on)
+
+    def after_fork_in_child(self) -> bool:
+        """In a fork child: True when the parent was a member (the child then starts as a
+        process of its own, undecided), False when the stream is the parent's."""
+        member = self.role is not Role.OWN
+        self.role = Role.OWN
+        self._role_lock = threading.Lock()  # a parent thread may have held it at the fork
+        self._listening = self.handed_on = False
+        self._waiting_since = None
+        if self._link is not None:
+            self._link.forget_in_child()
+            self._link = None
+        return member
+
+
+def count_shared(counters: Counters) -> None:
+    """Lines of other processes of the host are in this stream."""
+    counters.shared = True
+
+
+def _count_handed_on(counters: Counters) -> None:
+    counters.handed_on = counters.shared = True
