@@ -46,6 +46,8 @@ __all__ = [
     "ChildLine",
     "Inbox",
     "MemberLink",
+    "REFUSAL",
+    "Refusal",
     "Receiver",
     "Sent",
     "Uplink",
@@ -401,6 +403,19 @@ class Uplink:
             return Sent.SENT
 
 
+class Refusal:
+    """Where a writer's lines go when the process that holds its stream on the host has
+    other credentials: nowhere, each counted as rejected (docs/writer.md#processes-on-one-key)."""
+
+    drop_reason = "rejected"
+
+    def send(self, ts: float, level: str, out: str, args: Any) -> Sent:
+        return Sent.FULL
+
+
+REFUSAL = Refusal()
+
+
 class MemberLink:
     """A member process's connection to the process that owns the stream on the host
     (docs/writer.md#processes-on-one-key): one message per line, sent by the caller, so a
@@ -479,7 +494,7 @@ class MemberLink:
         self._disconnect_locked()
 
 
-Outlet = Union[Uplink, MemberLink]
+Outlet = Union[Uplink, MemberLink, Refusal]
 
 # -- which stream uses which channel ---------------------------------------------------------------
 

@@ -29,7 +29,7 @@ from ._hostwide import PRESENCE, History, HistoryFile, Meeting, load_history
 from ._options import WriterOptions
 from ._runtime import runtime_dir
 from ._spool import Spool
-from ._streamlock import Holder, StreamLock, StreamName, holder_of
+from ._streamlock import Holder, StreamLock, StreamName, credential_of, holder_of
 
 __all__ = ["Claim", "Hold"]
 
@@ -41,6 +41,9 @@ class Hold(enum.Enum):
     HELD = "held"
     #: Another process of the host holds it: this one joins as a member.
     OTHER = "other"
+    #: Another process of the host holds it with other credentials (another token): this
+    #: one may not join its stream, nor open it over it.
+    REFUSED = "refused"
     #: An engine of this process still holds it (a predecessor finishing): ask again later.
     HERE = "here"
     #: No lock can be had (a test double's stream, or no usable runtime directory): the
@@ -95,7 +98,7 @@ class Claim:
             if self._stream_lock is not None:
                 return Hold.HELD
             try:
-                self._stream_lock = StreamLock.try_acquire(name)
+                self._stream_lock = StreamLock.try_acquire(name, credential=self._credential)
                 holder = None if self._stream_lock is not None else holder_of(name)
             except (ConfigError, OSError) as exc:
                 failure: Optional[Exception] = exc
@@ -108,6 +111,14 @@ class Claim:
             return Hold.HELD
         if holder is not None and holder.is_this_process():
             return Hold.HERE
+        if holder is not None and holder.purpose == "writer" and holder.credential != self._credential:
+            self._warn(
+                "credential",
+                f"stream {self._key!r} is written by another process on this host ({holder.describe()}) "
+                "with another token: lines written here are not sent and are counted as rejected; "
+                "give this process the same token, or its own key",
+            )
+            return Hold.REFUSED
         return Hold.OTHER
 
     @functools.cached_property
@@ -118,6 +129,11 @@ class Claim:
             return StreamName.of(self._config, self._backend, self._key)
         except TypeError:
             return None
+
+    @functools.cached_property
+    def _credential(self) -> str:
+        name = self._name
+        return "" if name is None else credential_of(self._config.token or "", name)
 
     @functools.cached_property
     def meeting(self) -> Optional[Meeting]:

@@ -31,12 +31,12 @@ import contextlib
 import threading
 import time
 import weakref
-from typing import Any, Callable, Hashable, Optional, Protocol
+from typing import Any, Callable, Hashable, Optional, Protocol, Union
 
 from . import _channel, _lifecycle, _reentry
 from ._backend import Backend, keeps_every_line, retry_policy
 from ._buffers import item_size
-from ._channel import MemberLink, Sent
+from ._channel import MemberLink, Refusal, Sent
 from ._claim import Claim
 from ._clock import Clock, Deadline
 from ._config import LogConfig
@@ -47,7 +47,7 @@ from ._ledger import ENDED, IDLE, RUNNING, Ledger, WriterState
 from ._line import truncate_out
 from ._options import WriterOptions
 from ._pipeline import Pipeline
-from ._sharing import Role, Sharing, count_shared
+from ._sharing import Sharing, count_shared
 from ._spool import SpoolStats
 from ._stats import Stats
 
@@ -264,10 +264,11 @@ class Engine:
         else:
             self.sharing.owner_left((item[0], level, out, args, None))
 
-    def route(self, link: Optional[MemberLink]) -> None:
-        """Where lines go: through a member's ``link`` to the stream's owner, or (None) into
-        this process's ledger.  Only ``Sharing`` calls it, when the role changes."""
-        self._outlet = link
+    def route(self, outlet: Optional[Union[MemberLink, Refusal]]) -> None:
+        """Where lines go: through a member's link to the stream's owner, nowhere (a
+        refusal), or (None) into this process's ledger.  Only ``Sharing`` calls it, when the
+        role changes."""
+        self._outlet = outlet
 
     def accept_from_children(self, lines: list[_channel.ChildLine], *, members: bool = False) -> None:
         """On the channel's reader thread: lines fork children or members wrote."""
@@ -299,7 +300,7 @@ class Engine:
         ):
             self.sharing.take_part()
         with self.ledger.lock:
-            if not self.ledger.move(RUNNING, allowed=(IDLE,)) or self.sharing.role is Role.MEMBER:
+            if not self.ledger.move(RUNNING, allowed=(IDLE,)) or not self.sharing.owns:
                 return
         self.start_worker()
 

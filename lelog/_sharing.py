@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import enum
 import threading
-from typing import Optional, Protocol
+from typing import Optional, Protocol, Union
 
 from . import _channel
 from ._buffers import item_size
-from ._channel import ChildLine, MemberLink, Sent
+from ._channel import REFUSAL, ChildLine, MemberLink, Refusal, Sent
 from ._claim import Claim, Hold
 from ._clock import Clock, Deadline
 from ._delivery import Delivery
@@ -54,6 +54,9 @@ class Role(enum.Enum):
     #: A member whose owner left: its lines wait in its ledger until it reaches the next
     #: owner or takes the stream over (its worker tries both).
     WAITING = "waiting"
+    #: The process that holds the stream has other credentials: lines are counted as
+    #: rejected, and this process neither joins nor opens the stream.
+    REFUSED = "refused"
 
 
 class SharedStream(Protocol):
@@ -74,8 +77,9 @@ class SharedStream(Protocol):
     def start_worker(self) -> None:
         """Start the worker, if the stream has none and may have one."""
 
-    def route(self, link: Optional[MemberLink]) -> None:
-        """Send each line through ``link`` (a member), or keep it here (None)."""
+    def route(self, outlet: Optional[Union[MemberLink, Refusal]]) -> None:
+        """Send each line through ``outlet`` (a member's link, or a refusal), or keep it
+        here (None)."""
 
     def accept_from_children(self, lines: list[ChildLine], *, members: bool = False) -> None: ...
 
@@ -97,7 +101,10 @@ class Sharing:
         """The one place the role changes (``_role_lock`` held): a member's lines go out
         through its link, anyone else's into this process's ledger."""
         self.role = role
-        self._stream.route(self._link if role is Role.MEMBER else None)
+        if role is Role.REFUSED:
+            self._stream.route(REFUSAL)
+        else:
+            self._stream.route(self._link if role is Role.MEMBER else None)
 
     # -- taking part -----------------------------------------------------------------------------
 
@@ -118,6 +125,12 @@ class Sharing:
                 self._become(Role.MEMBER)
             self._stream.ledger.count(count_shared)
             self.hand_on_kept()  # the line that started the stream, and any beside it
+        elif hold is Hold.REFUSED:
+            with self._role_lock:
+                self._become(Role.REFUSED)
+            waiting = self._stream.ledger.take()  # the line that started the stream
+            if waiting is not None:
+                self._stream.ledger.settle(len(waiting[0]) + len(waiting[1]), drop=REFUSAL.drop_reason)
 
     def own_late(self) -> None:
         """Before the first open, when ``take_part`` could not take the lock: taken now, the
@@ -257,6 +270,8 @@ class Sharing:
         while self.role is Role.WAITING and not deadline.expired():
             if not self._reach_owner():
                 stream.clock.sleep(min(WAITING_POLL, max(deadline.remaining(), 0.0)))
+        if self.role is Role.REFUSED:
+            return
         if self.role is not Role.OWN:
             stream.claim.leave()  # before the lock: see Claim.last_out
             if self.role is Role.MEMBER and stream.claim.take_over():

@@ -36,6 +36,7 @@ import contextlib
 import errno
 import fcntl
 import hashlib
+import hmac
 import json
 import os
 import socket
@@ -54,7 +55,7 @@ from ._filestore import FileStore
 from ._host import boot_id, pid_namespace, proc_stat
 from ._runtime import runtime_dir
 
-__all__ = ["Holder", "StreamLock", "StreamName", "far_end", "forget_in_child", "holder_of"]
+__all__ = ["Holder", "StreamLock", "StreamName", "credential_of", "far_end", "forget_in_child", "holder_of"]
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 #: How many times a lock file removed under us (its holder let go) is tried again.
@@ -135,6 +136,9 @@ class Holder:
     hostname: str
     #: What the holder does: ``writer``, ``lelog recover``.
     purpose: str
+    #: A fingerprint of the holder's credentials for the stream (``credential_of``), so a
+    #: process that would join its stream can tell whether it speaks for the same account.
+    credential: str = ""
 
     def is_this_process(self) -> bool:
         me = _identity(self.purpose)
@@ -158,7 +162,16 @@ class Holder:
         return text
 
 
-def _identity(purpose: str) -> Holder:
+def credential_of(token: str, name: StreamName) -> str:
+    """A fingerprint of ``token`` for stream ``name``: an HMAC keyed by the token, so the
+    lock file (private to the user, like the runtime directory) never holds the token nor
+    anything that is the same for two streams."""
+    if not token:
+        return ""
+    return hmac.new(token.encode(), name.digest.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def _identity(purpose: str, credential: str = "") -> Holder:
     """This process as a holder."""
     pid = os.getpid()
     found = proc_stat(pid)
@@ -170,6 +183,7 @@ def _identity(purpose: str) -> Holder:
         boot_id=boot_id(),
         hostname=socket.gethostname(),
         purpose=purpose,
+        credential=credential,
     )
 
 
@@ -192,8 +206,14 @@ def _parse_identity(data: bytes, local_pid: Optional[int]) -> Holder:
             boot_id=obj["boot_id"],
             hostname=obj["hostname"],
             purpose=obj["purpose"],
+            credential=obj.get("credential", ""),
         )
-        if type(holder.pid) is int and isinstance(holder.hostname, str) and isinstance(holder.purpose, str):
+        if (
+            type(holder.pid) is int
+            and isinstance(holder.hostname, str)
+            and isinstance(holder.purpose, str)
+            and isinstance(holder.credential, str)
+        ):
             return holder
     except (ValueError, TypeError, KeyError, RecursionError):
         pass
@@ -254,20 +274,26 @@ class StreamLock:
 
     @classmethod
     def try_acquire(
-        cls, name: StreamName, directory: Optional[str] = None, *, purpose: str = "writer"
+        cls,
+        name: StreamName,
+        directory: Optional[str] = None,
+        *,
+        purpose: str = "writer",
+        credential: str = "",
     ) -> Optional[StreamLock]:
         """Take the lock of ``name`` without waiting; None when another process holds it,
         or this process does (writers of one process share its stream themselves).
 
         ``directory`` defaults to the runtime directory (a ``ConfigError`` when it is not
-        usable); ``purpose`` says what the holder does, for ``holder_of``'s messages.  An
-        ``OSError`` when the lock file cannot be made (no space, too many open files).
+        usable); ``purpose`` says what the holder does, for ``holder_of``'s messages, and
+        ``credential`` (``credential_of``) lets a would-be member check it.  An ``OSError``
+        when the lock file cannot be made (no space, too many open files).
         """
         path = name.lock_path(directory if directory is not None else runtime_dir())
         with _table_lock:
             if path in _held:
                 return None
-            holder = _identity(purpose)
+            holder = _identity(purpose, credential)
             locked = _lock_file(path, _identity_bytes(holder))
             if locked is None:
                 return None

@@ -248,3 +248,30 @@ def test_a_crashed_runs_leftover_is_not_continued_by_a_new_run(
         assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["True"]
     assert [row["out"] for row in service.blob_lines("k") or []] == ["new run\n"]
+
+
+OTHER_TOKEN = """
+import lelog
+writer = lelog.StreamWriter("k", lelog.LogConfig(url={url!r}, account_id="acct", token="another-token"))
+for i in range(3):
+    writer.write_line(f"intruder {{i}}")
+stats = writer.close()
+print(stats.accepted, stats.sent, stats.dropped["rejected"], stats.uploaded, flush=True)
+"""
+
+
+def test_a_process_with_another_token_is_refused_and_never_opens_the_stream(
+    service: FakeLogService, processes: Processes, tmp_path: Path
+) -> None:
+    owner = processes.start()
+    owner.ask("log owner 5")
+    assert owner.ask("flush") == "True"
+    result = run_python(
+        OTHER_TOKEN.format(url=service.url), timeout=60, env={"LELOG_RUNTIME_DIR": str(tmp_path / "runtime")}
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["3", "0", "3", "None"]
+    assert "with another token" in result.stderr and "another-token" not in result.stderr
+    owner.ask("log owner 5")
+    owner.close()
+    assert stored(service) == lines("owner", 5) + lines("owner", 5)
