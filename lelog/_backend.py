@@ -10,7 +10,15 @@ from ._config import LogConfig, resolve_config
 from ._exceptions import ConfigError
 from ._retry import RetryPolicy
 
-__all__ = ["ONE_ATTEMPT", "Backend", "keeps_every_line", "make_backend", "retry_policy", "stream_identity"]
+__all__ = [
+    "ONE_ATTEMPT",
+    "Backend",
+    "StoredLogs",
+    "keeps_every_line",
+    "make_backend",
+    "retry_policy",
+    "stream_identity",
+]
 
 #: What the writer passes as ``retry``: it owns the retries, a backend makes one attempt.
 ONE_ATTEMPT = RetryPolicy(max_attempts=1)
@@ -57,6 +65,13 @@ class Backend(Protocol):
     ) -> None: ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class StoredLogs(Protocol):
+    """A backend that gives a key's stored log back (the service, the file store)."""
+
+    def download(self, key: str, **opts: object) -> bytes: ...
 
 
 def stream_identity(backend: Backend, config: LogConfig, key: str) -> Hashable:

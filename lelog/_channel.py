@@ -33,6 +33,7 @@ import select
 import socket
 import termios
 import threading
+import time
 import weakref
 from typing import Any, Optional, Protocol, Union
 
@@ -68,6 +69,9 @@ _BATCH = 256
 #: How long a flush waits at most for the lines already in the channel to be delivered; a
 #: close waits up to a fifth of its budget.
 SETTLE_AT_FLUSH = 0.5
+#: How long the reader waits when a stream has no room for its members' lines, before it
+#: looks again (the encoder frees room a batch at a time).
+_STALL_WAIT = 0.005
 
 #: A line as a child sent it: (lines lost before it, time, level, out, args).
 ChildLine = tuple[int, float, str, str, Any]
@@ -78,6 +82,10 @@ class Receiver(Protocol):
 
     def accept_from_children(self, lines: list[ChildLine], *, members: bool = False) -> None:
         """Lines of fork children, or of member processes (``members``)."""
+
+    def room_for_members(self) -> int:
+        """How many member lines it takes now; 0 leaves them in their connections (the
+        members' sends then find them full, and their lines wait in the members)."""
 
 
 class Inbox:
@@ -140,6 +148,7 @@ class Channel:
         # The reader's own tables (no lock: only the reader thread touches them).
         self._listeners: dict[int, tuple[socket.socket, Receiver]] = {}
         self._members: dict[int, tuple[socket.socket, Receiver, Inbox]] = {}
+        self._stalled = False  # a member's lines were left for want of room (the reader's)
         self._reader = threading.Thread(target=self._read, name="lelog-channel", daemon=True)
         self._reader.start()
 
@@ -186,8 +195,11 @@ class Channel:
         with self._cond:
             if self._closed:
                 return True
+            # A listener the reader has not taken in yet may have members already.
+            waits = any(r is receiver and s is not None for r, s, _ in self._asked) or self._connected(
+                receiver
+            )
             self._asked.append((receiver, None, done))
-            waits = self._connected(receiver)
         self._wake()
         return done.wait(timeout) if waits else True
 
@@ -284,6 +296,9 @@ class Channel:
                 with self._cond:
                     self._busy = False
                     self._cond.notify_all()
+            if self._stalled:  # lines left in a connection: back after the encoder takes some
+                self._stalled = False
+                time.sleep(_STALL_WAIT)
 
     def _read_children(self) -> None:
         more = True
@@ -310,14 +325,18 @@ class Channel:
             self._members[conn.fileno()] = (conn, receiver, Inbox())
             poller.register(conn, select.POLLIN)
 
-    def _read_member(self, poller: select.poll, fd: int) -> bool:
-        """A member's lines, to its stream; True when the member is gone (its connection
-        is then closed)."""
+    def _read_member(self, poller: select.poll, fd: int, *, to_the_end: bool = False) -> bool:
+        """A member's lines, to its stream, as many as it has room for (``to_the_end``: all,
+        at the close); True when the member is gone (its connection is then closed)."""
         conn, receiver, inbox = self._members[fd]
         more = True
         while more:
+            room = _BATCH if to_the_end else min(receiver.room_for_members(), _BATCH)
+            if room <= 0:
+                self._stalled = True
+                return False
             try:
-                batch, more = _recv_batch(conn)
+                batch, more = _recv_batch(conn, room)
             except OSError:
                 batch, more = [], False
                 ended = True
@@ -349,15 +368,15 @@ class Channel:
             if owner is receiver:
                 with contextlib.suppress(OSError):
                     conn.shutdown(socket.SHUT_RD)  # the member's next send fails: EPIPE
-                while not self._read_member(poller, fd):
+                while not self._read_member(poller, fd, to_the_end=True):
                     pass  # what it sent before the shutdown, to the last line
 
 
-def _recv_batch(sock: socket.socket) -> tuple[list[bytes], bool]:
-    """Up to ``_BATCH`` messages without waiting, and whether more may wait.  An empty
+def _recv_batch(sock: socket.socket, most: int = _BATCH) -> tuple[list[bytes], bool]:
+    """Up to ``most`` messages without waiting, and whether more may wait.  An empty
     message from a connection is its end, and ends the batch."""
     batch: list[bytes] = []
-    for _ in range(_BATCH):
+    for _ in range(most):
         try:
             data = sock.recv(_MAX_DATAGRAM, socket.MSG_DONTWAIT)
         except BlockingIOError:
@@ -372,7 +391,11 @@ class Sent(enum.Enum):
     """What became of a line handed to another process."""
 
     SENT = "sent"
-    #: No room (or closed): counted as dropped for the outlet's ``drop_reason``.
+    #: Not sent, and not to be: counted as dropped for the outlet's ``drop_reason`` (a fork
+    #: child's full or closed channel, a refusal, a line no message can hold).
+    DROPPED = "dropped"
+    #: A member's connection is full: the line is still the sender's, to keep until the
+    #: owner has read some (its number is not used, so no gap is seen).
     FULL = "full"
     #: Nobody listens any more: the stream's owner left; the line is still the sender's.
     GONE = "gone"
@@ -391,7 +414,7 @@ class Uplink:
         self._lock = threading.Lock()  # a leaf, held across one non-blocking send
 
     def send(self, ts: float, level: str, out: str, args: Any) -> Sent:
-        """Hand one line over; FULL when the channel is full or closed (never waits)."""
+        """Hand one line over; DROPPED when the channel is full or closed (never waits)."""
         with self._lock:
             seq = self._seq
             self._seq += 1
@@ -399,7 +422,7 @@ class Uplink:
             try:
                 self._channel.sender.send(data)
             except OSError:  # full (EAGAIN), closed, or a line too long for one datagram
-                return Sent.FULL
+                return Sent.DROPPED
             return Sent.SENT
 
 
@@ -410,7 +433,7 @@ class Refusal:
     drop_reason = "rejected"
 
     def send(self, ts: float, level: str, out: str, args: Any) -> Sent:
-        return Sent.FULL
+        return Sent.DROPPED
 
 
 REFUSAL = Refusal()
@@ -420,8 +443,9 @@ class MemberLink:
     """A member process's connection to the process that owns the stream on the host
     (docs/writer.md#processes-on-one-key): one message per line, sent by the caller, so a
     line is with the owner when ``emit`` returns, even if this process then leaves by
-    ``os._exit``.  Numbered from 0 on each connection; a number skipped is a line that
-    found the connection full, which the owner marks in its place."""
+    ``os._exit``.  A full connection sends nothing (the sender keeps the line until the
+    owner has read some).  Numbered from 0 on each connection; a number skipped is a line
+    the sender dropped, which the owner marks in its place."""
 
     drop_reason = "overflow"
 
@@ -469,14 +493,22 @@ class MemberLink:
             data = encode_datagram(0, os.getpid(), seq, ts, level, out, args)
             try:
                 sock.send(data)
+            except BlockingIOError:
+                return Sent.FULL
             except OSError as exc:
                 if _hostwide.gone(exc):
                     self._disconnect_locked()
                     return Sent.GONE
-                self._seq += 1  # full, or a line too long for one message: a gap the owner marks
-                return Sent.FULL
+                self._seq += 1  # a line too long for one message: a gap the owner marks
+                return Sent.DROPPED
             self._seq += 1
             return Sent.SENT
+
+    def skip(self, count: int) -> None:
+        """``count`` lines the sender dropped before its next: the owner sees the gap and
+        marks it in their place."""
+        with self._lock:
+            self._seq += count
 
     def close(self) -> None:
         with self._lock:

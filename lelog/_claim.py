@@ -25,7 +25,7 @@ from typing import Callable, Optional
 from ._backend import Backend
 from ._config import LogConfig
 from ._exceptions import ConfigError
-from ._hostwide import PRESENCE, History, HistoryFile, Meeting, load_history
+from ._hostwide import PRESENCE, History, HistoryFile, Meeting, load_history, mark_ended, take_ended
 from ._options import WriterOptions
 from ._runtime import runtime_dir
 from ._spool import Spool
@@ -162,11 +162,13 @@ class Claim:
     # -- sharing the stream with the host's other processes ----------------------------------------
 
     def join(self) -> bool:
-        """Say this process writes the stream as a member; False when it cannot (the
-        caller then keeps the stream to itself)."""
+        """Say this process writes the stream (a member, or a writer that has not started
+        yet); False when it cannot (the caller then keeps the stream to itself)."""
         meeting = self.meeting
         if meeting is None:
             return False
+        if self._member:
+            return True
         try:
             PRESENCE.join(meeting.members_path)
         except OSError as exc:
@@ -176,7 +178,7 @@ class Claim:
         return True
 
     def leave(self) -> None:
-        """This process writes the stream as a member no more."""
+        """This process writes the stream as a member (or a writer yet to start) no more."""
         meeting = self.meeting
         if self._member and meeting is not None:
             self._member = False
@@ -194,6 +196,16 @@ class Claim:
         """Whether other processes of the host are members of the stream now."""
         meeting = self.meeting
         return meeting is not None and PRESENCE.others(meeting.members_path)
+
+    def release(self) -> None:
+        """Let go of the stream lock, taken for nothing (``Sharing.inherit``)."""
+        self._release_stream()
+
+    def run_continues(self) -> bool:
+        """Whether this new owner continues the log a run of its parent stored moments ago
+        (``_hostwide.take_ended``)."""
+        meeting = self.meeting
+        return meeting is not None and take_ended(meeting.ended_path)
 
     def history_left(self) -> Optional[History]:
         """What the stream's previous owner on this host left to continue from."""
@@ -243,6 +255,9 @@ class Claim:
                 self.history.remove()
             else:
                 self.history.close()
+        meeting = self.meeting
+        if stored and meeting is not None:
+            mark_ended(meeting.ended_path)
         self.leave()
         self._release_stream()
 

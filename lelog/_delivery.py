@@ -18,11 +18,11 @@ import enum
 import functools
 from typing import Callable, Optional
 
-from ._backend import ONE_ATTEMPT, Backend
+from ._backend import ONE_ATTEMPT, Backend, StoredLogs
 from ._buffers import Batch, LiveQueue
 from ._clock import Clock, Deadline
 from ._config import LogConfig
-from ._exceptions import AuthError, Cancelled, LogServiceError, StreamNotFound, TLSError
+from ._exceptions import AuthError, BlobNotFound, Cancelled, LogServiceError, StreamNotFound, TLSError
 from ._ledger import Ledger, WriterState
 from ._pipeline import Pipeline, Taken
 from ._retry import Attempts, RetryPolicy
@@ -248,6 +248,34 @@ class Delivery:
             self._record_error(exc)  # not found: already closed, the service's permanent 500
             return False
         return uploaded
+
+    def stored_log(self, deadline: Deadline) -> Optional[bytes]:
+        """The key's stored log (one download, retried within ``deadline``); None when
+        there is none or the backend keeps none it can give back."""
+        backend = self._backend
+        if not isinstance(backend, StoredLogs):
+            return None
+        found: list[bytes] = []
+
+        def download(deadline: Deadline) -> None:
+            found.append(backend.download(self._key, deadline=deadline, retry=ONE_ATTEMPT))
+
+        exc = self._retrying("download", download, deadline)
+        if exc is not None and not isinstance(exc, BlobNotFound):
+            self._record_error(exc)
+        return found[0] if found else None
+
+    def store_leftover(self, body: bytes, deadline: Deadline) -> bool:
+        """Store ``body`` as the stream's log and close the stream, before this delivery
+        opens it: what a killed run on this key left (``Sharing.store_leftover``).  True
+        when both were done within ``deadline``."""
+        exc = self._retrying("upload", functools.partial(self._upload, body), deadline.share(0.5))
+        if exc is None:
+            exc = self._retrying("close_stream", self._close_stream, deadline)
+        if exc is not None and not isinstance(exc, StreamNotFound):
+            self._record_error(exc)
+            return False
+        return True
 
     def _final_push(self, deadline: Deadline) -> None:
         while self.live.entries and self.live_state is LiveState.OPEN:

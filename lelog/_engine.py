@@ -169,6 +169,8 @@ class Engine:
         self.claim.take(spool_dir, self.options, self._encode_for_spool)
         if self.claim.spool is not None:
             self.pipeline.spool_rows = self.claim.spool.add_rows
+        if self._threaded and not self.config.skip_opening_stream:
+            self.sharing.arrive()
         _channel.want_channel(self)
         _lifecycle.register(self)
 
@@ -250,19 +252,24 @@ class Engine:
     def _send_up(self, outlet: _channel.Outlet, item: Item, released: bool) -> None:
         """In a fork child or a member: one message to the owner (a captured record
         rendered first: the owner takes ready lines).  Counted under the ledger's lock, sent
-        outside it."""
-        if not self.ledger.admit(released):
-            return
+        outside it.  A member's line goes behind lines that wait here (decided under the
+        ledger's lock, so a line never overtakes one that waits)."""
         level, out, args = ready(item)
         out, _ = truncate_out(out)
         args = dict(args) if args else args
+        line: Item = (item[0], level, out, args, None)
+        admitted = self.ledger.admit(released, behind=line if outlet is self.sharing.link else None)
+        if admitted is not True:
+            if admitted is False:  # kept behind the waiting lines: the worker sends them
+                self.wake()
+            return
         sent = outlet.send(item[0], level, out, args)
         if sent is Sent.SENT:
             self.ledger.settle(1)
-        elif sent is Sent.FULL:
+        elif sent is Sent.DROPPED:
             self.ledger.settle(1, drop=outlet.drop_reason)
-        else:
-            self.sharing.owner_left((item[0], level, out, args, None))
+        else:  # a member's full connection, or no owner: the line waits here
+            self.sharing.line_waits(line, gone=sent is Sent.GONE)
 
     def route(self, outlet: Optional[Union[MemberLink, Refusal]]) -> None:
         """Where lines go: through a member's link to the stream's owner, nowhere (a
@@ -270,11 +277,14 @@ class Engine:
         role changes."""
         self._outlet = outlet
 
+    def room_for_members(self) -> int:
+        return self.ledger.room_for_others() if self.ledger.accepting else _channel.CHANNEL_BUFFER
+
     def accept_from_children(self, lines: list[_channel.ChildLine], *, members: bool = False) -> None:
         """On the channel's reader thread: lines fork children or members wrote."""
         if members and not self.ledger.counters.shared:  # read without the lock: set once
             self.ledger.count(count_shared)
-        if self.ledger.accept_from_children(lines):
+        if self.ledger.accept_from_children(lines, until_finished=members):
             self.start()  # a parent that has not logged yet has no worker
         self.sharing.hand_on_kept()  # a member's fork children's lines go on to the owner
         self._wake.set()
@@ -300,7 +310,7 @@ class Engine:
         ):
             self.sharing.take_part()
         with self.ledger.lock:
-            if not self.ledger.move(RUNNING, allowed=(IDLE,)) or not self.sharing.owns:
+            if not self.ledger.move(RUNNING, allowed=(IDLE,)) or not self.sharing.needs_worker:
                 return
         self.start_worker()
 
@@ -332,6 +342,10 @@ class Engine:
     def _run(self) -> None:
         _reentry.mark_own_thread()
         self._worker_awake = True
+        try:  # before the first round encodes a line: a log to continue
+            self.sharing.continue_run(Deadline.after(self.config.open_deadline, self.clock.monotonic))
+        except Exception as exc:  # a bug: the stream goes on as a new log
+            self.warn("internal", f"continuing {self.key!r} failed: {exc!r}")
         while True:
             try:
                 wait = self._round()
@@ -393,6 +407,7 @@ class Engine:
             predecessor._finished.wait(deadline.remaining())
             self._predecessor = None
         self.sharing.own_late()  # if start() could not take the lock (docs/recover.md#stream-lock)
+        self.sharing.store_leftover(deadline)
 
     # -- flush ------------------------------------------------------------------------------------
 
@@ -502,11 +517,11 @@ class Engine:
         was written): run the final sequence on this thread, marked as lelog's own I/O."""
         with self.ledger.lock:
             unused = self.ledger.counters.accepted == 0  # nothing to send, no request at all
-            if unused:
+        if unused and not self.sharing.inherit():  # unless the last of a stream handed on
+            with self.ledger.lock:
                 self.ledger.move(WriterState.FINISHED, allowed=(WriterState.FINISHING,))
                 self._finished.set()
-        if unused:
-            self.claim.leave()  # a member that wrote nothing: it was here, and is no more
+            self.claim.leave()  # it was here for the stream, and is no more
             _channel.release(self)
             return
         with _reentry.own_io():

@@ -16,6 +16,9 @@ lock, in the runtime directory (``_runtime``), a stream has:
 * ``<digest>.history``: the owner's history, the encoded rows in ``pos`` order (``HistoryFile``),
   so a process that takes the stream over, after the owner closed, exited or was killed,
   continues its ``pos`` and uploads the whole log without re-opening the stream.
+* ``<digest>.ended``: left by the last process out, which stored the log: its parent process
+  and when (``Ended``), so a process of the same parent that starts the key moments later
+  (a recycled worker, the next command of a loop) continues that log instead of replacing it.
 
 A leaf below ``_streamlock``: files and sockets only, no writer.
 """
@@ -32,13 +35,28 @@ import socket
 import struct
 import sys
 import threading
+import time
 from typing import Callable, Optional, Union
 
 import attrs
 
 from . import _lifecycle
+from ._host import boot_id, proc_stat
 
-__all__ = ["PRESENCE", "History", "HistoryFile", "Meeting", "Presence", "SocketAddress", "load_history"]
+__all__ = [
+    "CONTINUE_WINDOW",
+    "PRESENCE",
+    "History",
+    "HistoryFile",
+    "Meeting",
+    "Presence",
+    "SocketAddress",
+    "load_history",
+    "mark_ended",
+    "parent_run",
+    "parse_rows",
+    "take_ended",
+]
 
 #: ``sun_path``'s size on Linux, its terminating NUL included.
 _SUN_PATH = 108
@@ -63,6 +81,10 @@ class Meeting:
     @property
     def history_path(self) -> str:
         return self._path(".history")
+
+    @property
+    def ended_path(self) -> str:
+        return self._path(".ended")
 
     @property
     def socket_path(self) -> str:
@@ -249,6 +271,8 @@ class History:
     rows: list[bytes]
     #: The ``pos`` the next line takes.
     next_pos: int
+    #: When it was last written (``time.time()`` seconds).
+    written: float
 
 
 def load_history(path: str) -> Optional[History]:
@@ -257,22 +281,71 @@ def load_history(path: str) -> Optional[History]:
     try:
         with open(path, "rb") as fh:
             data = fh.read()
-    except FileNotFoundError:
-        return None
+            written = os.fstat(fh.fileno()).st_mtime
     except OSError:
         return None
     rows = data.split(b"\n")
     rows.pop()  # what follows the last newline: empty, or a row cut short
+    return parse_rows(rows, written)
+
+
+def parse_rows(rows: list[bytes], written: float = 0.0) -> Optional[History]:
+    """``rows`` as a history: the next ``pos`` follows the last row that has one (rows
+    after it, cut short or not lelog's, are left out); None when no row has one."""
     while rows:
         try:
             pos = json.loads(rows[-1])["pos"]
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             rows.pop()
             continue
         if type(pos) is int:
-            return History(rows, pos + 1)
+            return History(rows, pos + 1, written)
         rows.pop()
     return None
+
+
+#: How soon after a run of the same parent ended a new writer continues its log.
+CONTINUE_WINDOW = 10.0
+
+
+def parent_run() -> list[object]:
+    """This process's parent, as a run's processes share it: pid, start time, boot."""
+    ppid = os.getppid()
+    found = proc_stat(ppid)
+    return [ppid, None if found is None else found[1], boot_id()]
+
+
+def mark_ended(path: str) -> None:
+    """The last process out stored the log: say so, with its parent and the time."""
+    data = json.dumps({"parent": parent_run(), "at": time.time()}).encode()
+    temporary = f"{path}.{os.getpid()}.tmp"
+    try:
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _OPEN_FLAGS, 0o600)
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+        os.replace(temporary, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+
+
+def take_ended(path: str) -> bool:
+    """Whether a run of this process's parent ended moments ago (``CONTINUE_WINDOW``),
+    storing the log this process is to continue; the mark is taken away either way."""
+    try:
+        with open(path, "rb") as fh:
+            found = json.loads(fh.read())
+        os.unlink(path)
+    except (OSError, ValueError):
+        return False
+    try:
+        return bool(
+            found["parent"] == parent_run() and 0 <= time.time() - float(found["at"]) <= CONTINUE_WINDOW
+        )
+    except (KeyError, TypeError, ValueError):
+        return False
 
 
 def peer_uid(conn: socket.socket) -> Optional[int]:

@@ -121,13 +121,19 @@ class Ledger:
         finally:
             lock.release()
 
-    def admit(self, released: bool) -> bool:
-        """Count one line that goes elsewhere (a fork child's, to its parent); False when it
-        was counted as dropped after close.  Settle it with ``count``."""
+    def admit(self, released: bool, *, behind: Optional[Item] = None) -> Optional[bool]:
+        """Count one line that goes elsewhere (a fork child's or a member's, to the owner):
+        True to send it now (settle it with ``settle``); None when it was counted as
+        dropped after close; False when it was kept here instead (``behind``: a member's
+        line, which waits behind lines that wait already)."""
         with self.lock:
             self.counters.accepted += 1
             if released or not self.accepting:
                 self.counters.dropped["after_close"] += 1
+                return None
+            if behind is not None and self.pending.items:
+                dropped = self.pending.add(behind, item_size(behind[2], behind[3]))
+                self.counters.dropped["overflow"] += dropped
                 return False
             return True
 
@@ -140,15 +146,21 @@ class Ledger:
             if dropped:
                 self.counters.dropped["overflow"] += dropped
 
-    def accept_from_children(self, lines: list[tuple[int, float, str, str, Any]]) -> bool:
+    def accept_from_children(
+        self, lines: list[tuple[int, float, str, str, Any]], *, until_finished: bool = False
+    ) -> bool:
         """Lines fork children wrote, each as (gap, time, level, out, args), ``gap`` being the
         lines before it that the channel had no room for (overflow, marked in their place).
-        True when the stream had not started (its worker is to be started)."""
+        ``until_finished``: member processes' lines, taken while the stream closes too (the
+        close reads their connections to the end before its final drain; they counted the
+        lines as sent).  True when the stream had not started (its worker is to be started)."""
         sized = [(gap, ts, level, out, args, item_size(out, args)) for gap, ts, level, out, args in lines]
         with self.lock:
             counters = self.counters
             children = self.from_children
-            open_ = self.accepting
+            open_ = self.accepting or (
+                until_finished and self.state in (WriterState.CLOSING, WriterState.FINISHING)
+            )
             for gap, ts, level, out, args, size in sized:
                 counters.accepted += gap + 1
                 counters.dropped["overflow"] += gap
@@ -160,6 +172,28 @@ class Ledger:
                 else:
                     counters.dropped["overflow"] += children.add((ts, level, out, args, None), size)
             return self.state is IDLE
+
+    def keep_in_front(self, items: list[Item]) -> None:
+        """Lines taken to be sent elsewhere that could not go: back in front of the pending
+        lines, in order (counted already; the bound applies as to any line)."""
+        with self.lock:
+            pending = self.pending
+            for item in reversed(items):
+                pending.items.appendleft(item)
+                pending.bytes += item_size(item[2], item[3])
+            while len(pending.items) > pending.max_lines or pending.bytes > pending.max_bytes:
+                old = pending.items.popleft()
+                pending.bytes -= item_size(old[2], old[3])
+                pending.gap += 1
+                self.counters.dropped["overflow"] += 1
+
+    def room_for_others(self) -> int:
+        """How many lines of other processes the buffer takes now without pushing any out
+        (read without the lock: a stale answer costs one batch read early or late)."""
+        children = self.from_children
+        if children.bytes >= children.max_bytes:
+            return 0
+        return max(children.max_lines - len(children.items), 0)
 
     def take(self) -> Optional[tuple[deque[Item], deque[Item], int]]:
         """For the encoder: the callers' lines, the children's, and how many lines the bounds

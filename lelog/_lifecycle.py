@@ -61,6 +61,25 @@ def register(stream: Finishable) -> None:
     """Finish ``stream`` at exit unless it is unregistered first."""
     with _lock:
         _open.add(stream)
+    _hook_pool_exits()
+
+
+def _hook_pool_exits() -> None:
+    """Celery's prefork pool children leave by ``os._exit``, skipping the exit hook; the
+    last thing they run is the ``worker_process_shutdown`` signal, so in a process where
+    celery is loaded the exit hook is connected to it too (celery is never imported here)."""
+    signals = sys.modules.get("celery.signals")
+    shutdown = getattr(signals, "worker_process_shutdown", None)
+    if shutdown is None:
+        return
+    try:
+        shutdown.connect(_close_at_pool_exit, weak=False, dispatch_uid="lelog.close_all")
+    except Exception:  # another celery than this was written for: the exit hook as before
+        pass
+
+
+def _close_at_pool_exit(**_: Any) -> None:
+    close_all()
 
 
 def unregister(stream: Finishable) -> None:

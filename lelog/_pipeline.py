@@ -84,11 +84,13 @@ class Pipeline:
                 self.history.extend([marker])
                 self.intake.put([marker], 0, next_pos, self._clock.monotonic())
                 self.next_pos += 1
+            if self.history_file is not None:  # a successor's copy starts from all of it
+                self.history_file.start(self.history.rows())
 
-    def marker(self, text: str, pos: int) -> bytes:
-        """A ``[lelog]`` warning line at ``pos``, now."""
+    def marker(self, text: str, pos: int, at: Optional[str] = None) -> bytes:
+        """A ``[lelog]`` warning line at ``pos``, at time ``at`` (RFC 3339) or now."""
         out = MARKER_PREFIX + text + ("" if self._trim else "\n")
-        return encode_line("warn", pos, out, format_time(self._clock.time()), None)
+        return encode_line("warn", pos, out, at or format_time(self._clock.time()), None)
 
     def encode_pending(self) -> Optional[str]:
         """Take, number, encode and publish what callers and fork children handed over.

@@ -19,7 +19,9 @@ their order (docs/writer.md#locks).
 from __future__ import annotations
 
 import enum
+import json
 import threading
+import time
 from typing import Optional, Protocol, Union
 
 from . import _channel
@@ -29,8 +31,9 @@ from ._claim import Claim, Hold
 from ._clock import Clock, Deadline
 from ._delivery import Delivery
 from ._encode import Item, ready
+from ._hostwide import History, parse_rows
 from ._ledger import Ledger
-from ._line import truncate_out
+from ._line import ndjson, truncate_out
 from ._options import WriterOptions
 from ._pipeline import Pipeline
 from ._stats import Counters
@@ -39,6 +42,8 @@ __all__ = ["WAITING_POLL", "Role", "SharedStream", "Sharing", "count_shared"]
 
 #: How often a member whose owner left tries to reach the next owner or take the stream over.
 WAITING_POLL = 0.02
+#: How often a member whose connection is full tries again (the owner reads in batches).
+_FULL_POLL = 0.005
 #: How long a member waits for an owner before it says so.
 _STUCK_AFTER = 2.0
 
@@ -83,6 +88,8 @@ class SharedStream(Protocol):
 
     def accept_from_children(self, lines: list[ChildLine], *, members: bool = False) -> None: ...
 
+    def room_for_members(self) -> int: ...
+
 
 class Sharing:
     """The role of one stream in this process, and the moves between roles."""
@@ -93,9 +100,24 @@ class Sharing:
         self._role_lock = threading.Lock()
         self._link: Optional[MemberLink] = None
         self._listening = False  # the owner's socket is bound
+        self._hand_lock = threading.Lock()  # see hand_on_kept
         #: Another process of the host stores the stream: this one did not upload or close it.
         self.handed_on = False
         self._waiting_since: Optional[float] = None  # for _warn_if_stuck, on the worker
+        #: The history of a run on this key that ended by a kill (nobody waits on it): its
+        #: stream is stored and closed before this one opens it again (``store_leftover``).
+        self._leftover: Optional[tuple[History, str]] = None
+        self._arrived = time.time()  # when this writer came to the stream (``arrive``)
+        #: A run of this process's parent stored the key's log moments ago: this writer
+        #: continues it (``continue_run``), a recycled worker or a loop's next command.
+        self._continuation = False
+
+    def arrive(self) -> None:
+        """At construction: this process is here for the stream, before its first line, so
+        an owner that leaves hands the stream on instead of storing it (a worker whose
+        handler is built but has not logged yet is one of the run)."""
+        self._arrived = time.time()
+        self._stream.claim.join()
 
     def _become(self, role: Role) -> None:
         """The one place the role changes (``_role_lock`` held): a member's lines go out
@@ -145,12 +167,13 @@ class Sharing:
         next, and listen for members.  True when it continues a previous owner's stream.
 
         A member continues it; so does a new writer that finds members of it waiting.  A
-        history nobody waits for is a run that ended by a kill (its spool, if any, is
-        ``lelog recover``'s): the new writer's stream is a new log, as a re-run's is."""
+        history nobody waits for is a run that ended by a kill: the new writer stores and
+        closes that run's stream as its owner would have, before it opens its own, a new log
+        as a re-run's always is (``store_leftover``)."""
         stream, claim = self._stream, self._stream.claim
         pipeline = stream.pipeline
         history = claim.history_left()
-        continues = member or claim.others_waiting()
+        continues = history is not None and (member or self._continues(history))
         resumed = history is not None and continues and pipeline.next_pos == 0
         if history is not None and resumed:
             crashed = claim.crashed_holder
@@ -163,8 +186,15 @@ class Sharing:
             pipeline.resume(history.rows, history.next_pos, note)
             stream.delivery.resume()
             stream.ledger.count(count_shared)
+        elif history is not None and not continues and pipeline.next_pos == 0:
+            crashed = claim.crashed_holder
+            who = "" if crashed is None else f" ({crashed.describe()})"
+            self._leftover = (history, who)
+        elif history is None and not member:
+            self._continuation = claim.run_continues()
         with pipeline.encode_lock:
             pipeline.history_file = claim.keep_history(pipeline.history.rows(), stream.options.history_bytes)
+        claim.leave()  # an owner is no member: it asks about the others (Claim.last_out)
         meeting = claim.meeting
         if listen and meeting is not None and not self._listening:
             try:
@@ -175,35 +205,114 @@ class Sharing:
         self._become(Role.OWN)
         return resumed
 
+    def _continues(self, history: History) -> bool:
+        """Whether a history found by a writer that was not a member is its run's: handed
+        over by an owner that let go (a killed owner's lock file names it), or other
+        processes wait on it, or it was written since this writer arrived."""
+        claim = self._stream.claim
+        return claim.crashed_holder is None or claim.others_waiting() or history.written >= self._arrived
+
+    def inherit(self) -> bool:
+        """At the close of a writer that never started: True when it is the last process
+        of a stream another handed on (it then owns it, to store and close it)."""
+        claim = self._stream.claim
+        claim.leave()  # before the lock: see Claim.last_out
+        if not claim.take_over():
+            return False
+        history = claim.history_left()
+        if history is None or claim.others_waiting() or not self._continues(history):
+            claim.release()
+            return False
+        with self._role_lock:
+            self._as_owner(listen=False)
+        return True
+
+    def continue_run(self, deadline: Deadline) -> None:
+        """On the worker, before its first round: the log a run of this process's parent
+        stored moments ago is read back (one download) and continued, ``pos`` and all; the
+        stream itself was closed, so it is opened again."""
+        if not self._continuation:
+            return
+        self._continuation = False
+        stream = self._stream
+        body = stream.delivery.stored_log(deadline)
+        rows = [row for row in (body or b"").split(b"\n") if row]
+        history = parse_rows(rows)
+        if history is not None and stream.pipeline.next_pos == 0:
+            stream.pipeline.resume(history.rows, history.next_pos, None)
+            stream.ledger.count(count_shared)
+
+    def store_leftover(self, deadline: Deadline) -> None:
+        """Before the first open: a killed run's stream, found in its history file, is
+        stored from that history and closed, once, with a marker saying so (on the thread
+        running rounds, within ``deadline``)."""
+        leftover, self._leftover = self._leftover, None
+        if leftover is None:
+            return
+        (history, who), stream = leftover, self._stream
+        note = (
+            f"the run that wrote this stream{who} ended without closing it; this log is what it "
+            "had stored, and a new run on this key has started"
+        )
+        # At the killed run's last line's time: the log is that run's (``lelog recover``
+        # compares stored logs by time).
+        rows = [*history.rows, stream.pipeline.marker(note, history.next_pos, _time_of(history.rows[-1]))]
+        if not stream.delivery.store_leftover(ndjson(rows), deadline):
+            stream.warn("leftover", f"stream {stream.key!r}: a killed run's log could not be stored")
+
     # -- a member whose owner left ---------------------------------------------------------------
 
-    def owner_left(self, item: Item) -> None:
-        """A member's line found no owner: it waits here, and this process takes the stream
-        over at once if it can, else its worker keeps trying (``waiting_round``)."""
+    def line_waits(self, item: Item, *, gone: bool) -> None:
+        """A member's line found its connection full, or no owner (``gone``): it waits
+        here, and so do the lines after it (``Role.WAITING``), until the owner reads or this
+        process takes the stream over: at once if it can, else its worker keeps trying
+        (``waiting_round``)."""
         self._stream.ledger.keep(item, item_size(item[2], item[3]))
         with self._role_lock:
             if self.role is Role.MEMBER:
                 self._become(Role.WAITING)
-        self._reach_owner()
+        if gone:
+            self._reach_owner()
         if self.role is Role.WAITING:
             self._stream.start_worker()
+            self._stream.wake()
 
     def waiting_round(self) -> float:
         """A round of a member's worker: seconds until the next (0 once it owns the stream)."""
+        if self.role is Role.MEMBER:
+            self.hand_on_kept()  # a line that came in as it stopped waiting
         if not self._reach_owner():
+            link = self._link
+            if link is not None and link.connected:
+                return _FULL_POLL  # the owner reads: room comes soon
             self._warn_if_stuck()
             return WAITING_POLL
         return 0.0 if self.owns else 1.0  # an owner now: rounds at once; a member idles
 
     @property
+    def link(self) -> Optional[MemberLink]:
+        """A member's connection to the owner."""
+        return self._link
+
+    @property
     def owns(self) -> bool:
         return self.role is Role.OWN
 
+    @property
+    def needs_worker(self) -> bool:
+        """An owner's worker does its rounds; a waiting member's tries to reach an owner."""
+        return self.role is Role.OWN or self.role is Role.WAITING
+
     def _reach_owner(self) -> bool:
-        """A waiting member: take the stream over, or hand what it kept to the next owner.
-        True when it is no longer waiting."""
+        """A waiting member: hand what it kept to the owner, or take the stream over, or
+        reach the next owner.  True when it is no longer waiting."""
         if self.role is not Role.WAITING:
             return True
+        link = self._link
+        if link is not None and link.connected:
+            self.hand_on_kept()
+            if self.role is not Role.WAITING or link.connected:
+                return self.role is not Role.WAITING
         stream = self._stream
         if stream.claim.take_over():
             with self._role_lock:
@@ -212,11 +321,7 @@ class Sharing:
             stream.start_worker()
             stream.wake()
             return True
-        link = self._link
         if link is not None and link.connect():
-            with self._role_lock:
-                if self.role is Role.WAITING:
-                    self._become(Role.MEMBER)
             self.hand_on_kept()
             return self.role is not Role.WAITING
         return False
@@ -237,28 +342,54 @@ class Sharing:
             )
 
     def hand_on_kept(self) -> None:
-        """A member: the lines its ledger holds (kept while it had no owner, or from its own
-        fork children) go to the owner, in order."""
-        ledger, link = self._stream.ledger, self._link
-        if link is None or self.role is not Role.MEMBER:
+        """A member, or a member whose lines wait: what its ledger holds (kept while the
+        connection was full or had no owner, or from its own fork children) goes to the
+        owner, in order; then new lines go straight to it again.  ``_hand_lock`` keeps two
+        threads (the worker, the channel's reader, a caller) from sending at once."""
+        link = self._link
+        if link is None or self.role not in (Role.MEMBER, Role.WAITING):
             return
-        waiting = ledger.take()
-        if waiting is None:
-            return
-        items, from_children, _ = waiting  # the gap's lines were counted as they went
-        kept = [*items, *from_children]
-        for at, item in enumerate(kept):
+        ledger = self._stream.ledger
+        with self._hand_lock:
+            while True:
+                waiting = ledger.take()
+                if waiting is None:
+                    if link.connected:
+                        with self._role_lock:
+                            if self.role is Role.WAITING:
+                                self._become(Role.MEMBER)
+                    return
+                items, from_children, dropped = waiting
+                if dropped:
+                    link.skip(dropped)  # counted here as they went; marked by the owner
+                kept = [*items, *from_children]
+                sent = self._send_kept(link, kept)
+                if sent < len(kept):
+                    return
+
+    def _send_kept(self, link: MemberLink, kept: list[Item]) -> int:
+        """Send ``kept`` in order; how many went (the rest wait here again, in front)."""
+        ledger = self._stream.ledger
+        done = dropped = 0
+        for item in kept:
             level, out, args = ready(item)
             out, _ = truncate_out(out)
             sent = link.send(item[0], level, out, args)
-            if sent is Sent.GONE:
-                for rest in kept[at:]:
-                    ledger.keep(rest, item_size(rest[2], rest[3]))
-                with self._role_lock:
-                    if self.role is Role.MEMBER:
-                        self._become(Role.WAITING)
-                return
-            ledger.settle(1, drop="" if sent is Sent.SENT else link.drop_reason)
+            if sent is Sent.FULL or sent is Sent.GONE:
+                break
+            done += 1
+            dropped += sent is Sent.DROPPED
+        if done - dropped:
+            ledger.settle(done - dropped)
+        if dropped:
+            ledger.settle(dropped, drop=link.drop_reason)
+        if done < len(kept):
+            ledger.keep_in_front(kept[done:])
+            with self._role_lock:
+                if self.role is Role.MEMBER:
+                    self._become(Role.WAITING)
+            self._stream.start_worker()  # it keeps trying (a no-op before the start)
+        return done
 
     # -- leaving ---------------------------------------------------------------------------------
 
@@ -267,6 +398,7 @@ class Sharing:
         or takes over, within ``deadline``; a member then leaves, and finishes the stream
         itself when it finds it was the last process on it (it takes the lock)."""
         stream = self._stream
+        self.hand_on_kept()  # a member's last lines, if any wait here
         while self.role is Role.WAITING and not deadline.expired():
             if not self._reach_owner():
                 stream.clock.sleep(min(WAITING_POLL, max(deadline.remaining(), 0.0)))
@@ -307,12 +439,21 @@ class Sharing:
         member = self.role is not Role.OWN
         self.role = Role.OWN
         self._role_lock = threading.Lock()  # a parent thread may have held it at the fork
+        self._hand_lock = threading.Lock()
         self._listening = self.handed_on = False
         self._waiting_since = None
         if self._link is not None:
             self._link.forget_in_child()
             self._link = None
         return member
+
+
+def _time_of(row: bytes) -> Optional[str]:
+    try:
+        found = json.loads(row)["time"]
+    except (ValueError, KeyError, TypeError, RecursionError):
+        return None
+    return found if isinstance(found, str) else None
 
 
 def count_shared(counters: Counters) -> None:

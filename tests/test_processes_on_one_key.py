@@ -238,15 +238,25 @@ print(writer.close().uploaded)
 """
 
 
-def test_a_crashed_runs_leftover_is_not_continued_by_a_new_run(
+def test_a_killed_runs_stream_is_stored_and_closed_before_a_new_run_opens_its_own(
     service: FakeLogService, tmp_path: Path
 ) -> None:
-    """Nobody waits on the crashed run's stream: a re-run's log is a new log, as before."""
+    """Nobody waits on the killed run's stream: the re-run stores that run's log from its
+    history file and closes its stream, with a marker, then starts a new log, as a re-run
+    always did (and never pushes to the old stream)."""
     env = {"LELOG_RUNTIME_DIR": str(tmp_path / "runtime")}
-    for argument in ("crashed run", "new run"):
-        result = run_python(CRASHED_THEN_RERUN.format(url=service.url, run=argument), timeout=60, env=env)
-        assert result.returncode == 0, result.stderr
+    result = run_python(CRASHED_THEN_RERUN.format(url=service.url, run="crashed run"), timeout=60, env=env)
+    assert result.returncode == 0, result.stderr
+    assert service.is_open("k")
+    service.clear_requests()
+    result = run_python(CRASHED_THEN_RERUN.format(url=service.url, run="new run"), timeout=60, env=env)
+    assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["True"]
+    requests = service.requests_for()  # the upload's body goes to the storage link: no key
+    opened = [(r.method, r.path, r.key) for r in requests].index(("POST", "/stream", "k"))
+    assert ("DELETE", "/stream", "k") in [(r.method, r.path, r.key) for r in requests[:opened]]
+    stored_first = [r.body for r in requests[:opened] if b"crashed run" in r.body]  # closed first
+    assert len(stored_first) == 1 and b"ended without closing it" in stored_first[0]
     assert [row["out"] for row in service.blob_lines("k") or []] == ["new run\n"]
 
 
@@ -275,3 +285,91 @@ def test_a_process_with_another_token_is_refused_and_never_opens_the_stream(
     owner.ask("log owner 5")
     owner.close()
     assert stored(service) == lines("owner", 5) + lines("owner", 5)
+
+
+LOOP = """
+import sys, lelog
+writer = lelog.StreamWriter("k", lelog.LogConfig(url=sys.argv[1], account_id="acct", token="secret-token"))
+for i in range(20):
+    writer.write_line(f"{sys.argv[2]} {i}")
+print(writer.close().uploaded, flush=True)
+"""
+
+
+@pytest.mark.parametrize("together", [False, True], ids=["one-after-another", "all-at-once"])
+def test_a_shell_loop_of_processes_on_one_key_stores_one_log(
+    service: FakeLogService, tmp_path: Path, together: bool
+) -> None:
+    """One after another (each starts when the last has stored the log) or all at once:
+    the processes of one loop are one run, and its log has every line."""
+    script = tmp_path / "w.py"
+    script.write_text(LOOP)
+    background = "&" if together else ";"
+    loop = f'for n in 0 1 2 3; do "{sys.executable}" {script} {service.url} p$n {background} done; wait'
+    env = dict(os.environ, PYTHONPATH=str(ROOT), LELOG_RUNTIME_DIR=str(tmp_path / "runtime"))
+    result = subprocess.run(["bash", "-c", loop], capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 0, result.stderr
+    rows = service.blob_lines("k") or []
+    assert [row["pos"] for row in rows] == list(range(80))
+    assert sorted(row["out"].rstrip("\n") for row in rows) == sorted(
+        line for n in range(4) for line in lines(f"p{n}", 20)
+    )
+
+
+SMALL_OWNER = """
+import sys, lelog
+writer = lelog.StreamWriter("k", lelog.LogConfig(url=sys.argv[1], account_id="acct", token="secret-token"),
+                            max_pending_lines=500, close_timeout=60)
+writer.write_line("owner")
+print(writer.flush(timeout=30), flush=True)
+sys.stdin.readline()
+stats = writer.close()
+print(stats.accepted, stats.sent, stats.dropped_total, stats.uploaded, flush=True)
+"""
+
+FLOODING_MEMBER = """
+import sys, lelog
+writer = lelog.StreamWriter("k", lelog.LogConfig(url=sys.argv[1], account_id="acct", token="secret-token"),
+                            max_pending_lines=100_000, close_timeout=60)
+for i in range(30_000):
+    writer.write_line(f"member {i} " + "x" * 60)
+stats = writer.close()
+print(stats.accepted, stats.sent, stats.dropped_total, stats.handed_on, flush=True)
+"""
+
+
+def test_a_member_faster_than_its_owner_reads_keeps_its_lines_until_there_is_room(
+    service: FakeLogService, tmp_path: Path
+) -> None:
+    """The owner takes members' lines only as its buffer has room; the rest wait in their
+    connections, then in the member: none is dropped, and the member never blocks."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), LELOG_RUNTIME_DIR=str(tmp_path / "runtime"))
+    owner = subprocess.Popen(
+        [sys.executable, "-c", SMALL_OWNER, service.url],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert owner.stdout is not None and owner.stdout.readline().strip() == "True"
+        member = subprocess.run(
+            [sys.executable, "-c", FLOODING_MEMBER, service.url],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env,
+        )
+        assert member.returncode == 0, member.stderr
+        assert member.stdout.split() == ["30000", "30000", "0", "True"]
+        assert owner.stdin is not None
+        owner.stdin.write("close\n")
+        owner.stdin.flush()
+        accepted, _, _, uploaded = owner.stdout.readline().split()
+        assert (accepted, uploaded) == ("30001", "True")  # its small live queue may skip some: all are stored
+    finally:
+        owner.kill()
+        owner.wait(30)
+    rows = service.blob_lines("k") or []
+    assert [row["pos"] for row in rows] == list(range(30_001))
+    assert [row["out"].split()[1] for row in rows[1:]] == [str(i) for i in range(30_000)]

@@ -80,3 +80,35 @@ def test_a_successful_call_ends_a_failed_flushs_claim_on_the_close_budget() -> N
     assert ledger.failing
     ledger.call_ended(ok=True)
     assert not ledger.failing and ledger.spent is None and ledger.ok_calls == 1
+
+
+def test_a_members_line_waits_behind_lines_that_wait_and_is_sent_at_once_otherwise() -> None:
+    ledger = Ledger(10, 1000)
+    assert ledger.admit(released=False, behind=line("first")) is True  # nothing waits: send it
+    ledger.keep(line("kept"), 4)  # its connection was full: it waits
+    assert ledger.admit(released=False, behind=line("next")) is False  # behind it, in order
+    taken = ledger.take()
+    assert taken is not None and [item[2] for item in taken[0]] == ["kept", "next"]
+    ledger.keep_in_front([line("kept"), line("next")])  # full again: back in front, in order
+    ledger.keep(line("later"), 5)
+    taken = ledger.take()
+    assert taken is not None and [item[2] for item in taken[0]] == ["kept", "next", "later"]
+    assert ledger.snapshot(0).accepted == 2  # keep and keep_in_front count nothing twice
+
+
+def test_room_for_other_processes_lines_is_what_their_buffer_takes_without_pushing_any_out() -> None:
+    ledger = Ledger(3, 1000)
+    assert ledger.room_for_others() == 3
+    ledger.accept_from_children([(0, 1.0, "info", "a", None), (0, 2.0, "info", "b", None)])
+    assert ledger.room_for_others() == 1
+    ledger.take()
+    assert ledger.room_for_others() == 3
+
+
+def test_members_lines_are_taken_while_the_stream_closes_and_fork_childrens_are_not() -> None:
+    ledger = Ledger(10, 1000)
+    ledger.moved(WriterState.CLOSING, allowed=(WriterState.IDLE,))
+    ledger.accept_from_children([(0, 1.0, "info", "child", None)])
+    ledger.accept_from_children([(0, 2.0, "info", "member", None)], until_finished=True)
+    stats = ledger.snapshot(0)
+    assert stats.accepted == 2 and stats.dropped["after_close"] == 1 and stats.pending == 1

@@ -315,7 +315,7 @@ def test_stream_not_found_stops_the_live_push_but_keeps_history(
 ) -> None:
     writer = make_writer()
     writer.write_line("one")
-    assert writer.flush(3)
+    assert writer.flush(30)
     service.restart()  # the service lost the stream
     writer.write_line("two")
     writer.flush(2)
