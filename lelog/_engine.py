@@ -278,7 +278,21 @@ class Engine:
         self._outlet = outlet
 
     def room_for_members(self) -> int:
-        return self.ledger.room_for_others() if self.ledger.accepting else _channel.CHANNEL_BUFFER
+        """How many lines of member processes this stream takes now: as many as fit in its
+        buffers on their way to the service (the members' connections, then the members,
+        hold the rest), so a flood from the host's processes waits instead of being dropped
+        here.  Read on the channel's reader without a lock: each count is one attribute
+        read, and a stale one costs a batch read early or late."""
+        if not self.ledger.accepting:
+            return _channel.CHANNEL_BUFFER  # the close reads everything
+        ledger = self.ledger
+        on_the_way = (
+            self.pipeline.intake.lines
+            + self.delivery.live.lines
+            + len(ledger.pending)
+            + len(ledger.from_children)
+        )
+        return min(ledger.room_for_others(), self.options.max_pending_lines - on_the_way)
 
     def accept_from_children(self, lines: list[_channel.ChildLine], *, members: bool = False) -> None:
         """On the channel's reader thread: lines fork children or members wrote."""
