@@ -14,6 +14,12 @@ Scenarios:
 - ``exit``: log ``n`` lines, print ``LOOP_END`` and return: the parent times the exit.
 - ``construct``: build ``n`` handlers with the target's URL; time and RSS each, and the RSS
   still held once they are all closed.
+- ``members``: one of the processes on one key (``role``: ``owner`` or ``member``), driven
+  by the parent through stdin: warm up and say ``READY``, wait for ``GO`` (the start
+  barrier, given to every process at once), a tight loop of ``n`` calls; a member then
+  closes and reports, the owner waits for ``FINISH <lines logged> <members' drops>``
+  (every member has left), delivers, closes and reports.  Each gives its loop's wall and caller-thread CPU, its
+  start and end (for the overlap), and its writer's stats.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ import logging
 import os
 import sys
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 from .common import MESSAGE
 from .subjects import ACCOUNT, TOKEN, Subject, Unavailable, build, wait_received
@@ -157,6 +163,68 @@ def exit_(subject: Subject, spec: dict[str, Any]) -> None:
     # logging.shutdown() (flush and close every handler).
 
 
+def _stats(subject: Subject) -> Optional[dict[str, Any]]:
+    stats = getattr(subject.handler, "stats", None)  # lelog's; the floor has none
+    if stats is None:
+        return None
+    return {
+        "accepted": stats.accepted,
+        "sent": stats.sent,
+        "pending": stats.pending,
+        "dropped": dict(stats.dropped),
+        "shared": stats.shared,
+        "handed_on": stats.handed_on,
+        "uploaded": stats.uploaded,
+    }
+
+
+def members(subject: Subject, spec: dict[str, Any]) -> dict[str, Any]:
+    """One process of the members row (the ``members`` scenario above)."""
+    info = _logger(subject).info
+    n, warm, timeout = spec["n"], spec.get("warm", 2000), spec.get("timeout", 60)
+    if spec["role"] == "owner":
+        # Its first line takes the stream's host-wide lock: it owns the stream before any
+        # member starts (the parent starts them on READY), and its warm-up is delivered.
+        _warm(subject, info, warm, timeout)
+    else:
+        for i in range(warm):  # its first line finds the stream owned: it joins as a member
+            info(MESSAGE, i)
+        gc.collect()
+    print("READY " + json.dumps(_stats(subject)), flush=True)
+    if sys.stdin.readline().strip() != "GO":
+        return {"error": "no GO from the parent"}
+    start, t0, c0 = time.time(), time.perf_counter(), time.thread_time()
+    for i in range(n):
+        info(MESSAGE, i)
+    t1, c1, end = time.perf_counter(), time.thread_time(), time.time()
+    result: dict[str, Any] = {
+        "call_us": (t1 - t0) / n * 1e6,
+        "caller_cpu_us": (c1 - c0) / n * 1e6,  # the calling thread's alone: no waits counted
+        "start": start,
+        "end": end,
+    }
+    if spec["role"] == "owner":
+        # FINISH <lines logged on the key> <lines the members dropped>: they have all left.
+        words = sys.stdin.readline().split()
+        if words[:1] != ["FINISH"]:
+            return {**result, "error": "no FINISH from the parent"}
+        _flush(subject)
+        # Wait until the owner has read every line its members sent, and the service has
+        # every line the owner did not count as dropped.  (A member's last lines dropped are
+        # a gap no later line shows the owner: only the member counts them.)
+        with_owner, deadline = int(words[1]) - int(words[2]), time.perf_counter() + timeout
+        stats = getattr(subject.handler, "stats", None)
+        while subject.received and stats is not None and time.perf_counter() < deadline:
+            stats = subject.handler.stats  # type: ignore[attr-defined]
+            if stats.accepted >= with_owner and subject.received() >= stats.accepted - stats.dropped_total:
+                break
+            time.sleep(0.005)
+        result["delivery_s"] = time.perf_counter() - t1
+    subject.close()
+    result["stats"] = _stats(subject)
+    return result
+
+
 def construct(spec: dict[str, Any]) -> dict[str, Any]:
     import lelog
 
@@ -189,7 +257,7 @@ def construct(spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-SCENARIOS = {"burst": burst, "memory": memory, "latency": latency}
+SCENARIOS = {"burst": burst, "memory": memory, "latency": latency, "members": members}
 
 
 def main() -> int:

@@ -16,10 +16,12 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -42,10 +44,13 @@ BUILD_CALLS_SERVICE = frozenset({"watchtower", "prototype"})
 EXIT_DEADLINE = 2.0
 
 
-ROWS = ("cost", "throughput", "sustained", "construction", "memory", "latency", "exit")
+ROWS = ("cost", "throughput", "sustained", "construction", "memory", "latency", "exit", "members")
 #: The rows' subjects: the sustained row is about lelog against the floor, over a long run
 #: (and the bare prototype, benchmarks/prototype.py, when --subjects names it).
 SUSTAINED_SUBJECTS = ("floor", "stdlib-queue-stream", "lelog", "prototype")
+#: The members row: processes of one host on one key (docs/writer.md#processes-on-one-key),
+#: an owner and this many members logging flat out at once.
+MEMBERS = 3
 
 
 @dataclass(frozen=True)
@@ -68,6 +73,7 @@ class Plan:
     delivery_cap: float  # a burst not delivered by then is shown as "> cap" and not repeated
     slow_delivery: float  # a subject whose delivery alone took longer runs once per row
     exit_cap: float  # an exit taking longer is killed, shown as "> cap" and not repeated
+    members_n: int  # calls per process in the members row (an owner and MEMBERS members)
 
 
 FULL = Plan(
@@ -79,6 +85,7 @@ FULL = Plan(
         "memory": 3,
         "latency": 5,
         "exit": 3,
+        "members": 3,
     },
     peer_runs={
         "cost": 5,
@@ -88,6 +95,7 @@ FULL = Plan(
         "memory": 1,
         "latency": 1,
         "exit": 1,
+        "members": 0,
     },
     cost_n=20_000,
     warm=2_000,
@@ -102,6 +110,7 @@ FULL = Plan(
     delivery_cap=30.0,
     slow_delivery=10.0,
     exit_cap=6.0,
+    members_n=50_000,
 )
 QUICK = Plan(
     runs={
@@ -112,6 +121,7 @@ QUICK = Plan(
         "memory": 1,
         "latency": 1,
         "exit": 1,
+        "members": 1,
     },
     peer_runs={
         "cost": 1,
@@ -121,6 +131,7 @@ QUICK = Plan(
         "memory": 0,
         "latency": 0,
         "exit": 0,
+        "members": 0,
     },
     cost_n=5_000,
     warm=1_000,
@@ -135,6 +146,7 @@ QUICK = Plan(
     delivery_cap=10.0,
     slow_delivery=5.0,
     exit_cap=5.0,
+    members_n=20_000,
 )
 
 
@@ -294,6 +306,60 @@ def timed_exit(spec: dict[str, Any], cap: float) -> dict[str, Any]:
         proc.wait()
         if proc.stdout:
             proc.stdout.close()
+
+
+class Driven:
+    """A measurement process the parent drives through its stdin and reads on its stdout
+    (``NAME value`` lines, as ``_read_lines`` reads them), for rows whose processes must
+    meet: the members row's start barrier is a ``GO`` line to each of them."""
+
+    def __init__(self, spec: dict[str, Any], env: dict[str, str]) -> None:
+        self._stderr = tempfile.TemporaryFile("w+")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.child", json.dumps(spec)],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            text=True,
+        )
+
+    def expect(self, name: str, timeout: float) -> dict[str, Any]:
+        """Wait for ``name`` (its value as JSON) or the child's result; a child that ends or
+        goes silent for ``timeout`` seconds gives an ``error``."""
+        try:
+            ((said, value),) = _read_lines(self.proc, (name, "RESULT"), timeout=timeout, first=True)
+        except (RuntimeError, ValueError) as exc:
+            return {"error": f"{exc}: {self.stderr_tail()}"}
+        result: dict[str, Any] = json.loads(value)
+        if said != name:
+            return {**result, "error": result.get("error") or f"ended before {name}"}
+        return result if said == "RESULT" else {name: result}
+
+    def say(self, line: str) -> None:
+        try:
+            self.proc.stdin.write(line + "\n")  # type: ignore[union-attr]
+            self.proc.stdin.flush()  # type: ignore[union-attr]
+        except OSError:
+            pass  # it ended: its result (or its absence) says why
+
+    def stderr_tail(self) -> str:
+        self._stderr.seek(0)
+        lines = self._stderr.read().strip().splitlines()
+        return lines[-1][:300] if lines else "no stderr"
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            if pipe:
+                try:
+                    pipe.close()
+                except OSError:
+                    pass
+        self._stderr.close()
 
 
 # -- statistics and formatting ----------------------------------------------------------------
@@ -589,6 +655,137 @@ class Bench:
                         self.cell("exit", s, "lines").values.append(n)
                     _progress(f"exit       {s:15s} {mode:9s} {_brief(result)}")
 
+    def members(self) -> None:
+        """Processes of one host on one key (docs/writer.md#processes-on-one-key): an owner
+        alone, then the same owner while MEMBERS member processes log flat out at once, each
+        pair in one round, the order of the two alternating round by round.  The floor, when
+        run, does the same with four do-nothing handlers: what four processes flat out cost
+        any caller on this machine."""
+        for r, rnd in enumerate(self._rounds("members", ("floor", "lelog"))):
+            for s in rnd:
+                for mode in ("alone", "shared") if r % 2 == 0 else ("shared", "alone"):
+                    result = self._members_run(s, mode)
+                    fields = (
+                        {
+                            "owner_us": "alone",
+                            "owner_cpu_us": "cpu_alone",
+                            "delivered_ratio": "delivered_alone",
+                        }
+                        if mode == "alone"
+                        else {
+                            "owner_us": "owner",
+                            "owner_cpu_us": "cpu_owner",
+                            "member_us": "member",
+                            "member_cpu_us": "cpu_member",
+                            "overlap": "overlap",
+                            "logged": "logged",
+                            "delivered": "delivered",
+                            "delivered_ratio": "delivered_ratio",
+                            "overflow": "overflow",
+                            "lost_at_owner": "lost_at_owner",
+                            "owner_dropped": "owner_dropped",
+                        }
+                    )
+                    self._record("members", s, result, fields)
+                    self._members_remarks(s, mode, result)
+                    _progress(f"members    {s:15s} {mode:9s} {_brief(result)}")
+
+    def _members_remarks(self, s: str, mode: str, result: dict[str, Any]) -> None:
+        """Say what the table's medians would hide: an owner alone that lost lines, and a run
+        whose processes did not take the parts they were started for."""
+        if mode == "alone" and result.get("delivered_ratio") not in (None, 1.0):
+            self.remarks.append(
+                f"members row, {s} alone: {result['delivered']:,} of {result['logged']:,} lines "
+                "delivered with no member at all."
+            )
+        own, members = result.get("owner_stats"), result.get("member_stats")
+        if mode == "shared" and own is not None and members is not None:
+            if own["handed_on"] or not own["shared"] or not own["uploaded"]:
+                self.remarks.append(f"members row, {s}: the owner's stats were not an owner's: {own}")
+            if not all(m["shared"] and m["handed_on"] for m in members):
+                self.remarks.append(f"members row, {s}: a member's stats were not a member's: {members}")
+
+    def _members_run(self, s: str, mode: str) -> dict[str, Any]:
+        """One owner, and MEMBERS members in ``shared`` mode, on one key, in a runtime
+        directory of their own (so no other run's processes meet them)."""
+        p = self.plan
+        n, warm = p.members_n, p.warm
+        k = MEMBERS if mode == "shared" else 0
+        target = self.fars.up(s)
+        spec = {
+            "scenario": "members",
+            "subject": s,
+            "n": n,
+            "warm": warm,
+            "target": target,
+            "options": self._options(),
+            "timeout": p.delivery_cap,
+        }
+        runtime = tempfile.mkdtemp(prefix="lelog-bench-members-")
+        env = dict(os.environ, LELOG_RUNTIME_DIR=runtime)
+        procs: list[Driven] = []
+        try:
+            # The owner's first line takes the stream's lock, and its warm-up is delivered,
+            # before any member starts: it is the owner.
+            owner = Driven({**spec, "role": "owner"}, env)
+            procs.append(owner)
+            said = owner.expect("READY", timeout=120)
+            if "READY" not in said:
+                return {"error": f"owner: {said.get('error')}"}
+            members = [Driven({**spec, "role": "member"}, env) for _ in range(k)]
+            procs += members
+            for m in members:
+                said = m.expect("READY", timeout=120)
+                if "READY" not in said:
+                    return {"error": f"member: {said.get('error')}"}
+            logged = (k + 1) * warm
+            # Every member's warm-up has reached the service, which only the owner writes to:
+            # they have all joined before the clock starts.
+            if target.get("stats") and _wait_received(target, logged, 30) < logged:
+                return {"error": f"the members' warm-up did not arrive: {_received(target):,} of {logged:,}"}
+            for proc in members + [owner]:
+                proc.say("GO")  # the start barrier: every process is waiting on its stdin
+            results = [m.expect("RESULT", timeout=p.delivery_cap + 120) for m in members]
+            for res in results:
+                if "error" in res:
+                    return {"error": f"member: {res['error']}"}
+            logged += (k + 1) * n
+            stats = [res.get("stats") or {} for res in results]
+            overflow = sum(st.get("dropped", {}).get("overflow", 0) for st in stats)
+            dropped = sum(sum(st.get("dropped", {}).values()) for st in stats)
+            owner.say(f"FINISH {logged} {dropped}")  # every member has left
+            own = owner.expect("RESULT", timeout=p.delivery_cap + 120)
+            if "error" in own:
+                return {"error": f"owner: {own['error']}"}
+            delivered = _received(target) if target.get("stats") else None
+        finally:
+            for proc in procs:
+                proc.stop()
+            shutil.rmtree(runtime, ignore_errors=True)
+        loops = [own] + results
+        # The share of the owner's loop during which every process was in its own.
+        overlap = (min(r["end"] for r in loops) - max(r["start"] for r in loops)) / (
+            own["end"] - own["start"]
+        )
+        own_stats = own.get("stats")
+        return {
+            "owner_us": own["call_us"],
+            "owner_cpu_us": own["caller_cpu_us"],
+            "member_us": statistics.median(r["call_us"] for r in results) if results else None,
+            "member_cpu_us": statistics.median(r["caller_cpu_us"] for r in results) if results else None,
+            "overlap": overlap if results else None,
+            "logged": logged,
+            "delivered": delivered,
+            "delivered_ratio": ratio(delivered, logged),
+            "overflow": overflow if own_stats else None,
+            # What the members counted as with the owner, but the owner did not send (its
+            # own count of drops also has its members' gaps that a later line showed it).
+            "lost_at_owner": logged - own_stats["sent"] - dropped if own_stats else None,
+            "owner_dropped": sum(own_stats["dropped"].values()) if own_stats else None,
+            "owner_stats": own_stats,
+            "member_stats": stats if own_stats else None,
+        }
+
     def stop(self) -> None:
         self.fars.stop()
 
@@ -601,6 +798,20 @@ def _received(target: dict[str, Any]) -> int:
     poller = StatsPoller(target["stats"])
     try:
         return poller.received()
+    finally:
+        poller.close()
+
+
+def _wait_received(target: dict[str, Any], expected: int, timeout: float) -> int:
+    """Poll the far end until it has ``expected`` lines for the target (or ``timeout``)."""
+    from .subjects import StatsPoller
+
+    poller = StatsPoller(target["stats"])
+    try:
+        end = time.monotonic() + timeout
+        while (got := poller.received()) < expected and time.monotonic() < end:
+            time.sleep(0.01)
+        return got
     finally:
         poller.close()
 
@@ -838,6 +1049,58 @@ def report(b: Bench, command: str, elapsed: float) -> str:
         "killed and not repeated.",
     )
 
+    def each_run(s: str, first: str, second: str, between: str) -> str:
+        """Two counts of every run, side by side (a loss in one run is the answer)."""
+        one, two = b.cell("members", s, first), b.cell("members", s, second)
+        if not one.values:
+            return one.show()
+        return ", ".join(f"{x:,.0f}{between}{y:,.0f}" for x, y in zip(one.values, two.values))
+
+    table(
+        "members",
+        f"6. Processes on one key: an owner alone, then with {MEMBERS} member processes logging "
+        f"flat out, {p.members_n:,} calls each ({_runs(b, 'members')})",
+        [
+            "alone µs/call",
+            f"owner, {MEMBERS} members µs/call",
+            "member µs/call",
+            "owner vs alone",
+            "member vs alone",
+            "caller CPU µs/call: alone, owner, member",
+            "loops overlapped",
+            "delivered of logged, each run",
+            "dropped, each run: members' overflow / at the owner",
+        ],
+        lambda s: [
+            c("members", s, "alone"),
+            c("members", s, "owner"),
+            c("members", s, "member"),
+            show_ratio(ratio(b.get("members", s, "owner"), b.get("members", s, "alone"))),
+            show_ratio(ratio(b.get("members", s, "member"), b.get("members", s, "alone"))),
+            ", ".join(
+                c("members", s, name, spread=False) for name in ("cpu_alone", "cpu_owner", "cpu_member")
+            ),
+            c("members", s, "overlap", "{:.0%}"),
+            each_run(s, "delivered", "logged", " of "),
+            each_run(s, "overflow", "lost_at_owner", " / "),
+        ],
+        f"Each process logs {p.warm:,} lines first; the owner's first line takes the stream (its "
+        "warm-up delivered before any member starts), and the clock starts once every member's "
+        "warm-up has reached the service through it; then all of them start at once (a `GO` "
+        "line on each one's stdin). *owner* and *member*: each process's own loop (the member "
+        f"column: the median of the {MEMBERS}); *vs alone*: against the owner logging alone "
+        "in the same round, on a fresh runtime directory each. *caller CPU*: the calling thread's "
+        "CPU (`time.thread_time()`), which waiting for the GIL or for a core does not count. "
+        "*loops overlapped*: the share of the owner's loop during which every process was in "
+        "its own. *delivered*: what the service received on the key (the lines of all "
+        "processes, and any `[lelog]` marker of a gap). *dropped*: the `overflow` the members "
+        "counted (their connection to the owner full), and the lines they counted as sent that "
+        "the owner then did not send (lines logged, less the owner's `sent` and the members' "
+        "drops). *floor*: the same four processes with "
+        f"a handler that does nothing, what {MEMBERS + 1} processes logging flat out cost any "
+        f"caller on these {os.cpu_count()} cores.",
+    )
+
     for remark in b.remarks:
         add(f"- {remark}")
     if b.remarks:
@@ -961,6 +1224,40 @@ def targets(b: Bench, peers: list[str]) -> list[tuple[Optional[bool], str]]:
         b.get("exit", "lelog", "delivered"),
         lambda v: v >= b.plan.exit_n,
         f"exit with the service up delivers all {b.plan.exit_n:,} lines: {{v:,.0f}}",
+    )
+
+    # Processes on one key: a member's call costs about what the owner's does alone, the
+    # owner is not slowed by its members' lines, and every line arrives.
+    def members_notes(who: str) -> str:
+        """The caller thread's CPU ratio, and the floor's wall ratio in the same setting (what
+        the machine's cores alone make of four processes flat out)."""
+        cpu = ratio(b.get("members", "lelog", f"cpu_{who}"), b.get("members", "lelog", "cpu_alone"))
+        floor = ratio(b.get("members", "floor", who), b.get("members", "floor", "alone"))
+        notes = ([f"caller CPU: {cpu:.2f}x"] if cpu else []) + (
+            [f"the floor's: {floor:.2f}x"] if floor else []
+        )
+        return f" ({'; '.join(notes)})" if notes else ""
+
+    alone = b.get("members", "lelog", "alone")
+    check(
+        ratio(b.get("members", "lelog", "member"), alone),
+        lambda v: v <= 1.5,
+        f"a member's caller wall ≤ 1.5x an owner alone (members row){members_notes('member')}: {{v:.2f}}x",
+    )
+    check(
+        ratio(b.get("members", "lelog", "owner"), alone),
+        lambda v: v <= 1.5,
+        f"the owner's caller wall with {MEMBERS} members flooding ≤ 1.5x alone (members row)"
+        f"{members_notes('owner')}: {{v:.2f}}x",
+    )
+    delivered = b.cell("members", "lelog", "delivered_ratio").values
+    overflow, lost = (b.cell("members", "lelog", name).values for name in ("overflow", "lost_at_owner"))
+    most = max((x + y for x, y in zip(overflow, lost)), default=0)
+    check(
+        min(delivered) if delivered else None,
+        lambda v: v == 1 and most == 0,
+        f"every line delivered with {MEMBERS} members flooding (members row): {{v:.4f}} of the "
+        f"lines logged in the worst run, {most:,.0f} dropped",
     )
     # The crash spool keeps caller cost and throughput within 1.2x of lelog without it.
     if "lelog-spool" in b.subjects:

@@ -3,6 +3,7 @@ tiny sizes, in seconds, with none of the peers needed."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import socket
@@ -166,6 +167,24 @@ def test_a_moto_sink_counts_what_watchtower_sends() -> None:
     finally:
         far.stop()
     assert result["delivered"] == 200, result
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="AF_UNIX and fcntl: Linux")
+def test_the_members_row_runs_an_owner_alone_then_with_its_members_and_reports() -> None:
+    plan = dataclasses.replace(run.QUICK, members_n=300, warm=50, runs={**run.QUICK.runs, "members": 1})
+    bench = run.Bench(plan, ["lelog"], "logfmt")
+    try:
+        bench.members()
+    finally:
+        bench.stop()
+    cells = bench.results["members"]["lelog"]
+    for name in ("alone", "owner", "member", "cpu_member", "overlap", "delivered"):
+        assert cells[name].values, (name, cells[name].notes)
+    assert cells["logged"].values == [(run.MEMBERS + 1) * 350]
+    text = run.report(bench, "python -m benchmarks --rows members", 10.0)
+    assert "### 6. Processes on one key" in text, text
+    for target in ("a member's caller wall", "the owner's caller wall", "every line delivered"):
+        assert any(target in line and not line.startswith("- n/a") for line in text.splitlines()), text
 
 
 def test_the_report_judges_the_targets_on_medians() -> None:
