@@ -292,7 +292,13 @@ class Engine:
             + len(ledger.pending)
             + len(ledger.from_children)
         )
-        return min(ledger.room_for_others(), self.options.max_pending_lines - on_the_way)
+        room = min(ledger.room_for_others(), self.options.max_pending_lines - on_the_way)
+        if room <= 0:
+            # Members wait: push what is queued now, whatever its age (as a flush does).
+            with ledger.lock:
+                self.delivery.push_upto = max(self.delivery.push_upto, ledger.counters.accepted)
+            self._wake.set()
+        return room
 
     def accept_from_children(self, lines: list[_channel.ChildLine], *, members: bool = False) -> None:
         """On the channel's reader thread: lines fork children or members wrote."""

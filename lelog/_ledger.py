@@ -158,9 +158,8 @@ class Ledger:
         with self.lock:
             counters = self.counters
             children = self.from_children
-            open_ = self.accepting or (
-                until_finished and self.state in (WriterState.CLOSING, WriterState.FINISHING)
-            )
+            closing = until_finished and self.state in (WriterState.CLOSING, WriterState.FINISHING)
+            open_ = self.accepting or closing
             for gap, ts, level, out, args, size in sized:
                 counters.accepted += gap + 1
                 counters.dropped["overflow"] += gap
@@ -169,6 +168,9 @@ class Ledger:
                     counters.dropped["after_close"] += 1
                 elif size > children.max_bytes:
                     counters.dropped["too_large"] += 1
+                elif closing:  # what members' connections held at the close: no bound pushes it out
+                    children.items.append((ts, level, out, args, None))
+                    children.bytes += size
                 else:
                     counters.dropped["overflow"] += children.add((ts, level, out, args, None), size)
             return self.state is IDLE
