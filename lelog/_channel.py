@@ -478,6 +478,10 @@ class MemberLink:
         except OSError:  # no socket, nobody listening, or its backlog full
             sock.close()
             return False
+        uid = _hostwide.peer_uid(sock)
+        if uid is not None and uid != os.geteuid():  # a name another user took first
+            sock.close()
+            return False
         self._sock = sock
         self._seq = 0
         return True

@@ -170,7 +170,7 @@ class Claim:
         if self._member:
             return True
         try:
-            PRESENCE.join(meeting.members_path)
+            PRESENCE.join(self._members_path(meeting))
         except OSError as exc:
             self._warn("members", f"stream {self._key!r}: cannot join the processes that write it ({exc})")
             return False
@@ -182,7 +182,7 @@ class Claim:
         meeting = self.meeting
         if self._member and meeting is not None:
             self._member = False
-            PRESENCE.leave(meeting.members_path)
+            PRESENCE.leave(self._members_path(meeting))
 
     def take_over(self) -> bool:
         """A member takes the stream lock when its owner has gone: True when it now owns the
@@ -195,7 +195,12 @@ class Claim:
     def others_waiting(self) -> bool:
         """Whether other processes of the host are members of the stream now."""
         meeting = self.meeting
-        return meeting is not None and PRESENCE.others(meeting.members_path)
+        return meeting is not None and PRESENCE.others(self._members_path(meeting))
+
+    def _members_path(self, meeting: Meeting) -> str:
+        """Presence is per credential: a process with another token is never counted as one
+        of the stream's, so nobody hands the stream on to a process that may not write it."""
+        return meeting.members_path(self._credential)
 
     def release(self) -> None:
         """Let go of the stream lock, taken for nothing (``Sharing.inherit``)."""

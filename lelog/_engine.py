@@ -348,8 +348,6 @@ class Engine:
             if worker is None:  # interpreter shutdown: close() drains on its own thread
                 return
             self._worker = worker
-            if self.claim.spool is not None and self.sharing.owns:
-                self.claim.spool.start()
 
     def step(self) -> Optional[float]:
         """One round on this thread (``threaded=False`` only): seconds until the next is
@@ -362,10 +360,6 @@ class Engine:
     def _run(self) -> None:
         _reentry.mark_own_thread()
         self._worker_awake = True
-        try:  # before the first round encodes a line: a log to continue
-            self.sharing.continue_run(Deadline.after(self.config.open_deadline, self.clock.monotonic))
-        except Exception as exc:  # a bug: the stream goes on as a new log
-            self.warn("internal", f"continuing {self.key!r} failed: {exc!r}")
         while True:
             try:
                 wait = self._round()
@@ -388,6 +382,7 @@ class Engine:
     def _round(self) -> Optional[float]:
         if not self.sharing.owns:  # a member's worker: it only waits for an owner
             return self.sharing.waiting_round() if self.ledger.accepting else None
+        self._begin_owning()
         handoff = self._handoff_pending(self)
         if handoff and _lifecycle.configuration_over() and self._expire_handoff(self):
             # Nobody took the stream on while the configuration call ran: finish as usual.
@@ -397,6 +392,18 @@ class Engine:
             return None
         wait = self.delivery.step(self.clock.monotonic())
         return min(wait, _HANDOFF_POLL) if handoff else wait
+
+    def _begin_owning(self, *, start_spool: bool = True) -> None:
+        """Before an owner encodes a line (its first round, or a member's first after it took
+        the stream over): the log to continue, if any, then the spool, which encodes too."""
+        if self.sharing.continuation:
+            try:
+                self.sharing.continue_run(Deadline.after(self.config.open_deadline, self.clock.monotonic))
+            except Exception as exc:  # a bug: the stream goes on as a new log
+                self.warn("internal", f"continuing {self.key!r} failed: {exc!r}")
+        spool = self.claim.spool
+        if spool is not None and start_spool:
+            spool.start()  # once (a no-op after)
 
     def _drain(self) -> None:
         home = _channel.home_of(self)
@@ -570,6 +577,7 @@ class Engine:
                 sharing = self.sharing
                 sharing.settle(deadline)
                 if sharing.owns and not sharing.handed_on:
+                    self._begin_owning(start_spool=False)
                     sharing.stop_listening(deadline)
                     self._drain()
                     stored = self.delivery.finish(deadline, sharing.last_out)

@@ -74,9 +74,9 @@ class Meeting:
     def _path(self, suffix: str) -> str:
         return os.path.join(self.directory, self.digest + suffix)
 
-    @property
-    def members_path(self) -> str:
-        return self._path(".members")
+    def members_path(self, credential: str = "") -> str:
+        """The presence file of the processes that write with ``credential``."""
+        return self._path(f".{credential[:16]}.members" if credential else ".members")
 
     @property
     def history_path(self) -> str:

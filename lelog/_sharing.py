@@ -148,6 +148,7 @@ class Sharing:
             self._stream.ledger.count(count_shared)
             self.hand_on_kept()  # the line that started the stream, and any beside it
         elif hold is Hold.REFUSED:
+            claim.leave()
             with self._role_lock:
                 self._become(Role.REFUSED)
             waiting = self._stream.ledger.take()  # the line that started the stream
@@ -190,11 +191,13 @@ class Sharing:
             crashed = claim.crashed_holder
             who = "" if crashed is None else f" ({crashed.describe()})"
             self._leftover = (history, who)
-        elif history is None and not member:
+        elif history is None:  # a run of this parent may have just stored it (members too)
             self._continuation = claim.run_continues()
         with pipeline.encode_lock:
             pipeline.history_file = claim.keep_history(pipeline.history.rows(), stream.options.history_bytes)
         claim.leave()  # an owner is no member: it asks about the others (Claim.last_out)
+        if self._link is not None:  # a member that took over: its connection is done with
+            self._link.close()
         meeting = claim.meeting
         if listen and meeting is not None and not self._listening:
             try:
@@ -216,16 +219,21 @@ class Sharing:
         """At the close of a writer that never started: True when it is the last process
         of a stream another handed on (it then owns it, to store and close it)."""
         claim = self._stream.claim
-        claim.leave()  # before the lock: see Claim.last_out
-        if not claim.take_over():
+        claim.leave()  # before the lock, and others asked before it is taken: see Claim.last_out
+        if claim.others_waiting() or not claim.take_over():
             return False
         history = claim.history_left()
-        if history is None or claim.others_waiting() or not self._continues(history):
+        if history is None or not self._continues(history):
             claim.release()
             return False
         with self._role_lock:
             self._as_owner(listen=False)
         return True
+
+    @property
+    def continuation(self) -> bool:
+        """A log to read back and continue before the first line is encoded."""
+        return self._continuation
 
     def continue_run(self, deadline: Deadline) -> None:
         """On the worker, before its first round: the log a run of this process's parent
@@ -351,6 +359,10 @@ class Sharing:
             return
         ledger = self._stream.ledger
         with self._hand_lock:
+            if self.role is Role.MEMBER and len(ledger.pending):
+                with self._role_lock:  # new lines queue behind these while they go
+                    if self.role is Role.MEMBER:
+                        self._become(Role.WAITING)
             while True:
                 waiting = ledger.take()
                 if waiting is None:
@@ -384,10 +396,10 @@ class Sharing:
         if dropped:
             ledger.settle(dropped, drop=link.drop_reason)
         if done < len(kept):
-            ledger.keep_in_front(kept[done:])
-            with self._role_lock:
+            with self._role_lock:  # first: a new line then queues behind these
                 if self.role is Role.MEMBER:
                     self._become(Role.WAITING)
+            ledger.keep_in_front(kept[done:])
             self._stream.start_worker()  # it keeps trying (a no-op before the start)
         return done
 
@@ -409,10 +421,16 @@ class Sharing:
             if self.role is Role.MEMBER and stream.claim.take_over():
                 with self._role_lock:
                     resumed = self._as_owner(listen=False)
-                if not resumed and not stream.ledger.unsettled():
+                if not resumed and not self._continuation and not stream.ledger.unsettled():
                     self._hand_on()  # the stream was stored and closed: nothing to open
             else:
                 self._hand_on()
+        self._close_link()
+
+    def _close_link(self) -> None:
+        link, self._link = self._link, None
+        if link is not None:
+            link.close()
 
     def stop_listening(self, deadline: Deadline) -> None:
         """The owner's final sequence begins: what members sent so far is delivered; later
