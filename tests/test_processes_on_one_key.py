@@ -27,7 +27,7 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="AF
 #: ``log NAME N``: N lines; ``flush``; ``close`` (prints its stats); ``exit`` (``os._exit``).
 PROCESS = """
 import json, os, sys, lelog
-writer = lelog.StreamWriter("k", lelog.LogConfig(url=sys.argv[1], account_id="acct", token="secret-token"),
+writer = lelog.StreamWriter("k", lelog.LogConfig(url=sys.argv[1], account_id="acct", token=sys.argv[2]),
                             close_timeout=20)
 print("started", flush=True)
 for command in sys.stdin:
@@ -60,9 +60,9 @@ for command in sys.stdin:
 class Process:
     """One writer process on the key, driven line by line."""
 
-    def __init__(self, service: FakeLogService, env: dict[str, str]) -> None:
+    def __init__(self, service: FakeLogService, env: dict[str, str], token: str) -> None:
         self.popen = subprocess.Popen(
-            [sys.executable, "-c", PROCESS, service.url],
+            [sys.executable, "-c", PROCESS, service.url, token],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -109,8 +109,8 @@ class Processes:
         self._env = dict(os.environ, PYTHONPATH=str(ROOT), LELOG_RUNTIME_DIR=str(runtime))
         self.started: list[Process] = []
 
-    def start(self) -> Process:
-        process = Process(self._service, self._env)
+    def start(self, token: str = "secret-token") -> Process:
+        process = Process(self._service, self._env, token)
         self.started.append(process)
         return process
 
@@ -296,17 +296,24 @@ print(writer.close().uploaded, flush=True)
 """
 
 
-@pytest.mark.parametrize("together", [False, True], ids=["one-after-another", "all-at-once"])
+@pytest.mark.parametrize(
+    ("together", "spool"),
+    [(False, False), (True, False), (False, True)],
+    ids=["one-after-another", "all-at-once", "one-after-another-with-a-spool"],
+)
 def test_a_shell_loop_of_processes_on_one_key_stores_one_log(
-    service: FakeLogService, tmp_path: Path, together: bool
+    service: FakeLogService, tmp_path: Path, together: bool, spool: bool
 ) -> None:
     """One after another (each starts when the last has stored the log) or all at once:
-    the processes of one loop are one run, and its log has every line."""
+    the processes of one loop are one run, and its log has every line (a crash spool, whose
+    thread encodes too, included)."""
     script = tmp_path / "w.py"
     script.write_text(LOOP)
     background = "&" if together else ";"
     loop = f'for n in 0 1 2 3; do "{sys.executable}" {script} {service.url} p$n {background} done; wait'
     env = dict(os.environ, PYTHONPATH=str(ROOT), LELOG_RUNTIME_DIR=str(tmp_path / "runtime"))
+    if spool:
+        env["LELOG_SPOOL_DIR"] = str(tmp_path / "spool")
     result = subprocess.run(["bash", "-c", loop], capture_output=True, text=True, timeout=120, env=env)
     assert result.returncode == 0, result.stderr
     rows = service.blob_lines("k") or []
@@ -372,3 +379,17 @@ def test_a_member_faster_than_its_owner_reads_keeps_its_lines_until_there_is_roo
     rows = service.blob_lines("k") or []
     assert [row["pos"] for row in rows] == list(range(30_001))
     assert [row["out"].split()[1] for row in rows[1:]] == [str(i) for i in range(30_000)]
+
+
+def test_a_stream_is_never_handed_on_to_a_process_with_another_token(
+    service: FakeLogService, processes: Processes
+) -> None:
+    """A process with another token, built but silent, is not one of the stream's: the
+    owner stores the log itself when it leaves."""
+    owner = processes.start()
+    owner.ask("log owner 5")
+    assert owner.ask("flush") == "True"
+    other = processes.start(token="another-token")  # never logs
+    assert owner.close()[2:4] == [True, False]  # uploaded, not handed on
+    assert other.close()[2:4] == [None, False]
+    assert stored(service) == lines("owner", 5)
