@@ -220,7 +220,10 @@ def test_recover_holds_the_stream_lock_while_it_finishes_a_spool(
 
 
 def test_a_writer_waits_while_a_process_that_takes_no_lines_holds_its_stream(
-    tmp_path: Path, service: FakeLogService, caplog: pytest.LogCaptureFixture
+    tmp_path: Path,
+    service: FakeLogService,
+    caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
 ) -> None:
     """The holder is not a writer (as ``lelog recover`` finishing an old run): the writer
     neither opens over it nor spools; its lines wait, and it takes the stream once free."""
@@ -240,7 +243,13 @@ sys.stdin.read()
     try:
         for i in range(5):
             w.write_line(f"mine {i}")
-        assert wait_until(lambda: "takes no lines" in caplog.text, timeout=30)
+        said: list[str] = []
+
+        def warned() -> bool:  # on the lelog logger: captured, or on stderr where nothing handles it
+            said.append(capfd.readouterr().err)
+            return "takes no lines" in caplog.text + "".join(said)
+
+        assert wait_until(warned, timeout=30)
         assert not service.requests and _spooled(spool) == 0 and w.pending == 5
         _end(holder)
         assert w.flush(timeout=30)
