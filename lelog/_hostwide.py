@@ -117,9 +117,10 @@ class Presence:
     """The members files this process has open, and how many of its streams are members.
 
     POSIX record locks belong to the process, and closing any descriptor of a file drops
-    them all: so this process opens a members file once, keeps one shared lock on it while
-    at least one of its streams is a member, and asks about others through that same
-    descriptor.  ``_lock`` guards the table; it is a leaf held across a few non-blocking
+    them all: so this process opens a members file once while at least one of its streams
+    is a member, keeps one shared lock on it meanwhile, and asks about others through that
+    same descriptor; with no member here, it holds no lock on the file, so a descriptor
+    opened just to ask is closed again (and so is the one kept, when the last member leaves).  ``_lock`` guards the table; it is a leaf held across a few non-blocking
     file calls (``F_SETLK``, ``F_GETLK`` never wait).
     """
 
@@ -143,34 +144,33 @@ class Presence:
             self._files[path] = (fd, count + 1)
 
     def leave(self, path: str) -> None:
-        """One member of this process leaves; the last one lets go of the lock (the
-        descriptor stays open, for ``others``)."""
+        """One member of this process leaves; the last one lets go of the lock, and of the
+        descriptor."""
         with self._lock:
             fd, count = self._files.get(path, (-1, 0))
             if count <= 0:
                 return
-            if count == 1:
-                with contextlib.suppress(OSError):
-                    fcntl.lockf(fd, fcntl.LOCK_UN)
-            self._files[path] = (fd, count - 1)
+            if count > 1:
+                self._files[path] = (fd, count - 1)
+                return
+            del self._files[path]
+            with contextlib.suppress(OSError):
+                os.close(fd)  # drops the lock with it
 
     def others(self, path: str) -> bool:
         """Whether a process other than this one is a member now."""
         with self._lock:
             fd, _ = self._files.get(path, (-1, 0))
-            if fd < 0:
-                try:
-                    fd = os.open(path, os.O_RDWR | os.O_CREAT | _OPEN_FLAGS, 0o600)
-                except OSError:
-                    return False
-                self._files[path] = (fd, 0)
-            ask = {"type": fcntl.F_WRLCK, "whence": os.SEEK_SET, "start": 0, "len": 0, "pid": 0}
+            if fd >= 0:
+                return _locked_by_another(fd)
             try:
-                answer = fcntl.fcntl(fd, fcntl.F_GETLK, struct.pack(_FLOCK, *(ask[f] for f in _FIELDS)))
+                fd = os.open(path, os.O_RDONLY | _OPEN_FLAGS)
             except OSError:
-                return False
-            got = dict(zip(_FIELDS, struct.unpack(_FLOCK, answer)))
-            return bool(got["type"] != fcntl.F_UNLCK)
+                return False  # no such file: nobody was ever a member
+            try:
+                return _locked_by_another(fd)
+            finally:
+                os.close(fd)  # this process holds no lock on it: closing drops nothing
 
     def forget_in_child(self) -> None:
         """In a fork child: it holds none of the parent's locks; the inherited descriptors
@@ -180,6 +180,16 @@ class Presence:
             with contextlib.suppress(OSError):
                 os.close(fd)
         self._files.clear()
+
+
+def _locked_by_another(fd: int) -> bool:
+    ask = {"type": fcntl.F_WRLCK, "whence": os.SEEK_SET, "start": 0, "len": 0, "pid": 0}
+    try:
+        answer = fcntl.fcntl(fd, fcntl.F_GETLK, struct.pack(_FLOCK, *(ask[f] for f in _FIELDS)))
+    except OSError:
+        return False
+    got = dict(zip(_FIELDS, struct.unpack(_FLOCK, answer)))
+    return bool(got["type"] != fcntl.F_UNLCK)
 
 
 PRESENCE = Presence()

@@ -78,6 +78,16 @@ def _thread_leak_check(request: pytest.FixtureRequest) -> Iterator[None]:
         )
 
 
+@pytest.fixture(autouse=True)
+def _runtime_dir_of_its_own(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each test's processes meet in a runtime directory of their own (``LELOG_RUNTIME_DIR``,
+    inherited by the children it starts): streams of two tests whose services happen to get
+    the same port never meet, nor does what an earlier run left behind."""
+    monkeypatch.setenv("LELOG_RUNTIME_DIR", str(tmp_path_factory.mktemp("runtime")))
+
+
 def _check_fake_healthy(services: List[FakeLogService]) -> None:
     """Fail loudly if the fake itself crashed while serving (its bug, not the client's)."""
     errors = [repr(exc) for svc in services for exc in svc.errors]

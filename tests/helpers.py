@@ -21,6 +21,12 @@ ROOT = Path(__file__).resolve().parent.parent
 GENEROUS = 30.0
 
 
+def without_lelog_variables() -> dict[str, str]:
+    """This process's environment without the ``LELOG_*`` variables a test may have from
+    outside, but for the runtime directory of the test's own (``conftest.py``)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("LELOG_") or k == "LELOG_RUNTIME_DIR"}
+
+
 def dead_url() -> str:
     """The URL of a port on which nothing listens (connections are refused)."""
     sock = socket.socket()

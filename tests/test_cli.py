@@ -18,7 +18,7 @@ import pytest
 from lelog import BlobNotFound
 from lelog._cli import main
 from lelog._filestore import FileStore
-from tests.helpers import dead_url, wait_until
+from tests.helpers import dead_url, wait_until, without_lelog_variables
 from tests.service import FakeLogService
 from tests.test_filestore import mount_tmpfs
 
@@ -125,7 +125,7 @@ class FilesTarget(Target):
 @pytest.fixture
 def env(tmp_path: Path) -> Dict[str, str]:
     """A clean environment: no LELOG_* from the outside, this checkout importable."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("LELOG_")}
+    clean = without_lelog_variables()
     clean["PYTHONPATH"] = str(ROOT)
     return clean
 
@@ -590,7 +590,7 @@ def test_mistakes_are_one_error_line_and_the_right_status(
 ) -> None:
     """The whole matrix, in-process to keep the suite fast (the next test is end to end)."""
     monkeypatch.chdir(config_files)
-    for name in [n for n in os.environ if n.startswith("LELOG_")]:
+    for name in [n for n in os.environ if n.startswith("LELOG_") and n != "LELOG_RUNTIME_DIR"]:
         monkeypatch.delenv(name)
     try:
         code = main(args)
@@ -674,7 +674,7 @@ def test_the_command_gets_no_lelog_variables_unless_asked(
         tmp_path,
     )
     assert plain.returncode == 0 and plain.stdout == b"[]\n"  # the terminal copy: the command's own
-    assert passed.stdout == b"['LELOG_KEY', 'LELOG_SECRETS', 'LELOG_TOKEN']\n"
+    assert passed.stdout == b"['LELOG_KEY', 'LELOG_RUNTIME_DIR', 'LELOG_SECRETS', 'LELOG_TOKEN']\n"
     assert target.stored("from-env") == ["[]\n"]
 
 

@@ -18,14 +18,14 @@ import pytest
 
 import lelog
 from lelog._spool import MANIFEST
-from tests.helpers import ROOT, dead_url, run_python, wait_until
+from tests.helpers import ROOT, dead_url, run_python, wait_until, without_lelog_variables
 from tests.service import FakeLogService
 
 TOKEN = "secret-token"
 
 
 def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LELOG_")}
+    env = without_lelog_variables()
     env.update(PYTHONPATH=str(ROOT), **extra)
     return env
 

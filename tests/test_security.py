@@ -11,7 +11,6 @@ import base64
 import io
 import json
 import logging
-import os
 import random
 import ssl
 import subprocess
@@ -27,7 +26,7 @@ import pytest
 import lelog
 from lelog import ConfigError, LogConfig, LogServiceClient, StreamHandler, StreamWriter, TLSError
 from lelog._config import MAX_SECONDS
-from tests.helpers import ROOT, dead_url, run_python
+from tests.helpers import ROOT, dead_url, run_python, without_lelog_variables
 from tests.service import FakeLogService
 
 # Visible ASCII without '*' (the mask's own character), with the characters that make the
@@ -87,7 +86,7 @@ def lelog_records() -> Iterator[list[logging.LogRecord]]:
 
 
 def _env_without_lelog(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LELOG_")}
+    env = without_lelog_variables()
     env.update(PYTHONPATH=str(ROOT), **extra)
     return env
 

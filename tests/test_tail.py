@@ -8,7 +8,6 @@ tail's own probes on quiet periods (every two seconds) are what ends it there.
 
 from __future__ import annotations
 
-import os
 import ssl
 import subprocess
 import threading
@@ -20,6 +19,7 @@ import pytest
 
 from lelog import LogConfig, LogServiceClient, LogServiceError, StreamWriter
 from lelog._line import Line
+from tests.helpers import without_lelog_variables
 from tests.service import FakeLogService
 from tests.test_cli import ROOT, lelog, start, wait_until
 
@@ -28,8 +28,7 @@ KEY = "tail/step"
 
 @pytest.fixture
 def env() -> Dict[str, str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("LELOG_")}
-    return dict(clean, PYTHONPATH=str(ROOT))
+    return dict(without_lelog_variables(), PYTHONPATH=str(ROOT))
 
 
 def flags(svc: FakeLogService, timeout: float = 1) -> List[str]:
