@@ -393,3 +393,27 @@ def test_a_stream_is_never_handed_on_to_a_process_with_another_token(
     assert owner.close()[2:4] == [True, False]  # uploaded, not handed on
     assert other.close()[2:4] == [None, False]
     assert stored(service) == lines("owner", 5)
+
+
+MANY_WRITERS = """
+import os, sys, lelog
+store = lelog.FileStore(sys.argv[1])
+def descriptors():
+    return len(os.listdir("/proc/self/fd"))
+first = lelog.StreamWriter("warm-up", store)
+first.write_line("x")
+first.close()
+before = descriptors()
+for i in range(100):
+    writer = lelog.StreamWriter(f"k{i}", store)
+    writer.write_line("x")
+    writer.close()
+print(before, descriptors(), flush=True)
+"""
+
+
+def test_writers_that_come_and_go_leave_no_descriptor_open(tmp_path: Path) -> None:
+    result = run_python(MANY_WRITERS.replace("sys.argv[1]", repr(str(tmp_path / "store"))), timeout=60)
+    assert result.returncode == 0, result.stderr
+    before, after = result.stdout.split()
+    assert after == before
