@@ -241,7 +241,12 @@ class Claim:
         self._release_stream()
         if self.others_waiting():
             return False
-        return self.hold_stream() is Hold.HELD
+        hold = self.hold_stream()
+        # This process's own spool takes a lock it finds free (its writer's, let go of here
+        # for a moment): the stream is this process's all the same.
+        return hold is Hold.HELD or (
+            hold is Hold.HERE and self.spool is not None and self.spool.holds_stream_lock
+        )
 
     # -- letting go --------------------------------------------------------------------------------
 

@@ -702,6 +702,12 @@ class Spool:
             raise
         self._segments = Segments(self.directory, self._budget)
 
+    @property
+    def holds_stream_lock(self) -> bool:
+        """Whether this spool holds its stream's lock itself."""
+        with self._lock:
+            return self._stream_lock is not None
+
     def _take_stream_lock(self) -> bool:
         """Whether the stream's lock covers this spool while it is open: taken here, or held
         by this process already (its writer's, or a finishing predecessor's: then taken as
