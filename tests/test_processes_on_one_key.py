@@ -396,7 +396,7 @@ def test_a_stream_is_never_handed_on_to_a_process_with_another_token(
 
 
 MANY_WRITERS = """
-import os, sys, lelog
+import os, sys, time, lelog
 store = lelog.FileStore(sys.argv[1])
 def descriptors():
     return len(os.listdir("/proc/self/fd"))
@@ -408,6 +408,10 @@ for i in range(100):
     writer = lelog.StreamWriter(f"k{i}", store)
     writer.write_line("x")
     writer.close()
+# The channel's reader closes its sockets as it ends, just after the last close returns.
+deadline = time.monotonic() + 30
+while descriptors() != before and time.monotonic() < deadline:
+    time.sleep(0.01)
 print(before, descriptors(), flush=True)
 """
 
