@@ -29,13 +29,16 @@ import fcntl
 import itertools
 import json
 import os
+import secrets
 import select
 import socket
 import termios
 import threading
 import time
 import weakref
-from typing import Any, Optional, Protocol, Union
+from typing import Any, Callable, Mapping, Optional, Protocol, Union
+
+import attrs
 
 from . import _hostwide, _lifecycle, _reentry
 from ._clock import Deadline
@@ -43,6 +46,7 @@ from ._clock import Deadline
 __all__ = [
     "CHANNEL_BUFFER",
     "SETTLE_AT_FLUSH",
+    "Broken",
     "Channel",
     "ChildLine",
     "Inbox",
@@ -80,8 +84,12 @@ ChildLine = tuple[int, float, str, str, Any]
 class Receiver(Protocol):
     """A stream that takes its fork children's lines."""
 
-    def accept_from_children(self, lines: list[ChildLine], *, members: bool = False) -> None:
-        """Lines of fork children, or of member processes (``members``)."""
+    def accept_from_children(
+        self, lines: list[ChildLine], *, members: Optional[Mapping[str, int]] = None
+    ) -> None:
+        """Lines of fork children, or of a member process: then ``members`` says how many
+        of its connection's lines these and the lines before them account for
+        (``Inbox.accounted``)."""
 
     def room_for_members(self) -> int:
         """How many member lines it takes now; 0 leaves them in their connections (the
@@ -111,6 +119,11 @@ class Inbox:
             expected[key] = seq + 1
             by_slot.setdefault(slot, []).append((gap, ts, str(level), str(out), args))
         return by_slot
+
+    def accounted(self) -> dict[str, int]:
+        """For each sender (``"<pid>.<slot>"``; a member's slot names its connection), how
+        many of its lines the messages sorted so far account for: arrived, or a gap."""
+        return {f"{pid}.{slot}": count for (pid, slot), count in self._expected.items()}
 
 
 def encode_datagram(slot: int, pid: int, seq: int, ts: float, level: str, out: str, args: Any) -> bytes:
@@ -189,30 +202,15 @@ class Channel:
         """Close ``receiver``'s listening socket and end its members' connections for
         reading, so each member's next send fails at once (``EPIPE``: it takes the stream
         over or waits for it); what they sent before is delivered first.  True once done,
-        within ``timeout``; at once when no member is connected (the socket's name is gone
-        already, ``stop_listening`` below, so none can connect any more)."""
+        within ``timeout``.  Always done by the reader and waited for: a member may connect
+        until the reader shuts the listener (an abstract name cannot be removed first)."""
         done = threading.Event()
         with self._cond:
             if self._closed:
                 return True
-            # A listener the reader has not taken in yet may have members already.
-            waits = any(r is receiver and s is not None for r, s, _ in self._asked) or self._connected(
-                receiver
-            )
             self._asked.append((receiver, None, done))
         self._wake()
-        return done.wait(timeout) if waits else True
-
-    def _connected(self, receiver: Receiver) -> bool:
-        """Whether a member is connected to ``receiver``, or waits to be accepted.  Read on
-        another thread than the reader's: a copy of each table, one C call each."""
-        if any(owner is receiver for _, owner, _ in list(self._members.values())):
-            return True
-        listeners = [sock for sock, owner in list(self._listeners.values()) if owner is receiver]
-        try:
-            return bool(listeners and select.select(listeners, [], [], 0)[0])
-        except (OSError, ValueError):
-            return False  # closed by the reader meanwhile
+        return done.wait(timeout)
 
     def settle(self, timeout: float) -> None:
         """Wait at most ``timeout`` until every line already in the channel is delivered.
@@ -317,8 +315,8 @@ class Channel:
                 conn, _ = listener.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            uid = _hostwide.peer_uid(conn)
-            if uid is not None and uid != os.geteuid():
+            peer = _hostwide.peer_credentials(conn)
+            if peer is not None and peer[1] != os.geteuid():
                 conn.close()
                 continue
             conn.setblocking(False)
@@ -347,7 +345,7 @@ class Channel:
                     more = False
             lines = [line for by_slot in inbox.sort(batch).values() for line in by_slot]
             if lines:
-                receiver.accept_from_children(lines, members=True)
+                receiver.accept_from_children(lines, members=inbox.accounted())
             if ended:
                 poller.unregister(fd)
                 del self._members[fd]
@@ -358,8 +356,11 @@ class Channel:
     def _stop(self, poller: select.poll, receiver: Receiver) -> None:
         for fd, (listener, owner) in list(self._listeners.items()):
             if owner is receiver:
-                # Accepted first: a member that connected has sent lines it counts as sent.
-                # Its path is gone already (stop_listening), so nobody new connects after.
+                # Nobody connects from now on (Linux refuses a connect to a listening
+                # AF_UNIX socket shut for reading, an abstract name too); those who did are
+                # in its backlog, and have sent lines they count as sent: accepted, and read.
+                with contextlib.suppress(OSError):
+                    listener.shutdown(socket.SHUT_RD)
                 self._accept(poller, fd)
                 poller.unregister(fd)
                 del self._listeners[fd]
@@ -444,15 +445,29 @@ class MemberLink:
     (docs/writer.md#processes-on-one-key): one message per line, sent by the caller, so a
     line is with the owner when ``emit`` returns, even if this process then leaves by
     ``os._exit``.  A full connection sends nothing (the sender keeps the line until the
-    owner has read some).  Numbered from 0 on each connection; a number skipped is a line
-    the sender dropped, which the owner marks in its place."""
+    owner has read some).  Numbered from 0 on each connection, which a random number
+    names (the datagram's slot); a number skipped is a line the sender dropped, which the
+    owner marks in its place.  A connection the owner's end left is kept as ``broken``,
+    for the member to count what was lost with it.
+
+    ``owns(pid)`` tells whether the process ``pid`` holds the stream lock (True when it
+    cannot be told): a connection is kept only to the owner, never to a listener whose
+    process is dying (the kernel closes a dying process's descriptors one by one, so its
+    socket may outlive its lock for a moment)."""
 
     drop_reason = "overflow"
 
-    def __init__(self, address: _hostwide.SocketAddress) -> None:
+    def __init__(self, address: _hostwide.SocketAddress, owns: Callable[[int], bool]) -> None:
         self._address = address
+        self._owns = owns
         self._sock: Optional[socket.socket] = None
         self._seq = 0
+        self._connection = 0
+        self._owner_pid = 0
+        self._skipped: list[tuple[int, int]] = []  # (first seq, count) numbered but not lines
+        self._markers: list[tuple[int, int, int]] = []  # (seq, lines lost, owner pid) sent
+        #: The last connection whose owner left, until ``take_broken``.
+        self._broken: Optional[Broken] = None
         self._lock = threading.Lock()  # a leaf, held across one non-blocking connect or send
 
     @property
@@ -478,41 +493,80 @@ class MemberLink:
         except OSError:  # no socket, nobody listening, or its backlog full
             sock.close()
             return False
-        uid = _hostwide.peer_uid(sock)
-        if uid is not None and uid != os.geteuid():  # a name another user took first
+        peer = _hostwide.peer_credentials(sock)
+        # A name another user took first, or a dying owner's socket.
+        if peer is not None and (peer[1] != os.geteuid() or not self._owns(peer[0])):
             sock.close()
             return False
         self._sock = sock
         self._seq = 0
+        self._connection = secrets.randbits(31)
+        self._owner_pid = 0 if peer is None else peer[0]
+        self._skipped, self._markers = [], []
         return True
 
     def send(self, ts: float, level: str, out: str, args: Any) -> Sent:
         """Hand one line to the owner (never waits)."""
         with self._lock:
-            if not self._connect_locked():
+            return self._send_locked(ts, level, out, args)
+
+    def _send_locked(self, ts: float, level: str, out: str, args: Any) -> Sent:
+        if not self._connect_locked():
+            return Sent.GONE
+        sock = self._sock
+        assert sock is not None
+        seq = self._seq
+        data = encode_datagram(self._connection, os.getpid(), seq, ts, level, out, args)
+        try:
+            sock.send(data)
+        except BlockingIOError:
+            return Sent.FULL
+        except OSError as exc:
+            if _hostwide.gone(exc):
+                self._break_locked()
                 return Sent.GONE
-            sock = self._sock
-            assert sock is not None
+            self._skip_locked(1)  # a line too long for one message: a gap the owner marks
+            return Sent.DROPPED
+        self._seq += 1
+        return Sent.SENT
+
+    def send_marker(self, ts: float, out: str, lost: int, owner_pid: int) -> Sent:
+        """Hand the owner a marker of ``lost`` lines lost with ``owner_pid``: numbered, but no
+        line of the member's; kept with the connection in case it breaks before the owner
+        stored it (``Broken.unstored``)."""
+        with self._lock:
             seq = self._seq
-            data = encode_datagram(0, os.getpid(), seq, ts, level, out, args)
-            try:
-                sock.send(data)
-            except BlockingIOError:
-                return Sent.FULL
-            except OSError as exc:
-                if _hostwide.gone(exc):
-                    self._disconnect_locked()
-                    return Sent.GONE
-                self._seq += 1  # a line too long for one message: a gap the owner marks
-                return Sent.DROPPED
-            self._seq += 1
-            return Sent.SENT
+            sent = self._send_locked(ts, "warn", out, None)
+            if sent is Sent.SENT:
+                self._skipped.append((seq, 1))
+                self._markers.append((seq, lost, owner_pid))
+            return sent
 
     def skip(self, count: int) -> None:
         """``count`` lines the sender dropped before its next: the owner sees the gap and
         marks it in their place."""
         with self._lock:
-            self._seq += count
+            self._skip_locked(count)
+
+    def _skip_locked(self, count: int) -> None:
+        self._skipped.append((self._seq, count))
+        self._seq += count
+
+    def _break_locked(self) -> None:
+        if self._seq:
+            key = f"{os.getpid()}.{self._connection}"
+            self._broken = Broken(key, self._seq, tuple(self._skipped), tuple(self._markers), self._owner_pid)
+        self._disconnect_locked()
+
+    @property
+    def has_broken(self) -> bool:
+        return self._broken is not None
+
+    def take_broken(self) -> Optional[Broken]:
+        """The connection whose owner left since the last call, if any."""
+        with self._lock:
+            broken, self._broken = self._broken, None
+            return broken
 
     def close(self) -> None:
         with self._lock:
@@ -527,7 +581,37 @@ class MemberLink:
         """In a fork child: the parent's connection is the parent's; the child makes its own
         (closing the inherited copy leaves the parent's connection open)."""
         self._lock = threading.Lock()
+        self._broken = None
         self._disconnect_locked()
+
+
+@attrs.frozen
+class Broken:
+    """A member's connection whose owner's end went away: what the member had sent on it."""
+
+    #: The connection's name in the owner's counts (``Inbox.accounted``).
+    key: str
+    #: Lines numbered on it: sent, or skipped (``skipped``: counted as dropped already, or
+    #: markers, no lines of the member's).
+    numbered: int
+    skipped: tuple[tuple[int, int], ...]
+    #: Markers of lines lost with an earlier owner: (seq, lines lost, that owner's pid).
+    markers: tuple[tuple[int, int, int], ...]
+    #: The process that owned the stream at the other end (0: not known).
+    owner_pid: int
+
+    def lost(self, accounted: int) -> int:
+        """Lines sent that the owner's history does not account for (it accounts for the
+        first ``accounted``): lost with the owner, unless they were skipped."""
+        lost = max(self.numbered - accounted, 0)
+        for first, count in self.skipped:
+            lost -= max(min(first + count, self.numbered) - max(first, accounted), 0)
+        return lost
+
+    def unstored(self, accounted: int) -> list[tuple[int, int]]:
+        """The markers the owner's history does not hold, as (lines lost, owner pid): to be
+        sent again."""
+        return [(lost, pid) for seq, lost, pid in self.markers if seq >= accounted]
 
 
 Outlet = Union[Uplink, MemberLink, Refusal]

@@ -153,6 +153,18 @@ class Claim:
         lock = self._stream_lock
         return None if lock is None else lock.previous
 
+    def owned_by(self, pid: int) -> bool:
+        """Whether the process ``pid`` (as this process sees it) holds the stream lock; True
+        when that cannot be told (a holder in another pid namespace, or no lock applies)."""
+        name = self._name
+        if name is None:
+            return True
+        try:
+            holder = holder_of(name)
+        except (ConfigError, OSError):
+            return True
+        return holder is not None and holder.local_pid in (pid, None)
+
     def _release_stream(self) -> None:
         with self._lock:
             lock, self._stream_lock = self._stream_lock, None
@@ -217,13 +229,16 @@ class Claim:
         meeting = self.meeting
         return None if meeting is None else load_history(meeting.history_path)
 
-    def keep_history(self, rows: list[bytes], budget: int) -> Optional[HistoryFile]:
-        """Begin this owner's history file with ``rows``, for a successor."""
+    def keep_history(
+        self, rows: list[bytes], budget: int, members: Optional[dict[str, int]] = None
+    ) -> Optional[HistoryFile]:
+        """Begin this owner's history file with ``rows`` and the members' counts a previous
+        owner's history held (``_hostwide.HistoryFile``), for a successor."""
         meeting = self.meeting
         if meeting is None:
             return None
         self.history = HistoryFile(meeting.history_path, budget)
-        self.history.start(rows)
+        self.history.start(rows, members)
         return self.history
 
     def last_out(self) -> bool:

@@ -31,7 +31,7 @@ import contextlib
 import threading
 import time
 import weakref
-from typing import Any, Callable, Hashable, Optional, Protocol, Union
+from typing import Any, Callable, Hashable, Mapping, Optional, Protocol, Union
 
 from . import _channel, _lifecycle, _reentry
 from ._backend import Backend, keeps_every_line, retry_policy
@@ -300,11 +300,13 @@ class Engine:
             self._wake.set()
         return room
 
-    def accept_from_children(self, lines: list[_channel.ChildLine], *, members: bool = False) -> None:
+    def accept_from_children(
+        self, lines: list[_channel.ChildLine], *, members: Optional[Mapping[str, int]] = None
+    ) -> None:
         """On the channel's reader thread: lines fork children or members wrote."""
-        if members and not self.ledger.counters.shared:  # read without the lock: set once
+        if members is not None and not self.ledger.counters.shared:  # read without the lock: set once
             self.ledger.count(count_shared)
-        if self.ledger.accept_from_children(lines, until_finished=members):
+        if self.ledger.accept_from_children(lines, accounted=members):
             self.start()  # a parent that has not logged yet has no worker
         self.sharing.hand_on_kept()  # a member's fork children's lines go on to the owner
         self._wake.set()
@@ -396,6 +398,7 @@ class Engine:
     def _begin_owning(self, *, start_spool: bool = True) -> None:
         """Before an owner encodes a line (its first round, or a member's first after it took
         the stream over): the log to continue, if any, then the spool, which encodes too."""
+        self.sharing.owner_round()
         if self.sharing.continuation:
             try:
                 self.sharing.continue_run(Deadline.after(self.config.open_deadline, self.clock.monotonic))

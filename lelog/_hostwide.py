@@ -48,6 +48,7 @@ __all__ = [
     "PRESENCE",
     "History",
     "HistoryFile",
+    "MEMBERS_KEPT",
     "Meeting",
     "Presence",
     "SocketAddress",
@@ -199,28 +200,48 @@ _lifecycle.after_fork_in_child(PRESENCE.forget_in_child)
 # -- the history a successor continues ------------------------------------------------------------
 
 
+#: How many members' counts a history file keeps at most (the most recently changed): the
+#: live connections and those of owners that ended, whose members have yet to compare.
+MEMBERS_KEPT = 1024
+
+
 class HistoryFile:
     """The owner's copy of its history: appended as the encoder publishes rows, rewritten
     from the history ring when it passes twice the history budget.  Only the encoder (under
-    the pipeline's ``encode_lock``) and the final sequence call it."""
+    the pipeline's ``encode_lock``) and the final sequence call it.
+
+    Beside the rows, in the same write, a row that begins with ``#`` holds how many lines of
+    each member connection (``"<pid>.<connection>"``) the rows account for, stored or marked:
+    what changed since the previous write, all of it when the file is rewritten.  A member
+    whose owner vanished compares its own count with it, so the lines lost with the owner are
+    counted exactly (``Sharing``): rows and counts are one ``write``, so a kill leaves both or
+    neither."""
 
     def __init__(self, path: str, budget: int) -> None:
         self.path = path
         self._limit = max(2 * budget, 1 << 16)
         self._fd: Optional[int] = None
         self._size = 0
+        self.members: dict[str, int] = {}
         self.failed: Optional[OSError] = None
 
-    def start(self, rows: list[bytes]) -> None:
-        """Begin the file with ``rows`` (what a successor continues from); replaces any."""
+    def start(self, rows: list[bytes], members: Optional[dict[str, int]] = None) -> None:
+        """Begin the file with ``rows`` and ``members``' counts (what a successor continues
+        from); replaces any."""
+        if members:
+            self._count(members)
         self._rewrite(rows)
 
-    def append(self, rows: list[bytes], ring_rows: Callable[[], list[bytes]]) -> None:
-        """Add ``rows``; past the limit, rewrite the file from ``ring_rows()`` (the history
-        ring's, which hold these rows already)."""
+    def append(
+        self, rows: list[bytes], ring_rows: Callable[[], list[bytes]], members: dict[str, int]
+    ) -> None:
+        """Add ``rows`` and the members' counts that changed with them; past the limit,
+        rewrite the file from ``ring_rows()`` (the history ring's, which hold these rows
+        already)."""
         if self._fd is None:
             return
-        data = b"\n".join(rows) + b"\n"
+        self._count(members)
+        data = b"\n".join(rows) + b"\n" + (_counts_row(members) if members else b"")
         if self._size + len(data) > self._limit:
             self._rewrite(ring_rows())
             return
@@ -231,9 +252,17 @@ class HistoryFile:
             return
         self._size += len(data)
 
+    def _count(self, members: dict[str, int]) -> None:
+        kept = self.members
+        for key, count in members.items():
+            kept.pop(key, None)  # the most recently changed last
+            kept[key] = count
+        while len(kept) > MEMBERS_KEPT:
+            del kept[next(iter(kept))]
+
     def _rewrite(self, rows: list[bytes]) -> None:
         temporary = f"{self.path}.{os.getpid()}.tmp"
-        data = b"".join(row + b"\n" for row in rows)
+        data = b"".join(row + b"\n" for row in rows) + (_counts_row(self.members) if self.members else b"")
         try:
             fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | _OPEN_FLAGS, 0o600)
             try:
@@ -255,7 +284,7 @@ class HistoryFile:
 
     def _fail(self, exc: OSError) -> None:
         """A full disk: a successor would continue from a short history, so none is kept
-        (a successor then opens the stream afresh); said once by the caller."""
+        (a successor then opens the stream afresh); said once by the owner (``failed``)."""
         self.failed = self.failed or exc
         self.close()
         with contextlib.suppress(OSError):
@@ -283,6 +312,12 @@ class History:
     next_pos: int
     #: When it was last written (``time.time()`` seconds).
     written: float
+    #: How many lines of each member connection the rows account for (``HistoryFile``).
+    members: dict[str, int] = attrs.field(factory=dict)
+
+
+def _counts_row(members: dict[str, int]) -> bytes:
+    return b"#" + json.dumps(members, separators=(",", ":")).encode() + b"\n"
 
 
 def load_history(path: str) -> Optional[History]:
@@ -294,9 +329,22 @@ def load_history(path: str) -> Optional[History]:
             written = os.fstat(fh.fileno()).st_mtime
     except OSError:
         return None
-    rows = data.split(b"\n")
-    rows.pop()  # what follows the last newline: empty, or a row cut short
-    return parse_rows(rows, written)
+    rows: list[bytes] = []
+    members: dict[str, int] = {}
+    found = data.split(b"\n")
+    found.pop()  # what follows the last newline: empty, or a row cut short
+    for row in found:
+        if not row.startswith(b"#"):
+            rows.append(row)
+            continue
+        try:
+            counts = json.loads(row[1:])
+        except ValueError:
+            continue
+        if isinstance(counts, dict):
+            members.update((str(k), v) for k, v in counts.items() if type(v) is int)
+    history = parse_rows(rows, written)
+    return None if history is None else attrs.evolve(history, members=members)
 
 
 def parse_rows(rows: list[bytes], written: float = 0.0) -> Optional[History]:
@@ -358,8 +406,8 @@ def take_ended(path: str) -> bool:
         return False
 
 
-def peer_uid(conn: socket.socket) -> Optional[int]:
-    """The user id of the process at the other end of an ``AF_UNIX`` connection (Linux)."""
+def peer_credentials(conn: socket.socket) -> Optional[tuple[int, int]]:
+    """The process id and user id at the other end of an ``AF_UNIX`` connection (Linux)."""
     option = getattr(socket, "SO_PEERCRED", None)
     if option is None:
         return None
@@ -367,7 +415,8 @@ def peer_uid(conn: socket.socket) -> Optional[int]:
         data = conn.getsockopt(socket.SOL_SOCKET, option, struct.calcsize("3i"))
     except OSError:
         return None
-    return int(struct.unpack("3i", data)[1])
+    pid, uid, _ = struct.unpack("3i", data)
+    return int(pid), int(uid)
 
 
 def gone(exc: OSError) -> bool:

@@ -18,14 +18,14 @@ from __future__ import annotations
 import enum
 import threading
 from collections import deque
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Mapping, NamedTuple, Optional
 
 from ._buffers import PendingLines, item_size
 from ._clock import Deadline
 from ._encode import Item
 from ._stats import Counters, Stats
 
-__all__ = ["Ledger", "WriterState"]
+__all__ = ["Ledger", "Waiting", "WriterState"]
 
 
 class WriterState(enum.Enum):
@@ -51,6 +51,19 @@ IDLE, RUNNING = WriterState.IDLE, WriterState.RUNNING
 ENDED = (WriterState.FINISHED, WriterState.ABANDONED)
 
 
+class Waiting(NamedTuple):
+    """What ``Ledger.take`` hands the encoder."""
+
+    items: deque[Item]
+    #: Fork children's and members' lines, merged in by time.
+    from_children: deque[Item]
+    #: Lines the bounds dropped before these (marked in their place).
+    dropped: int
+    #: How many lines of each member connection these and the lines before them account for,
+    #: where it changed since the last take (``_channel.Inbox.accounted``).
+    accounted: dict[str, int]
+
+
 class Ledger:
     """A stream's state, counters, and the lines callers and fork children handed over that
     no encoder has taken yet (bounded: beyond a bound the oldest go, counted as overflow)."""
@@ -63,6 +76,8 @@ class Ledger:
         self.pending = PendingLines(max_lines, max_bytes)
         # Lines fork children sent, kept apart so the encoder merges them in by time.
         self.from_children = PendingLines(max_lines, max_bytes)
+        # Members' counts that changed with the lines in ``from_children`` (``Waiting``).
+        self._accounted: dict[str, int] = {}
         # The record of backend calls (docs/writer.md#one-deadline): the last call failed;
         # calls that succeeded; a flush that ran out of time on a failing service, whose
         # budget a close then shares (cleared by a successful call).
@@ -147,13 +162,18 @@ class Ledger:
                 self.counters.dropped["overflow"] += dropped
 
     def accept_from_children(
-        self, lines: list[tuple[int, float, str, str, Any]], *, until_finished: bool = False
+        self,
+        lines: list[tuple[int, float, str, str, Any]],
+        *,
+        accounted: Optional[Mapping[str, int]] = None,
     ) -> bool:
         """Lines fork children wrote, each as (gap, time, level, out, args), ``gap`` being the
         lines before it that the channel had no room for (overflow, marked in their place).
-        ``until_finished``: member processes' lines, taken while the stream closes too (the
-        close reads their connections to the end before its final drain; they counted the
-        lines as sent).  True when the stream had not started (its worker is to be started)."""
+        ``accounted``: a member process's lines, with its connection's counts; they are taken
+        while the stream closes too (the close reads the connections to the end before its
+        final drain; the members counted the lines as sent).  True when the stream had not
+        started (its worker is to be started)."""
+        until_finished = accounted is not None
         sized = [(gap, ts, level, out, args, item_size(out, args)) for gap, ts, level, out, args in lines]
         with self.lock:
             counters = self.counters
@@ -173,6 +193,8 @@ class Ledger:
                     children.bytes += size
                 else:
                     counters.dropped["overflow"] += children.add((ts, level, out, args, None), size)
+            if accounted:
+                self._accounted.update(accounted)
             return self.state is IDLE
 
     def keep_in_front(self, items: list[Item]) -> None:
@@ -197,15 +219,24 @@ class Ledger:
             return 0
         return max(children.max_lines - len(children.items), 0)
 
-    def take(self) -> Optional[tuple[deque[Item], deque[Item], int]]:
-        """For the encoder: the callers' lines, the children's, and how many lines the bounds
-        dropped before them; None when nothing waits."""
+    def take(self) -> Optional[Waiting]:
+        """For the encoder: what waits (``Waiting``); None when nothing does."""
         with self.lock:
             if not self.pending.items and not self.from_children.items:
                 return None
             items, gap = self.pending.take()
             from_children, child_gap = self.from_children.take()
-        return items, from_children, gap + child_gap
+            accounted, self._accounted = self._accounted, {}
+        return Waiting(items, from_children, gap + child_gap, accounted)
+
+    def lost_with_owner(self, count: int) -> None:
+        """``count`` lines this member counted as sent were lost with the process that owned
+        the stream (it ended before storing them): dropped, not sent."""
+        with self.lock:
+            if self.state is not WriterState.ABANDONED:
+                self.counters.sent -= count
+                self.counters.dropped["lost_with_owner"] += count
+                self.progress.notify_all()
 
     # -- lines settled --------------------------------------------------------------------------
 

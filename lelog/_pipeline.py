@@ -112,7 +112,7 @@ class Pipeline:
         waiting = self._ledger.take()
         if waiting is None:
             return None
-        items, from_children, gap = waiting
+        items, from_children, gap, accounted = waiting
         if from_children:
             # In order of time with the owner's lines, as far as the processes' clocks allow;
             # each side keeps its own order (merge is stable).
@@ -132,16 +132,7 @@ class Pipeline:
         if encoded:
             batches.append((encoded, 1))
         self.next_pos = pos + len(encoded)
-        evicted = 0
-        spool_rows, history_file = self.spool_rows, self.history_file
-        for lines, count in batches:
-            evicted += self.history.extend(lines)
-            self.intake.put(lines, count, first, now)
-            if spool_rows is not None:
-                spool_rows(lines)
-            if history_file is not None:
-                history_file.append(lines, self.history.rows)
-            first += len(lines)
+        evicted = self._publish_locked(batches, first, now, accounted)
 
         def update(counters: Counters) -> None:
             counters.dropped["unencodable"] += unencodable
@@ -150,6 +141,37 @@ class Pipeline:
 
         self._ledger.count(update)
         return failure
+
+    def mark(self, text: str) -> None:
+        """A ``[lelog]`` marker at the next ``pos``, published as encoded lines are."""
+        with self.encode_lock:
+            pos = self.next_pos
+            self.next_pos += 1
+            evicted = self._publish_locked([([self.marker(text, pos)], 0)], pos, self._clock.monotonic(), {})
+
+        def update(counters: Counters) -> None:
+            counters.history_evicted += evicted
+
+        self._ledger.count(update)
+
+    def _publish_locked(
+        self, batches: list[tuple[list[bytes], int]], first: int, now: float, accounted: dict[str, int]
+    ) -> int:
+        """Encoded ``batches`` (numbered from ``first``) to the history, the intake, the
+        spool and the history file (in one write, with the members' counts they account
+        for); how many rows the history's budget evicted."""
+        evicted = 0
+        spool_rows = self.spool_rows
+        for lines, count in batches:
+            evicted += self.history.extend(lines)
+            self.intake.put(lines, count, first, now)
+            if spool_rows is not None:
+                spool_rows(lines)
+            first += len(lines)
+        if self.history_file is not None:
+            rows = [row for lines, _ in batches for row in lines]
+            self.history_file.append(rows, self.history.rows, accounted)
+        return evicted
 
     def upload_body(self, *, marks_evicted: bool) -> bytes:
         """The stored log: the history, headed by a marker when its budget evicted lines

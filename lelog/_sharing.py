@@ -19,14 +19,16 @@ their order (docs/writer.md#locks).
 from __future__ import annotations
 
 import enum
+import errno
 import json
+import os
 import threading
 import time
-from typing import Optional, Protocol, Union
+from typing import Mapping, Optional, Protocol, Union
 
 from . import _channel
 from ._buffers import item_size
-from ._channel import REFUSAL, ChildLine, MemberLink, Refusal, Sent
+from ._channel import REFUSAL, Broken, ChildLine, MemberLink, Refusal, Sent
 from ._claim import Claim, Hold
 from ._clock import Clock, Deadline
 from ._delivery import Delivery
@@ -35,7 +37,7 @@ from ._hostwide import History, parse_rows
 from ._ledger import Ledger
 from ._line import ndjson, truncate_out
 from ._options import WriterOptions
-from ._pipeline import Pipeline
+from ._pipeline import MARKER_PREFIX, Pipeline
 from ._stats import Counters
 
 __all__ = ["WAITING_POLL", "Role", "SharedStream", "Sharing", "count_shared"]
@@ -46,6 +48,10 @@ WAITING_POLL = 0.02
 _FULL_POLL = 0.005
 #: How long a member waits for an owner before it says so.
 _STUCK_AFTER = 2.0
+#: How long a new owner tries to bind an abstract socket name that a killed owner's socket
+#: still holds (the kernel closes a dying process's descriptors one by one, the stream
+#: lock's before its socket's, maybe), before it says other processes cannot reach it.
+_BIND_FOR = 2.0
 
 
 class Role(enum.Enum):
@@ -62,6 +68,18 @@ class Role(enum.Enum):
     #: The process that holds the stream has other credentials: lines are counted as
     #: rejected, and this process neither joins nor opens the stream.
     REFUSED = "refused"
+
+
+class Listening(enum.Enum):
+    """Whether an owner's socket is bound, for members to connect to."""
+
+    NOT_YET = "not yet"
+    #: The name is still another's (a killed owner's socket, not yet closed by the kernel):
+    #: the owner's rounds try again (``owner_round``).
+    RETRYING = "retrying"
+    BOUND = "bound"
+    #: It cannot be (said once): the stream is this process's alone until it ends.
+    FAILED = "failed"
 
 
 class SharedStream(Protocol):
@@ -86,7 +104,9 @@ class SharedStream(Protocol):
         """Send each line through ``outlet`` (a member's link, or a refusal), or keep it
         here (None)."""
 
-    def accept_from_children(self, lines: list[ChildLine], *, members: bool = False) -> None: ...
+    def accept_from_children(
+        self, lines: list[ChildLine], *, members: Optional[Mapping[str, int]] = None
+    ) -> None: ...
 
     def room_for_members(self) -> int: ...
 
@@ -99,7 +119,8 @@ class Sharing:
         self.role = Role.OWN
         self._role_lock = threading.Lock()
         self._link: Optional[MemberLink] = None
-        self._listening = False  # the owner's socket is bound
+        self._listening = Listening.NOT_YET  # changed in _listen, and after a fork
+        self._bind_since = 0.0  # when _listen first found the name taken
         self._hand_lock = threading.Lock()  # see hand_on_kept
         #: Another process of the host stores the stream: this one did not upload or close it.
         self.handed_on = False
@@ -111,6 +132,7 @@ class Sharing:
         #: A run of this process's parent stored the key's log moments ago: this writer
         #: continues it (``continue_run``), a recycled worker or a loop's next command.
         self._continuation = False
+        self._history_failed = False  # said so (owner_round)
 
     def arrive(self) -> None:
         """At construction: this process is here for the stream, before its first line, so
@@ -143,7 +165,7 @@ class Sharing:
                 self._as_owner(listen=True, member=False)
         elif hold is Hold.OTHER and meeting is not None and claim.join():
             with self._role_lock:
-                self._link = MemberLink(meeting.address)
+                self._link = MemberLink(meeting.address, claim.owned_by)
                 self._become(Role.MEMBER)
             self._stream.ledger.count(count_shared)
             self.hand_on_kept()  # the line that started the stream, and any beside it
@@ -193,20 +215,60 @@ class Sharing:
             self._leftover = (history, who)
         elif history is None:  # a run of this parent may have just stored it (members too)
             self._continuation = claim.run_continues()
+        members = history.members if history is not None and resumed else None
         with pipeline.encode_lock:
-            pipeline.history_file = claim.keep_history(pipeline.history.rows(), stream.options.history_bytes)
+            pipeline.history_file = claim.keep_history(
+                pipeline.history.rows(), stream.options.history_bytes, members
+            )
         claim.leave()  # an owner is no member: it asks about the others (Claim.last_out)
+        broken = None
         if self._link is not None:  # a member that took over: its connection is done with
+            broken = self._link.take_broken()
             self._link.close()
-        meeting = claim.meeting
-        if listen and meeting is not None and not self._listening:
-            try:
-                _channel.listen(stream, meeting.address)
-                self._listening = True
-            except (OSError, RuntimeError) as exc:
-                stream.warn("listen", f"stream {stream.key!r}: other processes cannot reach this one ({exc})")
+        if listen and self._listening is Listening.NOT_YET:
+            self._listen()
         self._become(Role.OWN)
+        self._count_lost(broken, history)
         return resumed
+
+    def _listen(self) -> None:
+        """Bind the owner's socket; a name a killed owner's socket still holds is tried
+        again by the owner's rounds, for ``_BIND_FOR`` seconds."""
+        stream, meeting = self._stream, self._stream.claim.meeting
+        if meeting is None:
+            return
+        try:
+            _channel.listen(stream, meeting.address)
+        except OSError as exc:
+            now = stream.clock.monotonic()
+            if exc.errno == errno.EADDRINUSE and self._listening is Listening.NOT_YET:
+                self._listening, self._bind_since = Listening.RETRYING, now
+                return
+            if exc.errno == errno.EADDRINUSE and now - self._bind_since < _BIND_FOR:
+                return
+            failure: Exception = exc
+        except RuntimeError as exc:
+            failure = exc
+        else:
+            self._listening = Listening.BOUND
+            return
+        self._listening = Listening.FAILED
+        stream.warn("listen", f"stream {stream.key!r}: other processes cannot reach this one ({failure})")
+
+    def owner_round(self) -> None:
+        """On an owner's worker, each round: bind the socket if its name was taken, and say
+        once when the history file could not be written (a full disk: a successor would open
+        the stream afresh)."""
+        if self._listening is Listening.RETRYING:
+            self._listen()
+        history_file = self._stream.pipeline.history_file
+        if history_file is not None and history_file.failed is not None and not self._history_failed:
+            self._history_failed = True
+            self._stream.warn(
+                "history",
+                f"stream {self._stream.key!r}: its history file cannot be written ({history_file.failed}); "
+                "if this process ends before the others on the key, the stream starts afresh",
+            )
 
     def _continues(self, history: History) -> bool:
         """Whether a history found by a writer that was not a member is its run's: handed
@@ -359,6 +421,8 @@ class Sharing:
             return
         ledger = self._stream.ledger
         with self._hand_lock:
+            if link.has_broken and link.connect():  # the first thing the new owner hears
+                self._count_lost(link.take_broken(), self._stream.claim.history_left())
             if self.role is Role.MEMBER and len(ledger.pending):
                 with self._role_lock:  # new lines queue behind these while they go
                     if self.role is Role.MEMBER:
@@ -371,13 +435,44 @@ class Sharing:
                             if self.role is Role.WAITING:
                                 self._become(Role.MEMBER)
                     return
-                items, from_children, dropped = waiting
+                items, from_children, dropped, _ = waiting  # a member's ledger has no members' counts
                 if dropped:
                     link.skip(dropped)  # counted here as they went; marked by the owner
                 kept = [*items, *from_children]
                 sent = self._send_kept(link, kept)
                 if sent < len(kept):
                     return
+
+    def _count_lost(self, broken: Optional[Broken], history: Optional[History]) -> None:
+        """A member whose owner left, now owner or reaching the next: the lines it sent that
+        the owner's ``history`` does not account for were lost with the owner.  They are
+        counted as dropped, no longer as sent, and marked in the log where the owner's part
+        ends.  (No history left: the owner stored the log, having read every line.)"""
+        if broken is None or history is None:
+            return
+        accounted = history.members.get(broken.key, 0)
+        losses = broken.unstored(accounted)  # markers sent that this owner too lost: again
+        lost = broken.lost(accounted)
+        if lost > 0:
+            self._stream.ledger.lost_with_owner(lost)
+            losses.append((lost, broken.owner_pid))
+        for count, owner_pid in losses:
+            self._mark_lost(count, owner_pid)
+
+    def _mark_lost(self, lost: int, owner_pid: int) -> None:
+        """The marker of ``lost`` lines lost with ``owner_pid``: this process's next line
+        when it owns the stream, else the first thing it sends the new owner."""
+        stream = self._stream
+        owner = f"process {owner_pid}" if owner_pid else "the process that owned the stream"
+        text = f"{lost:,} lines lost: {owner} ended without storing them (lines of process {os.getpid()})"
+        if self.role is Role.OWN:
+            stream.pipeline.mark(text)
+            return
+        link = self._link
+        out = MARKER_PREFIX + text + "\n"
+        sent = None if link is None else link.send_marker(stream.clock.time(), out, lost, owner_pid)
+        if sent is not Sent.SENT:
+            stream.warn("lost", f"stream {stream.key!r}: {text}")
 
     def _send_kept(self, link: MemberLink, kept: list[Item]) -> int:
         """Send ``kept`` in order; how many went (the rest wait here again, in front)."""
@@ -436,7 +531,7 @@ class Sharing:
         """The owner's final sequence begins: what members sent so far is delivered; later
         lines find nobody and wait for whoever takes the stream on."""
         meeting = self._stream.claim.meeting
-        if self._listening and meeting is not None:
+        if self._listening is Listening.BOUND and meeting is not None:
             _channel.stop_listening(self._stream, meeting.address, deadline.remaining() / 5)
 
     def last_out(self) -> bool:
@@ -458,7 +553,8 @@ class Sharing:
         self.role = Role.OWN
         self._role_lock = threading.Lock()  # a parent thread may have held it at the fork
         self._hand_lock = threading.Lock()
-        self._listening = self.handed_on = False
+        self._listening = Listening.NOT_YET
+        self.handed_on = False
         self._waiting_since = None
         if self._link is not None:
             self._link.forget_in_child()

@@ -14,7 +14,9 @@ __all__ = ["DROP_REASONS", "Counters", "Stats"]
 
 #: Why a line did not reach the live stream ("unencodable": lelog itself failed to encode
 #: it, which only a bug or an exhausted machine causes; "reentrant": a call made on a thread
-#: already inside lelog that could not be deferred, docs/writer.md#re-entry).
+#: already inside lelog that could not be deferred, docs/writer.md#re-entry; "lost_with_owner":
+#: a member's lines that the process owning the stream on the host ended without storing,
+#: docs/writer.md#processes-on-one-key).
 DROP_REASONS = (
     "overflow",
     "too_large",
@@ -23,6 +25,7 @@ DROP_REASONS = (
     "after_close",
     "unencodable",
     "reentrant",
+    "lost_with_owner",
 )
 
 

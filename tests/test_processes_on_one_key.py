@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -24,9 +25,10 @@ from tests.service import FakeLogService
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="AF_UNIX and fcntl: Linux")
 
 #: A process on key "k": it obeys one command per line of its stdin and says "ok" after each.
-#: ``log NAME N``: N lines; ``flush``; ``close`` (prints its stats); ``exit`` (``os._exit``).
+#: ``log NAME N``: N lines; ``flood NAME N``: N lines on a thread of their own, ``join`` waits
+#: for it; ``flush``; ``close`` (prints its stats); ``exit`` (``os._exit``).
 PROCESS = """
-import json, os, sys, lelog
+import json, os, sys, threading, lelog
 writer = lelog.StreamWriter("k", lelog.LogConfig(url=sys.argv[1], account_id="acct", token=sys.argv[2]),
                             close_timeout=20)
 print("started", flush=True)
@@ -35,6 +37,14 @@ for command in sys.stdin:
     if words[0] == "log":
         for i in range(int(words[2])):
             writer.write_line(f"{words[1]} {i}")
+        print("ok", flush=True)
+    elif words[0] == "flood":
+        name, count = words[1], int(words[2])
+        flood = threading.Thread(target=lambda: [writer.write_line(f"{name} {i}") for i in range(count)])
+        flood.start()
+        print("ok", flush=True)
+    elif words[0] == "join":
+        flood.join()
         print("ok", flush=True)
     elif words[0] == "flush":
         print("ok", writer.flush(timeout=20), flush=True)
@@ -50,7 +60,8 @@ for command in sys.stdin:
         print("ok", flush=True)
     elif words[0] == "close":
         stats = writer.close()
-        print("ok", json.dumps([stats.accepted, stats.sent, stats.uploaded, stats.handed_on, stats.shared]), flush=True)
+        report = [stats.accepted, stats.sent, stats.uploaded, stats.handed_on, stats.shared, dict(stats.dropped)]
+        print("ok", json.dumps(report), flush=True)
         break
     elif words[0] == "exit":
         os._exit(0)
@@ -92,8 +103,11 @@ class Process:
         return answer[2:].strip()
 
     def close(self) -> list[object]:
+        """Close the writer: [accepted, sent, uploaded, handed_on, shared]; the lines it
+        dropped, by reason, in ``dropped``."""
         stats: list[object] = json.loads(self.ask("close"))
         assert self.popen.wait(30) == 0
+        self.dropped: dict[str, int] = stats.pop()  # type: ignore[assignment]
         return stats
 
     def kill(self) -> None:
@@ -179,6 +193,62 @@ def test_processes_that_come_and_go_around_a_long_lived_one_keep_every_line(
         expected += lines(f"worker{n}", 20) + lines("long", 5)
     assert long_lived.close()[2] is True
     assert sorted(stored(service)) == sorted(expected)
+
+
+#: A marker's count of lines lost with an owner that ended without storing them.
+_LOST = re.compile(r"^\[lelog\] ([\d,]+) lines lost: process (\d+) ended without storing them")
+
+
+@pytest.mark.parametrize("how", ["stopped, then killed", "killed mid-flood"])
+def test_lines_lost_with_a_killed_owner_are_stored_or_counted_exactly_in_a_marker(
+    service: FakeLogService, processes: Processes, how: str
+) -> None:
+    """Lines the members had sent that the owner never stored (in their connections, or read
+    and not yet in its history) are counted by each member and marked with their exact
+    number: every member line is stored once or counted once, and the members' stats agree."""
+    owner = processes.start()
+    owner.ask("log owner 20")
+    assert owner.ask("flush") == "True"
+    members = [processes.start(), processes.start()]
+    for n, member in enumerate(members):
+        member.ask(f"log m{n} 20")
+    if how == "stopped, then killed":  # what the members send now stays in their connections
+        owner.popen.send_signal(signal.SIGSTOP)
+        for n, member in enumerate(members):
+            member.ask(f"log flood{n} 3000")
+        owner.kill()
+    else:
+        for n, member in enumerate(members):
+            member.ask(f"flood flood{n} 20000")
+        owner.kill()
+        for member in members:
+            member.ask("join")
+    for n, member in enumerate(members):
+        member.ask(f"log after{n} 20")
+    reports = [member.close() for member in members]
+    assert sorted(str(report[2]) for report in reports) == ["None", "True"]  # one stores the log
+    outs = stored(service)
+    counted = [_LOST.match(out) for out in outs]
+    lost = sum(int(found.group(1).replace(",", "")) for found in counted if found is not None)
+    assert {int(found.group(2)) for found in counted if found is not None} <= {owner.popen.pid}
+    plain = [out for out in outs if not out.startswith("[lelog] ")]
+    assert len(plain) == len(set(plain)), "a line stored twice"
+    flooded = 3000 if how == "stopped, then killed" else 20000
+    sent_by_members = {
+        line
+        for n in range(2)
+        for line in lines(f"m{n}", 20) + lines(f"flood{n}", flooded) + lines(f"after{n}", 20)
+    }
+    assert set(plain) == set(lines("owner", 20)) | (set(plain) & sent_by_members)
+    markers = [out for out in outs if out.startswith("[lelog] ")]
+    missing = sorted(sent_by_members - set(plain), key=lambda line: (line.split()[0], int(line.split()[1])))
+    evidence = (
+        f"{markers}; {len(missing)} missing: {missing[:3]}..{missing[-3:]}; {[m.dropped for m in members]}"
+    )
+    assert len(set(plain) & sent_by_members) + lost == len(sent_by_members), evidence
+    assert sum(member.dropped["lost_with_owner"] for member in members) == lost
+    if how == "stopped, then killed":
+        assert lost > 0  # the stopped owner read none of the flood
 
 
 @pytest.mark.parametrize("how", ["kill -9", "os._exit"])
@@ -317,7 +387,8 @@ def test_a_shell_loop_of_processes_on_one_key_stores_one_log(
     result = subprocess.run(["bash", "-c", loop], capture_output=True, text=True, timeout=120, env=env)
     assert result.returncode == 0, result.stderr
     rows = service.blob_lines("k") or []
-    assert [row["pos"] for row in rows] == list(range(80))
+    evidence = f"{len(rows)} rows; uploaded: {result.stdout.split()}; {result.stderr[-2000:]}"
+    assert [row["pos"] for row in rows] == list(range(80)), evidence
     assert sorted(row["out"].rstrip("\n") for row in rows) == sorted(
         line for n in range(4) for line in lines(f"p{n}", 20)
     )

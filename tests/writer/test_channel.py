@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lelog._channel import Inbox, encode_datagram
+from lelog._channel import Broken, Inbox, encode_datagram
 
 
 def test_each_childs_skipped_sequence_numbers_are_the_gap_before_its_next_line() -> None:
@@ -23,3 +23,25 @@ def test_each_childs_skipped_sequence_numbers_are_the_gap_before_its_next_line()
         1: [(1, 2.0, "info", "a5", None)]
     }
     assert inbox.sort([encode_datagram(1, 100, 5, 2.0, "info", "again", None)])[1][0][0] == 0
+
+
+def test_the_inbox_accounts_for_each_senders_lines_arrived_or_skipped() -> None:
+    inbox = Inbox()
+    inbox.sort(
+        [
+            encode_datagram(9, 100, 0, 1.0, "info", "a0", None),
+            encode_datagram(9, 100, 4, 1.1, "info", "a4", None),
+        ]
+    )
+    assert inbox.accounted() == {"100.9": 5}
+
+
+def test_a_broken_connection_counts_as_lost_what_was_sent_past_what_the_owner_accounted_for() -> None:
+    # 10 numbered: 3 and 4 were skipped (counted as dropped already), 7 a marker of an
+    # earlier owner's loss (no line of the member's).
+    broken = Broken("100.9", 10, ((3, 2), (7, 1)), ((7, 12, 55),), owner_pid=66)
+    assert broken.lost(10) == 0
+    assert broken.lost(0) == 7
+    assert broken.lost(4) == 4  # 5, 6, 8 and 9
+    assert broken.lost(8) == 2
+    assert broken.unstored(7) == [(12, 55)] and broken.unstored(8) == []

@@ -27,7 +27,7 @@ def test_lines_beyond_a_bound_push_the_oldest_out_counted_and_remembered_for_a_m
     assert waiting == [1, 2, 3, 3, 3]
     taken = ledger.take()
     assert taken is not None
-    items, children, gap = taken
+    items, children, gap, _ = taken
     assert [item[2] for item in items] == ["l2", "l3", "l4"] and not children and gap == 2
     stats = ledger.snapshot(history_lines=0)
     assert (stats.accepted, stats.dropped["overflow"], stats.pending) == (5, 2, 3)
@@ -55,7 +55,7 @@ def test_childrens_gaps_are_overflow_and_starting_lines_say_so() -> None:
     assert ledger.accept_from_children([(0, 1.0, "info", "c0", None), (2, 2.0, "info", "c3", None)])
     taken = ledger.take()
     assert taken is not None
-    _items, children, gap = taken
+    _items, children, gap, _ = taken
     assert [item[2] for item in children] == ["c0", "c3"] and gap == 2
     stats = ledger.snapshot(0)
     assert stats.accepted == 4 and stats.dropped["overflow"] == 2
@@ -109,6 +109,29 @@ def test_members_lines_are_taken_while_the_stream_closes_and_fork_childrens_are_
     ledger = Ledger(10, 1000)
     ledger.moved(WriterState.CLOSING, allowed=(WriterState.IDLE,))
     ledger.accept_from_children([(0, 1.0, "info", "child", None)])
-    ledger.accept_from_children([(0, 2.0, "info", "member", None)], until_finished=True)
+    ledger.accept_from_children([(0, 2.0, "info", "member", None)], accounted={"7.1": 1})
     stats = ledger.snapshot(0)
     assert stats.accepted == 2 and stats.dropped["after_close"] == 1 and stats.pending == 1
+
+
+def test_each_take_hands_the_members_counts_that_changed_with_the_lines_it_takes() -> None:
+    ledger = Ledger(10, 1000)
+    ledger.accept_from_children([(0, 1.0, "info", "a0", None)], accounted={"7.1": 1})
+    ledger.accept_from_children([(2, 2.0, "info", "a3", None)], accounted={"7.1": 4})
+    ledger.accept_from_children([(0, 3.0, "info", "b0", None)], accounted={"8.5": 1})
+    waiting = ledger.take()
+    assert waiting is not None and waiting.accounted == {"7.1": 4, "8.5": 1} and waiting.dropped == 2
+    assert len(waiting.from_children) == 3
+    ledger.accept_from_children([(0, 4.0, "info", "child", None)])  # a fork child's: no count
+    waiting = ledger.take()
+    assert waiting is not None and waiting.accounted == {}
+
+
+def test_lines_lost_with_the_owner_are_dropped_no_longer_sent() -> None:
+    ledger = Ledger(10, 1000)
+    for _ in range(5):
+        assert ledger.admit(False) is True
+    ledger.settle(5)
+    ledger.lost_with_owner(3)
+    stats = ledger.snapshot(0)
+    assert (stats.accepted, stats.sent, stats.dropped["lost_with_owner"], stats.pending) == (5, 2, 3, 0)
