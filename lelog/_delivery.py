@@ -69,6 +69,8 @@ class Delivery:
         marks_evicted: bool,
         warn: Warn,
         before_open: Callable[[Deadline], None],
+        look_first: bool = False,
+        joined_live: Callable[[], None] = lambda: None,
     ) -> None:
         self._backend = backend
         self._key = key
@@ -82,6 +84,10 @@ class Delivery:
         self._batch_bytes = max_batch_bytes
         self._warn = warn
         self._before_open = before_open
+        #: Ask whether the stream is live before opening it: where a host-wide lock says
+        #: no process of this host writes it, a live stream is another host's (``_live_elsewhere``).
+        self._look_first = look_first
+        self._joined_live = joined_live
         self._marks_evicted = marks_evicted
         #: What the final sequence does: close the stream (not with ``skip_closing_stream``,
         #: not in a fork child), and upload the history (only when it also opened it).
@@ -290,7 +296,29 @@ class Delivery:
     # -- the backend calls: ordinary method calls, one attempt each -------------------------------
 
     def _open_stream(self, deadline: Deadline) -> None:
+        if self._look_first and self._live_elsewhere(deadline):
+            return
         self._backend.open_stream(self._key, deadline=deadline, retry=ONE_ATTEMPT)
+
+    def _live_elsewhere(self, deadline: Deadline) -> bool:
+        """Before a ``POST``, which would wipe a live stream (docs/protocol.md#reopen-wipes):
+        an empty ``PUT`` answers 204 while the stream lives.  Live with no writer of this host on it (this process holds the
+        host-wide lock), it is another host's writer's: this writer joins it live, and
+        leaves the upload and the close to that writer.  Other failures are the open's."""
+        try:
+            self._backend.write(self._key, [], deadline=deadline, retry=ONE_ATTEMPT)
+        except StreamNotFound:
+            return False
+        self.uploads = self.closes = False
+        self._ledger.count(_set_joined_live)
+        self._warn(
+            "joined_live",
+            f"stream {self._key!r} is live already, written by a writer this host cannot reach "
+            "(another host, or a container with a runtime directory of its own): lines written "
+            "here go to it live, and that writer stores and closes the log, not this one",
+        )
+        self._joined_live()
+        return True
 
     def _write(self, lines: list[bytes], deadline: Deadline) -> None:
         self._backend.write(self._key, lines, deadline=deadline, retry=ONE_ATTEMPT)
@@ -363,6 +391,10 @@ class Delivery:
         text = self._config.scrub(exc)
         self._ledger.count(functools.partial(_set_last_error, text))
         self._warn(f"{exc.call}:{exc.status}:{type(exc).__name__}", str(exc))
+
+
+def _set_joined_live(counters: Counters) -> None:
+    counters.joined_live = True
 
 
 def _count_retry(counters: Counters) -> None:

@@ -542,6 +542,15 @@ class Sharing:
         self._hand_on()
         return False
 
+    def joined_live(self) -> None:
+        """On the worker: the stream was live, another host's writer's (``Delivery``).  No
+        history file is kept: a successor on this host opens afresh, finds the stream live
+        too, and joins it as this one did."""
+        pipeline = self._stream.pipeline
+        with pipeline.encode_lock:
+            pipeline.history_file = None
+        self._stream.claim.drop_history()
+
     def _hand_on(self) -> None:
         self.handed_on = True
         self._stream.ledger.count(_count_handed_on)

@@ -59,6 +59,10 @@ class Stats:
     #: with ``handed_on``, another process stores the log; without it, this one did, with
     #: their lines.
     shared: bool = False
+    #: The stream was live already, written by a writer this host cannot reach (another
+    #: host, or a container with a runtime directory of its own): this writer's lines went
+    #: to it live, and that writer stores and closes the log, not this one.
+    joined_live: bool = False
 
     @property
     def dropped_total(self) -> int:
@@ -74,7 +78,9 @@ class Stats:
             text += f", {self.pending:,} pending"
         if self.truncated:
             text += f", {self.truncated:,} truncated to the line size limit"
-        if self.handed_on and self.shared:
+        if self.joined_live:
+            text += ", streamed live into a stream another writer stores (the stored log is that writer's)"
+        elif self.handed_on and self.shared:
             text += ", stream shared with other processes on this host; handed on"
         elif self.handed_on:
             text += ", stream handed on to another writer"
@@ -101,6 +107,7 @@ class Counters:
         "dropped",
         "handed_on",
         "shared",
+        "joined_live",
     )
 
     def __init__(self) -> None:
@@ -109,7 +116,7 @@ class Counters:
         self.uploaded: Optional[bool] = None
         self.last_error: Optional[str] = None
         self.dropped = dict.fromkeys(DROP_REASONS, 0)
-        self.handed_on = self.shared = False
+        self.handed_on = self.shared = self.joined_live = False
 
     def settled(self) -> int:
         return self.sent + sum(self.dropped.values())
@@ -135,4 +142,5 @@ class Counters:
             last_error=self.last_error,
             handed_on=self.handed_on,
             shared=self.shared,
+            joined_live=self.joined_live,
         )

@@ -173,10 +173,16 @@ class _Fault:
     path: Optional[str]
     params: Dict[str, Any]
 
-    def matches(self, method: str, path: str) -> bool:
-        """Match on method (case-insensitive) and path (exact, or prefix when ending in '*')."""
+    def matches(self, method: str, path: str, body: bytes = b"") -> bool:
+        """Match on method (case-insensitive) and path (exact, or prefix when ending in '*').
+        A fault on ``PUT`` is one on pushes of lines: an empty write (``[]`` or ``null``, a
+        writer's look at whether the stream is live) is matched only by a fault on any
+        method, or with ``probes=True``."""
         if self.method is not None and self.method.upper() != method:
             return False
+        if method == "PUT" and self.method is not None and not self.params.get("probes"):
+            if body.strip() in (b"[]", b"null"):
+                return False
         if self.path is None:
             return True
         if self.path.endswith("*"):
@@ -969,7 +975,7 @@ class FakeLogService:
             blackholed = self._blackholed and not control
             if not blackholed and not control:
                 for candidate in self._faults:
-                    if candidate.matches(method, route):
+                    if candidate.matches(method, route, body):
                         fault = candidate
                         candidate.remaining -= 1
                         if candidate.remaining <= 0:

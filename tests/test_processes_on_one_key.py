@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Optional
 
 import pytest
 
@@ -60,7 +60,8 @@ for command in sys.stdin:
         print("ok", flush=True)
     elif words[0] == "close":
         stats = writer.close()
-        report = [stats.accepted, stats.sent, stats.uploaded, stats.handed_on, stats.shared, dict(stats.dropped)]
+        report = [stats.accepted, stats.sent, stats.uploaded, stats.handed_on, stats.shared,
+                  dict(stats.dropped), stats.joined_live, stats.summary()]
         print("ok", json.dumps(report), flush=True)
         break
     elif words[0] == "exit":
@@ -107,6 +108,8 @@ class Process:
         dropped, by reason, in ``dropped``."""
         stats: list[object] = json.loads(self.ask("close"))
         assert self.popen.wait(30) == 0
+        self.summary = str(stats.pop())
+        self.joined_live = bool(stats.pop())
         self.dropped: dict[str, int] = stats.pop()  # type: ignore[assignment]
         return stats
 
@@ -123,8 +126,11 @@ class Processes:
         self._env = dict(os.environ, PYTHONPATH=str(ROOT), LELOG_RUNTIME_DIR=str(runtime))
         self.started: list[Process] = []
 
-    def start(self, token: str = "secret-token") -> Process:
-        process = Process(self._service, self._env, token)
+    def start(self, token: str = "secret-token", runtime: Optional[Path] = None) -> Process:
+        """A writer process; ``runtime``: a runtime directory of its own (as on another host,
+        or in a container that does not share the directory)."""
+        env = self._env if runtime is None else dict(self._env, LELOG_RUNTIME_DIR=str(runtime))
+        process = Process(self._service, env, token)
         self.started.append(process)
         return process
 
@@ -492,3 +498,25 @@ def test_writers_that_come_and_go_leave_no_descriptor_open(tmp_path: Path) -> No
     assert result.returncode == 0, result.stderr
     before, after = result.stdout.split()
     assert after == before
+
+
+def test_a_stream_live_with_a_writer_this_host_cannot_reach_is_joined_never_wiped(
+    service: FakeLogService, processes: Processes, tmp_path: Path
+) -> None:
+    """The owner is out of reach (a runtime directory of its own: another host, or a
+    container): the second writer finds the stream live before opening it, pushes its lines
+    into it, and leaves the upload and the close to the owner, saying so."""
+    owner = processes.start()
+    owner.ask("log owner 10")
+    assert owner.ask("flush") == "True"
+    elsewhere = processes.start(runtime=tmp_path / "elsewhere")
+    elsewhere.ask("log elsewhere 10")
+    assert elsewhere.ask("flush") == "True"  # live, in the owner's stream
+    assert elsewhere.close()[2:4] == [None, False]  # neither uploaded nor closed the stream
+    assert elsewhere.joined_live and "streamed live into a stream another writer stores" in elsewhere.summary
+    assert service.is_open("k")  # the owner's stream lives on, with every line so far
+    live = [row["out"].rstrip("\n") for row in service.all_written("k") or []]
+    assert live == lines("owner", 10) + lines("elsewhere", 10)
+    owner.ask("log later 10")
+    assert owner.close()[2] is True
+    assert stored(service) == lines("owner", 10) + lines("later", 10)  # one open: never wiped

@@ -17,7 +17,7 @@ from typing import Callable, Dict, Iterator, List, Optional
 
 import pytest
 
-from lelog import LogConfig, LogServiceClient, LogServiceError, StreamWriter
+from lelog import LogConfig, LogServiceClient, LogServiceError
 from lelog._line import Line
 from tests.helpers import without_lelog_variables
 from tests.service import FakeLogService
@@ -377,17 +377,18 @@ def test_a_stream_re_opened_under_a_tail_whose_service_hands_it_on_is_marked(
 def test_a_stream_re_opened_under_a_stranded_tail_ends_it_with_the_stored_log_after_a_marker(
     redis_like: FakeLogService,
 ) -> None:
-    config = LogConfig(url=redis_like.url, account_id=redis_like.account_id, token=redis_like.token)
     with client_for(redis_like, deadline=10) as client:
         client.open_stream(KEY)
         put(client, line(0), line(1))
         follower = Follower(client)
         assert follower.wait_for(2)
-        # A writer re-opens the key: the old connection gets nothing more, not even an end.
-        writer = StreamWriter(KEY, config, flush_interval=0.05, close_timeout=30)
-        for pos in range(5):
-            writer.write_line(f"new {pos}")
-        assert writer.close().uploaded is True
+        # Another run's writer re-opens the key (lelog's writer looks first and would join
+        # the live stream instead): the old connection gets nothing more, not even an end.
+        new = [Line(f"new {pos}\n", pos, time.time()) for pos in range(5)]
+        client.open_stream(KEY)
+        put(client, *new)
+        client.upload(KEY, new)
+        client.close_stream(KEY)
         seen = follower.ended()
     assert seen == [
         "line 0\n",

@@ -12,7 +12,7 @@ import pytest
 from lelog import ConfigError, LogConfig, LogServiceClient, RetryPolicy, StreamWriter, WriterState
 from lelog.testing import ManualClock, MemoryBackend
 from tests.helpers import dead_url, run_python, writer_threads_refused
-from tests.service import FakeLogService
+from tests.service import FakeLogService, Recorded
 
 FAST = RetryPolicy(first_wait=0.02, max_wait=0.05)
 
@@ -42,11 +42,25 @@ def make_writer(service: FakeLogService) -> Iterator[Any]:
         client.close()
 
 
+def is_look(request: Recorded) -> bool:
+    """The writer's look at whether the stream is live before it opens it: an empty write."""
+    return request.method == "PUT" and request.path == "/stream" and request.body == b"[]"
+
+
+def pushes(service: FakeLogService, key: str = "k") -> list[Recorded]:
+    """The writes that carried lines."""
+    return [r for r in service.requests_for(key=key, method="PUT", path="/stream") if not is_look(r)]
+
+
 def calls(service: FakeLogService, key: str = "k") -> list[str]:
-    """The request sequence for a key, with consecutive PUTs folded into 'PUT*'."""
+    """The request sequence for a key, with consecutive PUTs of lines folded into 'PUT*'
+    and the look before opening named 'look'."""
     seq: list[str] = []
     for r in service.requests:
         if r.key != key and not r.path.startswith("/_storage"):
+            continue
+        if is_look(r):
+            seq.append("look")
             continue
         name = {
             ("POST", "/stream"): "open",
@@ -74,9 +88,9 @@ def outs(rows: list[dict] | None) -> list[str]:
 @pytest.mark.parametrize(
     ("skip_open", "skip_close", "expected"),
     [
-        (False, False, ["open", "PUT*", "link", "PUT link", "close"]),
+        (False, False, ["look", "open", "PUT*", "link", "PUT link", "close"]),
         (True, False, ["PUT*", "close?snapshot"]),
-        (False, True, ["open", "PUT*"]),
+        (False, True, ["look", "open", "PUT*"]),
         (True, True, ["PUT*"]),
     ],
 )
@@ -105,7 +119,7 @@ def test_indirect_upload_posts_the_blob(service: FakeLogService, make_writer: An
     writer = make_writer(config={"indirect_upload": True})
     writer.write("a\n")
     writer.close()
-    assert calls(service) == ["open", "PUT*", "upload", "close"]
+    assert calls(service) == ["look", "open", "PUT*", "upload", "close"]
 
 
 def test_partial_lines_and_the_final_line_without_newline(service: FakeLogService, make_writer: Any) -> None:
@@ -175,7 +189,7 @@ def test_close_waits_for_a_slow_open_instead_of_racing_it(service: FakeLogServic
     writer = make_writer().open()
     writer.write("a\n")
     stats = writer.close()
-    assert calls(service) == ["open", "PUT*", "link", "PUT link", "close"]
+    assert calls(service) == ["look", "open", "PUT*", "link", "PUT link", "close"]
     assert stats.sent == 1 and not service.is_open("k")
 
 
@@ -292,7 +306,7 @@ def test_429_retry_after_is_honoured(service: FakeLogService, make_writer: Any) 
     service.throttle_next(1, retry_after=0.5, method="PUT")
     writer.write_line("x")
     assert writer.flush(5)
-    puts = service.requests_for(key="k", method="PUT")
+    puts = pushes(service)
     assert len(puts) == 2 and puts[1].time - puts[0].time >= 0.45
 
 
@@ -305,7 +319,7 @@ def test_permanent_400_is_not_retried_and_counted(service: FakeLogService, make_
     assert writer.flush(3) is False
     writer.write_line("good")
     stats = writer.close()
-    assert len(service.requests_for(key="k", method="PUT")) == 2
+    assert len(pushes(service)) == 2
     assert stats.dropped["rejected"] == 1 and stats.sent == 1
     assert outs(service.blob_lines("k")) == ["bad batch\n", "good\n"]  # history is complete
 
@@ -321,7 +335,7 @@ def test_stream_not_found_stops_the_live_push_but_keeps_history(
     writer.flush(2)
     writer.write_line("three")
     stats = writer.close()
-    puts = service.requests_for(key="k", method="PUT")
+    puts = pushes(service)
     assert len(puts) == 2  # "two" was refused with 400 stream: not found; no more PUTs after that
     assert stats.dropped["rejected"] == 2 and stats.sent == 1
     assert outs(service.blob_lines("k")) == ["one\n", "two\n", "three\n"]
@@ -336,7 +350,9 @@ def test_auth_error_on_open_is_reported_and_history_still_uploaded(service: Fake
         stats = writer.close()
     assert "operation not permitted" in (stats.last_error or "")
     assert stats.dropped["rejected"] == 1 and stats.sent == 0
-    assert len(service.requests_for(method="POST", path="/stream")) == 1  # never retried
+    # The look before opening was refused, and never retried: no open either.
+    opening = [(r.method, r.body) for r in service.requests_for(path="/stream") if r.method != "DELETE"]
+    assert opening == [("PUT", b"[]")]
 
 
 def test_overflow_under_a_dead_service_is_counted_and_marked(service: FakeLogService) -> None:
