@@ -468,6 +468,8 @@ class MemberLink:
         self._markers: list[tuple[int, int, int]] = []  # (seq, lines lost, owner pid) sent
         #: The last connection whose owner left, until ``take_broken``.
         self._broken: Optional[Broken] = None
+        #: The processes this link reached as the stream's owner (pids, as seen here).
+        self.owners: set[int] = set()
         self._lock = threading.Lock()  # a leaf, held across one non-blocking connect or send
 
     @property
@@ -502,6 +504,8 @@ class MemberLink:
         self._seq = 0
         self._connection = secrets.randbits(31)
         self._owner_pid = 0 if peer is None else peer[0]
+        if self._owner_pid:
+            self.owners.add(self._owner_pid)
         self._skipped, self._markers = [], []
         return True
 

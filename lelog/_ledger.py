@@ -195,6 +195,7 @@ class Ledger:
                     counters.dropped["overflow"] += children.add((ts, level, out, args, None), size)
             if accounted:
                 self._accounted.update(accounted)
+                counters.peers.update(int(key.partition(".")[0]) for key in accounted)
             return self.state is IDLE
 
     def keep_in_front(self, items: list[Item]) -> None:

@@ -225,6 +225,7 @@ class Sharing:
         if self._link is not None:  # a member that took over: its connection is done with
             broken = self._link.take_broken()
             self._link.close()
+            self._count_owners(self._link)
         if listen and self._listening is Listening.NOT_YET:
             self._listen()
         self._become(Role.OWN)
@@ -526,6 +527,11 @@ class Sharing:
         link, self._link = self._link, None
         if link is not None:
             link.close()
+            self._count_owners(link)
+
+    def _count_owners(self, link: MemberLink) -> None:
+        owners = set(link.owners)
+        self._stream.ledger.count(lambda counters: counters.peers.update(owners))
 
     def stop_listening(self, deadline: Deadline) -> None:
         """The owner's final sequence begins: what members sent so far is delivered; later

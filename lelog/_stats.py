@@ -59,6 +59,9 @@ class Stats:
     #: with ``handed_on``, another process stores the log; without it, this one did, with
     #: their lines.
     shared: bool = False
+    #: How many other processes of the host this process knows wrote the stream with it:
+    #: for an owner, those whose lines it took; for a member, the owners it handed lines to.
+    shared_with: int = 0
     #: The stream was live already, written by a writer this host cannot reach (another
     #: host, or a container with a runtime directory of its own): this writer's lines went
     #: to it live, and that writer stores and closes the log, not this one.
@@ -81,14 +84,22 @@ class Stats:
         if self.joined_live:
             text += ", streamed live into a stream another writer stores (the stored log is that writer's)"
         elif self.handed_on and self.shared:
-            text += ", stream shared with other processes on this host; handed on"
+            text += f", stream shared with {_other_processes(self.shared_with)} on this host; handed on"
         elif self.handed_on:
             text += ", stream handed on to another writer"
         elif self.uploaded is not None:
             text += ", log uploaded" if self.uploaded else ", upload FAILED"
+            if self.shared:
+                text += f" (stream shared with {_other_processes(self.shared_with)} on this host)"
         if self.last_error:
             text += f"; last error: {self.last_error}"
         return text
+
+
+def _other_processes(count: int) -> str:
+    if count == 0:
+        return "other processes"
+    return f"{count:,} other process" + ("" if count == 1 else "es")
 
 
 class Counters:
@@ -108,6 +119,7 @@ class Counters:
         "handed_on",
         "shared",
         "joined_live",
+        "peers",
     )
 
     def __init__(self) -> None:
@@ -117,6 +129,8 @@ class Counters:
         self.last_error: Optional[str] = None
         self.dropped = dict.fromkeys(DROP_REASONS, 0)
         self.handed_on = self.shared = self.joined_live = False
+        #: The other processes of the host known to write the stream (pids, as seen here).
+        self.peers: set[int] = set()
 
     def settled(self) -> int:
         return self.sent + sum(self.dropped.values())
@@ -143,4 +157,5 @@ class Counters:
             handed_on=self.handed_on,
             shared=self.shared,
             joined_live=self.joined_live,
+            shared_with=len(self.peers),
         )

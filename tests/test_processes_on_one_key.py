@@ -168,6 +168,11 @@ def test_processes_on_one_key_store_every_line_once_and_the_last_out_uploads(
     reports = [second.close(), first.close(), third.close()]  # the owner leaves in the middle
     # [accepted, sent, uploaded, handed_on, shared]: two hand the stream on, the last stores it.
     assert [report[2:] for report in reports] == [[None, True, True], [None, True, True], [True, False, True]]
+    # The first to close was a member (one owner), the next the owner (two members' lines);
+    # the last took the stream over after the first owner handed it on.
+    assert second.summary.endswith("stream shared with 1 other process on this host; handed on")
+    assert first.summary.endswith("stream shared with 2 other processes on this host; handed on")
+    assert third.summary.endswith("log uploaded (stream shared with 1 other process on this host)")
     assert sorted(stored(service)) == sorted(lines("a", 100) + lines("b", 100) + lines("c", 100))
 
 

@@ -276,7 +276,7 @@ def test_a_spawn_child_reports_that_it_handed_its_lines_to_the_owner(
     assert rows["CHILD"] == ["True", "True", "None"]  # handed on; the owner stores the log
     assert rows["PARENT"] == ["False", "True", "True"]
     assert " ".join(rows["SUMMARY"]) == (
-        "1 of 1 lines sent, stream shared with other processes on this host; handed on"
+        "1 of 1 lines sent, stream shared with 1 other process on this host; handed on"
     )
     assert [row["out"] for row in service.blob_lines("k") or []] == ["parent line\n", "child line\n"]
 
@@ -415,7 +415,7 @@ def test_a_second_process_on_a_held_stream_joins_it_without_reopening(service: F
         assert writer.flush(timeout=30)
         result = run_python(SECOND_PROCESS.format(url=service.url), timeout=60)
         assert result.returncode == 0, result.stderr
-        assert result.stdout.strip().endswith("stream shared with other processes on this host; handed on")
+        assert result.stdout.strip().endswith("stream shared with 1 other process on this host; handed on")
         assert result.stderr == ""
         writer.write_line("from this process again")
     finally:
