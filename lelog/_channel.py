@@ -76,6 +76,8 @@ SETTLE_AT_FLUSH = 0.5
 #: How long the reader waits when a stream has no room for its members' lines, before it
 #: looks again (the encoder frees room a batch at a time).
 _STALL_WAIT = 0.005
+#: How long closing the channel waits for its reader to close the sockets.
+_CLOSE_WAIT = 1.0
 
 #: A line as a child sent it: (lines lost before it, time, level, out, args).
 ChildLine = tuple[int, float, str, str, Any]
@@ -167,16 +169,23 @@ class Channel:
 
     def close(self) -> None:
         """Stop the reader: it ends at its next wake-up, which an empty datagram brings now,
-        and closes every socket.  A child still sending then meets a closed channel: its
-        lines are counted as dropped there."""
+        and closes every socket; waited for (at most ``_CLOSE_WAIT``), so a child that sends
+        once its parent's streams have ended meets a closed channel, and counts its lines as
+        dropped, never as sent to a reader that would discard them.  The waiting thread
+        holds no lock the reader takes (``release`` is called with none held)."""
         with self._cond:
             self._closed = True
         self._wake()
+        if threading.current_thread() is not self._reader:
+            self._reader.join(_CLOSE_WAIT)
 
     def forget_in_child(self) -> None:
-        """In a fork child: close its copies of the listening sockets and members'
-        connections (a copy left open would keep a listener the parent closed listening,
-        with nobody reading).  The socket pair stays: the child sends to it."""
+        """In a fork child: close its copies of the listening sockets, the members'
+        connections and the socket pair's reading end (a copy left open would keep a socket
+        the parent closed open, with nobody reading: a child's lines would then seem sent
+        after its parent's stream ended).  The sending end stays: the child sends to it."""
+        with contextlib.suppress(OSError):
+            self.receiver.close()
         for sock, _ in list(self._listeners.values()):
             sock.close()
         for conn, _, _ in list(self._members.values()):
@@ -405,7 +414,8 @@ class Sent(enum.Enum):
 class Uplink:
     """A fork child's way to its parent's stream: one datagram per line, in sequence order."""
 
-    #: How a line the channel had no room for is counted.
+    #: How a line the channel had no room for is counted; once the parent's end is closed
+    #: (its streams have ended), lines are counted as ``after_close``.
     drop_reason = "overflow"
 
     def __init__(self, channel: Channel, slot: int) -> None:
@@ -422,7 +432,9 @@ class Uplink:
             data = encode_datagram(self._slot, os.getpid(), seq, ts, level, out, args)
             try:
                 self._channel.sender.send(data)
-            except OSError:  # full (EAGAIN), closed, or a line too long for one datagram
+            except OSError as exc:  # full (EAGAIN), closed, or a line too long for one datagram
+                if _hostwide.gone(exc):
+                    self.drop_reason = "after_close"  # for good: nobody reads the channel again
                 return Sent.DROPPED
             return Sent.SENT
 

@@ -458,3 +458,34 @@ def test_fork_child_hands_its_lines_to_the_parent_and_nothing_is_sent_twice(serv
     assert outs(service.all_written("k")) == expected
     assert outs(service.blob_lines("k")) == expected
     assert len(service.requests_for(key="k", method="POST", path="/stream")) == 1
+
+
+AFTER_THE_PARENT = """
+import os, lelog
+from lelog.testing import MemoryBackend
+backend = MemoryBackend()
+writer = lelog.StreamWriter("k", backend, close_timeout=5)
+writer.write_line("parent")
+read, write = os.pipe()
+pid = os.fork()
+if pid == 0:
+    os.read(read, 1)  # the parent's stream has ended
+    for i in range(50):
+        writer.write_line(f"child {i}")
+    stats = writer.close()
+    print(stats.sent, stats.dropped["after_close"], flush=True)
+    os._exit(0)
+writer.close()
+os.write(write, b"x")
+os.waitpid(pid, 0)
+print(len(backend.stream("k").uploaded or ()))
+"""
+
+
+def test_a_fork_child_that_logs_after_its_parents_stream_ended_counts_its_lines_as_dropped() -> None:
+    """Its lines reach no stream: counted as dropped after close, never as sent."""
+    result = run_python(AFTER_THE_PARENT, timeout=60)
+    assert result.returncode == 0, result.stderr
+    child, parent = result.stdout.split("\n")[:2]
+    assert child.split() == ["0", "50"]
+    assert parent == "1"
