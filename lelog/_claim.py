@@ -241,13 +241,6 @@ class Claim:
         self.history.start(rows, members)
         return self.history
 
-    def drop_history(self) -> None:
-        """No successor is to continue the stream from a history (another host's writer
-        stores it)."""
-        history, self.history = self.history, None
-        if history is not None:
-            history.remove()
-
     def last_out(self) -> bool:
         """At the end of the owner's final push: True when no other process writes the
         stream any more and this one is to store and close it; False when it is handed on.

@@ -69,8 +69,7 @@ class Delivery:
         marks_evicted: bool,
         warn: Warn,
         before_open: Callable[[Deadline], None],
-        look_first: bool = False,
-        joined_live: Callable[[], None] = lambda: None,
+        look_first: Callable[[], bool] = lambda: False,
     ) -> None:
         self._backend = backend
         self._key = key
@@ -84,10 +83,8 @@ class Delivery:
         self._batch_bytes = max_batch_bytes
         self._warn = warn
         self._before_open = before_open
-        #: Ask whether the stream is live before opening it: where a host-wide lock says
-        #: no process of this host writes it, a live stream is another host's (``_live_elsewhere``).
+        #: Whether to ask if the stream is live before opening it (``_say_if_live``).
         self._look_first = look_first
-        self._joined_live = joined_live
         self._marks_evicted = marks_evicted
         #: What the final sequence does: close the stream (not with ``skip_closing_stream``,
         #: not in a fork child), and upload the history (only when it also opened it).
@@ -296,29 +293,28 @@ class Delivery:
     # -- the backend calls: ordinary method calls, one attempt each -------------------------------
 
     def _open_stream(self, deadline: Deadline) -> None:
-        if self._look_first and self._live_elsewhere(deadline):
-            return
+        if self._look_first():
+            self._say_if_live(deadline)
         self._backend.open_stream(self._key, deadline=deadline, retry=ONE_ATTEMPT)
 
-    def _live_elsewhere(self, deadline: Deadline) -> bool:
-        """Before a ``POST``, which would wipe a live stream (docs/protocol.md#reopen-wipes):
-        an empty ``PUT`` answers 204 while the stream lives.  Live with no writer of this host on it (this process holds the
-        host-wide lock), it is another host's writer's: this writer joins it live, and
-        leaves the upload and the close to that writer.  Other failures are the open's."""
+    def _say_if_live(self, deadline: Deadline) -> None:
+        """Before a ``POST``, which wipes a live stream (docs/protocol.md#reopen-wipes), by a
+        writer with no trace of the stream on this host: an empty ``PUT`` answers 204 while
+        the stream lives.  Live, it is a writer's this host cannot reach, or a run killed
+        elsewhere: which, the answer does not tell, so the stream is opened as before (a
+        killed run's re-run must store its log) and the wipe is said, once.  Any other
+        failure is the open's."""
         try:
             self._backend.write(self._key, [], deadline=deadline, retry=ONE_ATTEMPT)
         except StreamNotFound:
-            return False
-        self.uploads = self.closes = False
-        self._ledger.count(_set_joined_live)
+            return
         self._warn(
-            "joined_live",
-            f"stream {self._key!r} is live already, written by a writer this host cannot reach "
-            "(another host, or a container with a runtime directory of its own): lines written "
-            "here go to it live, and that writer stores and closes the log, not this one",
+            "reopened_live",
+            f"stream {self._key!r} was live already, with no writer of this host on it (a writer "
+            "on another host or in another container, or a run killed there): opening it again "
+            "wipes what it held live, and the stored log will be this writer's; give each "
+            "concurrent run its own key",
         )
-        self._joined_live()
-        return True
 
     def _write(self, lines: list[bytes], deadline: Deadline) -> None:
         self._backend.write(self._key, lines, deadline=deadline, retry=ONE_ATTEMPT)
@@ -391,10 +387,6 @@ class Delivery:
         text = self._config.scrub(exc)
         self._ledger.count(functools.partial(_set_last_error, text))
         self._warn(f"{exc.call}:{exc.status}:{type(exc).__name__}", str(exc))
-
-
-def _set_joined_live(counters: Counters) -> None:
-    counters.joined_live = True
 
 
 def _count_retry(counters: Counters) -> None:

@@ -153,8 +153,7 @@ class Engine:
             marks_evicted=not keeps_every_line(self.backend),
             warn=self.warn,
             before_open=self._after_predecessor,
-            look_first=self.claim.meeting is not None,
-            joined_live=self.sharing.joined_live,
+            look_first=self.sharing.looks_first,
         )
         self._wake_lines = opts.max_batch_lines  # a full batch pending wakes the worker
         self._wake = threading.Event()
@@ -592,8 +591,7 @@ class Engine:
             ledger.settle_the_rest("retries_exhausted")
             ledger.moved(WriterState.FINISHED, allowed=(WriterState.FINISHING,))
             remaining = max(deadline.remaining() if deadline is not None else 0.0, 0.1)
-            another_stores = self.sharing.handed_on or ledger.counters.joined_live
-            self.claim.let_go(stored=stored, handed_on=another_stores, seconds=remaining)
+            self.claim.let_go(stored=stored, handed_on=self.sharing.handed_on, seconds=remaining)
             self._finished.set()
             _channel.release(self)
             self._leave_registry()  # a new writer on this key starts a new log

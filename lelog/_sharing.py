@@ -133,6 +133,8 @@ class Sharing:
         #: continues it (``continue_run``), a recycled worker or a loop's next command.
         self._continuation = False
         self._history_failed = False  # said so (owner_round)
+        #: This host has a trace of the stream (see ``looks_first``).
+        self._traced = False
 
     def arrive(self) -> None:
         """At construction: this process is here for the stream, before its first line, so
@@ -160,6 +162,7 @@ class Sharing:
         claim = self._stream.claim
         hold = claim.hold_stream()
         meeting = claim.meeting
+        self._traced = hold is Hold.HERE  # a predecessor in this process: its stream
         if hold is Hold.HELD:
             with self._role_lock:
                 self._as_owner(listen=True, member=False)
@@ -196,6 +199,7 @@ class Sharing:
         stream, claim = self._stream, self._stream.claim
         pipeline = stream.pipeline
         history = claim.history_left()
+        self._traced = self._traced or history is not None
         continues = history is not None and (member or self._continues(history))
         resumed = history is not None and continues and pipeline.next_pos == 0
         if history is not None and resumed:
@@ -215,6 +219,7 @@ class Sharing:
             self._leftover = (history, who)
         elif history is None:  # a run of this parent may have just stored it (members too)
             self._continuation = claim.run_continues()
+            self._traced = self._traced or self._continuation
         members = history.members if history is not None and resumed else None
         with pipeline.encode_lock:
             pipeline.history_file = claim.keep_history(
@@ -548,14 +553,12 @@ class Sharing:
         self._hand_on()
         return False
 
-    def joined_live(self) -> None:
-        """On the worker: the stream was live, another host's writer's (``Delivery``).  No
-        history file is kept: a successor on this host opens afresh, finds the stream live
-        too, and joins it as this one did."""
-        pipeline = self._stream.pipeline
-        with pipeline.encode_lock:
-            pipeline.history_file = None
-        self._stream.claim.drop_history()
+    def looks_first(self) -> bool:
+        """Whether the opener is to ask if the stream is live (``Delivery``): it owns the
+        stream by the host-wide lock, and this host has no trace of it (no history, a
+        killed run's leftover, a run's stored log to continue, a predecessor in this
+        process), so a live stream is a writer's this host cannot reach."""
+        return self.role is Role.OWN and not self._traced and self._stream.claim.meeting is not None
 
     def _hand_on(self) -> None:
         self.handed_on = True

@@ -62,10 +62,6 @@ class Stats:
     #: How many other processes of the host this process knows wrote the stream with it:
     #: for an owner, those whose lines it took; for a member, the owners it handed lines to.
     shared_with: int = 0
-    #: The stream was live already, written by a writer this host cannot reach (another
-    #: host, or a container with a runtime directory of its own): this writer's lines went
-    #: to it live, and that writer stores and closes the log, not this one.
-    joined_live: bool = False
 
     @property
     def dropped_total(self) -> int:
@@ -81,9 +77,7 @@ class Stats:
             text += f", {self.pending:,} pending"
         if self.truncated:
             text += f", {self.truncated:,} truncated to the line size limit"
-        if self.joined_live:
-            text += ", streamed live into a stream another writer stores (the stored log is that writer's)"
-        elif self.handed_on and self.shared:
+        if self.handed_on and self.shared:
             text += f", stream shared with {_other_processes(self.shared_with)} on this host; handed on"
         elif self.handed_on:
             text += ", stream handed on to another writer"
@@ -118,7 +112,6 @@ class Counters:
         "dropped",
         "handed_on",
         "shared",
-        "joined_live",
         "peers",
     )
 
@@ -128,7 +121,7 @@ class Counters:
         self.uploaded: Optional[bool] = None
         self.last_error: Optional[str] = None
         self.dropped = dict.fromkeys(DROP_REASONS, 0)
-        self.handed_on = self.shared = self.joined_live = False
+        self.handed_on = self.shared = False
         #: The other processes of the host known to write the stream (pids, as seen here).
         self.peers: set[int] = set()
 
@@ -156,6 +149,5 @@ class Counters:
             last_error=self.last_error,
             handed_on=self.handed_on,
             shared=self.shared,
-            joined_live=self.joined_live,
             shared_with=len(self.peers),
         )

@@ -61,7 +61,7 @@ for command in sys.stdin:
     elif words[0] == "close":
         stats = writer.close()
         report = [stats.accepted, stats.sent, stats.uploaded, stats.handed_on, stats.shared,
-                  dict(stats.dropped), stats.joined_live, stats.summary()]
+                  dict(stats.dropped), stats.summary()]
         print("ok", json.dumps(report), flush=True)
         break
     elif words[0] == "exit":
@@ -109,7 +109,6 @@ class Process:
         stats: list[object] = json.loads(self.ask("close"))
         assert self.popen.wait(30) == 0
         self.summary = str(stats.pop())
-        self.joined_live = bool(stats.pop())
         self.dropped: dict[str, int] = stats.pop()  # type: ignore[assignment]
         return stats
 
@@ -505,23 +504,30 @@ def test_writers_that_come_and_go_leave_no_descriptor_open(tmp_path: Path) -> No
     assert after == before
 
 
-def test_a_stream_live_with_a_writer_this_host_cannot_reach_is_joined_never_wiped(
+OUT_OF_REACH = """
+import lelog
+writer = lelog.StreamWriter("k", lelog.LogConfig(url={url!r}, account_id="acct", token="secret-token"))
+writer.write_line("elsewhere")
+print(writer.close().uploaded, flush=True)
+"""
+
+
+def test_a_stream_live_with_no_writer_of_this_host_on_it_is_opened_again_with_a_warning(
     service: FakeLogService, processes: Processes, tmp_path: Path
 ) -> None:
-    """The owner is out of reach (a runtime directory of its own: another host, or a
-    container): the second writer finds the stream live before opening it, pushes its lines
-    into it, and leaves the upload and the close to the owner, saying so."""
+    """A writer this host cannot reach (a runtime directory of its own: another host, or a
+    container) holds the stream live: the new writer looks before opening, and says that
+    opening wipes it (the answer cannot tell a live writer from a run killed there, whose
+    re-run must store its log).  A writer with a trace of the stream here does not look."""
     owner = processes.start()
     owner.ask("log owner 10")
     assert owner.ask("flush") == "True"
-    elsewhere = processes.start(runtime=tmp_path / "elsewhere")
-    elsewhere.ask("log elsewhere 10")
-    assert elsewhere.ask("flush") == "True"  # live, in the owner's stream
-    assert elsewhere.close()[2:4] == [None, False]  # neither uploaded nor closed the stream
-    assert elsewhere.joined_live and "streamed live into a stream another writer stores" in elsewhere.summary
-    assert service.is_open("k")  # the owner's stream lives on, with every line so far
-    live = [row["out"].rstrip("\n") for row in service.all_written("k") or []]
-    assert live == lines("owner", 10) + lines("elsewhere", 10)
-    owner.ask("log later 10")
-    assert owner.close()[2] is True
-    assert stored(service) == lines("owner", 10) + lines("later", 10)  # one open: never wiped
+    env = {"LELOG_RUNTIME_DIR": str(tmp_path / "elsewhere")}
+    result = run_python(OUT_OF_REACH.format(url=service.url), timeout=60, env=env)
+    assert result.returncode == 0 and result.stdout.split() == ["True"], result.stderr
+    assert "stream 'k' was live already, with no writer of this host on it" in result.stderr
+    assert "secret-token" not in result.stderr
+    looks = [r for r in service.requests_for(key="k", method="PUT") if r.body == b"[]"]
+    assert len(looks) == 2  # the owner looked too, before its own open, and found nothing
+    assert len(service.requests_for(key="k", method="POST", path="/stream")) == 2
+    owner.close()
