@@ -574,6 +574,17 @@ class MemberLink:
             self._broken = Broken(key, self._seq, tuple(self._skipped), tuple(self._markers), self._owner_pid)
         self._disconnect_locked()
 
+    def check_owner(self) -> None:
+        """A connection whose far end no longer holds the stream lock (its owner was killed,
+        or this process took the stream over) is broken, sent on since or not.  The owner
+        is asked without the link's lock held (file calls)."""
+        sock, owner_pid = self._sock, self._owner_pid
+        if sock is None or not owner_pid or self._owns(owner_pid):
+            return
+        with self._lock:
+            if self._sock is sock:
+                self._break_locked()
+
     @property
     def has_broken(self) -> bool:
         return self._broken is not None

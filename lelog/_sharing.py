@@ -228,6 +228,7 @@ class Sharing:
         claim.leave()  # an owner is no member: it asks about the others (Claim.last_out)
         broken = None
         if self._link is not None:  # a member that took over: its connection is done with
+            self._link.check_owner()  # broken: the owner it reached no longer holds the stream
             broken = self._link.take_broken()
             self._link.close()
             self._count_owners(self._link)
@@ -529,8 +530,15 @@ class Sharing:
         self._close_link()
 
     def _close_link(self) -> None:
-        link, self._link = self._link, None
+        """A member leaves: lines it sent to an owner that then vanished are counted (its
+        connection may have broken with no send since), then the connection closes."""
+        link = self._link
         if link is not None:
+            link.check_owner()
+            broken = link.take_broken()
+            if broken is not None:
+                self._count_lost(broken, self._stream.claim.history_left())
+            self._link = None
             link.close()
             self._count_owners(link)
 

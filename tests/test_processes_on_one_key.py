@@ -209,7 +209,9 @@ def test_processes_that_come_and_go_around_a_long_lived_one_keep_every_line(
 _LOST = re.compile(r"^\[lelog\] ([\d,]+) lines lost: process (\d+) ended without storing them")
 
 
-@pytest.mark.parametrize("how", ["stopped, then killed", "killed mid-flood"])
+@pytest.mark.parametrize(
+    "how", ["stopped, then killed", "stopped, killed, and the members close", "killed mid-flood"]
+)
 def test_lines_lost_with_a_killed_owner_are_stored_or_counted_exactly_in_a_marker(
     service: FakeLogService, processes: Processes, how: str
 ) -> None:
@@ -222,7 +224,9 @@ def test_lines_lost_with_a_killed_owner_are_stored_or_counted_exactly_in_a_marke
     members = [processes.start(), processes.start()]
     for n, member in enumerate(members):
         member.ask(f"log m{n} 20")
-    if how == "stopped, then killed":  # what the members send now stays in their connections
+    stopped = how.startswith("stopped")
+    later = 0 if how.endswith("close") else 20  # closing, a member sends nothing that fails
+    if stopped:  # what the members send now stays in their connections
         owner.popen.send_signal(signal.SIGSTOP)
         for n, member in enumerate(members):
             member.ask(f"log flood{n} 3000")
@@ -234,7 +238,7 @@ def test_lines_lost_with_a_killed_owner_are_stored_or_counted_exactly_in_a_marke
         for member in members:
             member.ask("join")
     for n, member in enumerate(members):
-        member.ask(f"log after{n} 20")
+        member.ask(f"log after{n} {later}")
     reports = [member.close() for member in members]
     assert sorted(str(report[2]) for report in reports) == ["None", "True"]  # one stores the log
     outs = stored(service)
@@ -243,11 +247,11 @@ def test_lines_lost_with_a_killed_owner_are_stored_or_counted_exactly_in_a_marke
     assert {int(found.group(2)) for found in counted if found is not None} <= {owner.popen.pid}
     plain = [out for out in outs if not out.startswith("[lelog] ")]
     assert len(plain) == len(set(plain)), "a line stored twice"
-    flooded = 3000 if how == "stopped, then killed" else 20000
+    flooded = 3000 if stopped else 20000
     sent_by_members = {
         line
         for n in range(2)
-        for line in lines(f"m{n}", 20) + lines(f"flood{n}", flooded) + lines(f"after{n}", 20)
+        for line in lines(f"m{n}", 20) + lines(f"flood{n}", flooded) + lines(f"after{n}", later)
     }
     assert set(plain) == set(lines("owner", 20)) | (set(plain) & sent_by_members)
     markers = [out for out in outs if out.startswith("[lelog] ")]
@@ -257,7 +261,7 @@ def test_lines_lost_with_a_killed_owner_are_stored_or_counted_exactly_in_a_marke
     )
     assert len(set(plain) & sent_by_members) + lost == len(sent_by_members), evidence
     assert sum(member.dropped["lost_with_owner"] for member in members) == lost
-    if how == "stopped, then killed":
+    if stopped:
         assert lost > 0  # the stopped owner read none of the flood
 
 
