@@ -45,6 +45,7 @@ from ._clock import Deadline
 
 __all__ = [
     "CHANNEL_BUFFER",
+    "FORGET",
     "SETTLE_AT_FLUSH",
     "Broken",
     "Channel",
@@ -78,6 +79,9 @@ SETTLE_AT_FLUSH = 0.5
 _STALL_WAIT = 0.005
 #: How long closing the channel waits for its reader to close the sockets.
 _CLOSE_WAIT = 1.0
+
+#: A member connection's count that says it ended by the member's close (``Inbox.accounted``).
+FORGET = -1
 
 #: A line as a child sent it: (lines lost before it, time, level, out, args).
 ChildLine = tuple[int, float, str, str, Any]
@@ -356,6 +360,8 @@ class Channel:
             if lines:
                 receiver.accept_from_children(lines, members=inbox.accounted())
             if ended:
+                if not to_the_end:  # the member closed it: it asks for no count any more
+                    receiver.accept_from_children([], members=dict.fromkeys(inbox.accounted(), FORGET))
                 poller.unregister(fd)
                 del self._members[fd]
                 conn.close()
@@ -478,8 +484,8 @@ class MemberLink:
         self._owner_pid = 0
         self._skipped: list[tuple[int, int]] = []  # (first seq, count) numbered but not lines
         self._markers: list[tuple[int, int, int]] = []  # (seq, lines lost, owner pid) sent
-        #: The last connection whose owner left, until ``take_broken``.
-        self._broken: Optional[Broken] = None
+        #: The connections whose owner left, until ``take_broken``.
+        self._broken: list[Broken] = []
         #: The processes this link reached as the stream's owner (pids, as seen here).
         self.owners: set[int] = set()
         self._lock = threading.Lock()  # a leaf, held across one non-blocking connect or send
@@ -571,7 +577,9 @@ class MemberLink:
     def _break_locked(self) -> None:
         if self._seq:
             key = f"{os.getpid()}.{self._connection}"
-            self._broken = Broken(key, self._seq, tuple(self._skipped), tuple(self._markers), self._owner_pid)
+            self._broken.append(
+                Broken(key, self._seq, tuple(self._skipped), tuple(self._markers), self._owner_pid)
+            )
         self._disconnect_locked()
 
     def check_owner(self) -> None:
@@ -587,12 +595,12 @@ class MemberLink:
 
     @property
     def has_broken(self) -> bool:
-        return self._broken is not None
+        return bool(self._broken)
 
-    def take_broken(self) -> Optional[Broken]:
-        """The connection whose owner left since the last call, if any."""
+    def take_broken(self) -> list[Broken]:
+        """The connections whose owner left since the last call."""
         with self._lock:
-            broken, self._broken = self._broken, None
+            broken, self._broken = self._broken, []
             return broken
 
     def close(self) -> None:
@@ -608,7 +616,7 @@ class MemberLink:
         """In a fork child: the parent's connection is the parent's; the child makes its own
         (closing the inherited copy leaves the parent's connection open)."""
         self._lock = threading.Lock()
-        self._broken = None
+        self._broken = []
         self._disconnect_locked()
 
 

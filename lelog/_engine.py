@@ -47,7 +47,7 @@ from ._ledger import ENDED, IDLE, RUNNING, Ledger, WriterState
 from ._line import truncate_out
 from ._options import WriterOptions
 from ._pipeline import Pipeline
-from ._sharing import Sharing, count_shared
+from ._sharing import WAITING_POLL, Sharing, count_shared
 from ._spool import SpoolStats
 from ._stats import Stats
 
@@ -307,7 +307,7 @@ class Engine:
         """On the channel's reader thread: lines fork children or members wrote."""
         if members is not None and not self.ledger.counters.shared:  # read without the lock: set once
             self.ledger.count(count_shared)
-        if self.ledger.accept_from_children(lines, accounted=members):
+        if self.ledger.accept_from_children(lines, accounted=members) and lines:
             self.start()  # a parent that has not logged yet has no worker
         self.sharing.hand_on_kept()  # a member's fork children's lines go on to the owner
         self._wake.set()
@@ -394,6 +394,8 @@ class Engine:
         if not self.ledger.accepting:
             return None
         wait = self.delivery.step(self.clock.monotonic())
+        if self.sharing.binding:  # members wait for the socket: the next try soon
+            wait = min(wait, WAITING_POLL)
         return min(wait, _HANDOFF_POLL) if handoff else wait
 
     def _begin_owning(self, *, start_spool: bool = True) -> None:

@@ -201,8 +201,9 @@ _lifecycle.after_fork_in_child(PRESENCE.forget_in_child)
 
 
 #: How many members' counts a history file keeps at most (the most recently changed): the
-#: live connections and those of owners that ended, whose members have yet to compare.
-MEMBERS_KEPT = 1024
+#: live connections and those cut by an owner's end, whose members have yet to compare (a
+#: connection its member closed is forgotten).
+MEMBERS_KEPT = 8192
 
 
 class HistoryFile:
@@ -256,7 +257,8 @@ class HistoryFile:
         kept = self.members
         for key, count in members.items():
             kept.pop(key, None)  # the most recently changed last
-            kept[key] = count
+            if count >= 0:  # a negative count: the member closed the connection
+                kept[key] = count
         while len(kept) > MEMBERS_KEPT:
             del kept[next(iter(kept))]
 
@@ -343,6 +345,8 @@ def load_history(path: str) -> Optional[History]:
             continue
         if isinstance(counts, dict):
             members.update((str(k), v) for k, v in counts.items() if type(v) is int)
+    for key in [key for key, count in members.items() if count < 0]:
+        del members[key]  # its member closed it
     history = parse_rows(rows, written)
     return None if history is None else attrs.evolve(history, members=members)
 

@@ -135,6 +135,8 @@ class Sharing:
         self._history_failed = False  # said so (owner_round)
         #: This host has a trace of the stream (see ``looks_first``).
         self._traced = False
+        #: Lines lost with an owner whose marker no owner took yet: (count, owner pid).
+        self._unmarked: list[tuple[int, int]] = []
 
     def arrive(self) -> None:
         """At construction: this process is here for the stream, before its first line, so
@@ -226,7 +228,7 @@ class Sharing:
                 pipeline.history.rows(), stream.options.history_bytes, members
             )
         claim.leave()  # an owner is no member: it asks about the others (Claim.last_out)
-        broken = None
+        broken: list[Broken] = []
         if self._link is not None:  # a member that took over: its connection is done with
             self._link.check_owner()  # broken: the owner it reached no longer holds the stream
             broken = self._link.take_broken()
@@ -261,6 +263,11 @@ class Sharing:
             return
         self._listening = Listening.FAILED
         stream.warn("listen", f"stream {stream.key!r}: other processes cannot reach this one ({failure})")
+
+    @property
+    def binding(self) -> bool:
+        """The owner's socket is still to be bound (``owner_round`` tries again)."""
+        return self._listening is Listening.RETRYING
 
     def owner_round(self) -> None:
         """On an owner's worker, each round: bind the socket if its name was taken, and say
@@ -428,7 +435,7 @@ class Sharing:
             return
         ledger = self._stream.ledger
         with self._hand_lock:
-            if link.has_broken and link.connect():  # the first thing the new owner hears
+            if (link.has_broken or self._unmarked) and link.connect():  # the first the new owner hears
                 self._count_lost(link.take_broken(), self._stream.claim.history_left())
             if self.role is Role.MEMBER and len(ledger.pending):
                 with self._role_lock:  # new lines queue behind these while they go
@@ -450,36 +457,51 @@ class Sharing:
                 if sent < len(kept):
                     return
 
-    def _count_lost(self, broken: Optional[Broken], history: Optional[History]) -> None:
+    def _count_lost(self, broken: list[Broken], history: Optional[History]) -> None:
         """A member whose owner left, now owner or reaching the next: the lines it sent that
         the owner's ``history`` does not account for were lost with the owner.  They are
         counted as dropped, no longer as sent, and marked in the log where the owner's part
         ends.  (No history left: the owner stored the log, having read every line.)"""
-        if broken is None or history is None:
-            return
-        accounted = history.members.get(broken.key, 0)
-        losses = broken.unstored(accounted)  # markers sent that this owner too lost: again
-        lost = broken.lost(accounted)
-        if lost > 0:
-            self._stream.ledger.lost_with_owner(lost)
-            losses.append((lost, broken.owner_pid))
-        for count, owner_pid in losses:
-            self._mark_lost(count, owner_pid)
+        for connection in broken:
+            if history is None:
+                break
+            accounted = history.members.get(connection.key, 0)
+            # Markers sent on it that this owner too lost: sent again.
+            self._unmarked.extend(connection.unstored(accounted))
+            lost = connection.lost(accounted)
+            if lost > 0:
+                self._stream.ledger.lost_with_owner(lost)
+                self._unmarked.append((lost, connection.owner_pid))
+        self._mark_lost()
 
-    def _mark_lost(self, lost: int, owner_pid: int) -> None:
-        """The marker of ``lost`` lines lost with ``owner_pid``: this process's next line
-        when it owns the stream, else the first thing it sends the new owner."""
+    def _mark_lost(self) -> None:
+        """Each loss's marker: this process's next line when it owns the stream, else the
+        first thing it sends the new owner; kept for the next owner when none takes it."""
         stream = self._stream
-        owner = f"process {owner_pid}" if owner_pid else "the process that owned the stream"
-        text = f"{lost:,} lines lost: {owner} ended without storing them (lines of process {os.getpid()})"
-        if self.role is Role.OWN:
-            stream.pipeline.mark(text)
-            return
-        link = self._link
-        out = MARKER_PREFIX + text + "\n"
-        sent = None if link is None else link.send_marker(stream.clock.time(), out, lost, owner_pid)
-        if sent is not Sent.SENT:
-            stream.warn("lost", f"stream {stream.key!r}: {text}")
+        while self._unmarked:
+            lost, owner_pid = self._unmarked[0]
+            owner = f"process {owner_pid}" if owner_pid else "the process that owned the stream"
+            text = f"{lost:,} lines lost: {owner} ended without storing them (lines of process {os.getpid()})"
+            if self.role is Role.OWN:
+                stream.pipeline.mark(text)
+            else:
+                link = self._link
+                out = MARKER_PREFIX + text + "\n"
+                if (
+                    link is None
+                    or link.send_marker(stream.clock.time(), out, lost, owner_pid) is not Sent.SENT
+                ):
+                    return
+            self._unmarked.pop(0)
+
+    def _unmarked_said(self) -> None:
+        """A member leaving with losses no owner took a marker of: said as a warning."""
+        for lost, owner_pid in self._unmarked:
+            self._stream.warn(
+                "lost",
+                f"stream {self._stream.key!r}: {lost:,} lines lost: process {owner_pid} ended without storing them",
+            )
+        self._unmarked.clear()
 
     def _send_kept(self, link: MemberLink, kept: list[Item]) -> int:
         """Send ``kept`` in order; how many went (the rest wait here again, in front)."""
@@ -536,8 +558,9 @@ class Sharing:
         if link is not None:
             link.check_owner()
             broken = link.take_broken()
-            if broken is not None:
+            if broken:
                 self._count_lost(broken, self._stream.claim.history_left())
+            self._unmarked_said()
             self._link = None
             link.close()
             self._count_owners(link)
@@ -582,6 +605,7 @@ class Sharing:
         self._listening = Listening.NOT_YET
         self.handed_on = False
         self._waiting_since = None
+        self._unmarked = []  # the parent's to mark
         if self._link is not None:
             self._link.forget_in_child()
             self._link = None
