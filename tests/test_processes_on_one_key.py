@@ -205,6 +205,17 @@ def test_processes_that_come_and_go_around_a_long_lived_one_keep_every_line(
     assert sorted(stored(service)) == sorted(expected)
 
 
+def owner_and_two_members(processes: Processes) -> tuple[Process, list[Process]]:
+    """An owner that has opened the stream with 20 lines, and two members with 20 each."""
+    owner = processes.start()
+    owner.ask("log owner 20")
+    assert owner.ask("flush") == "True"
+    members = [processes.start(), processes.start()]
+    for n, member in enumerate(members):
+        member.ask(f"log m{n} 20")
+    return owner, members
+
+
 #: A marker's count of lines lost with an owner that ended without storing them.
 _LOST = re.compile(r"^\[lelog\] ([\d,]+) lines lost: process (\d+) ended without storing them")
 
@@ -218,12 +229,7 @@ def test_lines_lost_with_a_killed_owner_are_stored_or_counted_exactly_in_a_marke
     """Lines the members had sent that the owner never stored (in their connections, or read
     and not yet in its history) are counted by each member and marked with their exact
     number: every member line is stored once or counted once, and the members' stats agree."""
-    owner = processes.start()
-    owner.ask("log owner 20")
-    assert owner.ask("flush") == "True"
-    members = [processes.start(), processes.start()]
-    for n, member in enumerate(members):
-        member.ask(f"log m{n} 20")
+    owner, members = owner_and_two_members(processes)
     stopped = how.startswith("stopped")
     later = 0 if how.endswith("close") else 20  # closing, a member sends nothing that fails
     if stopped:  # what the members send now stays in their connections
@@ -269,12 +275,7 @@ def test_lines_lost_with_a_killed_owner_are_stored_or_counted_exactly_in_a_marke
 def test_an_owner_that_vanishes_is_succeeded_and_its_loss_is_marked(
     service: FakeLogService, processes: Processes, how: str
 ) -> None:
-    owner = processes.start()
-    owner.ask("log owner 20")
-    assert owner.ask("flush") == "True"
-    members = [processes.start(), processes.start()]
-    for n, member in enumerate(members):
-        member.ask(f"log m{n} 20")
+    owner, members = owner_and_two_members(processes)
     assert owner.ask("flush") == "True"  # the members' lines are the owner's, and in its history
     if how == "kill -9":
         owner.kill()
