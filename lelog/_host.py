@@ -10,10 +10,30 @@ A leaf module: the standard library only.
 
 from __future__ import annotations
 
+import fcntl
 import os
+import struct
+import sys
 from typing import Optional
 
-__all__ = ["boot_id", "pid_namespace", "proc_stat"]
+__all__ = ["boot_id", "locking_pid", "pid_namespace", "proc_stat"]
+
+# struct flock, for F_GETLK: Linux's field order, else the BSDs' and macOS's.
+if sys.platform.startswith("linux"):
+    _FLOCK, _FIELDS = "hhqqi", ("type", "whence", "start", "len", "pid")
+else:  # pragma: no cover - not the test machine's layout
+    _FLOCK, _FIELDS = "qqihh", ("start", "len", "pid", "type", "whence")
+
+
+def locking_pid(fd: int) -> Optional[int]:
+    """The pid (as seen here; 0 when not visible) of a process holding a lock on ``fd``'s
+    file that would conflict with an exclusive one on the whole file, or None when none
+    does.  Never takes a lock, so nobody else's is refused because of a look (``OSError``
+    when the kernel cannot answer)."""
+    ask = {"type": fcntl.F_WRLCK, "whence": os.SEEK_SET, "start": 0, "len": 0, "pid": 0}
+    answer = fcntl.fcntl(fd, fcntl.F_GETLK, struct.pack(_FLOCK, *(ask[f] for f in _FIELDS)))
+    got = dict(zip(_FIELDS, struct.unpack(_FLOCK, answer)))
+    return None if got["type"] == fcntl.F_UNLCK else int(got["pid"])
 
 
 def boot_id() -> Optional[str]:

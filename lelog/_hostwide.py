@@ -41,7 +41,7 @@ from typing import Callable, Optional, Union
 import attrs
 
 from . import _lifecycle
-from ._host import boot_id, proc_stat
+from ._host import boot_id, locking_pid, proc_stat
 
 __all__ = [
     "CONTINUE_WINDOW",
@@ -104,12 +104,6 @@ class Meeting:
 
 
 # -- presence: who else writes the stream -------------------------------------------------------
-
-# struct flock for F_GETLK (as _streamlock): Linux's field order, else the BSDs' and macOS's.
-if sys.platform.startswith("linux"):
-    _FLOCK, _FIELDS = "hhqqi", ("type", "whence", "start", "len", "pid")
-else:  # pragma: no cover - not the test machine's layout
-    _FLOCK, _FIELDS = "qqihh", ("start", "len", "pid", "type", "whence")
 
 _OPEN_FLAGS = getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
 
@@ -184,13 +178,10 @@ class Presence:
 
 
 def _locked_by_another(fd: int) -> bool:
-    ask = {"type": fcntl.F_WRLCK, "whence": os.SEEK_SET, "start": 0, "len": 0, "pid": 0}
     try:
-        answer = fcntl.fcntl(fd, fcntl.F_GETLK, struct.pack(_FLOCK, *(ask[f] for f in _FIELDS)))
+        return locking_pid(fd) is not None
     except OSError:
         return False
-    got = dict(zip(_FIELDS, struct.unpack(_FLOCK, answer)))
-    return bool(got["type"] != fcntl.F_UNLCK)
 
 
 PRESENCE = Presence()

@@ -40,8 +40,6 @@ import hmac
 import json
 import os
 import socket
-import struct
-import sys
 import threading
 from typing import Any, Optional
 from urllib.parse import urlsplit
@@ -52,7 +50,7 @@ from . import _lifecycle
 from ._client import LogServiceClient
 from ._config import LogConfig
 from ._filestore import FileStore
-from ._host import boot_id, pid_namespace, proc_stat
+from ._host import boot_id, locking_pid, pid_namespace, proc_stat
 from ._runtime import runtime_dir
 
 __all__ = ["Holder", "StreamLock", "StreamName", "credential_of", "far_end", "forget_in_child", "holder_of"]
@@ -220,25 +218,6 @@ def _parse_identity(data: bytes, local_pid: Optional[int]) -> Holder:
     return Holder(local_pid or 0, local_pid, None, None, None, "", "")
 
 
-# struct flock, for F_GETLK: Linux's field order, else the BSDs' and macOS's.
-if sys.platform.startswith("linux"):
-    _FLOCK = "hhqqi"
-    _FIELDS = ("type", "whence", "start", "len", "pid")
-else:  # pragma: no cover - not the test machine's layout
-    _FLOCK = "qqihh"
-    _FIELDS = ("start", "len", "pid", "type", "whence")
-
-
-def _locking_pid(fd: int) -> Optional[int]:
-    """The pid (as seen here; 0 when not visible) of a process holding a lock that would
-    conflict with an exclusive one on the whole file, or None when none does.  Never takes
-    the lock, so another process's ``try_acquire`` is never refused because of a look."""
-    ask = {"type": fcntl.F_WRLCK, "whence": os.SEEK_SET, "start": 0, "len": 0, "pid": 0}
-    answer = fcntl.fcntl(fd, fcntl.F_GETLK, struct.pack(_FLOCK, *(ask[f] for f in _FIELDS)))
-    got = dict(zip(_FIELDS, struct.unpack(_FLOCK, answer)))
-    return None if got["type"] == fcntl.F_UNLCK else int(got["pid"])
-
-
 def _same_file(fd: int, path: str) -> bool:
     try:
         st, now = os.fstat(fd), os.stat(path, follow_symlinks=False)
@@ -364,7 +343,7 @@ def holder_of(name: StreamName, directory: Optional[str] = None) -> Optional[Hol
         except FileNotFoundError:
             return None
         try:
-            local_pid = _locking_pid(fd)
+            local_pid = locking_pid(fd)
             data = b"" if local_pid is None else os.pread(fd, _MAX_IDENTITY, 0)
         finally:
             os.close(fd)
