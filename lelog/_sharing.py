@@ -21,7 +21,6 @@ from __future__ import annotations
 import enum
 import errno
 import json
-import os
 import threading
 import time
 from typing import Mapping, Optional, Protocol, Union
@@ -36,6 +35,7 @@ from ._encode import Item, ready
 from ._hostwide import History, parse_rows
 from ._ledger import Ledger
 from ._line import ndjson, truncate_out
+from ._losses import Loss, Losses
 from ._options import WriterOptions
 from ._pipeline import MARKER_PREFIX, Pipeline
 from ._stats import Counters
@@ -135,8 +135,8 @@ class Sharing:
         self._history_failed = False  # said so (owner_round)
         #: This host has a trace of the stream (see ``looks_first``).
         self._traced = False
-        #: Lines lost with an owner whose marker no owner took yet: (count, owner pid).
-        self._unmarked: list[tuple[int, int]] = []
+        #: Lines lost with an owner whose marker no owner took yet.
+        self._losses = Losses()
 
     def arrive(self) -> None:
         """At construction: this process is here for the stream, before its first line, so
@@ -435,7 +435,7 @@ class Sharing:
             return
         ledger = self._stream.ledger
         with self._hand_lock:
-            if (link.has_broken or self._unmarked) and link.connect():  # the first the new owner hears
+            if (link.has_broken or self._losses.pending) and link.connect():  # the first the new owner hears
                 self._count_lost(link.take_broken(), self._stream.claim.history_left())
             if self.role is Role.MEMBER and len(ledger.pending):
                 with self._role_lock:  # new lines queue behind these while they go
@@ -461,47 +461,23 @@ class Sharing:
         """A member whose owner left, now owner or reaching the next: the lines it sent that
         the owner's ``history`` does not account for were lost with the owner.  They are
         counted as dropped, no longer as sent, and marked in the log where the owner's part
-        ends.  (No history left: the owner stored the log, having read every line.)"""
-        for connection in broken:
-            if history is None:
-                break
-            accounted = history.members.get(connection.key, 0)
-            # Markers sent on it that this owner too lost: sent again.
-            self._unmarked.extend(connection.unstored(accounted))
-            lost = connection.lost(accounted)
-            if lost > 0:
-                self._stream.ledger.lost_with_owner(lost)
-                self._unmarked.append((lost, connection.owner_pid))
-        self._mark_lost()
+        ends (``Losses``)."""
+        lost = self._losses.count(broken, history)
+        if lost:
+            self._stream.ledger.lost_with_owner(lost)
+        self._losses.mark(self._place_marker)
 
-    def _mark_lost(self) -> None:
-        """Each loss's marker: this process's next line when it owns the stream, else the
-        first thing it sends the new owner; kept for the next owner when none takes it."""
+    def _place_marker(self, loss: Loss) -> bool:
+        """A loss's marker: this process's next line when it owns the stream, else the first
+        thing it sends the new owner; False when no owner took it."""
         stream = self._stream
-        while self._unmarked:
-            lost, owner_pid = self._unmarked[0]
-            owner = f"process {owner_pid}" if owner_pid else "the process that owned the stream"
-            text = f"{lost:,} lines lost: {owner} ended without storing them (lines of process {os.getpid()})"
-            if self.role is Role.OWN:
-                stream.pipeline.mark(text)
-            else:
-                link = self._link
-                out = MARKER_PREFIX + text + "\n"
-                if (
-                    link is None
-                    or link.send_marker(stream.clock.time(), out, lost, owner_pid) is not Sent.SENT
-                ):
-                    return
-            self._unmarked.pop(0)
-
-    def _unmarked_said(self) -> None:
-        """A member leaving with losses no owner took a marker of: said as a warning."""
-        for lost, owner_pid in self._unmarked:
-            self._stream.warn(
-                "lost",
-                f"stream {self._stream.key!r}: {lost:,} lines lost: process {owner_pid} ended without storing them",
-            )
-        self._unmarked.clear()
+        if self.role is Role.OWN:
+            stream.pipeline.mark(loss.text())
+            return True
+        link, out = self._link, MARKER_PREFIX + loss.text() + "\n"
+        return link is not None and (
+            link.send_marker(stream.clock.time(), out, loss.lines, loss.owner_pid) is Sent.SENT
+        )
 
     def _send_kept(self, link: MemberLink, kept: list[Item]) -> int:
         """Send ``kept`` in order; how many went (the rest wait here again, in front)."""
@@ -560,7 +536,8 @@ class Sharing:
             broken = link.take_broken()
             if broken:
                 self._count_lost(broken, self._stream.claim.history_left())
-            self._unmarked_said()
+            for loss in self._losses.take():  # no owner took their markers: said instead
+                self._stream.warn("lost", f"stream {self._stream.key!r}: {loss.text()}")
             self._link = None
             link.close()
             self._count_owners(link)
@@ -605,7 +582,7 @@ class Sharing:
         self._listening = Listening.NOT_YET
         self.handed_on = False
         self._waiting_since = None
-        self._unmarked = []  # the parent's to mark
+        self._losses = Losses()  # the parent's to mark
         if self._link is not None:
             self._link.forget_in_child()
             self._link = None
