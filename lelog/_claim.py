@@ -31,7 +31,7 @@ from ._runtime import runtime_dir
 from ._spool import Spool
 from ._streamlock import Holder, StreamLock, StreamName, credential_of, holder_of
 
-__all__ = ["Claim", "Hold"]
+__all__ = ["Claim", "Ending", "Hold"]
 
 
 class Hold(enum.Enum):
@@ -49,6 +49,20 @@ class Hold(enum.Enum):
     #: No lock can be had (a test double's stream, or no usable runtime directory): the
     #: stream is this process's alone.
     NONE = "none"
+
+
+class Ending(enum.Enum):
+    """How the stream ended for this process, and so what of it stays on the host."""
+
+    #: This process stored the log and closed the stream: nothing stays, and a run of the
+    #: same parent that follows moments later continues the log (``mark_ended``).
+    STORED = "stored"
+    #: Another process of the host took the stream on: the history file stays for it.
+    HANDED_ON = "handed on"
+    #: The stream is a writer's elsewhere, which stores it (``_look``): nothing stays.
+    STORED_ELSEWHERE = "stored elsewhere"
+    #: Not stored: the spool stays for ``lelog recover``, the history file for a successor.
+    NOT_STORED = "not stored"
 
 
 class Claim:
@@ -265,23 +279,21 @@ class Claim:
 
     # -- letting go --------------------------------------------------------------------------------
 
-    def let_go(self, *, stored: bool, handed_on: bool, seconds: float) -> None:
-        """The stream is finished here: the spool goes when the log is stored or another
-        process took the stream on, else it is kept for ``lelog recover``; the history
-        file goes when the log is stored; then the lock, so recovery never finds the spool
-        unlocked while it is still being written."""
+    def let_go(self, ending: Ending, seconds: float) -> None:
+        """The stream is finished here (``Ending`` says what stays); the lock goes last, so
+        recovery never finds the spool unlocked while it is still being written."""
         if self.spool is not None:
-            if stored or handed_on:
-                self.spool.discard(seconds)
-            else:
+            if ending is Ending.NOT_STORED:
                 self.spool.close(seconds)
+            else:
+                self.spool.discard(seconds)
         if self.history is not None:
-            if stored:
+            if ending in (Ending.STORED, Ending.STORED_ELSEWHERE):
                 self.history.remove()
             else:
                 self.history.close()
         meeting = self.meeting
-        if stored and meeting is not None:
+        if ending is Ending.STORED and meeting is not None:
             mark_ended(meeting.ended_path)
         self.leave()
         self._release_stream()

@@ -29,10 +29,11 @@ from ._backend import keeps_every_line
 from ._client import LogServiceClient
 from ._config import MAX_SECONDS, LogConfig, check_positive, resolve_config, setup_request_values
 from ._exceptions import BlobNotFound, ConfigError, LogServiceError
-from ._filestore import FileStore, KeyInUse
+from ._filestore import FileStore
 from ._recover import Newer, Status, recover_spools
 from ._splitter import LineSplitter
 from ._spool import check_spool_dir
+from ._stats import STORED_ELSEWHERE
 from ._version import __version__
 from ._writer import Stats, StreamWriter
 
@@ -327,14 +328,15 @@ def _key(args: argparse.Namespace, config: LogConfig, default: str = "") -> str:
     return key
 
 
-def _claim(backend: _Backend, key: str) -> None:
-    """Take the file store's key before anything is run or stored (one writer per key)."""
+def _prepare(backend: _Backend, key: str) -> None:
+    """Before a command runs, prove the file store can hold the key's files (a name too
+    long, a directory that cannot be written) before anything is stored.  A second run on
+    the key is no error: its writer joins the stream the first one holds
+    (docs/writer.md#processes-on-one-key)."""
     if not isinstance(backend, FileStore):
         return
     try:
-        backend.claim(key)
-    except KeyInUse as exc:
-        raise _Failure(str(exc)) from None
+        backend.prepare(key)
     except LogServiceError as exc:
         raise _Failure(f"cannot store the log of {key!r}: {exc}") from None
 
@@ -380,6 +382,13 @@ def _summary(stats: Stats, where: str, *, whole_log: bool, store_dropped: int = 
         notes.append(f"{stats.truncated:,} cut at the line limit (71,680 bytes)")
     if store_dropped:
         notes.append(f"the file store dropped the {store_dropped:,} oldest (LELOG_STORE_MAX_BYTES)")
+    if stats.joined:
+        notes.append(STORED_ELSEWHERE)
+    elif stats.handed_on:
+        shared = stats.sharing if stats.shared else "stream handed on to another writer"
+        notes.append(f"{shared}; the last one out stores the log")
+    elif stats.shared:
+        notes.append(stats.sharing)
     if stats.uploaded is False:
         notes.append("storing the log FAILED")
     elif stats.history_evicted and not whole_log:
@@ -410,7 +419,7 @@ def _stored_whole(stats: Stats, backend: _Backend, key: str) -> bool:
     its oldest lines left out of the upload by ``history_bytes`` (the file store keeps
     every live line, so its stored log is whole either way)."""
     evicted = stats.history_evicted and not keeps_every_line(backend)
-    return _delivered(stats, backend, key) and not evicted
+    return _delivered(stats, backend, key) and not evicted and not stats.joined
 
 
 class _Backpressure:
@@ -613,7 +622,7 @@ def _run(args: argparse.Namespace) -> int:
     key = _key(args, config, default=os.path.basename(command[0]))
     backend = _backend(args, config, writes=True)
     with contextlib.closing(backend):
-        _claim(backend, key)  # before the command runs: a second writer is refused here
+        _prepare(backend, key)
         try:
             child = subprocess.Popen(
                 command,
@@ -670,7 +679,7 @@ def _push(args: argparse.Namespace) -> int:
             raise _Failure(f"cannot push {name}: it is a directory; give a file", 2)
         backend = _backend(args, config, writes=True)
         with contextlib.closing(backend):
-            _claim(backend, key)
+            _prepare(backend, key)
             writer = _open_writer(key, backend, args)
             try:
                 _copy(fd, writer, "standard input" if stdin else args.file)

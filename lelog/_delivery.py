@@ -24,6 +24,7 @@ from ._clock import Clock, Deadline
 from ._config import LogConfig
 from ._exceptions import AuthError, BlobNotFound, Cancelled, LogServiceError, StreamNotFound, TLSError
 from ._ledger import Ledger, WriterState
+from ._look import Found, Look
 from ._pipeline import Pipeline, Taken
 from ._retry import Attempts, RetryPolicy
 from ._stats import Counters
@@ -69,7 +70,8 @@ class Delivery:
         marks_evicted: bool,
         warn: Warn,
         before_open: Callable[[Deadline], None],
-        look_first: Callable[[], bool] = lambda: False,
+        unseen_since: Callable[[], Optional[float]] = lambda: None,
+        joined: Callable[[], None] = lambda: None,
     ) -> None:
         self._backend = backend
         self._key = key
@@ -83,8 +85,15 @@ class Delivery:
         self._batch_bytes = max_batch_bytes
         self._warn = warn
         self._before_open = before_open
-        #: Whether to ask if the stream is live before opening it (``_say_if_live``).
-        self._look_first = look_first
+        #: When this writer came to a stream this host has no trace of (then it looks
+        #: before it opens: ``_look``); None otherwise.  Asked at the first open.
+        self._unseen_since = unseen_since
+        self._look: Optional[Look] = None
+        self._asked = False
+        #: Called once the stream is joined (a writer elsewhere holds it): for a successor.
+        self._on_join = joined
+        #: The stream is a writer's elsewhere: pushed to, never stored or closed here.
+        self.joined = False
         self._marks_evicted = marks_evicted
         #: What the final sequence does: close the stream (not with ``skip_closing_stream``,
         #: not in a fork child), and upload the history (only when it also opened it).
@@ -100,12 +109,23 @@ class Delivery:
         #: no longer knows it (``stream: not found``) has it opened afresh, once.
         self._resumed = False
 
-    def resume(self) -> None:
+    def resume(self, *, joined: bool = False) -> None:
         """Continue a stream another process of the host opened: no open, and the upload
-        and close at the end as if this delivery had opened it (before the first step)."""
+        and close at the end as if this delivery had opened it (before the first step);
+        ``joined``: that process had joined a writer's elsewhere, and so does this one."""
         self.live_state = LiveState.OPEN
+        if joined:
+            self._join()
+            return
         self.uploads = self.closes
         self._resumed = True
+
+    def _join(self) -> None:
+        """Push to a stream a writer elsewhere holds: its storing and closing are that
+        writer's (docs/writer.md#a-writer-out-of-reach)."""
+        self.joined = True
+        self.closes = self.uploads = False
+        self._ledger.count(_count_joined)
 
     # -- the live view ----------------------------------------------------------------------------
 
@@ -195,12 +215,26 @@ class Delivery:
 
     def _not_pushed(self, exc: LogServiceError, batch: Batch) -> None:
         self.live.pop(batch, pushed=False, now=self._clock.monotonic())
+        if isinstance(exc, StreamNotFound) and self.joined:
+            self._ended_elsewhere(batch.count)
+            return
         self._ledger.settle(batch.count, drop="retries_exhausted" if exc.retryable else "rejected")
         if isinstance(exc, StreamNotFound) and self._resumed:
             self._resumed = False  # its owner's run ended long ago: a stream of its own
             self.live_state = LiveState.UNOPENED
         elif isinstance(exc, (StreamNotFound, AuthError, TLSError)):
             self._stop_live(exc)
+
+    def _ended_elsewhere(self, count: int) -> None:
+        """The writer elsewhere closed the stream this one joined: nothing more can be
+        streamed or stored, so what is left is dropped as logged after the close."""
+        self.live_state = LiveState.STOPPED
+        self._ledger.settle(count + self.live.clear(), drop="after_close")
+        self._warn(
+            "joined:ended",
+            f"stream {self._key!r} was closed by the writer elsewhere that holds it; lines logged "
+            "after that are not stored (counted as dropped, after close)",
+        )
 
     def _stop_live(self, exc: LogServiceError) -> None:
         """A permanent answer: stop the live push; the history still goes up at close."""
@@ -236,6 +270,9 @@ class Delivery:
         left = self.live.clear()
         if left:
             self._ledger.settle(left, drop="retries_exhausted")
+        if self.joined:  # storing and closing are the writer's elsewhere; a member here may go on
+            last_out()
+            return False
         if not self.closes or not last_out():
             return False
         uploaded = True
@@ -293,28 +330,48 @@ class Delivery:
     # -- the backend calls: ordinary method calls, one attempt each -------------------------------
 
     def _open_stream(self, deadline: Deadline) -> None:
-        if self._look_first():
-            self._say_if_live(deadline)
+        """Open the stream; first, by a writer this host has no trace of it for, look at
+        what a live one is (``_look``): joined, it is not opened."""
+        if not self._asked:
+            self._asked = True
+            since = self._unseen_since()
+            if since is not None:
+                self._look = Look(self._backend, self._key, since, self._pipeline.marker)
+        look = self._look
+        if look is not None:
+            decided = look.found is not None
+            found = look.step(deadline)  # one attempt of each call it has left; may raise
+            if not decided:
+                self._say_found(found, look.held)
+            if found is Found.WRITER_ELSEWHERE:
+                if not self.joined:
+                    self._join()
+                    self._on_join()
+                return
         self._backend.open_stream(self._key, deadline=deadline, retry=ONE_ATTEMPT)
 
-    def _say_if_live(self, deadline: Deadline) -> None:
-        """Before a ``POST``, which wipes a live stream (docs/protocol.md#reopen-wipes), by a
-        writer with no trace of the stream on this host: an empty ``PUT`` answers 204 while
-        the stream lives.  Live, it is a writer's this host cannot reach, or a run killed
-        elsewhere: which, the answer does not tell, so the stream is opened as before (a
-        killed run's re-run must store its log) and the wipe is said, once.  Any other
-        failure is the open's."""
-        try:
-            self._backend.write(self._key, [], deadline=deadline, retry=ONE_ATTEMPT)
-        except StreamNotFound:
-            return
-        self._warn(
-            "reopened_live",
-            f"stream {self._key!r} was live already, with no writer of this host on it (a writer "
-            "on another host or in another container, or a run killed there): opening it again "
-            "wipes what it held live, and the stored log will be this writer's; give each "
-            "concurrent run its own key",
-        )
+    def _say_found(self, found: Found, held: int) -> None:
+        key = self._key
+        if found is Found.WRITER_ELSEWHERE:
+            self._warn(
+                "joined",
+                f"stream {key!r} is being written by a writer this host cannot reach (on another "
+                "host or in another container): this writer streams its lines into it live, and "
+                "the stored log is that writer's; give each concurrent run its own key",
+            )
+        elif found is Found.LEFTOVER:
+            self._warn(
+                "leftover_elsewhere",
+                f"stream {key!r} was left live by a run that ended elsewhere without closing it: "
+                f"the {held:,} lines it held are stored as that run's log, and this run opens it again",
+            )
+        elif found is Found.UNKNOWN:
+            self._warn(
+                "reopened_live",
+                f"stream {key!r} was live already, with no writer of this host on it, and this "
+                "backend cannot show its lines: opening it again wipes what it held live; give "
+                "each concurrent run its own key",
+            )
 
     def _write(self, lines: list[bytes], deadline: Deadline) -> None:
         self._backend.write(self._key, lines, deadline=deadline, retry=ONE_ATTEMPT)
@@ -387,6 +444,10 @@ class Delivery:
         text = self._config.scrub(exc)
         self._ledger.count(functools.partial(_set_last_error, text))
         self._warn(f"{exc.call}:{exc.status}:{type(exc).__name__}", str(exc))
+
+
+def _count_joined(counters: Counters) -> None:
+    counters.joined = True
 
 
 def _count_retry(counters: Counters) -> None:

@@ -37,7 +37,7 @@ from . import _channel, _lifecycle, _reentry
 from ._backend import Backend, keeps_every_line, retry_policy
 from ._buffers import item_size
 from ._channel import MemberLink, Refusal, Sent
-from ._claim import Claim
+from ._claim import Claim, Ending
 from ._clock import Clock, Deadline
 from ._config import LogConfig
 from ._delivery import Delivery
@@ -153,7 +153,8 @@ class Engine:
             marks_evicted=not keeps_every_line(self.backend),
             warn=self.warn,
             before_open=self._after_predecessor,
-            look_first=self.sharing.looks_first,
+            unseen_since=self.sharing.unseen_since,
+            joined=self.sharing.joined,
         )
         self._wake_lines = opts.max_batch_lines  # a full batch pending wakes the worker
         self._wake = threading.Event()
@@ -593,10 +594,17 @@ class Engine:
             ledger.settle_the_rest("retries_exhausted")
             ledger.moved(WriterState.FINISHED, allowed=(WriterState.FINISHING,))
             remaining = max(deadline.remaining() if deadline is not None else 0.0, 0.1)
-            self.claim.let_go(stored=stored, handed_on=self.sharing.handed_on, seconds=remaining)
+            self.claim.let_go(self._ending(stored), remaining)
             self._finished.set()
             _channel.release(self)
             self._leave_registry()  # a new writer on this key starts a new log
+
+    def _ending(self, stored: bool) -> Ending:
+        if stored:
+            return Ending.STORED
+        if self.sharing.handed_on:
+            return Ending.HANDED_ON
+        return Ending.STORED_ELSEWHERE if self.delivery.joined else Ending.NOT_STORED
 
     def _abandon(self) -> None:
         """The deadline passed with the worker stuck in a request (a service that never

@@ -514,16 +514,14 @@ class FileStore:
     def claim(self, key: str) -> None:
         """Take the key's writer lock until ``close_stream`` or ``close``.
 
-        ``KeyInUse`` names the holder's pid when another writer has it.  Called before a
-        command runs, it also proves the key's files can be made (a name too long, a
-        directory that cannot be written) before anything is stored.
+        ``KeyInUse`` names the holder's pid when another writer has it: a writer that
+        does not share the host's stream lock with it (another runtime directory), whose
+        ``open_stream`` would wipe the live file.
         """
         if key in self._locks:
             return
-        path = os.path.join(self.directory, encode_key(key))
+        path = self.prepare(key)
         with _store_errors("open", key):
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            self._record_key(key)
             lock = _KeyLock(path + _LOCK_SUFFIX, key)
             try:
                 lock.acquire(id(self))
@@ -532,6 +530,15 @@ class FileStore:
                 raise
         self._refused.pop(key, None)
         self._locks[key] = lock
+
+    def prepare(self, key: str) -> str:
+        """Make the key's directory and record a shortened name's key: a key whose files
+        cannot be made fails here, before anything is written.  Returns its path's stem."""
+        path = os.path.join(self.directory, encode_key(key))
+        with _store_errors("open", key):
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            self._record_key(key)
+        return path
 
     def _check_refused(self, key: str) -> None:
         refused = self._refused.get(key)
@@ -759,6 +766,19 @@ class FileStore:
             except FileNotFoundError:
                 pass  # not open: an empty tail, as the service answers
         return self._follow(key, fh)
+
+    def peek(self, key: str, *, quiet: float = 0.0, max_lines: int = 5000, **opts: Any) -> list[Line]:
+        """The last ``max_lines`` whole lines the live stream holds now, without following
+        it (``quiet`` is the service's: a file is read at once); empty when it is not open."""
+        _check_opts(opts)
+        path = self.live_path(key)
+        with _store_errors("peek", key):
+            try:
+                with open(path, "rb") as fh:
+                    rows = _Rows(fh).read()
+            except FileNotFoundError:
+                return []
+        return [_parse_row(key, path, row) for row in rows[-max_lines:]] if max_lines > 0 else []
 
     def _follow(self, key: str, fh: Optional[IO[bytes]]) -> Iterator[Line]:
         path = self.live_path(key)

@@ -207,7 +207,8 @@ class HistoryFile:
     what changed since the previous write, all of it when the file is rewritten.  A member
     whose owner vanished compares its own count with it, so the lines lost with the owner are
     counted exactly (``Sharing``): rows and counts are one ``write``, so a kill leaves both or
-    neither."""
+    neither.  A ``#joined`` row says the stream is a writer's elsewhere, which this host's
+    processes join and never store or close (``_look``)."""
 
     def __init__(self, path: str, budget: int) -> None:
         self.path = path
@@ -215,6 +216,7 @@ class HistoryFile:
         self._fd: Optional[int] = None
         self._size = 0
         self.members: dict[str, int] = {}
+        self.joined = False
         self.failed: Optional[OSError] = None
 
     def start(self, rows: list[bytes], members: Optional[dict[str, int]] = None) -> None:
@@ -244,6 +246,18 @@ class HistoryFile:
             return
         self._size += len(data)
 
+    def mark_joined(self) -> None:
+        """The stream is a writer's elsewhere (kept when the file is rewritten)."""
+        if self.joined or self._fd is None:
+            return
+        self.joined = True
+        try:
+            os.write(self._fd, _JOINED_ROW)
+        except OSError as exc:
+            self._fail(exc)
+            return
+        self._size += len(_JOINED_ROW)
+
     def _count(self, members: dict[str, int]) -> None:
         kept = self.members
         for key, count in members.items():
@@ -256,6 +270,7 @@ class HistoryFile:
     def _rewrite(self, rows: list[bytes]) -> None:
         temporary = f"{self.path}.{os.getpid()}.tmp"
         data = b"".join(row + b"\n" for row in rows) + (_counts_row(self.members) if self.members else b"")
+        data += _JOINED_ROW if self.joined else b""
         try:
             fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | _OPEN_FLAGS, 0o600)
             try:
@@ -307,6 +322,11 @@ class History:
     written: float
     #: How many lines of each member connection the rows account for (``HistoryFile``).
     members: dict[str, int] = attrs.field(factory=dict)
+    #: The stream is a writer's elsewhere, joined (``HistoryFile.mark_joined``).
+    joined: bool = False
+
+
+_JOINED_ROW = b"#joined\n"
 
 
 def _counts_row(members: dict[str, int]) -> bytes:
@@ -324,11 +344,15 @@ def load_history(path: str) -> Optional[History]:
         return None
     rows: list[bytes] = []
     members: dict[str, int] = {}
+    joined = False
     found = data.split(b"\n")
     found.pop()  # what follows the last newline: empty, or a row cut short
     for row in found:
         if not row.startswith(b"#"):
             rows.append(row)
+            continue
+        if row + b"\n" == _JOINED_ROW:
+            joined = True
             continue
         try:
             counts = json.loads(row[1:])
@@ -339,7 +363,7 @@ def load_history(path: str) -> Optional[History]:
     for key in [key for key, count in members.items() if count < 0]:
         del members[key]  # its member closed it
     history = parse_rows(rows, written)
-    return None if history is None else attrs.evolve(history, members=members)
+    return None if history is None else attrs.evolve(history, members=members, joined=joined)
 
 
 def parse_rows(rows: list[bytes], written: float = 0.0) -> Optional[History]:

@@ -133,7 +133,7 @@ class Sharing:
         #: continues it (``continue_run``), a recycled worker or a loop's next command.
         self._continuation = False
         self._history_failed = False  # said so (owner_round)
-        #: This host has a trace of the stream (see ``looks_first``).
+        #: This host has a trace of the stream (see ``unseen_since``).
         self._traced = False
         #: Lines lost with an owner whose marker no owner took yet.
         self._losses = Losses()
@@ -213,7 +213,7 @@ class Sharing:
                     "handing it over; lines it had not stored yet are lost"
                 )
             pipeline.resume(history.rows, history.next_pos, note)
-            stream.delivery.resume()
+            stream.delivery.resume(joined=history.joined)
             stream.ledger.count(count_shared)
         elif history is not None and not continues and pipeline.next_pos == 0:
             crashed = claim.crashed_holder
@@ -227,6 +227,8 @@ class Sharing:
             pipeline.history_file = claim.keep_history(
                 pipeline.history.rows(), stream.options.history_bytes, members
             )
+            if pipeline.history_file is not None and stream.delivery.joined:
+                pipeline.history_file.mark_joined()
         claim.leave()  # an owner is no member: it asks about the others (Claim.last_out)
         broken: list[Broken] = []
         if self._link is not None:  # a member that took over: its connection is done with
@@ -561,12 +563,23 @@ class Sharing:
         self._hand_on()
         return False
 
-    def looks_first(self) -> bool:
-        """Whether the opener is to ask if the stream is live (``Delivery``): it owns the
-        stream by the host-wide lock, and this host has no trace of it (no history, a
-        killed run's leftover, a run's stored log to continue, a predecessor in this
-        process), so a live stream is a writer's this host cannot reach."""
-        return self.role is Role.OWN and not self._traced and self._stream.claim.meeting is not None
+    def unseen_since(self) -> Optional[float]:
+        """When this writer came to the stream, if the opener is to look at what a live one
+        is first (``Delivery``, ``_look``): it owns the stream by the host-wide lock, and
+        this host has no trace of it (no history, a killed run's leftover, a run's stored
+        log to continue, a predecessor in this process), so a live stream is a writer's this
+        host cannot reach, or a run's that ended elsewhere.  None otherwise."""
+        if self.role is Role.OWN and not self._traced and self._stream.claim.meeting is not None:
+            return self._arrived
+        return None
+
+    def joined(self) -> None:
+        """The opener joined a writer's stream elsewhere: a successor on this host joins it
+        too, instead of storing and closing it (the history file says so)."""
+        with self._stream.pipeline.encode_lock:  # the history file's writers hold it
+            history_file = self._stream.pipeline.history_file
+            if history_file is not None:
+                history_file.mark_joined()
 
     def _hand_on(self) -> None:
         self.handed_on = True

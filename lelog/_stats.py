@@ -10,7 +10,7 @@ from typing import Mapping, Optional
 
 import attrs
 
-__all__ = ["DROP_REASONS", "Counters", "Stats"]
+__all__ = ["DROP_REASONS", "STORED_ELSEWHERE", "Counters", "Stats"]
 
 #: Why a line did not reach the live stream ("unencodable": lelog itself failed to encode
 #: it, which only a bug or an exhausted machine causes; "reentrant": a call made on a thread
@@ -27,6 +27,9 @@ DROP_REASONS = (
     "reentrant",
     "lost_with_owner",
 )
+
+#: What a writer that joined a stream a writer elsewhere holds says of its log (``Stats.joined``).
+STORED_ELSEWHERE = "streamed live into a stream a writer elsewhere holds; the stored log is that writer's"
 
 
 @attrs.frozen
@@ -62,6 +65,15 @@ class Stats:
     #: How many other processes of the host this process knows wrote the stream with it:
     #: for an owner, those whose lines it took; for a member, the owners it handed lines to.
     shared_with: int = 0
+    #: The stream was live with a writer this host cannot reach (another host or container):
+    #: lines were streamed into it live, and the stored log is that writer's
+    #: (docs/writer.md#a-writer-out-of-reach).
+    joined: bool = False
+
+    @property
+    def sharing(self) -> str:
+        """Who else wrote the stream, for the summaries (``shared``)."""
+        return f"stream shared with {_other_processes(self.shared_with)} on this host"
 
     @property
     def dropped_total(self) -> int:
@@ -77,14 +89,16 @@ class Stats:
             text += f", {self.pending:,} pending"
         if self.truncated:
             text += f", {self.truncated:,} truncated to the line size limit"
-        if self.handed_on and self.shared:
-            text += f", stream shared with {_other_processes(self.shared_with)} on this host; handed on"
+        if self.joined:
+            text += f", {STORED_ELSEWHERE}"
+        elif self.handed_on and self.shared:
+            text += f", {self.sharing}; handed on"
         elif self.handed_on:
             text += ", stream handed on to another writer"
         elif self.uploaded is not None:
             text += ", log uploaded" if self.uploaded else ", upload FAILED"
             if self.shared:
-                text += f" (stream shared with {_other_processes(self.shared_with)} on this host)"
+                text += f" ({self.sharing})"
         if self.last_error:
             text += f"; last error: {self.last_error}"
         return text
@@ -113,6 +127,7 @@ class Counters:
         "handed_on",
         "shared",
         "peers",
+        "joined",
     )
 
     def __init__(self) -> None:
@@ -121,7 +136,7 @@ class Counters:
         self.uploaded: Optional[bool] = None
         self.last_error: Optional[str] = None
         self.dropped = dict.fromkeys(DROP_REASONS, 0)
-        self.handed_on = self.shared = False
+        self.handed_on = self.shared = self.joined = False
         #: The other processes of the host known to write the stream (pids, as seen here).
         self.peers: set[int] = set()
 
@@ -150,4 +165,5 @@ class Counters:
             handed_on=self.handed_on,
             shared=self.shared,
             shared_with=len(self.peers),
+            joined=self.joined,
         )

@@ -741,10 +741,12 @@ def test_a_secret_across_the_forced_break_of_a_long_line_is_masked(
     assert "**************" in stored
 
 
-def test_a_second_run_on_a_key_is_refused_before_its_command_runs(
+def test_a_second_run_on_a_key_shares_the_first_runs_stream_and_one_log_holds_both(
     env: Dict[str, str], script: Callable[[str], str], tmp_path: Path
 ) -> None:
-    gate, ran = tmp_path / "gate", tmp_path / "ran"
+    """Two runs of one key at once (two CI steps, a loop in two shells): the second joins
+    the stream the first holds, and the last one out stores one log with every line."""
+    gate = tmp_path / "gate"
     home = ["--home", str(tmp_path / "logs")]
     first = start(
         lelog("run", "--key", KEY, *home, *FAST, "--", sys.executable, script(GATED), str(gate)),
@@ -753,17 +755,24 @@ def test_a_second_run_on_a_key_is_refused_before_its_command_runs(
     )
     try:
         assert wait_until(lambda: os.path.exists(FileStore(tmp_path / "logs").live_path(KEY)))
-        second = run(lelog("run", "--key", KEY, *home, "--", "touch", str(ran)), env, tmp_path)
+        second = run(lelog("run", "--key", KEY, *home, "--", "echo", "second run"), env, tmp_path)
         gate.touch()
-        first.communicate(timeout=30)
+        _, first_err = first.communicate(timeout=30)
     finally:
         first.kill()
         first.wait()
-    assert second.returncode == 1 and not ran.exists()
-    message = error_line(second)
-    assert repr(KEY) in message and f"process {first.pid}" in message and "GATED" not in message
-    assert first.returncode == 3
-    assert "first line\n" in outs_of(FileStore(tmp_path / "logs").download(KEY))
+    assert second.returncode == 0 and first.returncode == 3
+    assert second.stdout == b"second run\n"
+    assert "stream shared with 1 other process on this host; the last one out stores the log" in (
+        second.stderr.decode()
+    )
+    assert "(0 dropped; stream shared with 1 other process on this host)" in first_err.decode()
+    rows = [json.loads(row) for row in FileStore(tmp_path / "logs").download(KEY).splitlines()]
+    assert [row["pos"] for row in rows] == list(range(len(rows)))
+    outs = [row["out"] for row in rows]
+    assert sorted(outs) == sorted(
+        ["first line\n", "to stderr\n", "second run\n", "last line without newline"]
+    )
 
 
 def test_a_key_with_long_non_ascii_segments_is_stored_and_found(env: Dict[str, str], tmp_path: Path) -> None:

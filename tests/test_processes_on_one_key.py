@@ -512,27 +512,111 @@ def test_writers_that_come_and_go_leave_no_descriptor_open(tmp_path: Path) -> No
 OUT_OF_REACH = """
 import lelog
 writer = lelog.StreamWriter("k", lelog.LogConfig(url={url!r}, account_id="acct", token="secret-token"))
-writer.write_line("elsewhere")
-print(writer.close().uploaded, flush=True)
+writer.write_line("new 0")
+stats = writer.close()
+print(stats.uploaded, stats.joined, flush=True)
 """
 
 
-def test_a_stream_live_with_no_writer_of_this_host_on_it_is_opened_again_with_a_warning(
+def uploads(service: FakeLogService, key: str = "k") -> list[list[str]]:
+    """Every log uploaded for ``key``, in order, as its lines' ``out``."""
+    bodies = [r.body for r in service.requests_for(method="PUT") if r.path.startswith("/_storage/")]
+    bodies += [r.body for r in service.requests_for(key=key, method="POST", path="/blob")]
+    return [[json.loads(row)["out"].rstrip("\n") for row in body.splitlines()] for body in bodies if body]
+
+
+def test_a_stream_a_writer_out_of_reach_writes_is_joined_live_and_its_log_left_to_that_writer(
     service: FakeLogService, processes: Processes, tmp_path: Path
 ) -> None:
     """A writer this host cannot reach (a runtime directory of its own: another host, or a
-    container) holds the stream live: the new writer looks before opening, and says that
-    opening wipes it (the answer cannot tell a live writer from a run killed there, whose
-    re-run must store its log).  A writer with a trace of the stream here does not look."""
-    owner = processes.start()
-    owner.ask("log owner 10")
-    assert owner.ask("flush") == "True"
-    env = {"LELOG_RUNTIME_DIR": str(tmp_path / "elsewhere")}
+    container) writes the stream: a new writer here finds a line newer than its own start,
+    and streams into it without opening, storing or closing it."""
+    elsewhere = processes.start()  # the writer out of reach
+    elsewhere.ask("log elsewhere 5")
+    assert elsewhere.ask("flush") == "True"
+    here = processes.start(runtime=tmp_path / "here")  # arrived: lines from now on are live ones
+    elsewhere.ask("log later 5")
+    assert elsewhere.ask("flush") == "True"
+    here.ask("log here 10")
+    assert here.ask("flush") == "True"
+    accepted, sent, uploaded, handed_on, shared = here.close()
+    assert (accepted, sent, uploaded, handed_on) == (10, 10, None, False)
+    assert here.summary.endswith(
+        "streamed live into a stream a writer elsewhere holds; the stored log is that writer's"
+    )
+    pushes = service.requests_for(key="k", method="PUT", path="/stream")
+    pushed = [line["out"].rstrip("\n") for r in pushes for line in json.loads(r.body or b"null") or []]
+    assert [out for out in pushed if out.startswith("here")] == lines("here", 10)
+    assert service.is_open("k")  # the writer elsewhere still holds it
+    elsewhere.close()
+    assert stored(service) == lines("elsewhere", 5) + lines("later", 5)  # one open: the writer elsewhere's
+    assert len(service.requests_for(key="k", method="DELETE")) == 1
+
+
+def test_a_joined_stream_handed_on_to_another_process_of_this_host_is_still_left_to_the_writer_elsewhere(
+    service: FakeLogService, processes: Processes, tmp_path: Path
+) -> None:
+    elsewhere = processes.start()
+    elsewhere.ask("log elsewhere 5")
+    assert elsewhere.ask("flush") == "True"
+    first, second = processes.start(runtime=tmp_path / "here"), processes.start(runtime=tmp_path / "here")
+    elsewhere.ask("log later 5")
+    assert elsewhere.ask("flush") == "True"
+    first.ask("log one 5")
+    assert first.ask("flush") == "True"  # joined: it owns the stream on this host
+    second.ask("log two 5")  # a member: to the first
+    assert first.close()[2:4] == [None, True]  # handed on to the second
+    second.ask("log three 5")  # it takes over from the first's history, which says "joined"
+    assert second.close()[2:4] == [None, False]
+    assert second.summary.endswith("the stored log is that writer's")
+    pushes = service.requests_for(key="k", method="PUT", path="/stream")
+    pushed = [line["out"].rstrip("\n") for r in pushes for line in json.loads(r.body or b"null") or []]
+    assert sorted(out for out in pushed if not out.startswith(("elsewhere", "later", "[lelog]"))) == sorted(
+        lines("one", 5) + lines("two", 5) + lines("three", 5)
+    )
+    assert service.is_open("k")
+    elsewhere.close()
+    assert stored(service) == lines("elsewhere", 5) + lines("later", 5)
+    assert len(service.requests_for(key="k", method="DELETE")) == 1
+
+
+def test_lines_a_joiner_logs_after_the_writer_elsewhere_closed_the_stream_are_counted_after_close(
+    service: FakeLogService, processes: Processes, tmp_path: Path
+) -> None:
+    elsewhere = processes.start()
+    here = processes.start(runtime=tmp_path / "here")
+    elsewhere.ask("log elsewhere 5")
+    assert elsewhere.ask("flush") == "True"
+    here.ask("log here 5")
+    assert here.ask("flush") == "True"  # joined
+    elsewhere.close()
+    here.ask("log late 5")
+    here.ask("flush")
+    accepted, sent, uploaded, handed_on, shared = here.close()
+    assert (accepted, sent, uploaded) == (10, 5, None) and here.dropped["after_close"] == 5
+    assert stored(service) == lines("elsewhere", 5)
+
+
+def test_a_stream_a_run_killed_elsewhere_left_live_is_stored_as_its_log_then_opened_again(
+    service: FakeLogService, processes: Processes, tmp_path: Path
+) -> None:
+    """A run on another host (here: another runtime directory) was killed with its stream
+    live, and a re-run starts: every line the stream holds is older than the re-run, so it
+    is stored as the killed run's log, with a marker, and closed; then opened for the re-run."""
+    killed = processes.start()
+    killed.ask("log killed 10")
+    assert killed.ask("flush") == "True"
+    killed.kill()
+    env = {"LELOG_RUNTIME_DIR": str(tmp_path / "rerun")}
     result = run_python(OUT_OF_REACH.format(url=service.url), timeout=60, env=env)
-    assert result.returncode == 0 and result.stdout.split() == ["True"], result.stderr
-    assert "stream 'k' was live already, with no writer of this host on it" in result.stderr
+    assert result.returncode == 0 and result.stdout.split() == ["True", "False"], result.stderr
+    assert "left live by a run that ended elsewhere without closing it: the 10 lines" in result.stderr
     assert "secret-token" not in result.stderr
-    looks = [r for r in service.requests_for(key="k", method="PUT") if r.body == b"[]"]
-    assert len(looks) == 2  # the owner looked too, before its own open, and found nothing
-    assert len(service.requests_for(key="k", method="POST", path="/stream")) == 2
-    owner.close()
+    leftover, rerun = uploads(service)
+    assert leftover[:10] == lines("killed", 10) and len(leftover) == 11
+    assert leftover[10].startswith(
+        "[lelog] the run that wrote this stream elsewhere ended without closing it"
+    )
+    assert rerun == ["new 0"] and service.blob_lines("k")[0]["pos"] == 0
+    calls = [r.method for r in service.requests_for(key="k", path="/stream") if r.method != "PUT"]
+    assert calls == ["POST", "GET", "DELETE", "POST", "DELETE"]  # opened, looked at, closed; the re-run's

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from lelog import FileStore, LogConfig
-from lelog._claim import Claim, Hold
+from lelog._claim import Claim, Ending, Hold
 from lelog._streamlock import StreamName, holder_of
 from lelog.testing import MemoryBackend
 from tests.helpers import ROOT
@@ -29,7 +29,7 @@ def test_the_stream_lock_is_held_from_hold_stream_until_let_go(tmp_path: Path) -
     holder = holder_of(name)
     assert holder is not None and holder.is_this_process() and holder.purpose == "writer"
     assert _claim(store, warnings).hold_stream() is Hold.HERE  # another engine of this process waits
-    claim.let_go(stored=True, handed_on=False, seconds=1.0)
+    claim.let_go(Ending.STORED, 1.0)
     assert holder_of(name) is None and warnings == []
 
 
@@ -42,7 +42,7 @@ def test_a_fork_child_forgets_the_claim_and_the_parent_keeps_the_stream(tmp_path
     if pid == 0:  # the child: none of it is its own; letting go must release nothing
         try:
             claim.forget_in_child()
-            claim.let_go(stored=False, handed_on=False, seconds=1.0)
+            claim.let_go(Ending.NOT_STORED, 1.0)
             claim.abandon()
         finally:
             os._exit(0)
@@ -58,14 +58,14 @@ def test_a_test_double_has_no_host_wide_stream() -> None:
     warnings: list[str] = []
     claim = Claim("k", LogConfig(), MemoryBackend(), lambda kind, text: warnings.append(text))
     assert claim.hold_stream() is Hold.NONE and claim.meeting is None and not claim.join()
-    claim.let_go(stored=True, handed_on=False, seconds=1.0)
+    claim.let_go(Ending.STORED, 1.0)
     assert warnings == []
 
 
 HOLDER = """
 import sys, time
 from lelog import FileStore, LogConfig
-from lelog._claim import Claim, Hold
+from lelog._claim import Claim, Ending, Hold
 claim = Claim("k", LogConfig(), FileStore(sys.argv[1]), lambda kind, text: None)
 claim.hold_stream()
 print("held", flush=True)
@@ -93,5 +93,5 @@ def test_a_stream_another_process_holds_is_joined_and_the_last_one_out_finishes_
         holder.wait(30)
     assert claim.take_over()  # the holder is gone: this process owns the stream now
     assert claim.last_out()  # and nobody else writes it
-    claim.let_go(stored=True, handed_on=False, seconds=1.0)
+    claim.let_go(Ending.STORED, 1.0)
     assert warnings == []

@@ -42,3 +42,17 @@ def test_a_rewrite_keeps_every_count_up_to_the_bound_the_most_recently_changed_l
     history.append([big], lambda: [row(0), row(1)], {})  # past the limit: rewritten from the ring
     found = load_history(str(tmp_path / "h"))
     assert found is not None and found.rows == [row(0), row(1)] and found.members == history.members
+
+
+def test_a_joined_stream_is_said_once_and_kept_through_a_rewrite(tmp_path: Path) -> None:
+    history = HistoryFile(str(tmp_path / "h"), budget=1)  # every append past the limit rewrites
+    history.start([row(0)])
+    found = load_history(str(tmp_path / "h"))
+    assert found is not None and not found.joined
+    history.mark_joined()
+    history.mark_joined()
+    assert (tmp_path / "h").read_bytes().count(b"#joined") == 1
+    history.append([row(1)], lambda: [row(0), row(1)], {})
+    history.append([b"x" * (1 << 16)], lambda: [row(0), row(1)], {})  # past the limit: rewritten
+    found = load_history(str(tmp_path / "h"))
+    assert found is not None and found.joined and found.rows == [row(0), row(1)]

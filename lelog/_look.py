@@ -1,0 +1,121 @@
+"""``Look``: what a live stream is that this host has no trace of, before a writer opens it.
+
+A ``POST /stream`` on a live stream wipes it (docs/protocol.md#reopen-wipes).  The host-wide
+stream lock keeps the processes of one host from doing that to each other; a writer that
+holds the lock and finds no trace of the stream here (no history file, leftover, log to
+continue or predecessor, ``Sharing.unseen_since``) asks the service first, on the thread
+that opens the stream (docs/writer.md#a-writer-out-of-reach):
+
+* not live (an empty ``PUT`` answers ``stream: not found``): it is opened;
+* live, and its newest line is no older than this writer's arrival: a writer on another host
+  or in another container writes it now.  The stream is joined: pushed to, never opened,
+  stored or closed here (that is the other writer's);
+* live, and every line it holds is older (or it holds none): a run that was killed elsewhere
+  left it.  What it holds is stored as that run's log, with a marker, and the stream closed,
+  as its owner would have; then it is opened for this run;
+* live, and the backend cannot show its lines: it is opened, and the wipe said.
+
+Each call of ``step`` is one attempt (it raises ``LogServiceError``): a failed attempt is
+retried by the caller, and goes on from where it failed.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any, Callable, Optional, Protocol, runtime_checkable
+
+from ._backend import ONE_ATTEMPT, Backend
+from ._clock import Deadline
+from ._exceptions import StreamNotFound
+from ._line import Line, ndjson, time_seconds
+
+__all__ = ["Found", "LiveLines", "Look"]
+
+#: How long a look waits for more of the lines a live stream holds (the service sends them
+#: at once when a tail connects; a Redis-backed service never says it has sent them all).
+LOOK_QUIET = 0.5
+#: The most lines a live stream holds (docs/protocol.md#retention), a little over.
+LOOK_LINES = 5100
+
+#: A leftover marker: (text, pos, time) → an encoded ``[lelog]`` line (``Pipeline.marker``).
+Marker = Callable[[str, int, Optional[str]], bytes]
+
+
+@runtime_checkable
+class LiveLines(Protocol):
+    """A backend that shows what a live stream holds now (the service, the file store)."""
+
+    def peek(self, key: str, *, quiet: float = ..., max_lines: int = ..., **opts: Any) -> list[Line]: ...
+
+
+class Found(enum.Enum):
+    """What the look found, and so what the opener does."""
+
+    #: Not live: open it.
+    NOT_LIVE = "not live"
+    #: Written by a writer elsewhere now: join it, leave storing and closing to that writer.
+    WRITER_ELSEWHERE = "writer elsewhere"
+    #: A killed run's: stored and closed (by ``step``), then opened.
+    LEFTOVER = "leftover"
+    #: Live, lines unknown (the backend cannot show them): opened, the wipe said.
+    UNKNOWN = "unknown"
+
+
+class Look:
+    """One look, by the thread that opens the stream; ``found`` once decided."""
+
+    def __init__(self, backend: Backend, key: str, since: float, marker: Marker) -> None:
+        self._backend = backend
+        self._key = key
+        #: When this writer came to the stream (wall seconds): lines since then are a live writer's.
+        self._since = since
+        self._marker = marker
+        self.found: Optional[Found] = None
+        #: The leftover's log, until it is stored and its stream closed.
+        self._leftover: Optional[bytes] = None
+        #: How many lines the leftover stream held.
+        self.held = 0
+
+    def step(self, deadline: Deadline) -> Found:
+        """Decide (once), and store and close a leftover: one attempt of each call left."""
+        if self.found is None:
+            self.found = self._decide(deadline)
+        if self._leftover is not None:
+            self._backend.upload(self._key, self._leftover, deadline=deadline, retry=ONE_ATTEMPT)
+            try:
+                self._backend.close_stream(self._key, deadline=deadline, retry=ONE_ATTEMPT)
+            except StreamNotFound:
+                pass  # closed meanwhile, by whoever else found it
+            self._leftover = None
+        return self.found
+
+    def _decide(self, deadline: Deadline) -> Found:
+        try:
+            self._backend.write(self._key, [], deadline=deadline, retry=ONE_ATTEMPT)
+        except StreamNotFound:
+            return Found.NOT_LIVE
+        backend = self._backend
+        if not isinstance(backend, LiveLines):
+            return Found.UNKNOWN
+        held = backend.peek(
+            self._key, quiet=LOOK_QUIET, max_lines=LOOK_LINES, deadline=deadline, retry=ONE_ATTEMPT
+        )
+        times = [time_seconds(line.time) for line in held]
+        if any(t is not None and t >= self._since for t in times):
+            return Found.WRITER_ELSEWHERE
+        self.held = len(held)
+        self._leftover = self._leftover_log(held)
+        return Found.LEFTOVER
+
+    def _leftover_log(self, held: list[Line]) -> bytes:
+        """What the leftover stream held, in ``pos`` order, and a marker after it, at its
+        last line's time (the log is that run's: ``lelog recover`` compares logs by time)."""
+        held = sorted(held, key=lambda line: line.pos)
+        next_pos = held[-1].pos + 1 if held else 0
+        note = (
+            f"the run that wrote this stream elsewhere ended without closing it; this log is "
+            f"the {len(held):,} lines the live stream still held (the service keeps the last "
+            "5,000), and a new run on this key has started"
+        )
+        at = held[-1].time if held else None
+        return ndjson([*(line.encode() for line in held), self._marker(note, next_pos, at)])
