@@ -27,6 +27,7 @@ from ._job import LogStream, log_stream
 from ._line import Line
 from ._logfmt import LogfmtFormatter
 from ._retry import RetryPolicy
+from ._stats import StreamTotals
 from ._version import __version__
 from ._writer import Stats, StreamWriter, WriterOptions, WriterState
 
@@ -47,6 +48,7 @@ __all__ = [
     "Stats",
     "StreamHandler",
     "StreamNotFound",
+    "StreamTotals",
     "TLSError",
     "StreamWriter",
     "TransportError",

@@ -13,6 +13,7 @@ from ._retry import RetryPolicy
 __all__ = [
     "ONE_ATTEMPT",
     "Backend",
+    "Prepares",
     "StoredLogs",
     "keeps_every_line",
     "make_backend",
@@ -65,6 +66,14 @@ class Backend(Protocol):
     ) -> None: ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class Prepares(Protocol):
+    """A backend that readies itself for requests (a client's connection pool and TLS
+    context) on the thread that starts a stream, before the writer's worker exists."""
+
+    def prepare(self) -> None: ...
 
 
 @runtime_checkable

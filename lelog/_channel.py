@@ -420,8 +420,7 @@ class Sent(enum.Enum):
 class Uplink:
     """A fork child's way to its parent's stream: one datagram per line, in sequence order."""
 
-    #: How a line the channel had no room for is counted; once the parent's end is closed
-    #: (its streams have ended), lines are counted as ``after_close``.
+    #: How a line the channel had no room for is counted.
     drop_reason = "overflow"
 
     def __init__(self, channel: Channel, slot: int) -> None:
@@ -431,17 +430,17 @@ class Uplink:
         self._lock = threading.Lock()  # a leaf, held across one non-blocking send
 
     def send(self, ts: float, level: str, out: str, args: Any) -> Sent:
-        """Hand one line over; DROPPED when the channel is full or closed (never waits)."""
+        """Hand one line over; DROPPED when the channel is full or the line too long for
+        one datagram, GONE once the parent's end is closed (its streams have ended: nobody
+        reads the channel again).  Never waits."""
         with self._lock:
             seq = self._seq
             self._seq += 1
             data = encode_datagram(self._slot, os.getpid(), seq, ts, level, out, args)
             try:
                 self._channel.sender.send(data)
-            except OSError as exc:  # full (EAGAIN), closed, or a line too long for one datagram
-                if _hostwide.gone(exc):
-                    self.drop_reason = "after_close"  # for good: nobody reads the channel again
-                return Sent.DROPPED
+            except OSError as exc:
+                return Sent.GONE if _hostwide.gone(exc) else Sent.DROPPED
             return Sent.SENT
 
 

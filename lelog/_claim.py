@@ -19,13 +19,23 @@ from __future__ import annotations
 
 import enum
 import functools
+import os
 import threading
 from typing import Callable, Optional
 
 from ._backend import Backend
 from ._config import LogConfig
 from ._exceptions import ConfigError
-from ._hostwide import PRESENCE, History, HistoryFile, Meeting, load_history, mark_ended, take_ended
+from ._hostwide import (
+    PRESENCE,
+    History,
+    HistoryFile,
+    Meeting,
+    joined_path,
+    load_history,
+    mark_ended,
+    take_ended,
+)
 from ._options import WriterOptions
 from ._runtime import runtime_dir
 from ._spool import Spool
@@ -232,11 +242,17 @@ class Claim:
         """Let go of the stream lock, taken for nothing (``Sharing.inherit``)."""
         self._release_stream()
 
-    def run_continues(self) -> bool:
-        """Whether this new owner continues the log a run of its parent stored moments ago
-        (``_hostwide.take_ended``)."""
+    def run_continues(self, *, outlived_parent: bool = False) -> bool:
+        """Whether this new owner continues the log a run of its parent stored moments ago,
+        or (``outlived_parent``: a fork child whose parent's stream ended) its parent stored
+        at any time (``_hostwide.take_ended``)."""
         meeting = self.meeting
-        return meeting is not None and take_ended(meeting.ended_path)
+        return meeting is not None and take_ended(meeting.ended_path, outlived_parent=outlived_parent)
+
+    def owner_joined(self) -> bool:
+        """Whether the stream's owner on this host joined a writer's stream elsewhere."""
+        meeting = self.meeting
+        return meeting is not None and os.path.exists(joined_path(meeting.history_path))
 
     def history_left(self) -> Optional[History]:
         """What the stream's previous owner on this host left to continue from."""

@@ -389,6 +389,8 @@ def _summary(stats: Stats, where: str, *, whole_log: bool, store_dropped: int = 
         notes.append(f"{shared}; the last one out stores the log")
     elif stats.shared:
         notes.append(stats.sharing)
+    if stats.stream is not None:
+        notes.append(stats.stream.text())
     if stats.uploaded is False:
         notes.append("storing the log FAILED")
     elif stats.history_evicted and not whole_log:

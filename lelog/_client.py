@@ -101,6 +101,22 @@ def _untrusted_certificate(exc: BaseException) -> Optional[str]:
     return None
 
 
+def _import_what_requests_need() -> None:
+    """Import, on the thread that builds a client, what httpx imports on its first request
+    (certifi, httpcore, h11, the idna codec).  On the writer's worker those imports could be
+    under way when another thread forks, and the child's copy of that module's import lock
+    would stay held: its first request would wait forever.  Once per process (then free)."""
+    import codecs
+    import importlib.resources  # noqa: F401  (certifi.where() imports it)
+
+    import certifi
+    import h11  # noqa: F401
+    import httpcore  # noqa: F401
+
+    certifi.where()
+    codecs.lookup("idna")
+
+
 class LogServiceClient:
     """The calls of the log service, each retried per ``RetryPolicy`` within a deadline.
 
@@ -129,6 +145,7 @@ class LogServiceClient:
         if not config.url:
             raise ConfigError("LogServiceClient needs a url; without one use lelog.FileStore")
         quiet_own_http_records()  # this client's requests must reach no handler (_quiet.py)
+        _import_what_requests_need()
         self.config = config
         self.retry = retry or RetryPolicy(max_attempts=config.max_attempts, max_wait=config.max_retry_wait)
         self._scrub = config.scrub
@@ -178,6 +195,11 @@ class LogServiceClient:
                         self._http.close()
                 http = self._http
         return http
+
+    def prepare(self) -> None:
+        """Make this process's connection pool and TLS context now, on this thread (see
+        ``Engine.start``); a config whose TLS material is bad raises ``ConfigError``."""
+        _ = self.http
 
     def close(self) -> None:
         """Close the connection pool (if one was ever made)."""

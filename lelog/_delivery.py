@@ -29,7 +29,7 @@ from ._pipeline import Pipeline, Taken
 from ._retry import Attempts, RetryPolicy
 from ._stats import Counters
 
-__all__ = ["Delivery", "LiveState", "Warn"]
+__all__ = ["Delivery", "LiveState", "Warn", "count_joined"]
 
 #: lelog's own warnings: (kind for rate limiting, message).
 Warn = Callable[[str, str], None]
@@ -45,6 +45,8 @@ class LiveState(enum.Enum):
     #: The service answered permanently (auth, stream not found, ...): nothing more goes
     #: live; the history is still uploaded at close.
     STOPPED = "stopped"
+    #: A joined stream its writer elsewhere closed: nothing more goes live or is stored.
+    ENDED = "ended"
 
 
 class Delivery:
@@ -90,6 +92,7 @@ class Delivery:
         self._unseen_since = unseen_since
         self._look: Optional[Look] = None
         self._asked = False
+        self._said = False  # what the look found (``_say_found``)
         #: Called once the stream is joined (a writer elsewhere holds it): for a successor.
         self._on_join = joined
         #: The stream is a writer's elsewhere: pushed to, never stored or closed here.
@@ -125,7 +128,7 @@ class Delivery:
         writer's (docs/writer.md#a-writer-out-of-reach)."""
         self.joined = True
         self.closes = self.uploads = False
-        self._ledger.count(_count_joined)
+        self._ledger.count(count_joined)
 
     # -- the live view ----------------------------------------------------------------------------
 
@@ -134,7 +137,8 @@ class Delivery:
         order; lines that a bound pushes out are counted, and marked in their place."""
         batches, lost, lost_pos = taken
         overflow = rejected = 0
-        stopped = self.live_state is LiveState.STOPPED
+        stopped = self.live_state in (LiveState.STOPPED, LiveState.ENDED)
+        refused = "after_close" if self.live_state is LiveState.ENDED else "rejected"
         if lost:  # the intake's bound: lines that never reached the live queue
             if stopped:
                 rejected += lost
@@ -151,7 +155,7 @@ class Delivery:
 
             def update(counters: Counters) -> None:
                 counters.dropped["overflow"] += overflow
-                counters.dropped["rejected"] += rejected
+                counters.dropped[refused] += rejected
 
             self._ledger.count(update)
 
@@ -228,7 +232,7 @@ class Delivery:
     def _ended_elsewhere(self, count: int) -> None:
         """The writer elsewhere closed the stream this one joined: nothing more can be
         streamed or stored, so what is left is dropped as logged after the close."""
-        self.live_state = LiveState.STOPPED
+        self.live_state = LiveState.ENDED
         self._ledger.settle(count + self.live.clear(), drop="after_close")
         self._warn(
             "joined:ended",
@@ -261,8 +265,22 @@ class Delivery:
             exc = self._retrying("open_stream", self._open_stream, push_by)
             if exc is None:
                 self.live_state = LiveState.OPEN
+            elif self._look is not None and self._look.live and self._look.found is None:
+                # Live, and still not known whose: never stored or closed over on a guess.
+                self._record_error(exc)
+                self._said = True
+                self._say_found(Found.UNREADABLE, 0)
+                self._join_found()
+                self.live_state = LiveState.OPEN
             else:
                 self._record_error(exc)
+                if self._look is not None and self._look.found is Found.LEFTOVER and not self._look.settled:
+                    self._warn(
+                        "leftover_elsewhere",
+                        f"stream {self._key!r} was left live by a run that ended elsewhere without "
+                        f"closing it: the {self._look.held:,} lines it held could not be stored before "
+                        "this writer's close",
+                    )
                 if not exc.retryable:
                     self._stop_live(exc)
         if self.live_state is LiveState.OPEN:
@@ -339,16 +357,23 @@ class Delivery:
                 self._look = Look(self._backend, self._key, since, self._pipeline.marker)
         look = self._look
         if look is not None:
-            decided = look.found is not None
-            found = look.step(deadline)  # one attempt of each call it has left; may raise
-            if not decided:
-                self._say_found(found, look.held)
-            if found is Found.WRITER_ELSEWHERE:
-                if not self.joined:
-                    self._join()
-                    self._on_join()
+            try:
+                found = look.step(deadline)  # one attempt of each call it has left; may raise
+            finally:  # said once: when decided, or a leftover once stored
+                decided = look.found
+                if decided is not None and look.settled and not self._said:
+                    self._said = True
+                    self._say_found(decided, look.held)
+            if found in (Found.WRITER_ELSEWHERE, Found.UNREADABLE):
+                self._join_found()
                 return
         self._backend.open_stream(self._key, deadline=deadline, retry=ONE_ATTEMPT)
+
+    def _join_found(self) -> None:
+        """Join the stream the look found to be a writer's elsewhere (once)."""
+        if not self.joined:
+            self._join()
+            self._on_join()
 
     def _say_found(self, found: Found, held: int) -> None:
         key = self._key
@@ -363,7 +388,16 @@ class Delivery:
             self._warn(
                 "leftover_elsewhere",
                 f"stream {key!r} was left live by a run that ended elsewhere without closing it: "
-                f"the {held:,} lines it held are stored as that run's log, and this run opens it again",
+                f"the {held:,} line{'' if held == 1 else 's'} it held {'is' if held == 1 else 'are'} stored "
+                "as that run's log, and this run opens it again",
+            )
+        elif found is Found.UNREADABLE:
+            why = self._look.unreadable if self._look is not None else None
+            self._warn(
+                "joined",
+                f"stream {key!r} is live with no writer of this host on it, and what it holds could "
+                f"not be read{f' ({why})' if why else ''}: this writer streams its lines into it live "
+                "and leaves storing it to the writer that opened it; give each concurrent run its own key",
             )
         elif found is Found.UNKNOWN:
             self._warn(
@@ -446,7 +480,8 @@ class Delivery:
         self._warn(f"{exc.call}:{exc.status}:{type(exc).__name__}", str(exc))
 
 
-def _count_joined(counters: Counters) -> None:
+def count_joined(counters: Counters) -> None:
+    """This process's lines went live into a stream a writer elsewhere holds."""
     counters.joined = True
 
 

@@ -34,7 +34,7 @@ import weakref
 from typing import Any, Callable, Hashable, Mapping, Optional, Protocol, Union
 
 from . import _channel, _lifecycle, _reentry
-from ._backend import Backend, keeps_every_line, retry_policy
+from ._backend import Backend, Prepares, keeps_every_line, retry_policy
 from ._buffers import item_size
 from ._channel import MemberLink, Refusal, Sent
 from ._claim import Claim, Ending
@@ -123,7 +123,6 @@ class Engine:
     def _build_parts(self) -> None:
         """Fresh parts, locks and events (at construction, and in a fork child)."""
         opts, config = self.options, self.config
-        elsewhere = self._forked
         self.ledger = Ledger(opts.max_pending_lines, opts.max_pending_bytes)
         self.pipeline = Pipeline(
             self.ledger,
@@ -135,7 +134,21 @@ class Engine:
             max_bytes=opts.max_pending_bytes,
             key=self.key,
         )
-        self.delivery = Delivery(
+        self.delivery = self._new_delivery()
+        self._outlive_lock = threading.Lock()  # see _outlive_parent
+        self._wake_lines = opts.max_batch_lines  # a full batch pending wakes the worker
+        self._wake = threading.Event()
+        self._finished = threading.Event()
+        self._worker: Optional[threading.Thread] = None
+        self._worker_awake = False  # in a round (not waiting for work): accept() yields to it
+        self._close_deadline: Optional[Deadline] = None
+        self._backend_closed = False
+
+    def _new_delivery(self) -> Delivery:
+        """The delivery of this stream's ledger and pipeline: one that opens and closes the
+        stream unless the config skips that or the stream is a fork's parent's."""
+        opts, config, elsewhere = self.options, self.config, self._forked
+        return Delivery(
             self.backend,
             self.key,
             config,
@@ -156,13 +169,6 @@ class Engine:
             unseen_since=self.sharing.unseen_since,
             joined=self.sharing.joined,
         )
-        self._wake_lines = opts.max_batch_lines  # a full batch pending wakes the worker
-        self._wake = threading.Event()
-        self._finished = threading.Event()
-        self._worker: Optional[threading.Thread] = None
-        self._worker_awake = False  # in a round (not waiting for work): accept() yields to it
-        self._close_deadline: Optional[Deadline] = None
-        self._backend_closed = False
 
     def own(self, spool_dir: Optional[str]) -> None:
         """This process may own the stream: its crash spool, its children's channel, and
@@ -270,8 +276,35 @@ class Engine:
             self.ledger.settle(1)
         elif sent is Sent.DROPPED:
             self.ledger.settle(1, drop=outlet.drop_reason)
+        elif isinstance(outlet, _channel.Uplink):  # GONE: the parent's stream has ended
+            self._outlive_parent(outlet, line)
         else:  # a member's full connection, or no owner: the line waits here
             self.sharing.line_waits(line, gone=sent is Sent.GONE)
+
+    def _outlive_parent(self, uplink: _channel.Uplink, line: Item) -> None:
+        """A fork child's line found its parent's stream ended: the child becomes a process
+        of its own on the key, as a member's child is from the start, and the line waits
+        here for it.  It continues the log its parent stored (``Claim.run_continues``), or
+        joins the process that holds the stream now.  Without a meeting place on the host
+        nothing could continue that log: the line is dropped, counted after close.
+
+        ``_outlive_lock`` (a leaf: attributes only) makes the change once when several
+        threads find the parent gone together; a line admitted before it goes to the ledger
+        either way."""
+        if self.claim.meeting is None:
+            self.ledger.settle(1, drop="after_close")
+            return
+        with self._outlive_lock:
+            if self._outlet is uplink:
+                self.sharing.outlive_parent()
+                self._forked = False
+                self.delivery = self._new_delivery()  # this process opens and closes now
+                self._outlet = None
+        self.ledger.keep(line, item_size(line[2], line[3]))
+        if self.ledger.state is IDLE:
+            self.start()
+        else:
+            self.wake()
 
     def route(self, outlet: Optional[Union[MemberLink, Refusal]]) -> None:
         """Where lines go: through a member's link to the stream's owner, nowhere (a
@@ -323,6 +356,10 @@ class Engine:
         each of those calls would wait for the GIL behind a caller logging flat out, and lines
         would pile up before the first open (benchmarks/: exit row).
 
+        The backend readies itself on this thread too (``Prepares``: a client's pool and TLS
+        context): built on the worker, a fork meanwhile would leave the child's copies of
+        OpenSSL's and the import system's locks held, and its first request waiting forever.
+
         The thread is started under the ledger's lock and published only once it runs, so a
         close never sees a thread it cannot join.  Holding the lock here cannot deadlock:
         ``start()`` waits only for the new thread's bootstrap, which takes no lelog lock."""
@@ -336,6 +373,11 @@ class Engine:
         with self.ledger.lock:
             if not self.ledger.move(RUNNING, allowed=(IDLE,)) or not self.sharing.needs_worker:
                 return
+        if self._threaded and isinstance(self.backend, Prepares):
+            try:
+                self.backend.prepare()
+            except Exception:
+                pass  # the worker's first request meets the same failure, and reports it
         self.start_worker()
 
     def start_worker(self) -> None:

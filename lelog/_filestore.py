@@ -54,9 +54,11 @@ import uuid
 from typing import IO, Any, Callable, Iterator, Optional, Sequence, Union
 from urllib.parse import quote, unquote
 
+from . import _lifecycle
 from ._client import LineLike
 from ._config import LogConfig
 from ._exceptions import BlobNotFound, ConfigError, LogServiceError, StreamNotFound
+from ._host import locking_pid
 from ._line import Line, encode_line, format_time, ndjson, parse_line
 
 try:
@@ -91,6 +93,17 @@ _MARKER_ROOM = 400  # bytes kept free for the drop marker row
 # _HELD_LOCK, which is held only around dict updates (no I/O): it cannot deadlock.
 _HELD: dict[str, tuple[int, int]] = {}
 _HELD_LOCK = threading.Lock()
+
+
+def _renew_lock_in_child() -> None:
+    """A parent thread may have held ``_HELD_LOCK`` at the fork; the child's locks are none
+    of the parent's (POSIX locks are not inherited), so the table starts empty."""
+    global _HELD_LOCK
+    _HELD_LOCK = threading.Lock()
+    _HELD.clear()
+
+
+_lifecycle.after_fork_in_child(_renew_lock_in_child)  # lelog's one fork hook runs it
 
 
 def _encode_segment(segment: str) -> str:
@@ -539,6 +552,23 @@ class FileStore:
             os.makedirs(os.path.dirname(path), exist_ok=True)
             self._record_key(key)
         return path
+
+    def held_elsewhere(self, key: str) -> bool:
+        """Whether another process holds the key's writer lock now (a writer this host's
+        runtime directory does not reach: ``_look``)."""
+        if fcntl is None:
+            return False
+        path = os.path.join(self.directory, encode_key(key)) + _LOCK_SUFFIX
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            return False
+        try:
+            return locking_pid(fd) is not None
+        except OSError:
+            return False
+        finally:
+            os.close(fd)
 
     def _check_refused(self, key: str) -> None:
         refused = self._refused.get(key)

@@ -42,12 +42,15 @@ import attrs
 
 from . import _lifecycle
 from ._host import boot_id, locking_pid, proc_stat
+from ._stats import StreamTotals
 
 __all__ = [
     "CONTINUE_WINDOW",
+    "Carried",
     "PRESENCE",
     "History",
     "HistoryFile",
+    "joined_path",
     "MEMBERS_KEPT",
     "Meeting",
     "Presence",
@@ -207,8 +210,10 @@ class HistoryFile:
     what changed since the previous write, all of it when the file is rewritten.  A member
     whose owner vanished compares its own count with it, so the lines lost with the owner are
     counted exactly (``Sharing``): rows and counts are one ``write``, so a kill leaves both or
-    neither.  A ``#joined`` row says the stream is a writer's elsewhere, which this host's
-    processes join and never store or close (``_look``)."""
+    neither.  Beside it, ``<path>.joined`` says the stream is a writer's elsewhere, which this
+    host's processes join and never store or close (``_look``); a member asks for it as it
+    leaves, so it is a file of its own rather than a row.  A ``#totals`` row, written by an
+    owner that hands the stream on, holds the stream's counts so far (``Carried``)."""
 
     def __init__(self, path: str, budget: int) -> None:
         self.path = path
@@ -216,7 +221,7 @@ class HistoryFile:
         self._fd: Optional[int] = None
         self._size = 0
         self.members: dict[str, int] = {}
-        self.joined = False
+        self._totals = b""
         self.failed: Optional[OSError] = None
 
     def start(self, rows: list[bytes], members: Optional[dict[str, int]] = None) -> None:
@@ -246,17 +251,24 @@ class HistoryFile:
             return
         self._size += len(data)
 
-    def mark_joined(self) -> None:
-        """The stream is a writer's elsewhere (kept when the file is rewritten)."""
-        if self.joined or self._fd is None:
+    def hand_on(self, carried: Carried) -> None:
+        """The stream's counts so far, for the next owner (kept when the file is rewritten)."""
+        if self._fd is None:
             return
-        self.joined = True
+        self._totals = carried.row()
         try:
-            os.write(self._fd, _JOINED_ROW)
+            os.write(self._fd, self._totals)
         except OSError as exc:
             self._fail(exc)
             return
-        self._size += len(_JOINED_ROW)
+        self._size += len(self._totals)
+
+    def mark_joined(self) -> None:
+        """The stream is a writer's elsewhere (``joined_path``)."""
+        try:
+            os.close(os.open(joined_path(self.path), os.O_WRONLY | os.O_CREAT | _OPEN_FLAGS, 0o600))
+        except OSError as exc:
+            self._fail(exc)
 
     def _count(self, members: dict[str, int]) -> None:
         kept = self.members
@@ -270,7 +282,7 @@ class HistoryFile:
     def _rewrite(self, rows: list[bytes]) -> None:
         temporary = f"{self.path}.{os.getpid()}.tmp"
         data = b"".join(row + b"\n" for row in rows) + (_counts_row(self.members) if self.members else b"")
-        data += _JOINED_ROW if self.joined else b""
+        data += self._totals
         try:
             fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | _OPEN_FLAGS, 0o600)
             try:
@@ -309,6 +321,12 @@ class HistoryFile:
         self.close()
         with contextlib.suppress(OSError):
             os.unlink(self.path)
+        self.forget_joined()
+
+    def forget_joined(self) -> None:
+        """A stream of this host's own, not a writer's elsewhere (a new one, or finished)."""
+        with contextlib.suppress(OSError):
+            os.unlink(joined_path(self.path))
 
 
 @attrs.frozen
@@ -324,9 +342,54 @@ class History:
     members: dict[str, int] = attrs.field(factory=dict)
     #: The stream is a writer's elsewhere, joined (``HistoryFile.mark_joined``).
     joined: bool = False
+    #: The stream's counts as the last owner that handed it on left them.
+    carried: Optional[Carried] = None
 
 
-_JOINED_ROW = b"#joined\n"
+@attrs.frozen
+class Carried:
+    """A stream's counts handed from owner to owner (``StreamTotals``), the processes known
+    to have written it, and the ``pos`` they reach: rows past it were stored by an owner
+    that ended without handing on (counted by those rows)."""
+
+    totals: StreamTotals
+    pids: frozenset[int]
+    next_pos: int
+
+    def row(self) -> bytes:
+        totals = self.totals
+        pids = sorted(self.pids)[-PIDS_KEPT:]
+        data = {
+            "accepted": totals.accepted,
+            "sent": totals.sent,
+            "dropped": {k: v for k, v in totals.dropped.items() if v},
+            "pids": pids,
+            "pos": self.next_pos,
+        }
+        return _TOTALS + json.dumps(data, separators=(",", ":")).encode() + b"\n"
+
+    @classmethod
+    def parse(cls, row: bytes) -> Optional[Carried]:
+        try:
+            data = json.loads(row[len(_TOTALS) :])
+            dropped = {str(k): int(v) for k, v in data["dropped"].items()}
+            pids = frozenset(int(pid) for pid in data["pids"])
+            totals = StreamTotals().plus(int(data["accepted"]), int(data["sent"]), dropped, len(pids))
+            return cls(totals, pids, int(data["pos"]))
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
+            return None
+
+    def through(self, next_pos: int, more_pids: frozenset[int]) -> Carried:
+        """These counts, with the rows up to ``next_pos`` that an owner stored without handing
+        on counted as sent lines, and ``more_pids``."""
+        extra = max(next_pos - self.next_pos, 0)
+        pids = self.pids | more_pids
+        return Carried(self.totals.plus(extra, extra, {}, len(pids)), pids, next_pos)
+
+
+_TOTALS = b"#totals "
+#: The most process ids a ``#totals`` row names (a day of recycled workers stays small).
+PIDS_KEPT = 4096
 
 
 def _counts_row(members: dict[str, int]) -> bytes:
@@ -344,15 +407,15 @@ def load_history(path: str) -> Optional[History]:
         return None
     rows: list[bytes] = []
     members: dict[str, int] = {}
-    joined = False
+    carried: Optional[Carried] = None
     found = data.split(b"\n")
     found.pop()  # what follows the last newline: empty, or a row cut short
     for row in found:
         if not row.startswith(b"#"):
             rows.append(row)
             continue
-        if row + b"\n" == _JOINED_ROW:
-            joined = True
+        if row.startswith(_TOTALS):
+            carried = Carried.parse(row) or carried
             continue
         try:
             counts = json.loads(row[1:])
@@ -363,7 +426,13 @@ def load_history(path: str) -> Optional[History]:
     for key in [key for key, count in members.items() if count < 0]:
         del members[key]  # its member closed it
     history = parse_rows(rows, written)
-    return None if history is None else attrs.evolve(history, members=members, joined=joined)
+    joined = os.path.exists(joined_path(path))
+    return None if history is None else attrs.evolve(history, members=members, joined=joined, carried=carried)
+
+
+def joined_path(history_path: str) -> str:
+    """The flag beside a history file that says its stream is a writer's elsewhere."""
+    return history_path + ".joined"
 
 
 def parse_rows(rows: list[bytes], written: float = 0.0) -> Optional[History]:
@@ -392,9 +461,15 @@ def parent_run() -> list[object]:
     return [ppid, None if found is None else found[1], boot_id()]
 
 
+def this_run() -> list[object]:
+    """This process, as its fork children know it as their parent: pid, start time, boot."""
+    found = proc_stat(os.getpid())
+    return [os.getpid(), None if found is None else found[1], boot_id()]
+
+
 def mark_ended(path: str) -> None:
-    """The last process out stored the log: say so, with its parent and the time."""
-    data = json.dumps({"parent": parent_run(), "at": time.time()}).encode()
+    """The last process out stored the log: say so, with itself, its parent and the time."""
+    data = json.dumps({"process": this_run(), "parent": parent_run(), "at": time.time()}).encode()
     temporary = f"{path}.{os.getpid()}.tmp"
     try:
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _OPEN_FLAGS, 0o600)
@@ -408,9 +483,12 @@ def mark_ended(path: str) -> None:
             os.unlink(temporary)
 
 
-def take_ended(path: str) -> bool:
-    """Whether a run of this process's parent ended moments ago (``CONTINUE_WINDOW``),
-    storing the log this process is to continue; the mark is taken away either way."""
+def take_ended(path: str, *, outlived_parent: bool = False) -> bool:
+    """Whether this process is to continue the log the last process out stored: a run of
+    this process's parent ended moments ago (``CONTINUE_WINDOW``: a recycled worker, a
+    loop's next command), or (``outlived_parent``: a fork child that logs on after its
+    parent's stream ended) that process was this one's parent.  The mark is taken away
+    either way."""
     try:
         with open(path, "rb") as fh:
             found = json.loads(fh.read())
@@ -418,8 +496,10 @@ def take_ended(path: str) -> bool:
     except (OSError, ValueError):
         return False
     try:
+        parent = parent_run()
         return bool(
-            found["parent"] == parent_run() and 0 <= time.time() - float(found["at"]) <= CONTINUE_WINDOW
+            (outlived_parent and found.get("process") == parent)
+            or (found["parent"] == parent and 0 <= time.time() - float(found["at"]) <= CONTINUE_WINDOW)
         )
     except (KeyError, TypeError, ValueError):
         return False

@@ -23,7 +23,7 @@ from typing import Any, Callable, Mapping, NamedTuple, Optional
 from ._buffers import PendingLines, item_size
 from ._clock import Deadline
 from ._encode import Item
-from ._stats import Counters, Stats
+from ._stats import Counters, Stats, StreamTotals
 
 __all__ = ["Ledger", "Waiting", "WriterState"]
 
@@ -229,6 +229,12 @@ class Ledger:
             from_children, child_gap = self.from_children.take()
             accounted, self._accounted = self._accounted, {}
         return Waiting(items, from_children, gap + child_gap, accounted)
+
+    def take_over(self, carried: StreamTotals, pids: frozenset[int]) -> None:
+        """This process owns the stream from now on, after others whose counts are
+        ``carried`` (``Counters.take_over``)."""
+        with self.lock:
+            self.counters.take_over(carried, pids)
 
     def lost_with_owner(self, count: int) -> None:
         """``count`` lines this member counted as sent were lost with the process that owned

@@ -13,10 +13,18 @@ that opens the stream (docs/writer.md#a-writer-out-of-reach):
 * live, and every line it holds is older (or it holds none): a run that was killed elsewhere
   left it.  What it holds is stored as that run's log, with a marker, and the stream closed,
   as its owner would have; then it is opened for this run;
+* live, and what it holds cannot be read (a permanent answer to the tail): it is joined, as
+  a writer's elsewhere would be (never wiped on a guess);
 * live, and the backend cannot show its lines: it is opened, and the wipe said.
 
+A writer elsewhere that is alive pushes its lines at least every flush interval (1 s by
+default), so the look waits for more lines for ``LOOK_QUIET`` (3 s) after what the stream
+held: a line newer than this writer's arrival in that time is a live writer's.  The file
+store knows its writers: a key whose lock another process holds is a writer's elsewhere.
+
 Each call of ``step`` is one attempt (it raises ``LogServiceError``): a failed attempt is
-retried by the caller, and goes on from where it failed.
+retried by the caller, and goes on from where it failed.  ``live`` says the stream was found
+live even when no attempt got further (the caller then joins it at the close: ``Delivery``).
 """
 
 from __future__ import annotations
@@ -26,14 +34,17 @@ from typing import Any, Callable, Optional, Protocol, runtime_checkable
 
 from ._backend import ONE_ATTEMPT, Backend
 from ._clock import Deadline
-from ._exceptions import StreamNotFound
+from ._exceptions import LogServiceError, StreamNotFound
 from ._line import Line, ndjson, time_seconds
 
 __all__ = ["Found", "LiveLines", "Look"]
 
-#: How long a look waits for more of the lines a live stream holds (the service sends them
-#: at once when a tail connects; a Redis-backed service never says it has sent them all).
-LOOK_QUIET = 0.5
+#: How long a look waits for a line after the last it read: longer than a live writer's
+#: flush interval (the service sends what it holds at once when a tail connects; a
+#: Redis-backed service never says it has sent them all).
+LOOK_QUIET = 3.0
+#: The longest a look reads (a writer that trickles lines keeps a tail from going quiet).
+LOOK_FOR = 8.0
 #: The most lines a live stream holds (docs/protocol.md#retention), a little over.
 LOOK_LINES = 5100
 
@@ -48,6 +59,13 @@ class LiveLines(Protocol):
     def peek(self, key: str, *, quiet: float = ..., max_lines: int = ..., **opts: Any) -> list[Line]: ...
 
 
+@runtime_checkable
+class KnowsWriters(Protocol):
+    """A backend that knows whether another process writes a key now (the file store's lock)."""
+
+    def held_elsewhere(self, key: str) -> bool: ...
+
+
 class Found(enum.Enum):
     """What the look found, and so what the opener does."""
 
@@ -57,6 +75,8 @@ class Found(enum.Enum):
     WRITER_ELSEWHERE = "writer elsewhere"
     #: A killed run's: stored and closed (by ``step``), then opened.
     LEFTOVER = "leftover"
+    #: Live, and what it holds cannot be read: joined, never wiped on a guess.
+    UNREADABLE = "unreadable"
     #: Live, lines unknown (the backend cannot show them): opened, the wipe said.
     UNKNOWN = "unknown"
 
@@ -75,6 +95,15 @@ class Look:
         self._leftover: Optional[bytes] = None
         #: How many lines the leftover stream held.
         self.held = 0
+        #: The empty ``PUT`` found the stream live.
+        self.live = False
+        #: Why what it holds could not be read (``UNREADABLE``).
+        self.unreadable: Optional[LogServiceError] = None
+
+    @property
+    def settled(self) -> bool:
+        """Decided, and a leftover stored and closed: nothing left to do."""
+        return self.found is not None and self._leftover is None
 
     def step(self, deadline: Deadline) -> Found:
         """Decide (once), and store and close a leftover: one attempt of each call left."""
@@ -94,12 +123,25 @@ class Look:
             self._backend.write(self._key, [], deadline=deadline, retry=ONE_ATTEMPT)
         except StreamNotFound:
             return Found.NOT_LIVE
+        self.live = True
         backend = self._backend
+        if isinstance(backend, KnowsWriters) and backend.held_elsewhere(self._key):
+            return Found.WRITER_ELSEWHERE
         if not isinstance(backend, LiveLines):
             return Found.UNKNOWN
-        held = backend.peek(
-            self._key, quiet=LOOK_QUIET, max_lines=LOOK_LINES, deadline=deadline, retry=ONE_ATTEMPT
-        )
+        try:
+            held = backend.peek(
+                self._key,
+                quiet=LOOK_QUIET,
+                max_lines=LOOK_LINES,
+                deadline=deadline.earliest(Deadline.after(LOOK_FOR, deadline.now)),
+                retry=ONE_ATTEMPT,
+            )
+        except LogServiceError as exc:
+            if exc.retryable:
+                raise
+            self.unreadable = exc
+            return Found.UNREADABLE
         times = [time_seconds(line.time) for line in held]
         if any(t is not None and t >= self._since for t in times):
             return Found.WRITER_ELSEWHERE

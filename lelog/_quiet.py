@@ -19,6 +19,7 @@ import logging
 import threading
 from typing import Callable, Optional
 
+from . import _lifecycle
 from ._reentry import in_own_thread
 
 __all__ = ["HTTP_LOGGERS", "quiet_own_http_records"]
@@ -48,6 +49,15 @@ class _NotFromLelogIO(logging.Filter):
 
 _lock = threading.Lock()
 _filter: Optional[_NotFromLelogIO] = None
+
+
+def _renew_lock_in_child() -> None:
+    """A parent thread may have held ``_lock`` at the fork (building its first client)."""
+    global _lock
+    _lock = threading.Lock()
+
+
+_lifecycle.after_fork_in_child(_renew_lock_in_child)  # lelog's one fork hook runs it
 
 
 def quiet_own_http_records() -> None:

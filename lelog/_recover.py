@@ -68,6 +68,7 @@ from ._spool import (
     Manifest,
     ProcessIdentity,
     check_spool_dir,
+    is_joined,
     read_log,
     remove_spool,
     service_of,
@@ -313,6 +314,14 @@ class _Recovery:
     def _finish(self, path: str, who: str, manifest: Manifest) -> Outcome:
         """Store and close as the writer would have (its skip rules), then remove the spool;
         unless the live stream or the stored log is another run's (module docstring)."""
+        if is_joined(path):  # its writer joined a stream a writer elsewhere holds: not its to store
+            remove_spool(path)
+            return Outcome(
+                Status.RECOVERED,
+                path,
+                f"{who}: nothing to store: its writer streamed into a stream a writer elsewhere "
+                "holds, which stores that log; the spool is removed",
+            )
         log = read_log(path, manifest)
         if not log.lines:
             return Outcome(

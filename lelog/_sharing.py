@@ -30,15 +30,16 @@ from ._buffers import item_size
 from ._channel import REFUSAL, Broken, ChildLine, MemberLink, Refusal, Sent
 from ._claim import Claim, Hold
 from ._clock import Clock, Deadline
-from ._delivery import Delivery
+from ._delivery import Delivery, count_joined
 from ._encode import Item, ready
-from ._hostwide import History, parse_rows
+from ._hostwide import Carried, History, parse_rows
 from ._ledger import Ledger
 from ._line import ndjson, truncate_out
 from ._losses import Loss, Losses
 from ._options import WriterOptions
 from ._pipeline import MARKER_PREFIX, Pipeline
-from ._stats import Counters
+from ._stats import Counters, StreamTotals
+from ._streamlock import Holder
 
 __all__ = ["WAITING_POLL", "Role", "SharedStream", "Sharing", "count_shared"]
 
@@ -133,6 +134,9 @@ class Sharing:
         #: continues it (``continue_run``), a recycled worker or a loop's next command.
         self._continuation = False
         self._history_failed = False  # said so (owner_round)
+        #: A fork child of an owner whose parent's stream ended before it logged on: it
+        #: continues the log its parent stored, however long ago (``outlive_parent``).
+        self._outlived_parent = False
         #: This host has a trace of the stream (see ``unseen_since``).
         self._traced = False
         #: Lines lost with an owner whose marker no owner took yet.
@@ -201,8 +205,10 @@ class Sharing:
         stream, claim = self._stream, self._stream.claim
         pipeline = stream.pipeline
         history = claim.history_left()
-        self._traced = self._traced or history is not None
         continues = history is not None and (member or self._continues(history))
+        if history is not None and history.joined and not continues:
+            history = None  # a killed joiner's: the stream is a writer's elsewhere, to look at afresh
+        self._traced = self._traced or history is not None
         resumed = history is not None and continues and pipeline.next_pos == 0
         if history is not None and resumed:
             crashed = claim.crashed_holder
@@ -220,7 +226,7 @@ class Sharing:
             who = "" if crashed is None else f" ({crashed.describe()})"
             self._leftover = (history, who)
         elif history is None:  # a run of this parent may have just stored it (members too)
-            self._continuation = claim.run_continues()
+            self._continuation = claim.run_continues(outlived_parent=self._outlived_parent)
             self._traced = self._traced or self._continuation
         members = history.members if history is not None and resumed else None
         with pipeline.encode_lock:
@@ -229,6 +235,8 @@ class Sharing:
             )
             if pipeline.history_file is not None and stream.delivery.joined:
                 pipeline.history_file.mark_joined()
+            elif pipeline.history_file is not None:
+                pipeline.history_file.forget_joined()
         claim.leave()  # an owner is no member: it asks about the others (Claim.last_out)
         broken: list[Broken] = []
         if self._link is not None:  # a member that took over: its connection is done with
@@ -240,7 +248,33 @@ class Sharing:
             self._listen()
         self._become(Role.OWN)
         self._count_lost(broken, history)
+        if history is not None and resumed:  # after the losses: they were counted as a member's
+            self._take_counts_over(history, claim.crashed_holder)
         return resumed
+
+    def _take_counts_over(self, history: History, crashed: Optional[Holder]) -> None:
+        """The stream's counts so far (docs/writer.md#whole-stream-counts): as the last owner
+        that handed it on left them, with rows stored since by an owner that did not."""
+        carried = history.carried or Carried(StreamTotals(), frozenset(), 0)
+        seen = None if crashed is None else crashed.local_pid
+        more = frozenset() if seen is None else frozenset({seen})
+        carried = carried.through(history.next_pos, more)
+        self._stream.ledger.take_over(carried.totals, carried.pids)
+
+    def _hand_counts_on(self) -> None:
+        """Before an owner asks whether it is the last: the stream's counts, for the next
+        owner.  The ledger's lock, then the encoder's, one after the other."""
+        stream = self._stream
+        pipeline = stream.pipeline
+        if pipeline.history_file is None:
+            return
+        with stream.ledger.lock:
+            counters = stream.ledger.counters
+            totals, pids = counters.stream_totals(), counters.stream_pids()
+        with pipeline.encode_lock:  # the history file's writers hold it
+            history_file = pipeline.history_file
+            if history_file is not None:
+                history_file.hand_on(Carried(totals, pids, pipeline.next_pos))
 
     def _listen(self) -> None:
         """Bind the owner's socket; a name a killed owner's socket still holds is tried
@@ -527,6 +561,8 @@ class Sharing:
                     self._hand_on()  # the stream was stored and closed: nothing to open
             else:
                 self._hand_on()
+                if stream.claim.owner_joined():  # its lines went to a writer's stream elsewhere
+                    stream.ledger.count(count_joined)
         self._close_link()
 
     def _close_link(self) -> None:
@@ -558,6 +594,7 @@ class Sharing:
     def last_out(self) -> bool:
         """The owner's final push is done: True to store and close, False when the stream
         is handed on to another process."""
+        self._hand_counts_on()
         if self._stream.claim.last_out():
             return True
         self._hand_on()
@@ -575,15 +612,25 @@ class Sharing:
 
     def joined(self) -> None:
         """The opener joined a writer's stream elsewhere: a successor on this host joins it
-        too, instead of storing and closing it (the history file says so)."""
-        with self._stream.pipeline.encode_lock:  # the history file's writers hold it
-            history_file = self._stream.pipeline.history_file
+        too, instead of storing and closing it (the history file says so), and ``lelog
+        recover`` leaves the spool's lines alone (they are not this host's to store)."""
+        stream = self._stream
+        with stream.pipeline.encode_lock:  # the history file's writers hold it
+            history_file = stream.pipeline.history_file
             if history_file is not None:
                 history_file.mark_joined()
+        spool = stream.claim.spool
+        if spool is not None:
+            spool.mark_joined()
 
     def _hand_on(self) -> None:
         self.handed_on = True
         self._stream.ledger.count(_count_handed_on)
+
+    def outlive_parent(self) -> None:
+        """This fork child logs on after its parent's stream ended (``Engine``): a process
+        of its own on the key from now on, which continues its parent's log."""
+        self._outlived_parent = True
 
     def after_fork_in_child(self) -> bool:
         """In a fork child: True when the parent was a member (the child then starts as a
@@ -594,6 +641,7 @@ class Sharing:
         self._hand_lock = threading.Lock()
         self._listening = Listening.NOT_YET
         self.handed_on = False
+        self._outlived_parent = False
         self._waiting_since = None
         self._losses = Losses()  # the parent's to mark
         if self._link is not None:

@@ -449,6 +449,7 @@ class Spool:
         self._last_error: Optional[str] = None
         self._closed = False
         self._discarded = False  # the log is stored: the directory must not be (re)created
+        self._joined = False  # mark_joined: its lines are a writer's elsewhere to store
         self._thread: Optional[threading.Thread] = None
         # Owned by the spool's thread (see the class docstring).
         self._segments: Optional[Segments] = None
@@ -589,6 +590,15 @@ class Spool:
         remove_spool(self.directory)  # before the lock goes: recovery never sees it half gone
         self._release_stream_lock()
 
+    def mark_joined(self) -> None:
+        """The stream is a writer's elsewhere, which stores it: ``lelog recover`` removes
+        this spool instead of storing it (``JOINED``, in its directory).  Set before the
+        directory is looked for, and ``_create`` looks after making it: one of the two
+        writes the flag whichever runs first."""
+        self._joined = True
+        if os.path.isdir(self.directory):
+            _write_joined(self.directory)
+
     def _release_stream_lock(self) -> None:
         with self._lock:
             self._let_go = True
@@ -701,6 +711,8 @@ class Spool:
                 os.rmdir(self.directory)
             raise
         self._segments = Segments(self.directory, self._budget)
+        if self._joined:
+            _write_joined(self.directory)
 
     @property
     def holds_stream_lock(self) -> bool:
@@ -771,6 +783,20 @@ class Spool:
             f"{doing} the spool {self.directory} of {self.manifest.key!r} failed: {why}; {what} "
             "(live streaming goes on)",
         )
+
+
+#: A spool's flag: its stream was a writer's elsewhere (``Spool.mark_joined``).
+JOINED = "joined"
+
+
+def _write_joined(directory: str) -> None:
+    with contextlib.suppress(OSError):
+        os.close(os.open(os.path.join(directory, JOINED), os.O_WRONLY | os.O_CREAT, 0o600))
+
+
+def is_joined(directory: str) -> bool:
+    """Whether a spool's stream was a writer's elsewhere (nothing for ``lelog recover`` to store)."""
+    return os.path.exists(os.path.join(directory, JOINED))
 
 
 def remove_spool(directory: str) -> None:

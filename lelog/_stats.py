@@ -1,4 +1,5 @@
-"""What a stream did: ``Stats`` (the public snapshot) and ``Counters`` (the live counts).
+"""What a stream did: ``Stats`` (the public snapshot), ``Counters`` (the live counts) and
+``StreamTotals`` (a stream's counts over every process of the host that owned it).
 
 Every accepted line ends up sent, dropped for one of ``DROP_REASONS``, or pending.  The
 counters belong to a stream's ``Ledger``, which guards them with its lock.
@@ -6,11 +7,12 @@ counters belong to a stream's ``Ledger``, which guards them with its lock.
 
 from __future__ import annotations
 
-from typing import Mapping, Optional
+import os
+from typing import Iterable, Mapping, Optional
 
 import attrs
 
-__all__ = ["DROP_REASONS", "STORED_ELSEWHERE", "Counters", "Stats"]
+__all__ = ["DROP_REASONS", "STORED_ELSEWHERE", "Counters", "Stats", "StreamTotals"]
 
 #: Why a line did not reach the live stream ("unencodable": lelog itself failed to encode
 #: it, which only a bug or an exhausted machine causes; "reentrant": a call made on a thread
@@ -27,6 +29,43 @@ DROP_REASONS = (
     "reentrant",
     "lost_with_owner",
 )
+
+
+def _no_drops() -> dict[str, int]:
+    return dict.fromkeys(DROP_REASONS, 0)
+
+
+@attrs.frozen
+class StreamTotals:
+    """A stream shared by processes of the host, counted over all of them: what each owner
+    took in its time (its own lines, the lines members handed it, the lines members had to
+    drop), handed from owner to owner in the history file (docs/writer.md#whole-stream-counts)."""
+
+    accepted: int = 0
+    sent: int = 0
+    dropped: Mapping[str, int] = attrs.field(factory=_no_drops)
+    #: The processes known to have written it (pids; a reused pid is counted once).
+    processes: int = 0
+
+    @property
+    def dropped_total(self) -> int:
+        return sum(self.dropped.values())
+
+    def plus(self, accepted: int, sent: int, dropped: Mapping[str, int], processes: int) -> StreamTotals:
+        merged = dict(self.dropped)
+        for reason, count in dropped.items():
+            merged[reason] = merged.get(reason, 0) + count
+        return StreamTotals(self.accepted + accepted, self.sent + sent, merged, processes)
+
+    def text(self) -> str:
+        """For the summaries: ``the whole stream: 3,000 lines of 3 processes, 3,000 sent``."""
+        processes = f"{self.processes:,} process" + ("" if self.processes == 1 else "es")
+        text = f"the whole stream: {self.accepted:,} lines of {processes}, {self.sent:,} sent"
+        if self.dropped_total:
+            reasons = ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in self.dropped.items() if v)
+            text += f", {self.dropped_total:,} dropped ({reasons})"
+        return text
+
 
 #: What a writer that joined a stream a writer elsewhere holds says of its log (``Stats.joined``).
 STORED_ELSEWHERE = "streamed live into a stream a writer elsewhere holds; the stored log is that writer's"
@@ -69,6 +108,9 @@ class Stats:
     #: lines were streamed into it live, and the stored log is that writer's
     #: (docs/writer.md#a-writer-out-of-reach).
     joined: bool = False
+    #: Set on the process that stored a stream others of the host wrote too: the whole
+    #: stream's counts (``StreamTotals``).  None elsewhere.
+    stream: Optional[StreamTotals] = None
 
     @property
     def sharing(self) -> str:
@@ -99,6 +141,8 @@ class Stats:
             text += ", log uploaded" if self.uploaded else ", upload FAILED"
             if self.shared:
                 text += f" ({self.sharing})"
+        if self.stream is not None:
+            text += f"; {self.stream.text()}"
         if self.last_error:
             text += f"; last error: {self.last_error}"
         return text
@@ -128,6 +172,9 @@ class Counters:
         "shared",
         "peers",
         "joined",
+        "carried",
+        "carried_pids",
+        "baseline",
     )
 
     def __init__(self) -> None:
@@ -139,9 +186,36 @@ class Counters:
         self.handed_on = self.shared = self.joined = False
         #: The other processes of the host known to write the stream (pids, as seen here).
         self.peers: set[int] = set()
+        #: The stream's counts before this process owned it, and its processes then (``take_over``).
+        self.carried = StreamTotals()
+        self.carried_pids: frozenset[int] = frozenset()
+        #: These counts when this process took the stream over: what it counted as a member
+        #: is in an earlier owner's counts already (so in ``carried``).
+        self.baseline: Optional[tuple[int, int, dict[str, int]]] = None
 
     def settled(self) -> int:
         return self.sent + sum(self.dropped.values())
+
+    def take_over(self, carried: StreamTotals, pids: Iterable[int]) -> None:
+        """This process owns the stream from now on, after others (``carried``, by ``pids``):
+        its counts so far are a member's, but for the lines still waiting here."""
+        self.carried, self.carried_pids = carried, frozenset(pids)
+        pending = self.accepted - self.settled()
+        self.baseline = (self.accepted - pending, self.sent, dict(self.dropped))
+
+    def stream_pids(self) -> frozenset[int]:
+        """Every process known to have written the stream, this one included."""
+        return self.carried_pids | self.peers | {os.getpid()}
+
+    def stream_totals(self) -> StreamTotals:
+        """The whole stream's counts: those carried, and this process's since it owned it."""
+        accepted, sent, dropped = self.accepted, self.sent, dict(self.dropped)
+        if self.baseline is not None:
+            base_accepted, base_sent, base_dropped = self.baseline
+            accepted -= base_accepted
+            sent -= base_sent
+            dropped = {reason: count - base_dropped.get(reason, 0) for reason, count in dropped.items()}
+        return self.carried.plus(accepted, sent, dropped, len(self.stream_pids()))
 
     def snapshot(self, *, history_lines: int, closed: bool, reentrant: int = 0) -> Stats:
         """The counts as ``Stats``, with ``reentrant`` lines (accepted and dropped) not yet
@@ -166,4 +240,5 @@ class Counters:
             shared=self.shared,
             shared_with=len(self.peers),
             joined=self.joined,
+            stream=self.stream_totals() if self.shared and self.uploaded is not None else None,
         )

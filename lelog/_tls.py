@@ -18,6 +18,7 @@ from typing import Optional, Union
 
 import httpx
 
+from . import _lifecycle
 from ._diagnostics import logger as diagnostics
 from ._exceptions import ConfigError
 
@@ -34,6 +35,16 @@ _CacheKey = tuple[
 # logging, no other lock), so two threads never build the same context and it cannot deadlock.
 _lock = threading.Lock()
 _cache: collections.OrderedDict[_CacheKey, ssl.SSLContext] = collections.OrderedDict()
+
+
+def _renew_lock_in_child() -> None:
+    """A parent thread may have been building a context at the fork: the child's copy of
+    the lock would then be held for good, and its first request would wait forever."""
+    global _lock
+    _lock = threading.Lock()
+
+
+_lifecycle.after_fork_in_child(_renew_lock_in_child)  # lelog's one fork hook runs it
 
 _UNVERIFIED = (
     "TLS verification is off (verify=false): the token is sent to a server whose certificate "

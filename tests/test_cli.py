@@ -15,9 +15,9 @@ from typing import Callable, Dict, List, Optional
 
 import pytest
 
-from lelog import BlobNotFound
+from lelog import BlobNotFound, Line
 from lelog._cli import main
-from lelog._filestore import FileStore
+from lelog._filestore import FileStore, encode_key
 from tests.helpers import dead_url, wait_until, without_lelog_variables
 from tests.service import FakeLogService
 from tests.test_filestore import mount_tmpfs
@@ -766,13 +766,37 @@ def test_a_second_run_on_a_key_shares_the_first_runs_stream_and_one_log_holds_bo
     assert "stream shared with 1 other process on this host; the last one out stores the log" in (
         second.stderr.decode()
     )
-    assert "(0 dropped; stream shared with 1 other process on this host)" in first_err.decode()
+    assert (
+        "(0 dropped; stream shared with 1 other process on this host; "
+        "the whole stream: 4 lines of 2 processes, 4 sent)" in first_err.decode()
+    )
     rows = [json.loads(row) for row in FileStore(tmp_path / "logs").download(KEY).splitlines()]
     assert [row["pos"] for row in rows] == list(range(len(rows)))
     outs = [row["out"] for row in rows]
     assert sorted(outs) == sorted(
         ["first line\n", "to stderr\n", "second run\n", "last line without newline"]
     )
+
+
+def test_a_run_on_a_key_a_writer_elsewhere_holds_streams_into_it_and_says_the_log_is_that_writers(
+    env: Dict[str, str], tmp_path: Path
+) -> None:
+    """A writer out of this host's reach (another runtime directory) holds the key's live
+    file, with a line stamped after this run began: the run joins it, never opens, stores
+    or closes it, and its last line says so; ``--strict`` counts the log as not stored."""
+    home = tmp_path / "logs"
+    elsewhere = FileStore(home)
+    elsewhere.open_stream(KEY)
+    elsewhere.write(KEY, [Line("elsewhere\n", 0, time.time() + 600)])  # its clock: after our start
+    result = run(
+        lelog("run", "--key", KEY, "--home", str(home), "--strict", "--", "echo", "here"), env, tmp_path
+    )
+    assert result.returncode == 74, result.stderr
+    assert "is being written by a writer this host cannot reach" in result.stderr.decode()
+    assert "the stored log is that writer's)" in result.stderr.decode().splitlines()[-1]
+    assert [line.out for line in FileStore(home).peek(KEY)] == ["elsewhere\n", "here\n"]
+    assert not (home / (encode_key(KEY) + ".ndjson")).exists()  # nothing stored over it
+    elsewhere.close()
 
 
 def test_a_key_with_long_non_ascii_segments_is_stored_and_found(env: Dict[str, str], tmp_path: Path) -> None:

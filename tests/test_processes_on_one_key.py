@@ -19,7 +19,7 @@ from typing import Iterator, Optional
 
 import pytest
 
-from tests.helpers import ROOT, run_python
+from tests.helpers import ROOT, run_python, wait_until
 from tests.service import FakeLogService
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="AF_UNIX and fcntl: Linux")
@@ -60,8 +60,9 @@ for command in sys.stdin:
         print("ok", flush=True)
     elif words[0] == "close":
         stats = writer.close()
+        whole = stats.stream and [stats.stream.accepted, stats.stream.sent, stats.stream.processes]
         report = [stats.accepted, stats.sent, stats.uploaded, stats.handed_on, stats.shared,
-                  dict(stats.dropped), stats.summary()]
+                  whole, dict(stats.dropped), stats.summary()]
         print("ok", json.dumps(report), flush=True)
         break
     elif words[0] == "exit":
@@ -110,6 +111,8 @@ class Process:
         assert self.popen.wait(30) == 0
         self.summary = str(stats.pop())
         self.dropped: dict[str, int] = stats.pop()  # type: ignore[assignment]
+        #: The whole stream's [accepted, sent, processes], on the process that stored it.
+        self.whole = stats.pop()
         return stats
 
     def kill(self) -> None:
@@ -171,7 +174,11 @@ def test_processes_on_one_key_store_every_line_once_and_the_last_out_uploads(
     # the last took the stream over after the first owner handed it on.
     assert second.summary.endswith("stream shared with 1 other process on this host; handed on")
     assert first.summary.endswith("stream shared with 2 other processes on this host; handed on")
-    assert third.summary.endswith("log uploaded (stream shared with 1 other process on this host)")
+    assert third.summary.endswith(
+        "log uploaded (stream shared with 1 other process on this host); "
+        "the whole stream: 300 lines of 3 processes, 300 sent"
+    )
+    assert (first.whole, second.whole, third.whole) == (None, None, [300, 300, 3])
     assert sorted(stored(service)) == sorted(lines("a", 100) + lines("b", 100) + lines("c", 100))
 
 
@@ -291,6 +298,8 @@ def test_an_owner_that_vanishes_is_succeeded_and_its_loss_is_marked(
     assert sorted(out for out in outs if not out.startswith("[lelog] ")) == sorted(
         lines("owner", 20) + lines("m0", 20) + lines("m1", 20) + lines("after0", 20) + lines("after1", 20)
     )
+    # The vanished owner's part counted by the rows it stored: every line, 3 processes.
+    assert [member.whole for member in members if member.whole] == [[100, 100, 3]], members[0].summary
 
 
 def test_a_fork_child_of_a_member_is_a_member_of_its_own(
@@ -511,7 +520,9 @@ def test_writers_that_come_and_go_leave_no_descriptor_open(tmp_path: Path) -> No
 
 OUT_OF_REACH = """
 import lelog
-writer = lelog.StreamWriter("k", lelog.LogConfig(url={url!r}, account_id="acct", token="secret-token"))
+writer = lelog.StreamWriter(
+    "k", lelog.LogConfig(url={url!r}, account_id="acct", token="secret-token"), close_timeout=30
+)
 writer.write_line("new 0")
 stats = writer.close()
 print(stats.uploaded, stats.joined, flush=True)
@@ -565,14 +576,17 @@ def test_a_joined_stream_handed_on_to_another_process_of_this_host_is_still_left
     first.ask("log one 5")
     assert first.ask("flush") == "True"  # joined: it owns the stream on this host
     second.ask("log two 5")  # a member: to the first
+    third = processes.start(runtime=tmp_path / "here")
+    third.ask("log three 5")  # a member that leaves while the first still runs
+    assert third.close()[2:4] == [None, True] and third.summary.endswith("the stored log is that writer's")
     assert first.close()[2:4] == [None, True]  # handed on to the second
-    second.ask("log three 5")  # it takes over from the first's history, which says "joined"
+    second.ask("log four 5")  # it takes over from the first's history, which says "joined"
     assert second.close()[2:4] == [None, False]
     assert second.summary.endswith("the stored log is that writer's")
     pushes = service.requests_for(key="k", method="PUT", path="/stream")
     pushed = [line["out"].rstrip("\n") for r in pushes for line in json.loads(r.body or b"null") or []]
     assert sorted(out for out in pushed if not out.startswith(("elsewhere", "later", "[lelog]"))) == sorted(
-        lines("one", 5) + lines("two", 5) + lines("three", 5)
+        lines("one", 5) + lines("two", 5) + lines("three", 5) + lines("four", 5)
     )
     assert service.is_open("k")
     elsewhere.close()
@@ -595,6 +609,65 @@ def test_lines_a_joiner_logs_after_the_writer_elsewhere_closed_the_stream_are_co
     accepted, sent, uploaded, handed_on, shared = here.close()
     assert (accepted, sent, uploaded) == (10, 5, None) and here.dropped["after_close"] == 5
     assert stored(service) == lines("elsewhere", 5)
+
+
+def test_a_stream_a_writer_elsewhere_has_just_opened_is_joined_once_its_first_line_comes(
+    service: FakeLogService, processes: Processes, tmp_path: Path
+) -> None:
+    """The writer elsewhere opened the stream with its first line and pushes it a flush
+    interval later: the look waits for lines long enough to see it, and joins."""
+    elsewhere = processes.start()
+    here = processes.start(runtime=tmp_path / "here")
+    elsewhere.ask("log elsewhere 1")  # opens now, pushes within its flush interval
+    assert wait_until(lambda: service.is_open("k"))
+    here.ask("log here 1")
+    assert here.ask("flush") == "True"
+    assert elsewhere.close()[2] is True
+    assert here.close()[2:4] == [None, False] and here.summary.endswith("the stored log is that writer's")
+    assert stored(service) == ["elsewhere 0"]
+
+
+@pytest.mark.parametrize("answer", [404, 503])
+def test_a_live_stream_whose_lines_cannot_be_read_is_joined_and_never_stored_over_or_closed(
+    service: FakeLogService, processes: Processes, tmp_path: Path, answer: int
+) -> None:
+    """The tail that would tell whose the live stream is fails: for good (404), or until the
+    close (503). Not knowing, the writer joins it, and so does the process it hands on to."""
+    elsewhere = processes.start()
+    elsewhere.ask("log elsewhere 5")
+    assert elsewhere.ask("flush") == "True"
+    service.fail_next(10_000, status=answer, method="GET", path="/stream")
+    first, second = processes.start(runtime=tmp_path / "here"), processes.start(runtime=tmp_path / "here")
+    first.ask("log one 5")
+    second.ask("log two 5")  # a member of the first
+    assert first.close()[2:4] == [None, True]  # handed on, its look undecided or joined
+    assert second.close()[2:4] == [None, False]
+    assert second.summary.endswith("the stored log is that writer's"), second.summary
+    assert service.is_open("k") and len(service.requests_for(key="k", method="POST", path="/stream")) == 1
+    elsewhere.ask("log later 5")
+    elsewhere.close()
+    assert stored(service) == lines("elsewhere", 5) + lines("later", 5)
+
+
+def test_a_killed_joiners_history_is_not_stored_as_a_leftover_over_the_writer_elsewhere(
+    service: FakeLogService, processes: Processes, tmp_path: Path
+) -> None:
+    elsewhere = processes.start()
+    joiner = processes.start(runtime=tmp_path / "here")
+    elsewhere.ask("log elsewhere 5")
+    assert elsewhere.ask("flush") == "True"
+    joiner.ask("log joiner 5")
+    assert joiner.ask("flush") == "True"  # joined, its history file says so
+    joiner.kill()
+    again = processes.start(runtime=tmp_path / "here")
+    elsewhere.ask("log later 5")  # still writing: newer than the new writer
+    assert elsewhere.ask("flush") == "True"
+    again.ask("log again 5")
+    assert again.ask("flush") == "True"
+    assert again.close()[2:4] == [None, False] and again.summary.endswith("the stored log is that writer's")
+    assert service.is_open("k") and service.requests_for(key="k", method="DELETE") == []
+    elsewhere.close()
+    assert stored(service) == lines("elsewhere", 5) + lines("later", 5)
 
 
 def test_a_stream_a_run_killed_elsewhere_left_live_is_stored_as_its_log_then_opened_again(
@@ -620,3 +693,49 @@ def test_a_stream_a_run_killed_elsewhere_left_live_is_stored_as_its_log_then_ope
     assert rerun == ["new 0"] and service.blob_lines("k")[0]["pos"] == 0
     calls = [r.method for r in service.requests_for(key="k", path="/stream") if r.method != "PUT"]
     assert calls == ["POST", "GET", "DELETE", "POST", "DELETE"]  # opened, looked at, closed; the re-run's
+
+
+OUTLIVES_ITS_PARENT = """
+import os, sys, lelog
+writer = lelog.StreamWriter("k", lelog.LogConfig(url=sys.argv[1], account_id="acct", token="secret-token"))
+writer.write_line("parent 0")
+read, write = os.pipe()
+pid = os.fork()
+if pid == 0:
+    os.read(read, 1)  # until the parent's stream has ended
+    for i in range(50):
+        writer.write_line(f"child {i}")
+    if sys.argv[2] == "close":
+        stats = writer.close()
+        print("child", stats.accepted, stats.sent, stats.uploaded, flush=True)
+        os._exit(0)
+    sys.exit(0)  # the exit hook closes the stream
+stats = writer.close()
+print("parent", stats.uploaded, flush=True)
+os.write(write, b"x")
+os.waitpid(pid, 0)
+"""
+
+
+@pytest.mark.parametrize("ends", ["close", "exit"])
+def test_a_fork_child_that_logs_after_its_parents_stream_ended_continues_its_parents_log(
+    service: FakeLogService, tmp_path: Path, ends: str
+) -> None:
+    """The parent stored its log and closed the stream; its fork child, which inherited the
+    writer, logs on: it continues that log, so the stored log holds every line of both."""
+    result = subprocess.run(
+        [sys.executable, "-c", OUTLIVES_ITS_PARENT, service.url, ends],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=dict(os.environ, PYTHONPATH=str(ROOT), LELOG_RUNTIME_DIR=str(tmp_path / "runtime")),
+        cwd=str(ROOT),
+    )
+    assert result.returncode == 0, result.stderr
+    assert "parent True" in result.stdout.splitlines()
+    if ends == "close":
+        assert "child 50 50 True" in result.stdout.splitlines(), result.stdout
+    rows = service.blob_lines("k") or []
+    assert [row["pos"] for row in rows] == list(range(51))
+    assert [row["out"].rstrip("\n") for row in rows] == ["parent 0"] + lines("child", 50)
+    assert not service.is_open("k")

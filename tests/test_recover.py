@@ -633,3 +633,36 @@ def test_a_clean_lelog_run_leaves_no_spool(tmp_path: Path) -> None:
     assert [line.out for line in lelog._line.parse_ndjson(lelog.FileStore(home).download("ci/ok"))] == [
         "done\n"
     ]
+
+
+_JOINER = """
+import os, lelog
+config = lelog.LogConfig(url={url!r}, account_id="acct", token={token!r})
+writer = lelog.StreamWriter("k", config, spool_dir={spool!r})
+for i in range(3):
+    writer.write_line(f"joiner {{i}}")
+print(writer.flush(timeout=30), flush=True)
+os._exit(0)  # killed, as far as its spool knows
+"""
+
+
+def test_the_spool_of_a_killed_writer_that_joined_a_writer_elsewhere_is_removed_not_stored(
+    tmp_path: Path, service: FakeLogService
+) -> None:
+    """A writer that joined a stream a writer elsewhere holds leaves its lines to that writer:
+    recovering its spool must never store them over that writer's log, or close its stream."""
+    with lelog.LogServiceClient(lelog.LogConfig(url=service.url, account_id="acct", token=TOKEN)) as client:
+        client.open_stream("k")
+        client.write("k", [lelog.Line("elsewhere\n", 0, time.time() + 600)])  # newer than the joiner
+        spool = tmp_path / "spool"
+        result = run_python(_JOINER.format(url=service.url, token=TOKEN, spool=str(spool)), timeout=60)
+        assert result.stdout.split() == ["True"], result.stderr
+        assert "is being written by a writer this host cannot reach" in result.stderr
+        assert len(_spools(spool)) == 1
+        recovered = _recover(spool, service)
+        assert recovered.returncode == 0, recovered.stderr
+        assert (
+            "nothing to store: its writer streamed into a stream a writer elsewhere holds" in recovered.stdout
+        )
+        assert _spools(spool) == [] and service.is_open("k") and service.blob("k") is None
+        assert service.requests_for(key="k", method="DELETE") == []

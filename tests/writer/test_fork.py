@@ -482,8 +482,10 @@ print(len(backend.stream("k").uploaded or ()))
 """
 
 
-def test_a_fork_child_that_logs_after_its_parents_stream_ended_counts_its_lines_as_dropped() -> None:
-    """Its lines reach no stream: counted as dropped after close, never as sent."""
+def test_a_fork_child_logging_after_its_parents_stream_on_a_backend_of_its_own_counts_lines_dropped() -> None:
+    """A backend object of the process (no meeting place on the host): nothing can continue
+    the parent's log, so the lines are counted as dropped after close, never as sent (with a
+    service or the file store the child continues the log: tests/test_processes_on_one_key.py)."""
     result = run_python(AFTER_THE_PARENT, timeout=60)
     assert result.returncode == 0, result.stderr
     child, parent = result.stdout.split("\n")[:2]

@@ -4,9 +4,10 @@ of each member connection the rows account for."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
-from lelog._hostwide import MEMBERS_KEPT, HistoryFile, load_history
+from lelog._hostwide import MEMBERS_KEPT, HistoryFile, joined_path, load_history
 
 
 def row(pos: int) -> bytes:
@@ -44,15 +45,20 @@ def test_a_rewrite_keeps_every_count_up_to_the_bound_the_most_recently_changed_l
     assert found is not None and found.rows == [row(0), row(1)] and found.members == history.members
 
 
-def test_a_joined_stream_is_said_once_and_kept_through_a_rewrite(tmp_path: Path) -> None:
+def test_a_joined_stream_is_said_beside_the_history_until_the_stream_is_finished_or_a_new_one_starts(
+    tmp_path: Path,
+) -> None:
     history = HistoryFile(str(tmp_path / "h"), budget=1)  # every append past the limit rewrites
     history.start([row(0)])
     found = load_history(str(tmp_path / "h"))
     assert found is not None and not found.joined
     history.mark_joined()
-    history.mark_joined()
-    assert (tmp_path / "h").read_bytes().count(b"#joined") == 1
     history.append([row(1)], lambda: [row(0), row(1)], {})
     history.append([b"x" * (1 << 16)], lambda: [row(0), row(1)], {})  # past the limit: rewritten
     found = load_history(str(tmp_path / "h"))
     assert found is not None and found.joined and found.rows == [row(0), row(1)]
+    history.forget_joined()  # a new owner's own stream
+    assert not load_history(str(tmp_path / "h")).joined  # type: ignore[union-attr]
+    history.mark_joined()
+    history.remove()
+    assert not os.path.exists(joined_path(str(tmp_path / "h")))

@@ -4,6 +4,9 @@ against the fake service on 127.0.0.1 and the file store (no writer, no thread).
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Iterator, Optional
@@ -16,6 +19,7 @@ from lelog._exceptions import LogServiceError
 from lelog._line import encode_line, format_time
 from lelog._look import Found, Look
 from lelog.testing import MemoryBackend
+from tests.helpers import ROOT
 from tests.service import FakeLogService
 from tests.test_client import make_client
 
@@ -101,6 +105,37 @@ def test_a_leftover_in_the_file_store_is_stored_from_its_live_file(tmp_path: Pat
     rows = [json.loads(row) for row in store.download("k").splitlines()]
     assert [row["out"][:7] for row in rows] == ["old\n", "[lelog]"]
     assert not Path(store.live_path("k")).exists()
+
+
+def test_a_file_store_key_another_process_holds_is_a_writer_elsewhere_however_old_its_lines(
+    tmp_path: Path,
+) -> None:
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER.format(home=str(tmp_path))],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        look = Look(FileStore(tmp_path), "k", time.time(), marker)
+        assert look.step(soon()) is Found.WRITER_ELSEWHERE
+        assert FileStore(tmp_path).peek("k")[0].out == "old\n"  # untouched
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+#: A writer of the file store on key "k" in another process, with a line from long ago.
+HOLDER = """
+import sys, time, lelog
+store = lelog.FileStore({home!r})
+store.open_stream("k")
+store.write("k", [lelog.Line("old\\n", 0, time.time() - 600)])
+print("held", flush=True)
+sys.stdin.read()
+"""
 
 
 def test_a_live_stream_on_a_backend_that_cannot_show_its_lines_is_unknown() -> None:
