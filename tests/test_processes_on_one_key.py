@@ -594,15 +594,22 @@ def test_a_joined_stream_handed_on_to_another_process_of_this_host_is_still_left
     assert len(service.requests_for(key="k", method="DELETE")) == 1
 
 
-def test_lines_a_joiner_logs_after_the_writer_elsewhere_closed_the_stream_are_counted_after_close(
-    service: FakeLogService, processes: Processes, tmp_path: Path
-) -> None:
+def a_writer_elsewhere_and_a_joiner(processes: Processes, tmp_path: Path) -> tuple[Process, Process]:
+    """A writer out of this host's reach with 5 lines, and a writer here, built before them,
+    that joined its stream with 5 of its own."""
     elsewhere = processes.start()
     here = processes.start(runtime=tmp_path / "here")
     elsewhere.ask("log elsewhere 5")
     assert elsewhere.ask("flush") == "True"
     here.ask("log here 5")
-    assert here.ask("flush") == "True"  # joined
+    assert here.ask("flush") == "True"  # joined: the writer elsewhere's lines are newer than it
+    return elsewhere, here
+
+
+def test_lines_a_joiner_logs_after_the_writer_elsewhere_closed_the_stream_are_counted_after_close(
+    service: FakeLogService, processes: Processes, tmp_path: Path
+) -> None:
+    elsewhere, here = a_writer_elsewhere_and_a_joiner(processes, tmp_path)
     elsewhere.close()
     here.ask("log late 5")
     here.ask("flush")
@@ -652,13 +659,8 @@ def test_a_live_stream_whose_lines_cannot_be_read_is_joined_and_never_stored_ove
 def test_a_killed_joiners_history_is_not_stored_as_a_leftover_over_the_writer_elsewhere(
     service: FakeLogService, processes: Processes, tmp_path: Path
 ) -> None:
-    elsewhere = processes.start()
-    joiner = processes.start(runtime=tmp_path / "here")
-    elsewhere.ask("log elsewhere 5")
-    assert elsewhere.ask("flush") == "True"
-    joiner.ask("log joiner 5")
-    assert joiner.ask("flush") == "True"  # joined, its history file says so
-    joiner.kill()
+    elsewhere, joiner = a_writer_elsewhere_and_a_joiner(processes, tmp_path)
+    joiner.kill()  # its history file says it joined
     again = processes.start(runtime=tmp_path / "here")
     elsewhere.ask("log later 5")  # still writing: newer than the new writer
     assert elsewhere.ask("flush") == "True"
