@@ -36,7 +36,7 @@ import termios
 import threading
 import time
 import weakref
-from typing import Any, Callable, Mapping, Optional, Protocol, Union
+from typing import Any, Callable, Collection, Mapping, Optional, Protocol, Union
 
 import attrs
 
@@ -91,11 +91,15 @@ class Receiver(Protocol):
     """A stream that takes its fork children's lines."""
 
     def accept_from_children(
-        self, lines: list[ChildLine], *, members: Optional[Mapping[str, int]] = None
+        self,
+        lines: list[ChildLine],
+        *,
+        members: Optional[Mapping[str, int]] = None,
+        senders: Collection[int] = (),
     ) -> None:
-        """Lines of fork children, or of a member process: then ``members`` says how many
-        of its connection's lines these and the lines before them account for
-        (``Inbox.accounted``)."""
+        """Lines of fork children (``senders``: their pids), or of a member process: then
+        ``members`` says how many of its connection's lines these and the lines before them
+        account for (``Inbox.accounted``)."""
 
     def room_for_members(self) -> int:
         """How many member lines it takes now; 0 leaves them in their connections (the
@@ -110,9 +114,12 @@ class Inbox:
 
     def __init__(self) -> None:
         self._expected: dict[tuple[int, int], int] = {}  # (pid, slot) -> next sequence number
+        #: The pids whose lines the last ``sort`` found, by slot.
+        self.senders: dict[int, set[int]] = {}
 
     def sort(self, batch: list[bytes]) -> dict[int, list[ChildLine]]:
         by_slot: dict[int, list[ChildLine]] = {}
+        senders: dict[int, set[int]] = {}
         expected = self._expected
         for data in batch:
             try:
@@ -124,6 +131,8 @@ class Inbox:
             gap = max(seq - expected.get(key, 0), 0)
             expected[key] = seq + 1
             by_slot.setdefault(slot, []).append((gap, ts, str(level), str(out), args))
+            senders.setdefault(slot, set()).add(pid)
+        self.senders = senders
         return by_slot
 
     def accounted(self) -> dict[str, int]:
@@ -318,7 +327,7 @@ class Channel:
             for slot, lines in self._inbox.sort(batch).items():
                 receiver = _slots.get(slot)
                 if receiver is not None:
-                    receiver.accept_from_children(lines)
+                    receiver.accept_from_children(lines, senders=self._inbox.senders.get(slot, ()))
 
     def _accept(self, poller: select.poll, fd: int) -> None:
         """New members: only processes of this user (checked by the kernel's credentials)."""

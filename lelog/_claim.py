@@ -28,8 +28,10 @@ from ._config import LogConfig
 from ._exceptions import ConfigError
 from ._hostwide import (
     PRESENCE,
+    Carried,
     History,
     HistoryFile,
+    Identity,
     Meeting,
     joined_path,
     load_history,
@@ -242,12 +244,12 @@ class Claim:
         """Let go of the stream lock, taken for nothing (``Sharing.inherit``)."""
         self._release_stream()
 
-    def run_continues(self, *, outlived_parent: bool = False) -> bool:
-        """Whether this new owner continues the log a run of its parent stored moments ago,
-        or (``outlived_parent``: a fork child whose parent's stream ended) its parent stored
-        at any time (``_hostwide.take_ended``)."""
+    def run_continues(self, *, fork_parent: Optional[Identity] = None) -> Optional[Carried]:
+        """The stream's counts and owners when this new owner continues the log a run of its
+        parent stored moments ago, or (``fork_parent``: a fork child whose parent's stream
+        ended) a log its parent owned (``_hostwide.take_ended``); else None."""
         meeting = self.meeting
-        return meeting is not None and take_ended(meeting.ended_path, outlived_parent=outlived_parent)
+        return None if meeting is None else take_ended(meeting.ended_path, fork_parent=fork_parent)
 
     def owner_joined(self) -> bool:
         """Whether the stream's owner on this host joined a writer's stream elsewhere."""
@@ -295,8 +297,9 @@ class Claim:
 
     # -- letting go --------------------------------------------------------------------------------
 
-    def let_go(self, ending: Ending, seconds: float) -> None:
-        """The stream is finished here (``Ending`` says what stays); the lock goes last, so
+    def let_go(self, ending: Ending, seconds: float, carried: Optional[Carried] = None) -> None:
+        """The stream is finished here (``Ending`` says what stays; ``carried``: the stream's
+        counts and owners, for a run that continues the stored log); the lock goes last, so
         recovery never finds the spool unlocked while it is still being written."""
         if self.spool is not None:
             if ending is Ending.NOT_STORED:
@@ -309,8 +312,8 @@ class Claim:
             else:
                 self.history.close()
         meeting = self.meeting
-        if ending is Ending.STORED and meeting is not None:
-            mark_ended(meeting.ended_path)
+        if ending is Ending.STORED and meeting is not None and carried is not None:
+            mark_ended(meeting.ended_path, carried)
         self.leave()
         self._release_stream()
 

@@ -102,10 +102,10 @@ def _untrusted_certificate(exc: BaseException) -> Optional[str]:
 
 
 def _import_what_requests_need() -> None:
-    """Import, on the thread that builds a client, what httpx imports on its first request
-    (certifi, httpcore, h11, the idna codec).  On the writer's worker those imports could be
-    under way when another thread forks, and the child's copy of that module's import lock
-    would stay held: its first request would wait forever.  Once per process (then free)."""
+    """Import what httpx imports on its first request (certifi, httpcore, h11, the idna
+    codec), on the thread that starts a stream.  On the writer's worker those imports could
+    be under way when another thread forks, and the child's copy of that module's import lock
+    would stay held: its first request would wait forever.  Free once done."""
     import codecs
     import importlib.resources  # noqa: F401  (certifi.where() imports it)
 
@@ -145,7 +145,6 @@ class LogServiceClient:
         if not config.url:
             raise ConfigError("LogServiceClient needs a url; without one use lelog.FileStore")
         quiet_own_http_records()  # this client's requests must reach no handler (_quiet.py)
-        _import_what_requests_need()
         self.config = config
         self.retry = retry or RetryPolicy(max_attempts=config.max_attempts, max_wait=config.max_retry_wait)
         self._scrub = config.scrub
@@ -197,8 +196,11 @@ class LogServiceClient:
         return http
 
     def prepare(self) -> None:
-        """Make this process's connection pool and TLS context now, on this thread (see
-        ``Engine.start``); a config whose TLS material is bad raises ``ConfigError``."""
+        """Make this process's connection pool and TLS context now, and import what a first
+        request imports, on this thread (see ``Engine.start``; never under ``logging``'s
+        module lock: httpcore's modules take it as they are imported).  A config whose TLS
+        material is bad raises ``ConfigError``."""
+        _import_what_requests_need()
         _ = self.http
 
     def close(self) -> None:

@@ -268,6 +268,7 @@ class Delivery:
             elif self._look is not None and self._look.live and self._look.found is None:
                 # Live, and still not known whose: never stored or closed over on a guess.
                 self._record_error(exc)
+                self._look.unreadable = self._look.unreadable or exc
                 self._said = True
                 self._say_found(Found.UNREADABLE, 0)
                 self._join_found()
@@ -392,11 +393,12 @@ class Delivery:
                 "as that run's log, and this run opens it again",
             )
         elif found is Found.UNREADABLE:
-            why = self._look.unreadable if self._look is not None else None
+            unreadable = self._look.unreadable if self._look is not None else None
+            why = f" ({self._config.scrub(unreadable)})" if unreadable is not None else ""
             self._warn(
                 "joined",
                 f"stream {key!r} is live with no writer of this host on it, and what it holds could "
-                f"not be read{f' ({why})' if why else ''}: this writer streams its lines into it live "
+                f"not be read{why}: this writer streams its lines into it live "
                 "and leaves storing it to the writer that opened it; give each concurrent run its own key",
             )
         elif found is Found.UNKNOWN:

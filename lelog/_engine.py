@@ -31,7 +31,7 @@ import contextlib
 import threading
 import time
 import weakref
-from typing import Any, Callable, Hashable, Mapping, Optional, Protocol, Union
+from typing import Any, Callable, Collection, Hashable, Mapping, Optional, Protocol, Union
 
 from . import _channel, _lifecycle, _reentry
 from ._backend import Backend, Prepares, keeps_every_line, retry_policy
@@ -336,12 +336,16 @@ class Engine:
         return room
 
     def accept_from_children(
-        self, lines: list[_channel.ChildLine], *, members: Optional[Mapping[str, int]] = None
+        self,
+        lines: list[_channel.ChildLine],
+        *,
+        members: Optional[Mapping[str, int]] = None,
+        senders: Collection[int] = (),
     ) -> None:
-        """On the channel's reader thread: lines fork children or members wrote."""
+        """On the channel's reader thread: lines fork children (``senders``) or members wrote."""
         if members is not None and not self.ledger.counters.shared:  # read without the lock: set once
             self.ledger.count(count_shared)
-        if self.ledger.accept_from_children(lines, accounted=members) and lines:
+        if self.ledger.accept_from_children(lines, accounted=members, senders=senders) and lines:
             self.start()  # a parent that has not logged yet has no worker
         self.sharing.hand_on_kept()  # a member's fork children's lines go on to the owner
         self._wake.set()
@@ -359,6 +363,8 @@ class Engine:
         The backend readies itself on this thread too (``Prepares``: a client's pool and TLS
         context): built on the worker, a fork meanwhile would leave the child's copies of
         OpenSSL's and the import system's locks held, and its first request waiting forever.
+        Not under ``logging``'s module lock (a record logged inside ``dictConfig``): what it
+        imports takes that lock, which another thread importing the same may wait behind.
 
         The thread is started under the ledger's lock and published only once it runs, so a
         close never sees a thread it cannot join.  Holding the lock here cannot deadlock:
@@ -373,9 +379,10 @@ class Engine:
         with self.ledger.lock:
             if not self.ledger.move(RUNNING, allowed=(IDLE,)) or not self.sharing.needs_worker:
                 return
-        if self._threaded and isinstance(self.backend, Prepares):
+        if self._threaded and isinstance(self.backend, Prepares) and not _lifecycle.holding_logging_lock():
             try:
-                self.backend.prepare()
+                with _reentry.own_io():  # what building it logs is lelog's own (the worker's before)
+                    self.backend.prepare()
             except Exception:
                 pass  # the worker's first request meets the same failure, and reports it
         self.start_worker()
@@ -636,7 +643,7 @@ class Engine:
             ledger.settle_the_rest("retries_exhausted")
             ledger.moved(WriterState.FINISHED, allowed=(WriterState.FINISHING,))
             remaining = max(deadline.remaining() if deadline is not None else 0.0, 0.1)
-            self.claim.let_go(self._ending(stored), remaining)
+            self.claim.let_go(self._ending(stored), remaining, self.sharing.carried())
             self._finished.set()
             _channel.release(self)
             self._leave_registry()  # a new writer on this key starts a new log

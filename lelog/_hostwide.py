@@ -47,6 +47,7 @@ from ._stats import StreamTotals
 __all__ = [
     "CONTINUE_WINDOW",
     "Carried",
+    "Identity",
     "PRESENCE",
     "History",
     "HistoryFile",
@@ -60,6 +61,7 @@ __all__ = [
     "parent_run",
     "parse_rows",
     "take_ended",
+    "this_run",
 ]
 
 #: ``sun_path``'s size on Linux, its terminating NUL included.
@@ -346,50 +348,71 @@ class History:
     carried: Optional[Carried] = None
 
 
+#: A process as its runs know it: pid, start time (clock ticks since boot), boot id.
+Identity = tuple[object, ...]
+
+
 @attrs.frozen
 class Carried:
     """A stream's counts handed from owner to owner (``StreamTotals``), the processes known
-    to have written it, and the ``pos`` they reach: rows past it were stored by an owner
-    that ended without handing on (counted by those rows)."""
+    to have written it, the ``pos`` they reach (rows past it were stored by an owner that
+    ended without handing on: counted by those rows), and the processes that owned it, so a
+    fork child of any of them continues its log (``take_ended``)."""
 
     totals: StreamTotals
     pids: frozenset[int]
     next_pos: int
+    owners: tuple[Identity, ...] = ()
 
-    def row(self) -> bytes:
+    def to_json(self) -> dict[str, object]:
         totals = self.totals
-        pids = sorted(self.pids)[-PIDS_KEPT:]
-        data = {
+        return {
             "accepted": totals.accepted,
             "sent": totals.sent,
             "dropped": {k: v for k, v in totals.dropped.items() if v},
-            "pids": pids,
+            "pids": sorted(self.pids)[-PIDS_KEPT:],
             "pos": self.next_pos,
+            "owners": [list(owner) for owner in self.owners[-OWNERS_KEPT:]],
         }
-        return _TOTALS + json.dumps(data, separators=(",", ":")).encode() + b"\n"
+
+    def row(self) -> bytes:
+        return _TOTALS + json.dumps(self.to_json(), separators=(",", ":")).encode() + b"\n"
+
+    @classmethod
+    def from_json(cls, data: object) -> Optional[Carried]:
+        try:
+            assert isinstance(data, dict)
+            dropped = {str(k): int(v) for k, v in data["dropped"].items()}
+            pids = frozenset(int(pid) for pid in data["pids"])
+            totals = StreamTotals().plus(int(data["accepted"]), int(data["sent"]), dropped, len(pids))
+            owners = tuple(tuple(owner) for owner in data.get("owners", []))
+            return cls(totals, pids, int(data["pos"]), owners)
+        except (AssertionError, ValueError, KeyError, TypeError, AttributeError):
+            return None
 
     @classmethod
     def parse(cls, row: bytes) -> Optional[Carried]:
         try:
             data = json.loads(row[len(_TOTALS) :])
-            dropped = {str(k): int(v) for k, v in data["dropped"].items()}
-            pids = frozenset(int(pid) for pid in data["pids"])
-            totals = StreamTotals().plus(int(data["accepted"]), int(data["sent"]), dropped, len(pids))
-            return cls(totals, pids, int(data["pos"]))
-        except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
+        except (ValueError, RecursionError):
             return None
+        return cls.from_json(data)
 
-    def through(self, next_pos: int, more_pids: frozenset[int]) -> Carried:
+    def through(self, next_pos: int, more_pids: frozenset[int], lost: int = 0) -> Carried:
         """These counts, with the rows up to ``next_pos`` that an owner stored without handing
-        on counted as sent lines, and ``more_pids``."""
+        on counted as sent lines, ``lost`` lines counted as lost with that owner, and
+        ``more_pids``."""
         extra = max(next_pos - self.next_pos, 0)
         pids = self.pids | more_pids
-        return Carried(self.totals.plus(extra, extra, {}, len(pids)), pids, next_pos)
+        dropped = {"lost_with_owner": lost} if lost else {}
+        return Carried(self.totals.plus(extra + lost, extra, dropped, len(pids)), pids, next_pos, self.owners)
 
 
 _TOTALS = b"#totals "
 #: The most process ids a ``#totals`` row names (a day of recycled workers stays small).
 PIDS_KEPT = 4096
+#: The most owners (the latest) it names.
+OWNERS_KEPT = 64
 
 
 def _counts_row(members: dict[str, int]) -> bytes:
@@ -461,15 +484,18 @@ def parent_run() -> list[object]:
     return [ppid, None if found is None else found[1], boot_id()]
 
 
-def this_run() -> list[object]:
+def this_run() -> Identity:
     """This process, as its fork children know it as their parent: pid, start time, boot."""
     found = proc_stat(os.getpid())
-    return [os.getpid(), None if found is None else found[1], boot_id()]
+    return (os.getpid(), None if found is None else found[1], boot_id())
 
 
-def mark_ended(path: str) -> None:
-    """The last process out stored the log: say so, with itself, its parent and the time."""
-    data = json.dumps({"process": this_run(), "parent": parent_run(), "at": time.time()}).encode()
+def mark_ended(path: str, carried: Carried) -> None:
+    """The last process out stored the log: say so, with itself, its parent, the time and
+    the stream's counts and owners (``carried``), for a process that continues the log."""
+    data = json.dumps(
+        {"process": list(this_run()), "parent": parent_run(), "at": time.time(), "carried": carried.to_json()}
+    ).encode()
     temporary = f"{path}.{os.getpid()}.tmp"
     try:
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _OPEN_FLAGS, 0o600)
@@ -483,26 +509,29 @@ def mark_ended(path: str) -> None:
             os.unlink(temporary)
 
 
-def take_ended(path: str, *, outlived_parent: bool = False) -> bool:
-    """Whether this process is to continue the log the last process out stored: a run of
-    this process's parent ended moments ago (``CONTINUE_WINDOW``: a recycled worker, a
-    loop's next command), or (``outlived_parent``: a fork child that logs on after its
-    parent's stream ended) that process was this one's parent.  The mark is taken away
-    either way."""
+def take_ended(path: str, *, fork_parent: Optional[Identity] = None) -> Optional[Carried]:
+    """The stream's counts and owners when this process is to continue the log the last
+    process out stored, else None: a run of this process's parent ended moments ago
+    (``CONTINUE_WINDOW``: a recycled worker, a loop's next command), or (``fork_parent``: a
+    fork child that logs on after its parent's stream ended, its parent as it was at the
+    fork) its parent owned that stream, however long ago.  The mark is taken away either
+    way."""
     try:
         with open(path, "rb") as fh:
             found = json.loads(fh.read())
         os.unlink(path)
-    except (OSError, ValueError):
-        return False
+    except (OSError, ValueError, RecursionError):
+        return None
     try:
-        parent = parent_run()
-        return bool(
-            (outlived_parent and found.get("process") == parent)
-            or (found["parent"] == parent and 0 <= time.time() - float(found["at"]) <= CONTINUE_WINDOW)
-        )
-    except (KeyError, TypeError, ValueError):
-        return False
+        carried = Carried.from_json(found.get("carried")) or Carried(StreamTotals(), frozenset(), 0)
+        owners = {tuple(found["process"]), *carried.owners}
+        ours = fork_parent is not None and fork_parent in owners
+        recent = found["parent"] == parent_run() and 0 <= time.time() - float(found["at"]) <= CONTINUE_WINDOW
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
+    if not (ours or recent):
+        return None
+    return attrs.evolve(carried, owners=(*carried.owners, tuple(found["process"])))
 
 
 def peer_credentials(conn: socket.socket) -> Optional[tuple[int, int]]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import enum
 import threading
 from collections import deque
-from typing import Any, Callable, Mapping, NamedTuple, Optional
+from typing import Any, Callable, Collection, Mapping, NamedTuple, Optional
 
 from ._buffers import PendingLines, item_size
 from ._clock import Deadline
@@ -166,6 +166,7 @@ class Ledger:
         lines: list[tuple[int, float, str, str, Any]],
         *,
         accounted: Optional[Mapping[str, int]] = None,
+        senders: Collection[int] = (),
     ) -> bool:
         """Lines fork children wrote, each as (gap, time, level, out, args), ``gap`` being the
         lines before it that the channel had no room for (overflow, marked in their place).
@@ -196,6 +197,7 @@ class Ledger:
             if accounted:
                 self._accounted.update(accounted)
                 counters.peers.update(int(key.partition(".")[0]) for key in accounted)
+            counters.peers.update(senders)  # fork children
             return self.state is IDLE
 
     def keep_in_front(self, items: list[Item]) -> None:

@@ -23,7 +23,7 @@ import errno
 import json
 import threading
 import time
-from typing import Mapping, Optional, Protocol, Union
+from typing import Collection, Mapping, Optional, Protocol, Union
 
 from . import _channel
 from ._buffers import item_size
@@ -32,7 +32,7 @@ from ._claim import Claim, Hold
 from ._clock import Clock, Deadline
 from ._delivery import Delivery, count_joined
 from ._encode import Item, ready
-from ._hostwide import Carried, History, parse_rows
+from ._hostwide import Carried, History, Identity, parent_run, parse_rows, this_run
 from ._ledger import Ledger
 from ._line import ndjson, truncate_out
 from ._losses import Loss, Losses
@@ -106,7 +106,11 @@ class SharedStream(Protocol):
         here (None)."""
 
     def accept_from_children(
-        self, lines: list[ChildLine], *, members: Optional[Mapping[str, int]] = None
+        self,
+        lines: list[ChildLine],
+        *,
+        members: Optional[Mapping[str, int]] = None,
+        senders: Collection[int] = (),
     ) -> None: ...
 
     def room_for_members(self) -> int: ...
@@ -130,13 +134,17 @@ class Sharing:
         #: stream is stored and closed before this one opens it again (``store_leftover``).
         self._leftover: Optional[tuple[History, str]] = None
         self._arrived = time.time()  # when this writer came to the stream (``arrive``)
-        #: A run of this process's parent stored the key's log moments ago: this writer
-        #: continues it (``continue_run``), a recycled worker or a loop's next command.
-        self._continuation = False
+        #: A run of this process's parent stored the key's log moments ago (a recycled worker,
+        #: a loop's next command, a fork child that outlived its parent's stream): this
+        #: writer continues it (``continue_run``), with the counts and owners it carried.
+        self._continuation: Optional[Carried] = None
         self._history_failed = False  # said so (owner_round)
         #: A fork child of an owner whose parent's stream ended before it logged on: it
-        #: continues the log its parent stored, however long ago (``outlive_parent``).
-        self._outlived_parent = False
+        #: continues the log its parent (as it was at the fork) owned, however long ago.
+        self._outlived = False
+        self._fork_parent: Optional[Identity] = None
+        #: The processes that owned the stream before this one (``Carried.owners``).
+        self._owners: tuple[Identity, ...] = ()
         #: This host has a trace of the stream (see ``unseen_since``).
         self._traced = False
         #: Lines lost with an owner whose marker no owner took yet.
@@ -226,8 +234,10 @@ class Sharing:
             who = "" if crashed is None else f" ({crashed.describe()})"
             self._leftover = (history, who)
         elif history is None:  # a run of this parent may have just stored it (members too)
-            self._continuation = claim.run_continues(outlived_parent=self._outlived_parent)
-            self._traced = self._traced or self._continuation
+            self._continuation = claim.run_continues(
+                fork_parent=self._fork_parent if self._outlived else None
+            )
+            self._traced = self._traced or self._continuation is not None
         members = history.members if history is not None and resumed else None
         with pipeline.encode_lock:
             pipeline.history_file = claim.keep_history(
@@ -247,34 +257,50 @@ class Sharing:
         if listen and self._listening is Listening.NOT_YET:
             self._listen()
         self._become(Role.OWN)
-        self._count_lost(broken, history)
+        lost = self._count_lost(broken, history)
         if history is not None and resumed:  # after the losses: they were counted as a member's
-            self._take_counts_over(history, claim.crashed_holder)
+            self._take_counts_over(history, claim.crashed_holder, lost)
         return resumed
 
-    def _take_counts_over(self, history: History, crashed: Optional[Holder]) -> None:
+    def _take_counts_over(self, history: History, crashed: Optional[Holder], lost: int) -> None:
         """The stream's counts so far (docs/writer.md#whole-stream-counts): as the last owner
-        that handed it on left them, with rows stored since by an owner that did not."""
+        that handed it on left them, with rows stored since by an owner that did not and the
+        lines this process lost with it; kept in this owner's history file for the next."""
         carried = history.carried or Carried(StreamTotals(), frozenset(), 0)
         seen = None if crashed is None else crashed.local_pid
         more = frozenset() if seen is None else frozenset({seen})
-        carried = carried.through(history.next_pos, more)
-        self._stream.ledger.take_over(carried.totals, carried.pids)
+        self._carry(carried.through(history.next_pos, more, lost))
+
+    def _carry(self, carried: Carried) -> None:
+        """Own the stream after the owners ``carried`` names, with their counts."""
+        stream = self._stream
+        self._owners = carried.owners
+        stream.ledger.take_over(carried.totals, carried.pids)
+        with stream.pipeline.encode_lock:  # the history file's writers hold it
+            history_file = stream.pipeline.history_file
+            if history_file is not None:
+                history_file.hand_on(carried)  # for a successor, should this process vanish
+
+    def carried(self) -> Carried:
+        """The stream's counts, its processes and owners, this one included: for the next
+        owner (``_hand_counts_on``), or the next run (``Claim.let_go``)."""
+        stream = self._stream
+        with stream.ledger.lock:
+            counters = stream.ledger.counters
+            totals, pids = counters.stream_totals(), counters.stream_pids()
+        return Carried(totals, pids, stream.pipeline.next_pos, (*self._owners, this_run()))
 
     def _hand_counts_on(self) -> None:
         """Before an owner asks whether it is the last: the stream's counts, for the next
         owner.  The ledger's lock, then the encoder's, one after the other."""
-        stream = self._stream
-        pipeline = stream.pipeline
+        pipeline = self._stream.pipeline
         if pipeline.history_file is None:
             return
-        with stream.ledger.lock:
-            counters = stream.ledger.counters
-            totals, pids = counters.stream_totals(), counters.stream_pids()
+        carried = self.carried()
         with pipeline.encode_lock:  # the history file's writers hold it
             history_file = pipeline.history_file
             if history_file is not None:
-                history_file.hand_on(Carried(totals, pids, pipeline.next_pos))
+                history_file.hand_on(carried)
 
     def _listen(self) -> None:
         """Bind the owner's socket; a name a killed owner's socket still holds is tried
@@ -345,15 +371,15 @@ class Sharing:
     @property
     def continuation(self) -> bool:
         """A log to read back and continue before the first line is encoded."""
-        return self._continuation
+        return self._continuation is not None
 
     def continue_run(self, deadline: Deadline) -> None:
         """On the worker, before its first round: the log a run of this process's parent
         stored moments ago is read back (one download) and continued, ``pos`` and all; the
         stream itself was closed, so it is opened again."""
-        if not self._continuation:
+        carried, self._continuation = self._continuation, None
+        if carried is None:
             return
-        self._continuation = False
         stream = self._stream
         body = stream.delivery.stored_log(deadline)
         rows = [row for row in (body or b"").split(b"\n") if row]
@@ -361,6 +387,7 @@ class Sharing:
         if history is not None and stream.pipeline.next_pos == 0:
             stream.pipeline.resume(history.rows, history.next_pos, None)
             stream.ledger.count(count_shared)
+            self._carry(carried.through(history.next_pos, frozenset()))
 
     def store_leftover(self, deadline: Deadline) -> None:
         """Before the first open: a killed run's stream, found in its history file, is
@@ -493,15 +520,16 @@ class Sharing:
                 if sent < len(kept):
                     return
 
-    def _count_lost(self, broken: list[Broken], history: Optional[History]) -> None:
+    def _count_lost(self, broken: list[Broken], history: Optional[History]) -> int:
         """A member whose owner left, now owner or reaching the next: the lines it sent that
         the owner's ``history`` does not account for were lost with the owner.  They are
         counted as dropped, no longer as sent, and marked in the log where the owner's part
-        ends (``Losses``)."""
+        ends (``Losses``).  How many."""
         lost = self._losses.count(broken, history)
         if lost:
             self._stream.ledger.lost_with_owner(lost)
         self._losses.mark(self._place_marker)
+        return lost
 
     def _place_marker(self, loss: Loss) -> bool:
         """A loss's marker: this process's next line when it owns the stream, else the first
@@ -630,7 +658,7 @@ class Sharing:
     def outlive_parent(self) -> None:
         """This fork child logs on after its parent's stream ended (``Engine``): a process
         of its own on the key from now on, which continues its parent's log."""
-        self._outlived_parent = True
+        self._outlived = True
 
     def after_fork_in_child(self) -> bool:
         """In a fork child: True when the parent was a member (the child then starts as a
@@ -641,7 +669,9 @@ class Sharing:
         self._hand_lock = threading.Lock()
         self._listening = Listening.NOT_YET
         self.handed_on = False
-        self._outlived_parent = False
+        self._outlived = False
+        self._fork_parent = tuple(parent_run())  # as it is now: it may be gone when asked
+        self._owners = ()
         self._waiting_since = None
         self._losses = Losses()  # the parent's to mark
         if self._link is not None:

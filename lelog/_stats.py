@@ -60,7 +60,8 @@ class StreamTotals:
     def text(self) -> str:
         """For the summaries: ``the whole stream: 3,000 lines of 3 processes, 3,000 sent``."""
         processes = f"{self.processes:,} process" + ("" if self.processes == 1 else "es")
-        text = f"the whole stream: {self.accepted:,} lines of {processes}, {self.sent:,} sent"
+        lines = f"{self.accepted:,} line" + ("" if self.accepted == 1 else "s")
+        text = f"the whole stream: {lines} of {processes}, {self.sent:,} sent"
         if self.dropped_total:
             reasons = ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in self.dropped.items() if v)
             text += f", {self.dropped_total:,} dropped ({reasons})"

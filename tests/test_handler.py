@@ -634,3 +634,40 @@ def test_repr_and_the_class_dictconfig_needs() -> None:
         handler.close()
     # Python 3.12's dictConfig special-cases QueueHandler subclasses (docs/hazards.md#dictconfig-traps).
     assert not issubclass(lelog.StreamHandler, logging.handlers.QueueHandler)
+
+
+IMPORTS_UNDER_CONFIGURATION = """
+import importlib.abc, logging.config, os, sys, threading, time
+import lelog
+
+inside = threading.Event()
+
+
+class Pause(importlib.abc.MetaPathFinder):
+    # Holds another thread inside httpcore's import, as an app's first httpx request would.
+    def find_spec(self, name, path, target=None):
+        if name == "httpcore._sync.connection" and threading.current_thread().name == "importer":
+            inside.set()
+            time.sleep(1.0)
+        return None
+
+
+sys.meta_path.insert(0, Pause())
+threading.Thread(target=lambda: __import__("httpcore"), name="importer", daemon=True).start()
+inside.wait()
+config = {"version": 1, "handlers": {"le": {"class": "lelog.StreamHandler", "key": "k", "url": "http://127.0.0.1:9",
+          "account_id": "a", "token": "t"}}, "root": {"handlers": ["le"], "level": "INFO"}}
+configuring = threading.Thread(target=logging.config.dictConfig, args=(config,), daemon=True)
+configuring.start()
+configuring.join(20)
+print("configured" if not configuring.is_alive() else "stuck", flush=True)
+os._exit(0)
+"""
+
+
+def test_dictconfig_never_waits_on_an_import_another_thread_has_under_way() -> None:
+    """Building a handler under logging's module lock imports nothing that takes that lock
+    (httpcore's modules do, as they are imported): a thread importing them meanwhile would
+    wait for the lock, and the configuration for the import."""
+    result = run_python(IMPORTS_UNDER_CONFIGURATION, timeout=60)
+    assert result.stdout.split() == ["configured"], result.stderr

@@ -386,7 +386,9 @@ import sys, lelog
 writer = lelog.StreamWriter("k", lelog.LogConfig(url=sys.argv[1], account_id="acct", token="secret-token"))
 for i in range(20):
     writer.write_line(f"{sys.argv[2]} {i}")
-print(writer.close().uploaded, flush=True)
+stats = writer.close()
+whole = stats.stream and (stats.stream.accepted, stats.stream.sent, stats.stream.processes)
+print(stats.uploaded, *(whole or ()), flush=True)
 """
 
 
@@ -416,6 +418,11 @@ def test_a_shell_loop_of_processes_on_one_key_stores_one_log(
     assert sorted(row["out"].rstrip("\n") for row in rows) == sorted(
         line for n in range(4) for line in lines(f"p{n}", 20)
     )
+    # The last to store it counts the whole stream: continued from the stored log, handed on.
+    wholes = [
+        tuple(map(int, line.split()[1:])) for line in result.stdout.splitlines() if len(line.split()) == 4
+    ]
+    assert max(wholes) == (80, 80, 4), evidence
 
 
 SMALL_OWNER = """
@@ -741,3 +748,75 @@ def test_a_fork_child_that_logs_after_its_parents_stream_ended_continues_its_par
     assert [row["pos"] for row in rows] == list(range(51))
     assert [row["out"].rstrip("\n") for row in rows] == ["parent 0"] + lines("child", 50)
     assert not service.is_open("k")
+
+
+ORPHANED = """
+import os, sys, time, lelog
+from lelog import _hostwide
+_hostwide.CONTINUE_WINDOW = 0.0  # only a fork child's own parent makes it continue a log
+writer = lelog.StreamWriter("k", lelog.LogConfig(url=sys.argv[1], account_id="acct", token="secret-token"))
+writer.write_line("parent 0")
+parent = os.getpid()
+go = [os.pipe() for _ in range(2)]
+for n in range(2):
+    if os.fork() == 0:
+        os.read(go[n][0], 1)  # the parent has stored its log (and, for the second, the first child its part)
+        while n == 1 and os.getppid() == parent:
+            time.sleep(0.01)  # the parent has exited: this child is an orphan now
+        for i in range(5):
+            writer.write_line(f"child{n} {i}")
+        stats = writer.close()
+        print(f"child{n}", stats.uploaded, flush=True)
+        if n == 0:
+            os.write(go[1][1], b"x")
+        os._exit(0)
+print("parent", writer.close().uploaded, flush=True)
+os.write(go[0][1], b"x")
+os._exit(0)  # gone before the second child logs
+"""
+
+
+def test_fork_children_that_outlive_their_parent_continue_its_log_one_after_another(
+    service: FakeLogService, tmp_path: Path
+) -> None:
+    """The parent stores its log and exits; one fork child continues it and stores it; the
+    second, an orphan by then and long after the first stored, continues that log too."""
+    result = subprocess.run(
+        [sys.executable, "-c", ORPHANED, service.url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=dict(os.environ, PYTHONPATH=str(ROOT), LELOG_RUNTIME_DIR=str(tmp_path / "runtime")),
+        cwd=str(ROOT),
+    )
+    assert result.returncode == 0, result.stderr
+    assert sorted(result.stdout.split("\n")[:3]) == ["child0 True", "child1 True", "parent True"], (
+        result.stdout
+    )
+    rows = service.blob_lines("k") or []
+    assert [row["pos"] for row in rows] == list(range(11)), result.stderr
+    assert [row["out"].rstrip("\n") for row in rows] == ["parent 0"] + lines("child0", 5) + lines("child1", 5)
+
+
+def test_the_whole_streams_counts_survive_a_killed_successor_and_count_fork_children(
+    service: FakeLogService, processes: Processes
+) -> None:
+    """A hands on to B, B is killed after storing its lines, C takes over and stores the
+    log: its whole-stream counts cover every process, the killed one and A's fork children
+    included."""
+    a, b, c = processes.start(), processes.start(), processes.start()
+    a.ask("log a 10")
+    assert a.ask("flush") == "True"  # A owns the stream
+    b.ask("log b 10")
+    c.ask("log c 10")
+    a.ask("fork kid1 5")
+    a.ask("fork kid2 5")
+    assert a.close()[2:4] == [None, True]
+    b.ask("log b2 10")  # B takes the stream over
+    assert b.ask("flush") == "True"
+    b.kill()
+    c.ask("log c2 10")  # C takes over from B's history
+    assert c.close()[2:4] == [True, False]
+    outs = stored(service)
+    assert len([out for out in outs if not out.startswith("[lelog] ")]) == 60, outs  # and B's end marked
+    assert c.whole == [60, 60, 5], c.summary  # a, b, c, kid1, kid2

@@ -41,13 +41,10 @@ def test_carried_counts_survive_a_row_and_count_rows_a_vanished_owner_stored() -
     carried = Carried(StreamTotals().plus(100, 90, {"overflow": 10}, 2), frozenset({1, 2}), 120)
     back = Carried.parse(carried.row().rstrip(b"\n"))
     assert back == carried
-    later = carried.through(150, frozenset({3}))  # 30 rows stored since, by pid 3, which vanished
-    assert (later.totals.accepted, later.totals.sent, later.totals.processes, later.next_pos) == (
-        130,
-        120,
-        3,
-        150,
-    )
+    later = carried.through(150, frozenset({3}), lost=4)  # 30 rows stored since by pid 3, which vanished
+    totals = later.totals
+    assert (totals.accepted, totals.sent, totals.processes, later.next_pos) == (134, 120, 3, 150)
+    assert totals.dropped["lost_with_owner"] == 4  # lines the new owner had sent it
     assert Carried.parse(b"#totals {not json") is None
 
 
