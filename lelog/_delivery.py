@@ -92,7 +92,7 @@ class Delivery:
         self._unseen_since = unseen_since
         self._look: Optional[Look] = None
         self._asked = False
-        self._said = False  # what the look found (``_say_found``)
+        self._said = False  # what the look found (``_say_found``), once
         #: Called once the stream is joined (a writer elsewhere holds it): for a successor.
         self._on_join = joined
         #: The stream is a writer's elsewhere: pushed to, never stored or closed here.
@@ -268,20 +268,14 @@ class Delivery:
             elif self._look is not None and self._look.live and self._look.found is None:
                 # Live, and still not known whose: never stored or closed over on a guess.
                 self._record_error(exc)
-                self._look.unreadable = self._look.unreadable or exc
-                self._said = True
-                self._say_found(Found.UNREADABLE, 0)
+                self._look.give_up(exc)
+                self._say_found(self._look)
                 self._join_found()
                 self.live_state = LiveState.OPEN
             else:
                 self._record_error(exc)
                 if self._look is not None and self._look.found is Found.LEFTOVER and not self._look.settled:
-                    self._warn(
-                        "leftover_elsewhere",
-                        f"stream {self._key!r} was left live by a run that ended elsewhere without "
-                        f"closing it: the {self._look.held:,} lines it held could not be stored before "
-                        "this writer's close",
-                    )
+                    self._warn(*self._look.unstored())
                 if not exc.retryable:
                     self._stop_live(exc)
         if self.live_state is LiveState.OPEN:
@@ -361,10 +355,8 @@ class Delivery:
             try:
                 found = look.step(deadline)  # one attempt of each call it has left; may raise
             finally:  # said once: when decided, or a leftover once stored
-                decided = look.found
-                if decided is not None and look.settled and not self._said:
-                    self._said = True
-                    self._say_found(decided, look.held)
+                if look.settled:
+                    self._say_found(look)
             if found in (Found.WRITER_ELSEWHERE, Found.UNREADABLE):
                 self._join_found()
                 return
@@ -376,38 +368,13 @@ class Delivery:
             self._join()
             self._on_join()
 
-    def _say_found(self, found: Found, held: int) -> None:
-        key = self._key
-        if found is Found.WRITER_ELSEWHERE:
-            self._warn(
-                "joined",
-                f"stream {key!r} is being written by a writer this host cannot reach (on another "
-                "host or in another container): this writer streams its lines into it live, and "
-                "the stored log is that writer's; give each concurrent run its own key",
-            )
-        elif found is Found.LEFTOVER:
-            self._warn(
-                "leftover_elsewhere",
-                f"stream {key!r} was left live by a run that ended elsewhere without closing it: "
-                f"the {held:,} line{'' if held == 1 else 's'} it held {'is' if held == 1 else 'are'} stored "
-                "as that run's log, and this run opens it again",
-            )
-        elif found is Found.UNREADABLE:
-            unreadable = self._look.unreadable if self._look is not None else None
-            why = f" ({self._config.scrub(unreadable)})" if unreadable is not None else ""
-            self._warn(
-                "joined",
-                f"stream {key!r} is live with no writer of this host on it, and what it holds could "
-                f"not be read{why}: this writer streams its lines into it live "
-                "and leaves storing it to the writer that opened it; give each concurrent run its own key",
-            )
-        elif found is Found.UNKNOWN:
-            self._warn(
-                "reopened_live",
-                f"stream {key!r} was live already, with no writer of this host on it, and this "
-                "backend cannot show its lines: opening it again wipes what it held live; give "
-                "each concurrent run its own key",
-            )
+    def _say_found(self, look: Look) -> None:
+        """What the look found, once (``Look.warning``)."""
+        if not self._said:
+            self._said = True
+            warning = look.warning(self._config.scrub)
+            if warning is not None:
+                self._warn(*warning)
 
     def _write(self, lines: list[bytes], deadline: Deadline) -> None:
         self._backend.write(self._key, lines, deadline=deadline, retry=ONE_ATTEMPT)

@@ -118,6 +118,55 @@ class Look:
             self._leftover = None
         return self.found
 
+    def give_up(self, error: LogServiceError) -> None:
+        """The close came before the look decided a live stream: not known whose, so it is
+        taken as unreadable (joined)."""
+        self.unreadable = self.unreadable or error
+        self.found = Found.UNREADABLE
+
+    def warning(self, scrub: Callable[[object], str]) -> Optional[tuple[str, str]]:
+        """What was found, said once: (kind, text), errors through ``scrub``; None for a
+        stream that was not live."""
+        key, held = self._key, self.held
+        if self.found is Found.WRITER_ELSEWHERE:
+            return (
+                "joined",
+                f"stream {key!r} is being written by a writer this host cannot reach (on another "
+                "host or in another container): this writer streams its lines into it live, and "
+                "the stored log is that writer's; give each concurrent run its own key",
+            )
+        if self.found is Found.LEFTOVER:
+            return (
+                "leftover_elsewhere",
+                f"stream {key!r} was left live by a run that ended elsewhere without closing it: "
+                f"the {_lines(held)} it held {'is' if held == 1 else 'are'} stored as that run's "
+                "log, and this run opens it again",
+            )
+        if self.found is Found.UNREADABLE:
+            why = f" ({scrub(self.unreadable)})" if self.unreadable is not None else ""
+            return (
+                "joined",
+                f"stream {key!r} is live with no writer of this host on it, and what it holds could "
+                f"not be read{why}: this writer streams its lines into it live and leaves storing "
+                "it to the writer that opened it; give each concurrent run its own key",
+            )
+        if self.found is Found.UNKNOWN:
+            return (
+                "reopened_live",
+                f"stream {key!r} was live already, with no writer of this host on it, and this "
+                "backend cannot show its lines: opening it again wipes what it held live; give "
+                "each concurrent run its own key",
+            )
+        return None
+
+    def unstored(self) -> tuple[str, str]:
+        """A leftover the close came before storing."""
+        return (
+            "leftover_elsewhere",
+            f"stream {self._key!r} was left live by a run that ended elsewhere without closing "
+            f"it: the {_lines(self.held)} it held could not be stored before this writer's close",
+        )
+
     def _decide(self, deadline: Deadline) -> Found:
         try:
             self._backend.write(self._key, [], deadline=deadline, retry=ONE_ATTEMPT)
@@ -161,3 +210,7 @@ class Look:
         )
         at = held[-1].time if held else None
         return ndjson([*(line.encode() for line in held), self._marker(note, next_pos, at)])
+
+
+def _lines(count: int) -> str:
+    return f"{count:,} line" + ("" if count == 1 else "s")

@@ -19,13 +19,11 @@ their order (docs/writer.md#locks).
 from __future__ import annotations
 
 import enum
-import errno
 import json
 import threading
 import time
 from typing import Collection, Mapping, Optional, Protocol, Union
 
-from . import _channel
 from ._buffers import item_size
 from ._channel import REFUSAL, Broken, ChildLine, MemberLink, Refusal, Sent
 from ._claim import Claim, Hold
@@ -35,6 +33,7 @@ from ._encode import Item, ready
 from ._hostwide import Carried, History, Identity, parent_run, parse_rows, this_run
 from ._ledger import Ledger
 from ._line import ndjson, truncate_out
+from ._listener import Listener
 from ._losses import Loss, Losses
 from ._options import WriterOptions
 from ._pipeline import MARKER_PREFIX, Pipeline
@@ -49,10 +48,6 @@ WAITING_POLL = 0.02
 _FULL_POLL = 0.005
 #: How long a member waits for an owner before it says so.
 _STUCK_AFTER = 2.0
-#: How long a new owner tries to bind an abstract socket name that a killed owner's socket
-#: still holds (the kernel closes a dying process's descriptors one by one, the stream
-#: lock's before its socket's, maybe), before it says other processes cannot reach it.
-_BIND_FOR = 2.0
 
 
 class Role(enum.Enum):
@@ -69,18 +64,6 @@ class Role(enum.Enum):
     #: The process that holds the stream has other credentials: lines are counted as
     #: rejected, and this process neither joins nor opens the stream.
     REFUSED = "refused"
-
-
-class Listening(enum.Enum):
-    """Whether an owner's socket is bound, for members to connect to."""
-
-    NOT_YET = "not yet"
-    #: The name is still another's (a killed owner's socket, not yet closed by the kernel):
-    #: the owner's rounds try again (``owner_round``).
-    RETRYING = "retrying"
-    BOUND = "bound"
-    #: It cannot be (said once): the stream is this process's alone until it ends.
-    FAILED = "failed"
 
 
 class SharedStream(Protocol):
@@ -124,8 +107,7 @@ class Sharing:
         self.role = Role.OWN
         self._role_lock = threading.Lock()
         self._link: Optional[MemberLink] = None
-        self._listening = Listening.NOT_YET  # changed in _listen, and after a fork
-        self._bind_since = 0.0  # when _listen first found the name taken
+        self._listener = Listener(stream)  # an owner's socket for members (anew after a fork)
         self._hand_lock = threading.Lock()  # see hand_on_kept
         #: Another process of the host stores the stream: this one did not upload or close it.
         self.handed_on = False
@@ -254,8 +236,8 @@ class Sharing:
             broken = self._link.take_broken()
             self._link.close()
             self._count_owners(self._link)
-        if listen and self._listening is Listening.NOT_YET:
-            self._listen()
+        if listen:
+            self._listener.listen()
         self._become(Role.OWN)
         lost = self._count_lost(broken, history)
         if history is not None and resumed:  # after the losses: they were counted as a member's
@@ -302,41 +284,16 @@ class Sharing:
             if history_file is not None:
                 history_file.hand_on(carried)
 
-    def _listen(self) -> None:
-        """Bind the owner's socket; a name a killed owner's socket still holds is tried
-        again by the owner's rounds, for ``_BIND_FOR`` seconds."""
-        stream, meeting = self._stream, self._stream.claim.meeting
-        if meeting is None:
-            return
-        try:
-            _channel.listen(stream, meeting.address)
-        except OSError as exc:
-            now = stream.clock.monotonic()
-            if exc.errno == errno.EADDRINUSE and self._listening is Listening.NOT_YET:
-                self._listening, self._bind_since = Listening.RETRYING, now
-                return
-            if exc.errno == errno.EADDRINUSE and now - self._bind_since < _BIND_FOR:
-                return
-            failure: Exception = exc
-        except RuntimeError as exc:
-            failure = exc
-        else:
-            self._listening = Listening.BOUND
-            return
-        self._listening = Listening.FAILED
-        stream.warn("listen", f"stream {stream.key!r}: other processes cannot reach this one ({failure})")
-
     @property
     def binding(self) -> bool:
         """The owner's socket is still to be bound (``owner_round`` tries again)."""
-        return self._listening is Listening.RETRYING
+        return self._listener.binding
 
     def owner_round(self) -> None:
         """On an owner's worker, each round: bind the socket if its name was taken, and say
         once when the history file could not be written (a full disk: a successor would open
         the stream afresh)."""
-        if self._listening is Listening.RETRYING:
-            self._listen()
+        self._listener.retry()
         history_file = self._stream.pipeline.history_file
         if history_file is not None and history_file.failed is not None and not self._history_failed:
             self._history_failed = True
@@ -615,9 +572,7 @@ class Sharing:
     def stop_listening(self, deadline: Deadline) -> None:
         """The owner's final sequence begins: what members sent so far is delivered; later
         lines find nobody and wait for whoever takes the stream on."""
-        meeting = self._stream.claim.meeting
-        if self._listening is Listening.BOUND and meeting is not None:
-            _channel.stop_listening(self._stream, meeting.address, deadline.remaining() / 5)
+        self._listener.stop(deadline)
 
     def last_out(self) -> bool:
         """The owner's final push is done: True to store and close, False when the stream
@@ -667,7 +622,7 @@ class Sharing:
         self.role = Role.OWN
         self._role_lock = threading.Lock()  # a parent thread may have held it at the fork
         self._hand_lock = threading.Lock()
-        self._listening = Listening.NOT_YET
+        self._listener = Listener(self._stream)
         self.handed_on = False
         self._outlived = False
         self._fork_parent = tuple(parent_run())  # as it is now: it may be gone when asked
