@@ -704,6 +704,19 @@ def test_a_stream_a_run_killed_elsewhere_left_live_is_stored_as_its_log_then_ope
     assert calls == ["POST", "GET", "DELETE", "POST", "DELETE"]  # opened, looked at, closed; the re-run's
 
 
+def run_script(code: str, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``code`` in a child process with ``args``, its runtime directory the test's own (it
+    ends when every process it forked has: they share its output)."""
+    return subprocess.run(
+        [sys.executable, "-c", code, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=dict(os.environ, PYTHONPATH=str(ROOT), LELOG_RUNTIME_DIR=str(tmp_path / "runtime")),
+        cwd=str(ROOT),
+    )
+
+
 OUTLIVES_ITS_PARENT = """
 import os, sys, lelog
 writer = lelog.StreamWriter("k", lelog.LogConfig(url=sys.argv[1], account_id="acct", token="secret-token"))
@@ -732,14 +745,7 @@ def test_a_fork_child_that_logs_after_its_parents_stream_ended_continues_its_par
 ) -> None:
     """The parent stored its log and closed the stream; its fork child, which inherited the
     writer, logs on: it continues that log, so the stored log holds every line of both."""
-    result = subprocess.run(
-        [sys.executable, "-c", OUTLIVES_ITS_PARENT, service.url, ends],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=dict(os.environ, PYTHONPATH=str(ROOT), LELOG_RUNTIME_DIR=str(tmp_path / "runtime")),
-        cwd=str(ROOT),
-    )
+    result = run_script(OUTLIVES_ITS_PARENT, tmp_path, service.url, ends)
     assert result.returncode == 0, result.stderr
     assert "parent True" in result.stdout.splitlines()
     if ends == "close":
@@ -781,14 +787,7 @@ def test_fork_children_that_outlive_their_parent_continue_its_log_one_after_anot
 ) -> None:
     """The parent stores its log and exits; one fork child continues it and stores it; the
     second, an orphan by then and long after the first stored, continues that log too."""
-    result = subprocess.run(
-        [sys.executable, "-c", ORPHANED, service.url],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=dict(os.environ, PYTHONPATH=str(ROOT), LELOG_RUNTIME_DIR=str(tmp_path / "runtime")),
-        cwd=str(ROOT),
-    )
+    result = run_script(ORPHANED, tmp_path, service.url)
     assert result.returncode == 0, result.stderr
     assert sorted(result.stdout.split("\n")[:3]) == ["child0 True", "child1 True", "parent True"], (
         result.stdout
