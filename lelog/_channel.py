@@ -142,7 +142,17 @@ class Inbox:
 
 
 def encode_datagram(slot: int, pid: int, seq: int, ts: float, level: str, out: str, args: Any) -> bytes:
-    return json.dumps([slot, pid, seq, ts, level, out, args], default=str).encode()
+    """One line as a message: compact JSON ``[slot, pid, seq, ts, level, out, args]``.  On
+    the caller's thread of every fork child's and member's line, so a line without ``args``
+    is written with ``json``'s C string encoder alone, the same bytes at a third of the cost
+    (benchmarks/: members row)."""
+    if args is None and type(ts) is float and type(level) is str and type(out) is str:
+        return f"[{slot},{pid},{seq},{ts!r},{_json_string(level)},{_json_string(out)},null]".encode()
+    return json.dumps([slot, pid, seq, ts, level, out, args], default=str, separators=(",", ":")).encode()
+
+
+#: ``json.dumps``'s own string encoder (non-ASCII and lone surrogates escaped, as it does).
+_json_string: Callable[[str], str] = json.encoder.encode_basestring_ascii
 
 
 class Channel:

@@ -557,6 +557,25 @@ def _renew_locks_in_child() -> None:
         client._lock = threading.Lock()
 
 
+def _ready_before_fork() -> None:
+    """On the thread about to fork: what a client imports and builds on its first use (the
+    modules of a first request, the TLS context) is imported and built now.  Another thread
+    of this process doing it at the moment of the fork (a writer's worker, or the children's
+    channel reader starting a stream) would leave the child's copies of the import system's
+    and OpenSSL's locks held for good; here the fork waits for that thread instead.  Not
+    under ``logging``'s module lock (httpcore's imports take it)."""
+    clients = list(_clients)
+    if not clients or _lifecycle.holding_logging_lock():
+        return
+    try:
+        _import_what_requests_need()
+        for client in clients:
+            client.config.tls_context()  # built once per process and settings, then cached
+    except Exception:
+        pass  # the client's first request meets the same failure, and reports it
+
+
+_lifecycle.before_fork(_ready_before_fork)
 _lifecycle.after_fork_in_child(_renew_locks_in_child)  # lelog's one fork hook runs it
 
 

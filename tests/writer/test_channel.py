@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
+import pytest
+
 from lelog._channel import Broken, Inbox, encode_datagram
 
 
@@ -45,3 +49,20 @@ def test_a_broken_connection_counts_as_lost_what_was_sent_past_what_the_owner_ac
     assert broken.lost(4) == 4  # 5, 6, 8 and 9
     assert broken.lost(8) == 2
     assert broken.unstored(7) == [(12, 55)] and broken.unstored(8) == []
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        (1.5, "info", "plain\n", None),
+        (1733450000.123456, "warn", 'quo"te \\ \t\u00e9\u4e2d \ud800 \x00', None),  # a lone surrogate too
+        (1e-7, "info", "", None),
+        (2.0, "info", "with args", {"k": "v", "n": 1}),
+    ],
+)
+def test_a_message_is_the_compact_json_of_its_fields_and_reads_back_whole(line: tuple) -> None:
+    ts, level, out, args = line
+    data = encode_datagram(7, 4242, 3, ts, level, out, args)
+    assert data == json.dumps([7, 4242, 3, ts, level, out, args], default=str, separators=(",", ":")).encode()
+    sorted_ = Inbox().sort([data])
+    assert sorted_[7][0][1:4] == (ts, level, out)

@@ -491,3 +491,51 @@ def test_a_fork_child_logging_after_its_parents_stream_on_a_backend_of_its_own_c
     child, parent = result.stdout.split("\n")[:2]
     assert child.split() == ["0", "50"]
     assert parent == "1"
+
+
+FORKS_WHILE_THE_STREAM_STARTS = """
+import os, signal, sys, time
+import lelog
+hung = 0
+for trial in range(20):
+    os.environ["LELOG_RUNTIME_DIR"] = os.path.join({runtime!r}, str(trial))
+    writer = lelog.StreamWriter(f"k{{trial}}", lelog.LogConfig(url={url!r}, account_id="acct", token="secret-token"))
+    kids = []
+    if (pid := os.fork()) == 0:  # its lines make the parent's channel reader start the stream
+        for i in range(20):
+            writer.write_line(f"a {{i}}")
+        writer.close()
+        os._exit(0)
+    kids.append(pid)
+    for n in range(6):  # as a server forks its workers, meanwhile
+        time.sleep(0.002 * n)
+        if (pid := os.fork()) == 0:
+            import httpcore, certifi  # what the stream's start imports, in the parent
+            writer.write_line(f"worker {{n}}")
+            os._exit(0)
+        kids.append(pid)
+    deadline = time.monotonic() + 15
+    for kid in kids:
+        while not os.waitpid(kid, os.WNOHANG)[0]:
+            if time.monotonic() > deadline:
+                hung += 1
+                os.kill(kid, signal.SIGKILL)
+                os.waitpid(kid, 0)
+                break
+            time.sleep(0.01)
+    writer.close()
+print("hung", hung, flush=True)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_children_forked_while_the_parents_stream_starts_never_hang(
+    service: FakeLogService, tmp_path: Any
+) -> None:
+    """A parent's stream starts on its channel reader (a child's first line) while its main
+    thread forks more children: a child made while the parent imported httpcore or built
+    its TLS context would wait forever on the copied locks; the fork waits for them instead."""
+    code = FORKS_WHILE_THE_STREAM_STARTS.format(url=service.url, runtime=str(tmp_path / "runtime"))
+    result = run_python(code, timeout=240)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["hung", "0"], result.stderr
