@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import enum
 import functools
-import os
 import threading
 from typing import Callable, Optional
 
@@ -33,7 +32,7 @@ from ._hostwide import (
     HistoryFile,
     Identity,
     Meeting,
-    joined_path,
+    history_joined,
     load_history,
     mark_ended,
     take_ended,
@@ -254,7 +253,7 @@ class Claim:
     def owner_joined(self) -> bool:
         """Whether the stream's owner on this host joined a writer's stream elsewhere."""
         meeting = self.meeting
-        return meeting is not None and os.path.exists(joined_path(meeting.history_path))
+        return meeting is not None and history_joined(meeting.history_path)
 
     def history_left(self) -> Optional[History]:
         """What the stream's previous owner on this host left to continue from."""

@@ -33,7 +33,7 @@ from ._filestore import FileStore
 from ._recover import Newer, Status, recover_spools
 from ._splitter import LineSplitter
 from ._spool import check_spool_dir
-from ._stats import STORED_ELSEWHERE
+from ._stats import STORED_ELSEWHERE, drop_reasons
 from ._version import __version__
 from ._writer import Stats, StreamWriter
 
@@ -374,8 +374,8 @@ def _summary(stats: Stats, where: str, *, whole_log: bool, store_dropped: int = 
     sent = f"{stats.sent:,}" if stats.sent == stats.accepted else f"{stats.sent:,} of {stats.accepted:,}"
     sent += " line" if stats.accepted == 1 else " lines"
     dropped = f"{stats.dropped_total:,} dropped"
-    reasons = [f"{k.replace('_', ' ')} {n:,}" for k, n in stats.dropped.items() if n]
-    notes = [dropped + (f": {', '.join(reasons)}" if reasons else "")]
+    reasons = drop_reasons(stats.dropped)
+    notes = [dropped + (f": {reasons}" if reasons else "")]
     if stats.pending:
         notes.append(f"{stats.pending:,} not sent in time")
     if stats.truncated:

@@ -562,7 +562,8 @@ def _ready_before_fork() -> None:
     modules of a first request, the TLS context) is imported and built now.  Another thread
     of this process doing it at the moment of the fork (a writer's worker, or the children's
     channel reader starting a stream) would leave the child's copies of the import system's
-    and OpenSSL's locks held for good; here the fork waits for that thread instead.  Not
+    and OpenSSL's locks held for good; here the fork waits for that thread instead.  Not the
+    pool (``prepare`` makes it too): its lock is the client's own, renewed in the child.  Not
     under ``logging``'s module lock (httpcore's imports take it)."""
     clients = list(_clients)
     if not clients or _lifecycle.holding_logging_lock():

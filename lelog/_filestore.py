@@ -533,9 +533,9 @@ class FileStore:
         """
         if key in self._locks:
             return
-        path = self.prepare(key)
+        self.prepare(key)
         with _store_errors("open", key):
-            lock = _KeyLock(path + _LOCK_SUFFIX, key)
+            lock = _KeyLock(self._lock_path(key), key)
             try:
                 lock.acquire(id(self))
             except KeyInUse as exc:
@@ -544,23 +544,23 @@ class FileStore:
         self._refused.pop(key, None)
         self._locks[key] = lock
 
-    def prepare(self, key: str) -> str:
+    def prepare(self, key: str) -> None:
         """Make the key's directory and record a shortened name's key: a key whose files
-        cannot be made fails here, before anything is written.  Returns its path's stem."""
-        path = os.path.join(self.directory, encode_key(key))
+        cannot be made fails here, before anything is written."""
         with _store_errors("open", key):
-            os.makedirs(os.path.dirname(path), exist_ok=True)
+            os.makedirs(os.path.dirname(self._lock_path(key)), exist_ok=True)
             self._record_key(key)
-        return path
+
+    def _lock_path(self, key: str) -> str:
+        return os.path.join(self.directory, encode_key(key)) + _LOCK_SUFFIX
 
     def held_elsewhere(self, key: str) -> bool:
         """Whether another process holds the key's writer lock now (a writer this host's
         runtime directory does not reach: ``_look``)."""
         if fcntl is None:
             return False
-        path = os.path.join(self.directory, encode_key(key)) + _LOCK_SUFFIX
         try:
-            fd = os.open(path, os.O_RDONLY)
+            fd = os.open(self._lock_path(key), os.O_RDONLY)
         except OSError:
             return False
         try:

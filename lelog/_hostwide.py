@@ -51,6 +51,7 @@ __all__ = [
     "PRESENCE",
     "History",
     "HistoryFile",
+    "history_joined",
     "joined_path",
     "MEMBERS_KEPT",
     "Meeting",
@@ -246,24 +247,24 @@ class HistoryFile:
         if self._size + len(data) > self._limit:
             self._rewrite(ring_rows())
             return
-        try:
-            os.write(self._fd, data)  # O_APPEND: one write per batch, rows whole
-        except OSError as exc:
-            self._fail(exc)
-            return
-        self._size += len(data)
+        self._write(data)
 
     def hand_on(self, carried: Carried) -> None:
         """The stream's counts so far, for the next owner (kept when the file is rewritten)."""
         if self._fd is None:
             return
         self._totals = carried.row()
+        self._write(self._totals)
+
+    def _write(self, data: bytes) -> None:
+        """One ``write`` (``O_APPEND``: what it holds is whole in the file, or absent)."""
+        assert self._fd is not None
         try:
-            os.write(self._fd, self._totals)
+            os.write(self._fd, data)
         except OSError as exc:
             self._fail(exc)
             return
-        self._size += len(self._totals)
+        self._size += len(data)
 
     def mark_joined(self) -> None:
         """The stream is a writer's elsewhere (``joined_path``)."""
@@ -449,13 +450,18 @@ def load_history(path: str) -> Optional[History]:
     for key in [key for key, count in members.items() if count < 0]:
         del members[key]  # its member closed it
     history = parse_rows(rows, written)
-    joined = os.path.exists(joined_path(path))
+    joined = history_joined(path)
     return None if history is None else attrs.evolve(history, members=members, joined=joined, carried=carried)
 
 
 def joined_path(history_path: str) -> str:
     """The flag beside a history file that says its stream is a writer's elsewhere."""
     return history_path + ".joined"
+
+
+def history_joined(history_path: str) -> bool:
+    """Whether the owner that keeps this history file joined a writer's stream elsewhere."""
+    return os.path.exists(joined_path(history_path))
 
 
 def parse_rows(rows: list[bytes], written: float = 0.0) -> Optional[History]:
@@ -477,17 +483,20 @@ def parse_rows(rows: list[bytes], written: float = 0.0) -> Optional[History]:
 CONTINUE_WINDOW = 10.0
 
 
+def _identity(pid: int) -> Identity:
+    """Process ``pid`` as its runs know it: pid, start time, boot."""
+    found = proc_stat(pid)
+    return (pid, None if found is None else found[1], boot_id())
+
+
 def parent_run() -> list[object]:
-    """This process's parent, as a run's processes share it: pid, start time, boot."""
-    ppid = os.getppid()
-    found = proc_stat(ppid)
-    return [ppid, None if found is None else found[1], boot_id()]
+    """This process's parent, as a run's processes share it (a list: as JSON gives it back)."""
+    return list(_identity(os.getppid()))
 
 
 def this_run() -> Identity:
-    """This process, as its fork children know it as their parent: pid, start time, boot."""
-    found = proc_stat(os.getpid())
-    return (os.getpid(), None if found is None else found[1], boot_id())
+    """This process, as its fork children know it as their parent."""
+    return _identity(os.getpid())
 
 
 def mark_ended(path: str, carried: Carried) -> None:

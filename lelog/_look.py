@@ -36,6 +36,7 @@ from ._backend import ONE_ATTEMPT, Backend
 from ._clock import Deadline
 from ._exceptions import LogServiceError, StreamNotFound
 from ._line import Line, ndjson, time_seconds
+from ._stats import count_of
 
 __all__ = ["Found", "LiveLines", "Look"]
 
@@ -139,7 +140,7 @@ class Look:
             return (
                 "leftover_elsewhere",
                 f"stream {key!r} was left live by a run that ended elsewhere without closing it: "
-                f"the {_lines(held)} it held {'is' if held == 1 else 'are'} stored as that run's "
+                f"the {count_of(held, 'line')} it held {'is' if held == 1 else 'are'} stored as that run's "
                 "log, and this run opens it again",
             )
         if self.found is Found.UNREADABLE:
@@ -164,7 +165,7 @@ class Look:
         return (
             "leftover_elsewhere",
             f"stream {self._key!r} was left live by a run that ended elsewhere without closing "
-            f"it: the {_lines(self.held)} it held could not be stored before this writer's close",
+            f"it: the {count_of(self.held, 'line')} it held could not be stored before this writer's close",
         )
 
     def _decide(self, deadline: Deadline) -> Found:
@@ -210,7 +211,3 @@ class Look:
         )
         at = held[-1].time if held else None
         return ndjson([*(line.encode() for line in held), self._marker(note, next_pos, at)])
-
-
-def _lines(count: int) -> str:
-    return f"{count:,} line" + ("" if count == 1 else "s")

@@ -258,28 +258,22 @@ class Sharing:
         stream = self._stream
         self._owners = carried.owners
         stream.ledger.take_over(carried.totals, carried.pids)
-        with stream.pipeline.encode_lock:  # the history file's writers hold it
-            history_file = stream.pipeline.history_file
-            if history_file is not None:
-                history_file.hand_on(carried)  # for a successor, should this process vanish
+        self._keep_counts(carried)  # for a successor, should this process vanish
 
     def carried(self) -> Carried:
         """The stream's counts, its processes and owners, this one included: for the next
-        owner (``_hand_counts_on``), or the next run (``Claim.let_go``)."""
+        owner (``last_out``), or the next run (``Claim.let_go``)."""
         stream = self._stream
         with stream.ledger.lock:
             counters = stream.ledger.counters
             totals, pids = counters.stream_totals(), counters.stream_pids()
         return Carried(totals, pids, stream.pipeline.next_pos, (*self._owners, this_run()))
 
-    def _hand_counts_on(self) -> None:
-        """Before an owner asks whether it is the last: the stream's counts, for the next
-        owner.  The ledger's lock, then the encoder's, one after the other."""
+    def _keep_counts(self, carried: Carried) -> None:
+        """``carried`` in the history file, for the next owner (under the encoder's lock:
+        the history file's writers hold it)."""
         pipeline = self._stream.pipeline
-        if pipeline.history_file is None:
-            return
-        carried = self.carried()
-        with pipeline.encode_lock:  # the history file's writers hold it
+        with pipeline.encode_lock:
             history_file = pipeline.history_file
             if history_file is not None:
                 history_file.hand_on(carried)
@@ -577,7 +571,8 @@ class Sharing:
     def last_out(self) -> bool:
         """The owner's final push is done: True to store and close, False when the stream
         is handed on to another process."""
-        self._hand_counts_on()
+        if self._stream.pipeline.history_file is not None:
+            self._keep_counts(self.carried())  # the ledger's lock, then the encoder's, in turn
         if self._stream.claim.last_out():
             return True
         self._hand_on()

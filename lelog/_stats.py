@@ -12,7 +12,15 @@ from typing import Iterable, Mapping, Optional
 
 import attrs
 
-__all__ = ["DROP_REASONS", "STORED_ELSEWHERE", "Counters", "Stats", "StreamTotals"]
+__all__ = [
+    "DROP_REASONS",
+    "STORED_ELSEWHERE",
+    "Counters",
+    "Stats",
+    "StreamTotals",
+    "count_of",
+    "drop_reasons",
+]
 
 #: Why a line did not reach the live stream ("unencodable": lelog itself failed to encode
 #: it, which only a bug or an exhausted machine causes; "reentrant": a call made on a thread
@@ -33,6 +41,16 @@ DROP_REASONS = (
 
 def _no_drops() -> dict[str, int]:
     return dict.fromkeys(DROP_REASONS, 0)
+
+
+def drop_reasons(dropped: Mapping[str, int]) -> str:
+    """The reasons lines were dropped, for people: ``overflow 3, after close 1``."""
+    return ", ".join(f"{reason.replace('_', ' ')} {count:,}" for reason, count in dropped.items() if count)
+
+
+def count_of(count: int, noun: str, plural: str = "") -> str:
+    """``1 line``, ``3,000 lines``; ``plural`` when adding an ``s`` is not it."""
+    return f"{count:,} {noun if count == 1 else plural or noun + 's'}"
 
 
 @attrs.frozen
@@ -59,12 +77,10 @@ class StreamTotals:
 
     def text(self) -> str:
         """For the summaries: ``the whole stream: 3,000 lines of 3 processes, 3,000 sent``."""
-        processes = f"{self.processes:,} process" + ("" if self.processes == 1 else "es")
-        lines = f"{self.accepted:,} line" + ("" if self.accepted == 1 else "s")
-        text = f"the whole stream: {lines} of {processes}, {self.sent:,} sent"
+        processes = count_of(self.processes, "process", "processes")
+        text = f"the whole stream: {count_of(self.accepted, 'line')} of {processes}, {self.sent:,} sent"
         if self.dropped_total:
-            reasons = ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in self.dropped.items() if v)
-            text += f", {self.dropped_total:,} dropped ({reasons})"
+            text += f", {self.dropped_total:,} dropped ({drop_reasons(self.dropped)})"
         return text
 
 
@@ -116,7 +132,12 @@ class Stats:
     @property
     def sharing(self) -> str:
         """Who else wrote the stream, for the summaries (``shared``)."""
-        return f"stream shared with {_other_processes(self.shared_with)} on this host"
+        others = (
+            "other processes"
+            if not self.shared_with
+            else count_of(self.shared_with, "other process", "other processes")
+        )
+        return f"stream shared with {others} on this host"
 
     @property
     def dropped_total(self) -> int:
@@ -126,8 +147,7 @@ class Stats:
         """One line for people: what was sent, what was dropped and why, what was cut."""
         text = f"{self.sent:,} of {self.accepted:,} lines sent"
         if self.dropped_total:
-            reasons = ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in self.dropped.items() if v)
-            text += f", {self.dropped_total:,} dropped ({reasons})"
+            text += f", {self.dropped_total:,} dropped ({drop_reasons(self.dropped)})"
         if self.pending:
             text += f", {self.pending:,} pending"
         if self.truncated:
@@ -147,12 +167,6 @@ class Stats:
         if self.last_error:
             text += f"; last error: {self.last_error}"
         return text
-
-
-def _other_processes(count: int) -> str:
-    if count == 0:
-        return "other processes"
-    return f"{count:,} other process" + ("" if count == 1 else "es")
 
 
 class Counters:
